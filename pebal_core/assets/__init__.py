@@ -1,0 +1,1 @@
+"""Files shipped inside the package: the default model (``default_model.safetensors``)."""

@@ -1,0 +1,93 @@
+"""The model zoo: ``build_model(name, num_classes=20, **kwargs)``.
+
+Each entry records how to build the network and what a user needs to know about it (input
+normalisation, output stride, description). Checkpoint metadata stores ``arch`` (the entry
+name) and ``arch_kwargs`` so that :func:`pebal_core.models.checkpoint.load_model` can rebuild
+exactly the network that was saved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pebal_core.models.base import SegmentationModel
+from pebal_core.models.deeplab import DeepLabV3Plus
+from pebal_core.models.resnet import ResNet
+from pebal_core.models.wider_resnet import WiderResNet38
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., SegmentationModel]
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(
+    name: str, description: str
+) -> Callable[[Callable[..., SegmentationModel]], Callable[..., SegmentationModel]]:
+    """Decorator adding a builder ``f(num_classes, **kwargs) -> SegmentationModel`` to the zoo."""
+
+    def wrap(builder: Callable[..., SegmentationModel]) -> Callable[..., SegmentationModel]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelEntry(name, builder, description)
+        return builder
+
+    return wrap
+
+
+def list_models() -> dict[str, str]:
+    """Names of every registered architecture and their one-line descriptions."""
+    return {name: entry.description for name, entry in sorted(_REGISTRY.items())}
+
+
+def build_model(name: str, num_classes: int = 20, **kwargs) -> SegmentationModel:
+    """Build an (untrained) network of the zoo.
+
+    Args:
+        name: an entry of :func:`list_models` (``wrn38``, ``resnet101``, ``resnet50``, ``resnet18``...).
+        num_classes: output channels; 20 for PEBAL (19 Cityscapes trainIds + abstention),
+            19 for a plain Cityscapes segmenter.
+        kwargs: architecture options of that entry (e.g. ``width`` for ``resnet18``).
+
+    Returns:
+        a :class:`SegmentationModel` whose forward maps ``B x 3 x H x W`` normalised images to
+        ``B x num_classes x H x W`` logits. ``model.arch`` and ``model.arch_kwargs`` record how
+        it was built.
+    """
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    model = _REGISTRY[name].builder(num_classes=num_classes, **kwargs)
+    model.arch = name
+    model.arch_kwargs = dict(kwargs)
+    return model
+
+
+@register("wrn38", "WideResNet38-A2 DeepLabv3+, output stride 8: the PEBAL paper/reference model (137 M params)")
+def _wrn38(num_classes: int = 20) -> SegmentationModel:
+    return DeepLabV3Plus(WiderResNet38(), num_classes, output_stride=8)
+
+
+@register("resnet101", "ResNet-101 DeepLabv3+, output stride 8 (the paper's ResNet backbone)")
+def _resnet101(num_classes: int = 20, output_stride: int = 8) -> SegmentationModel:
+    return DeepLabV3Plus(ResNet(101, output_stride), num_classes, output_stride)
+
+
+@register("resnet50", "ResNet-50 DeepLabv3+, output stride 8")
+def _resnet50(num_classes: int = 20, output_stride: int = 8) -> SegmentationModel:
+    return DeepLabV3Plus(ResNet(50, output_stride), num_classes, output_stride)
+
+
+@register(
+    "resnet18",
+    "real-time ResNet-18 DeepLabv3+, output stride 16, slim decoder (128/32/128); `width` scales the trunk",
+)
+def _resnet18(num_classes: int = 20, width: float = 1.0, output_stride: int = 16) -> SegmentationModel:
+    return DeepLabV3Plus(
+        ResNet(18, output_stride, width), num_classes, output_stride, aspp_dim=128, fine_dim=32, final_dim=128
+    )

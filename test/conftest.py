@@ -1,0 +1,66 @@
+"""Shared fixtures and options for the test suite.
+
+* ``--skip-colcon`` skips the colcon workspace build locally; it is refused in CI
+  (``PEBAL_CI=1``), where that test must run.
+* ``realdata``: path of ``../shared/realdata``; tests using it skip with a reason when absent.
+* ``ros_env``: environment variables that keep DDS traffic on this machine (localhost
+  discovery, a random domain id), applied to the test process and handed to subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REALDATA = Path(os.environ.get("PEBAL_REALDATA", ROOT.parent / "shared" / "realdata"))
+REFERENCE = Path(os.environ.get("PEBAL_REFERENCE", ROOT.parent / "shared" / "reference"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--skip-colcon", action="store_true", help="skip the colcon workspace build test (not in CI)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--skip-colcon"):
+        return
+    if os.environ.get("PEBAL_CI"):
+        raise pytest.UsageError("--skip-colcon is not allowed in CI (PEBAL_CI is set)")
+    skip = pytest.mark.skip(reason="--skip-colcon given")
+    for item in items:
+        if "colcon" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    if not REALDATA.is_dir():
+        pytest.skip(f"real data folder {REALDATA} is absent (set PEBAL_REALDATA to its location)")
+    return REALDATA
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not REFERENCE.is_dir():
+        pytest.skip(f"reference layouts folder {REFERENCE} is absent (set PEBAL_REFERENCE)")
+    return REFERENCE
+
+
+def _ros_env() -> dict[str, str]:
+    return {
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "ROS_LOCALHOST_ONLY": "1",
+        "ROS_DOMAIN_ID": str(random.SystemRandom().randint(1, 101)),
+        "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+    }
+
+
+@pytest.fixture(scope="session")
+def ros_env() -> dict[str, str]:
+    """DDS kept on loopback with a random domain id; also set in this process's environment."""
+    env = _ros_env()
+    os.environ.update(env)
+    return env

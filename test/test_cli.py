@@ -1,0 +1,56 @@
+"""The `pebal` command line: help, predict, checkpoint tools, and one-line user errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pebal_core.images import read_label, read_rgb, write_rgb
+from pebal_core.models import build_model
+from pebal_core.models.checkpoint import save_checkpoint
+
+
+def run(*args, check=True):
+    out = subprocess.run([sys.executable, "-m", "pebal_core.cli", *args], capture_output=True, text=True, timeout=300)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_help_lists_subcommands():
+    text = run("--help").stdout
+    for cmd in ("predict", "models", "checkpoint"):
+        assert cmd in text
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "r18.safetensors"
+    return save_checkpoint(build_model("resnet18", width=0.25), path, score_threshold=-1e9)
+
+
+def test_predict_writes_labels_score_and_overlay(tmp_path, model_file):
+    rgb = np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    write_rgb(tmp_path / "img.png", rgb)
+    run("predict", str(tmp_path / "img.png"), "--model", str(model_file), "--out", str(tmp_path / "out"))
+    labels = read_label(tmp_path / "out" / "img_labels.png")
+    score = np.load(tmp_path / "out" / "img_score.npy")
+    assert labels.shape == (48, 80) and labels.max() <= 18
+    assert score.shape == (48, 80) and score.dtype == np.float32
+    assert read_rgb(tmp_path / "out" / "img_color.png").shape == (48, 80, 3)
+    overlay = read_rgb(tmp_path / "out" / "img_overlay.png")
+    assert (overlay != rgb).any(), "threshold -1e9 marks every pixel anomalous, so every pixel is tinted"
+
+
+def test_checkpoint_info_and_convert(tmp_path, model_file):
+    assert "format:  pebal" in run("checkpoint", "info", str(model_file)).stdout
+    out = tmp_path / "c.pt"
+    run("checkpoint", "convert", str(model_file), str(out))
+    assert "converted_from" in run("checkpoint", "info", str(out)).stdout
+
+
+def test_user_errors_are_one_line_exit_2(tmp_path):
+    out = run("predict", str(tmp_path / "x.png"), "--model", str(tmp_path / "missing.pt"), check=False)
+    assert out.returncode == 2
+    assert out.stderr.startswith("pebal: error: checkpoint file not found") and "Traceback" not in out.stderr
