@@ -53,6 +53,13 @@ IMAGENET = Normalization(mean=(0.485 * 255, 0.456 * 255, 0.406 * 255), std=(0.22
 """ImageNet mean/std on RGB (DESIGN §3): the reference PEBAL models and every trunk built here."""
 UNIT_RANGE = Normalization(mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0))
 """RGB/255 with no mean/std (ENet course checkpoint)."""
+ESPNET_CITYSCAPES = Normalization(
+    mean=(72.3923111, 82.90893555, 73.15840149),
+    std=(45.3192215, 46.15289307, 44.91483307),
+    bgr=True,
+    post_scale=1.0 / 255.0,
+)
+"""sacmehta/ESPNet Cityscapes models: BGR, mean/std in B, G, R order on the 0..255 scale, then /255."""
 
 
 def normalize_images(images: torch.Tensor, norm: Normalization) -> torch.Tensor:

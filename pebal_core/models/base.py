@@ -8,11 +8,24 @@ forward pass in two::
 ``features`` is the frozen part (trunk, ASPP, decoder up to ``final``'s input); ``head`` runs
 ``final`` and upsamples to the input size. The trainer runs ``features`` under
 ``torch.no_grad()`` in eval mode, so a fine-tuning step pays for no trunk gradients.
+
+``features`` usually returns one tensor. A network whose last block needs more than one input
+(ENet: the max-pooling indices of its first downsampling stage; ESPNet: the level-1 feature map
+that the last decoder stage concatenates) returns a tuple (a ``NamedTuple`` of tensors) and
+overrides ``head`` to unpack it; callers treat ``features``' output as opaque and only hand it
+to ``head``.
+
+Where a real checkpoint keeps the final block's layers at the top level of its key layout (ENet's
+``upsample5_0``, ``regular5_1``, ``transposed_conv``), the model registers those layers under
+their checkpoint names and attaches ``final`` with :meth:`SegmentationModel.attach_final_view`:
+a module grouping the same layer objects that is not itself a registered child, so the
+state_dict keys stay exactly the checkpoint's while ``final`` still names the fine-tuned block.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,17 +50,23 @@ class SegmentationModel(nn.Module):
 
     normalization: Normalization = IMAGENET
     """How RGB uint8 input must be normalised for this network (see ``pebal_core.preprocessing``)."""
+    size_divisor: int = 1
+    """Input height and width must be multiples of this (the network raises ``ValueError`` otherwise)."""
     final: nn.Module
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.num_classes = num_classes
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Everything before ``final``: ``B x 3 x H x W`` -> the input tensor of ``final``."""
+    def features(self, x: torch.Tensor) -> Any:
+        """Everything before ``final``: ``B x 3 x H x W`` -> the input of ``final``.
+
+        A tensor for most networks; a tuple of tensors where ``final`` needs several inputs
+        (then ``head`` is overridden to unpack it).
+        """
         raise NotImplementedError
 
-    def head(self, feats: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def head(self, feats: Any, size: tuple[int, int]) -> torch.Tensor:
         """``final`` on ``features``' output, upsampled to ``size`` (H, W): ``B x C x H x W`` logits."""
         return upsample(self.final(feats), size)
 
@@ -59,8 +78,31 @@ class SegmentationModel(nn.Module):
         return self.final.parameters()
 
     def trunk_modules(self) -> Iterator[nn.Module]:
-        """Direct children other than ``final`` (frozen during PEBAL fine-tuning)."""
-        return (m for name, m in self.named_children() if name != "final")
+        """Direct children that are not (part of) ``final``: the blocks frozen during PEBAL fine-tuning."""
+        in_final = {id(m) for m in self.final.modules()}
+        return (m for m in self.children() if id(m) not in in_final)
+
+    def attach_final_view(self, final: nn.Module) -> None:
+        """Make ``final`` the fine-tuned block without registering it as a child module.
+
+        For networks whose checkpoint layout keeps the final block's layers at the top level:
+        every child of ``final`` must already be registered on this model (under its checkpoint
+        name), so ``state_dict`` keys, ``.to()``, ``.train()``/``.eval()`` and ``named_modules``
+        all go through those registrations, and ``final`` only groups them (and defines how they
+        are chained). Raises ``ValueError`` if a child of ``final`` is not a child of the model.
+        """
+        own = {id(m) for m in self.children()}
+        stray = [name for name, m in final.named_children() if id(m) not in own]
+        if stray:
+            raise ValueError(f"final view holds modules that are not children of the model: {stray}")
+        self.__dict__["final"] = final
+
+    def train(self, mode: bool = True) -> SegmentationModel:
+        super().train(mode)
+        view = self.__dict__.get("final")
+        if view is not None:  # an attached view is no child: keep its own flag in step too
+            view.training = mode
+        return self
 
     @property
     def classifier(self) -> nn.Conv2d:

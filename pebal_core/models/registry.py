@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from pebal_core.models.base import SegmentationModel
 from pebal_core.models.deeplab import DeepLabV3Plus
+from pebal_core.models.enet import ENet
+from pebal_core.models.espnet import ESPNet
 from pebal_core.models.resnet import ResNet
 from pebal_core.models.wider_resnet import WiderResNet38
 
@@ -50,7 +52,8 @@ def build_model(name: str, num_classes: int = 20, **kwargs) -> SegmentationModel
     """Build an (untrained) network of the zoo.
 
     Args:
-        name: an entry of :func:`list_models` (``wrn38``, ``resnet101``, ``resnet50``, ``resnet18``...).
+        name: an entry of :func:`list_models` (``wrn38``, ``resnet101``, ``resnet50``, ``resnet18``, ``enet``,
+            ``espnet_p2q8``...).
         num_classes: output channels; 20 for PEBAL (19 Cityscapes trainIds + abstention),
             19 for a plain Cityscapes segmenter.
         kwargs: architecture options of that entry (e.g. ``width`` for ``resnet18``).
@@ -91,3 +94,21 @@ def _resnet18(num_classes: int = 20, width: float = 1.0, output_stride: int = 16
     return DeepLabV3Plus(
         ResNet(18, output_stride, width), num_classes, output_stride, aspp_dim=128, fine_dim=32, final_dim=128
     )
+
+
+@register(
+    "enet",
+    "ENet (Paszke et al. 2016), davidtvs/PyTorch-ENet layout: the real Cityscapes 'void' checkpoint (0.35 M params, "
+    "input RGB/255)",
+)
+def _enet(num_classes: int = 20) -> SegmentationModel:
+    return ENet(num_classes)
+
+
+@register(
+    "espnet_p2q8",
+    "ESPNet (Mehta et al. 2018) with decoder, p=2 q=8, sacmehta/ESPNet layout (0.36 M params, BGR mean/std input, "
+    "H and W multiples of 8)",
+)
+def _espnet_p2q8(num_classes: int = 20) -> SegmentationModel:
+    return ESPNet(num_classes, p=2, q=8)
