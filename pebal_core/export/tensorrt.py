@@ -453,6 +453,8 @@ def build_engine(
         profile = builder.create_optimization_profile()
         profile.set_shape(INPUT_NAME, shapes["min"], shapes["opt"], shapes["max"])
         config.add_optimization_profile(profile)
+        if precision == "fp32":
+            config.clear_flag(trt.BuilderFlag.TF32)  # on by default; fp32 here means IEEE fp32 kernels
         if precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)
         calibrator = None
