@@ -279,6 +279,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from pebal_core.runtime import parse_device
 
     _, index = parse_device(args.device, ("cuda",))
+    print(f"building a {args.precision} TensorRT plan from {args.onnx} (kernel tuning takes minutes)")
     info = build_engine(
         args.onnx,
         args.output,

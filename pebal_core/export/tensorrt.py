@@ -20,12 +20,14 @@ Cache layout, next to the ONNX file ``model.onnx`` (Autoware style)::
 The bookkeeping (:class:`EngineInfo`, :class:`DeviceEnv`, :func:`compatibility_problems`,
 :func:`resolve_engine`, :func:`profile_shapes`, paths, calibration images) is plain Python;
 only :func:`build_engine` and :meth:`DeviceEnv.current` import ``tensorrt`` / ``pycuda``
-(``pip install .[tensorrt]``).
+(``pip install .[tensorrt]``). The builder is written for TensorRT 8.6 to 10.x (weakly-typed
+FP16/INT8 builder flags and the INT8 calibrator API, which TensorRT 11 removed).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -46,6 +48,8 @@ DEFAULT_PRECISION = "fp16"
 DEFAULT_WORKSPACE_MB = 2048
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 INSTALL_HINT = "install the optional extra on a machine with an NVIDIA GPU: pip install .[tensorrt]"
+
+log = logging.getLogger(__name__)
 
 
 class EngineError(RuntimeError):
@@ -322,6 +326,7 @@ def resolve_engine(
         input_size = tuple(info.input_shapes["opt"][2:])
         build_options.setdefault("min_size", tuple(info.input_shapes["min"][2:]))
         build_options.setdefault("max_size", tuple(info.input_shapes["max"][2:]))
+    log.warning("building the TensorRT plan %s (takes minutes): %s", engine, "; ".join(problems))
     builder = build or build_engine
     info = builder(onnx_path, engine, precision=want, input_size=input_size, **build_options)
     return engine, info
@@ -404,8 +409,9 @@ def build_engine(
     """Build a plan from a PEBAL ONNX export with the TensorRT Python API and write it with its sidecar.
 
     Explicit-batch network parsed by ``trt.OnnxParser``; one optimisation profile for the
-    input (:func:`profile_shapes`); workspace pool limited to ``workspace_mb``; FP16 kernels
-    allowed for ``fp16`` and ``int8``; for ``int8`` an entropy calibrator (v2) over the images
+    input (:func:`profile_shapes`); workspace pool limited to ``workspace_mb``; ``fp32`` with
+    TF32 switched off, FP16 kernels allowed for ``fp16`` and ``int8``; for ``int8`` (implicit
+    quantisation, deprecated by TensorRT 10 but still supported) an entropy calibrator (v2) over the images
     of ``calibration_images`` (resized to the profile's ``opt`` size) whose table is cached in
     ``calibration_cache`` (default ``model.int8.calib``; an existing cache is reused and the
     images are then optional). The builder's timing cache is loaded from and saved back to
@@ -438,9 +444,14 @@ def build_engine(
     context = cuda.Device(device).retain_primary_context()
     context.push()
     try:
+        major = int(trt.__version__.split(".")[0])
+        if major >= 11 and precision != "fp32":
+            raise EngineError(
+                f"TensorRT {trt.__version__} removed the weakly-typed FP16/INT8 builder flags this builder uses "
+                "(supported: TensorRT 8.6 to 10.x); build an fp32 plan, or use TensorRT 10"
+            )
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
-        major = int(trt.__version__.split(".")[0])
         flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
@@ -453,11 +464,11 @@ def build_engine(
         profile = builder.create_optimization_profile()
         profile.set_shape(INPUT_NAME, shapes["min"], shapes["opt"], shapes["max"])
         config.add_optimization_profile(profile)
-        if precision == "fp32":
+        if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
             config.clear_flag(trt.BuilderFlag.TF32)  # on by default; fp32 here means IEEE fp32 kernels
         if precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)
-        calibrator = None
+        calibrator = None  # referenced until the build has finished
         if precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
             calibrator = _entropy_calibrator(trt, cuda, calib_files, shapes["opt"], calib_cache)
@@ -482,7 +493,8 @@ def build_engine(
     finally:
         context.pop()
 
-    onnx_file = onnx_path.name if onnx_path.parent.resolve() == engine_path.parent.resolve() else str(onnx_path)
+    same_dir = onnx_path.parent.resolve() == engine_path.parent.resolve()
+    onnx_file = onnx_path.name if same_dir else str(onnx_path.resolve())
     info = EngineInfo(
         tensorrt_version=env.tensorrt_version,
         gpu_name=env.gpu_name,
