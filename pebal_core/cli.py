@@ -202,8 +202,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     o = esub.add_parser(
         "onnx",
         help="checkpoint -> ONNX with the energy head fused in",
-        description="Export a checkpoint (this project's format, or any format with --arch via "
-        "`pebal checkpoint convert` first) to ONNX.",
+        description="Export a checkpoint that names its architecture (this project's format; convert "
+        "others with `pebal checkpoint convert SRC DST --arch NAME` first) to ONNX.",
     )
     o.add_argument("checkpoint", help="checkpoint file, or 'default' for the shipped model")
     o.add_argument("-o", "--output", type=Path, help="output .onnx (default: the checkpoint's name with .onnx)")

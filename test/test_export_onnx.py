@@ -130,8 +130,10 @@ def test_export_formulation_equals_eager_head(monkeypatch):
     logits[0, 3, 2, 2] = logits[0, 7, 2, 2] = logits[0, :19, 2, 2].max() + 1  # a tie
     logits[1, :, 4, 4] += 500.0  # exp(500) overflows float32
     eager = labels_and_score(logits, smoothing=True)
-    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    calls = []
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: calls.append(1) or True)
     exported = labels_and_score(logits, smoothing=True)
+    assert len(calls) >= 2, "both head functions must consult torch.onnx.is_in_onnx_export()"
     assert torch.equal(exported[0], eager[0]) and exported[0][0, 2, 2] == 3
     assert torch.isfinite(exported[1]).all()
     torch.testing.assert_close(exported[1], eager[1], rtol=1e-6, atol=1e-4)
