@@ -53,8 +53,17 @@ def _inliers(logits: torch.Tensor) -> torch.Tensor:
 
 
 def free_energy(logits: torch.Tensor) -> torch.Tensor:
-    """Inlier free energy ``-logsumexp`` over channels 0..18: ``B x H x W``, higher = more anomalous."""
-    return -torch.logsumexp(_inliers(logits), dim=1)
+    """Inlier free energy ``-logsumexp`` over channels 0..18: ``B x H x W``, higher = more anomalous.
+
+    While ONNX export traces it, the max-shifted form ``-(m + log sum exp(x - m))`` is written
+    out: TensorRT imports ONNX ``ReduceLogSumExp`` as ``log(sum(exp(x)))``, which overflows in
+    FP16 for logits above ~11. Eager results are unaffected.
+    """
+    inl = _inliers(logits)
+    if torch.onnx.is_in_onnx_export():
+        top = inl.amax(dim=1, keepdim=True)
+        return -(top.squeeze(1) + (inl - top).exp().sum(dim=1).log())
+    return -torch.logsumexp(inl, dim=1)
 
 
 def smooth(score: torch.Tensor, size: int = GAUSSIAN_SIZE, sigma: float = GAUSSIAN_SIGMA) -> torch.Tensor:
@@ -81,9 +90,13 @@ def inlier_labels(logits: torch.Tensor) -> torch.Tensor:
     """Argmax over the 19 inlier channels as ``uint8`` ``B x H x W`` (lowest index wins ties).
 
     Computed as ``19 - max_c((x_c == max) * (19 - c))``: vectorised reductions that are several
-    times faster on the CPU than ``argmax`` over the channel axis of an NCHW tensor.
+    times faster on the CPU than ``argmax`` over the channel axis of an NCHW tensor. While ONNX
+    export traces it, ``argmax`` is written out instead (ONNX ``ArgMax`` also keeps the first
+    index on ties; TensorRT has no uint8 arithmetic).
     """
     inl = _inliers(logits)
+    if torch.onnx.is_in_onnx_export():
+        return inl.argmax(dim=1).to(torch.uint8)
     top = inl.amax(dim=1, keepdim=True)
     weights = torch.arange(NUM_CLASSES, 0, -1, dtype=torch.uint8, device=inl.device).view(1, -1, 1, 1)
     return NUM_CLASSES - ((inl == top).to(torch.uint8) * weights).amax(dim=1)

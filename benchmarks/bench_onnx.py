@@ -1,0 +1,113 @@
+"""ONNX Runtime (CPU) against eager PyTorch (CPU) on the real-time model, as a speed ratio.
+
+Target (issue 8): the onnxruntime backend runs the real-time model at 256x512 at least 1.3x
+as fast as the torch backend on the same CPU. Both sides time the full ``Predictor.predict``
+path of one camera frame (uint8 RGB in; labels and smoothed anomaly score out): the torch
+backend normalises, runs the network and the energy head eagerly; the onnxruntime backend runs
+a fixed-size ``pebal export onnx`` file with normalisation and head fused in. Rounds alternate
+between the two backends so that other load on the machine hits both alike.
+
+    python benchmarks/bench_onnx.py [--size 256 512] [--frames 30] [--threads N] [--sweep]
+
+``--threads`` sets both sides' CPU threads (torch intra-op threads and onnxruntime intra-op
+threads; default: every usable core). On a machine shared with other work, OpenMP-style
+thread pools lose badly when a core is taken, so the load average is printed with the
+results, and ``--threads 1`` gives the comparison least disturbed by other load.
+
+``--sweep`` also times onnxruntime's graph optimisation levels and thread counts, which is
+how the backend's defaults (ORT_ENABLE_ALL, one intra-op thread per usable core) were chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from pebal_core.export.onnx import export_onnx
+from pebal_core.models import build_model
+from pebal_core.models.checkpoint import save_checkpoint
+from pebal_core.runtime import Predictor, usable_cores
+
+CANDIDATES = {"resnet18 (width 0.5, shipped default)": {"width": 0.5}, "resnet18 (width 1.0)": {"width": 1.0}}
+TARGET = 1.3
+
+
+def interleaved_medians(fns: list, frames: int, warmup: int = 3) -> list[float]:
+    """Median seconds per call of each function, calls interleaved round by round."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(frames):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]
+
+
+def sweep(onnx_path: Path, rgb: np.ndarray, frames: int) -> None:
+    image = np.ascontiguousarray(rgb.transpose(2, 0, 1))[None]
+    configs = []
+    for level in ("ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"):
+        for threads in sorted({1, usable_cores()}):
+            options = ort.SessionOptions()
+            options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+            options.intra_op_num_threads = threads
+            session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+            configs.append((f"{level}, {threads} thread(s)", session))
+    medians = interleaved_medians([lambda s=s: s.run(None, {"image": image}) for _, s in configs], frames)
+    for (label, _), t in zip(configs, medians, strict=True):
+        print(f"    {label:36s} {1000 * t:8.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, nargs=2, default=(256, 512), metavar=("H", "W"))
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=usable_cores(), help="CPU threads for both backends")
+    parser.add_argument("--sweep", action="store_true", help="also time onnxruntime session options")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    h, w = args.size
+    rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    print(
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {ort.__version__} "
+        f"({args.threads} intra-op threads, ORT_ENABLE_ALL), input {h}x{w}, {args.frames} frames, "
+        f"median ms per Predictor.predict; {usable_cores()} usable cores, load average "
+        f"{os.getloadavg()[0]:.2f} at start"
+    )
+    print(
+        f"{'model':40s} {'torch ms':>9s} {'ort ms':>9s} {'torch fps':>10s} {'ort fps':>9s} {'ratio':>6s} {'target':>7s}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, kwargs in CANDIDATES.items():
+            torch.manual_seed(0)
+            ckpt = save_checkpoint(build_model("resnet18", **kwargs).eval(), Path(tmp) / "m.safetensors")
+            onnx_path = export_onnx(ckpt, Path(tmp) / "m.onnx", input_size=(h, w))
+            torch_pred = Predictor.from_checkpoint(ckpt, backend="torch")
+            ort_pred = Predictor.from_checkpoint(onnx_path, backend="onnxruntime", threads=args.threads)
+            agree = (torch_pred.predict(rgb)[0] == ort_pred.predict(rgb)[0]).mean()
+            t_torch, t_ort = interleaved_medians(
+                [lambda p=torch_pred: p.predict(rgb), lambda p=ort_pred: p.predict(rgb)], args.frames
+            )
+            ratio = t_torch / t_ort
+            verdict = "PASS" if ratio >= TARGET else "FAIL"
+            print(
+                f"{label:40s} {1000 * t_torch:9.1f} {1000 * t_ort:9.1f} {1 / t_torch:10.1f} {1 / t_ort:9.1f} "
+                f"{ratio:6.2f} {verdict:>7s}   (labels agree on {100 * agree:.2f}% of pixels)"
+            )
+            if args.sweep:
+                sweep(onnx_path, rgb, args.frames)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()
