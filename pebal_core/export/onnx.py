@@ -214,6 +214,7 @@ def export_model(
     if output.suffix != ".onnx":
         raise ValueError(f"output file {output} must end in .onnx")
     import onnx
+    import onnx_ir
 
     net = DeployNetwork(model.eval(), smoothing, logits).eval()
     example = torch.zeros(1, 3, h, w, dtype=torch.uint8)
@@ -240,6 +241,13 @@ def export_model(
             )
     except Exception as e:  # the exporter raises a zoo of types; keep the cause chained
         raise ExportError(f"torch.onnx.export failed for {getattr(model, 'arch', type(model).__name__)}: {e}") from e
+    if dynamic:
+        in_dims = program.model.graph.inputs[0].shape
+        if not all(isinstance(d, onnx_ir.SymbolicDim) for d in (in_dims[2], in_dims[3])):
+            raise ExportError(
+                f"{getattr(model, 'arch', type(model).__name__)} cannot be exported with a dynamic size: the "
+                f"exporter fixed the input to {in_dims}. Export it at a fixed size instead (drop --dynamic)."
+            )
     props = metadata_props(model, checkpoint_metadata, None if dynamic else (h, w), smoothing, logits, opset)
     program.model.metadata_props.update(props)
     program.model.doc_string = (

@@ -74,6 +74,10 @@ class BatchNorm(nn.BatchNorm2d):
         super().__init__(channels, eps=1e-3)
         self.register_buffer("num_batches_tracked", None)
 
+    def reset_running_stats(self) -> None:
+        self.running_mean.zero_()
+        self.running_var.fill_(1)
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args) -> None:
         # Skip BatchNorm's upgrade of pre-0.4 state dicts: it would insert the dropped counter.
         nn.Module._load_from_state_dict(self, state_dict, prefix, local_metadata, *args)
