@@ -38,9 +38,9 @@ import numpy as np
 
 BLOCK_BITS = 12
 BLOCK = 1 << BLOCK_BITS
-PROMOTE_CELLS = BLOCK // 4
-"""A block becomes a dense row once it holds this many distinct cells (dense then costs at most
-about 3x the sparse representation of the same block)."""
+PROMOTE_CELLS = BLOCK // 8
+"""A block becomes a dense row once it holds this many distinct cells (a dense row, two uint32
+counts per key, then costs at most about 3x the sparse representation of the same block)."""
 
 _F32_FINITE = (np.uint32(0x00800000), np.uint32(0xFF7FFFFF))  # keys of -max and +max float32
 _F64_FINITE = (np.uint64(0x0010000000000000), np.uint64(0xFFEFFFFFFFFFFFFF))
@@ -237,9 +237,9 @@ class ScoreCounts:
         if run[0].size:
             self._pending.append(run)
             self._pending_size += run[0].size
-        limit = max(len(self._sparse) // 4, 1 << 16)
-        if self.max_cells is not None:
-            limit = min(limit, max(self.max_cells // 2, 1))
+        # exact: merge when pending reaches a quarter of the store (amortised O(1) per cell);
+        # streaming: pending may hold up to half the cell budget (memory stays <= 1.5 x max_cells)
+        limit = max(len(self._sparse) // 4, 1 << 16) if self.max_cells is None else self.max_cells // 2
         if self._pending_size >= limit:
             self._flush()
 
@@ -261,11 +261,13 @@ class ScoreCounts:
         self._sparse = _Cells(self.key_dtype, track_rep=False)
         self._dense = self.max_cells is None and self.key_dtype == np.uint32
         if self._dense:
-            self._slot_of_block = np.full(1 << (32 - BLOCK_BITS), -1, np.int32)
-            self._block_of_slot = np.zeros(0, np.int64)
+            # dense row of each block; row 0 is a scratch row that absorbs the (ignored) adds of
+            # cells in sparse blocks, so an image's cells are scattered without splitting them first
+            self._slot_of_block = np.zeros(1 << (32 - BLOCK_BITS), np.int64)
+            self._block_of_slot = np.zeros(0, np.int64)  # block of rows 1, 2, ...
             # uint32 while no count can reach 2**32 (see _guard_dense_overflow), halving memory traffic
-            self._d_pos = np.zeros((0, BLOCK), np.uint32)
-            self._d_neg = np.zeros((0, BLOCK), np.uint32)
+            self._d_pos = np.zeros((1, BLOCK), np.uint32)
+            self._d_neg = np.zeros((1, BLOCK), np.uint32)
 
     def _run(self, keys: np.ndarray, positive: bool) -> list[np.ndarray]:
         """Sorted keys -> sorted unique cells with counts (and rep/multi once coarsened)."""
@@ -280,7 +282,7 @@ class ScoreCounts:
 
     # ------------------------------------------------------------------ dense rows (exact, uint32)
     def _grow_dense(self, blocks: np.ndarray) -> None:
-        n_old = self._block_of_slot.size
+        n_old = self._block_of_slot.size + 1  # rows in use, scratch row included
         n_new = n_old + blocks.size
         cap = self._d_pos.shape[0]
         if n_new > cap:
@@ -289,7 +291,7 @@ class ScoreCounts:
                 grown = np.zeros((cap, BLOCK), getattr(self, name).dtype)
                 grown[:n_old] = getattr(self, name)[:n_old]
                 setattr(self, name, grown)
-        self._slot_of_block[blocks] = np.arange(n_old, n_new, dtype=np.int32)
+        self._slot_of_block[blocks] = np.arange(n_old, n_new)
         self._block_of_slot = np.concatenate([self._block_of_slot, blocks.astype(np.int64)])
 
     def _guard_dense_overflow(self) -> None:
@@ -300,7 +302,7 @@ class ScoreCounts:
 
     def _scatter_dense(self, run: list[np.ndarray], slot: np.ndarray, columns: tuple[int, ...]) -> None:
         """Add ``run``'s count columns (1 = pos, 2 = neg) to the dense rows ``slot`` (one per cell)."""
-        flat = slot.astype(np.intp) * BLOCK + (run[0] & np.uint32(BLOCK - 1))
+        flat = slot * BLOCK + (run[0] & np.uint32(BLOCK - 1))
         for col in columns:
             target = (self._d_pos if col == 1 else self._d_neg).reshape(-1)
             target[flat] += run[col].astype(target.dtype)
@@ -309,21 +311,16 @@ class ScoreCounts:
         """Add the cells of dense blocks (promoting busy new blocks); return the sparse rest."""
         block = run[0] >> np.uint32(BLOCK_BITS)
         slot = self._slot_of_block[block]
-        rest = slot < 0
-        if rest.any():
+        rest = np.flatnonzero(slot == 0)
+        if rest.size:
             starts, lengths = run_lengths(block[rest])
             busy = block[rest][starts[lengths >= PROMOTE_CELLS]]
             if busy.size:
-                self._grow_dense(busy)
+                self._make_dense(busy)
                 slot = self._slot_of_block[block]
-                rest = slot < 0
-        column = (1,) if positive else (2,)
-        if not rest.any():
-            self._scatter_dense(run, slot, column)
-            return [a[:0] for a in run]
-        dense = ~rest
-        if dense.any():
-            self._scatter_dense([a[dense] for a in run], slot[dense], column)
+                rest = np.flatnonzero(slot == 0)
+        if rest.size < slot.size:
+            self._scatter_dense(run, slot, (1,) if positive else (2,))  # sparse cells land in row 0
         return [a[rest] for a in run]
 
     def _promote_sparse_blocks(self) -> None:
@@ -334,13 +331,22 @@ class ScoreCounts:
         block = sp.cell >> np.uint32(BLOCK_BITS)
         starts, lengths = run_lengths(block)
         busy = block[starts[lengths >= PROMOTE_CELLS]]
-        if busy.size == 0:
-            return
-        self._grow_dense(busy)
-        slot = self._slot_of_block[block]
-        move = slot >= 0
-        self._scatter_dense([a[move] for a in sp.arrays()], slot[move], (1, 2))
-        sp.set_arrays([a[~move] for a in sp.arrays()])
+        if busy.size:
+            self._make_dense(busy)
+
+    def _make_dense(self, blocks: np.ndarray) -> None:
+        """Turn sparse blocks into dense rows, moving every cell they already hold (pending
+        runs included), so that each block lives in exactly one of the two stores."""
+        if self._pending:
+            pending, self._pending, self._pending_size = self._pending, [], 0
+            self._sparse.merge(pending[0] if len(pending) == 1 else _combine_runs(pending))
+        self._grow_dense(blocks)
+        sp = self._sparse
+        slot = self._slot_of_block[sp.cell >> np.uint32(BLOCK_BITS)]
+        move = slot > 0
+        if move.any():
+            self._scatter_dense([a[move] for a in sp.arrays()], slot[move], (1, 2))
+            sp.set_arrays([a[~move] for a in sp.arrays()])
 
     # ------------------------------------------------------------------ streaming
     def _coarsen(self) -> None:
@@ -391,7 +397,8 @@ class ScoreCounts:
             n = self._block_of_slot.size
             order = np.argsort(self._block_of_slot)
             d_blocks = self._block_of_slot[order]
-            row_tot = self._d_neg[:n].sum(axis=1, dtype=np.int64)[order]
+            order = order + 1  # rows (row 0 is the scratch row)
+            row_tot = self._d_neg[order].sum(axis=1, dtype=np.int64)
             d_base = np.concatenate([[0], np.cumsum(row_tot)])  # dense negatives in blocks before position i
             for lo in range(0, n, 256):
                 rows = order[lo : lo + 256]
