@@ -21,26 +21,30 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pebal_core.data.anomaly_pairs import AnomalyPairs
 from pebal_core.data.base import DatasetError
-from pebal_core.data.fishyscapes import FishyscapesDataset, fishyscapes_splits
-from pebal_core.data.lostandfound import LostAndFoundDataset
-from pebal_core.data.road_anomaly import RoadAnomalyDataset
-from pebal_core.data.validation_dataset import SETS, ValidationDataset
 
+if TYPE_CHECKING:  # the dataset modules import torch; load them only when a dataset is built
+    from pebal_core.data.anomaly_pairs import AnomalyPairs
+    from pebal_core.data.fishyscapes import FishyscapesDataset
+
+VALIDATION_SETS = ("RoadAnomaly", "RoadAnomaly21", "RoadObsticle21", "fs_static", "FS_LostFound_full")
+"""The sets of the course Validation_Dataset bundle (folder names, ``RoadObsticle21`` sic)."""
 ANOMALY_DATASETS = (
     "fs_lost_and_found",
     "fs_static",
     "lost_and_found",
     "road_anomaly",
-    *(f"validation/{s}" for s in SETS),
+    *(f"validation/{s}" for s in VALIDATION_SETS),
     "synthetic",
 )
 """Names :func:`build_anomaly_dataset` accepts (``validation/`` takes any set folder name)."""
 
 
 def _synthetic(root: Path, split: str | None = None) -> FishyscapesDataset:
+    from pebal_core.data.fishyscapes import FishyscapesDataset, fishyscapes_splits
+
     base = root / "fishyscapes" if (root / "fishyscapes").is_dir() else root
     if split is None:
         splits = fishyscapes_splits(base)
@@ -55,6 +59,11 @@ def _synthetic(root: Path, split: str | None = None) -> FishyscapesDataset:
 
 def build_anomaly_dataset(name: str, root: str | os.PathLike, **options) -> AnomalyPairs:
     """The evaluation dataset ``name`` (see the module table) read from ``root``."""
+    from pebal_core.data.fishyscapes import FishyscapesDataset
+    from pebal_core.data.lostandfound import LostAndFoundDataset
+    from pebal_core.data.road_anomaly import RoadAnomalyDataset
+    from pebal_core.data.validation_dataset import ValidationDataset
+
     root = Path(root)
     if name == "fs_lost_and_found":
         return FishyscapesDataset(root, "LostAndFound", **options)

@@ -25,7 +25,6 @@ from pebal_core.data.anomaly_pairs import AnomalyPairs, Sample, image_files, lab
 from pebal_core.data.base import DatasetError, require_dir
 from pebal_core.labels import EVAL_ANOMALY, EVAL_INLIER
 
-SETS = ("RoadAnomaly", "RoadAnomaly21", "RoadObsticle21", "fs_static", "FS_LostFound_full")
 ROAD_ANOMALY_LUT = label_lut({0: EVAL_INLIER, 1: EVAL_ANOMALY, 2: EVAL_ANOMALY})
 """2 -> 1 as the course code does; 0, 1 kept; every other value is void (the course counts only 0 and 1)."""
 
