@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -77,7 +77,6 @@ class EvalOptions:
     components: str | None = None
     """``anomaly`` or ``obstacle``: SegmentMeIfYouCan component metrics with that track's size filters."""
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.fit not in ("pad", "resize"):

@@ -107,7 +107,8 @@ FPR95_DEFINITIONS = ("pebal", "smiyc", "ood_metrics")
 """Names of the FPR@95TPR definitions (see the module docstring); the first is the default."""
 TARGET_TPR = 0.95
 DEFAULT_MAX_CELLS = 1 << 20
-"""Streaming-mode cell budget: about 24 MB of counts (cell key, two int64 counts, rep key, flag)."""
+"""Streaming-mode cell budget. Each cell costs about 25 bytes (key, two int64 counts, smallest key,
+flag); with pending merges at most about 2 x max_cells cells are held (~50 MB for the default)."""
 CURVE_POINTS = 2000
 """At most this many points per curve are returned for plotting."""
 
@@ -285,8 +286,8 @@ def _split_pixels(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
         labels = labels.astype(np.uint8)
     lab = labels.ravel()
     counts = np.bincount(lab, minlength=256)
-    bad = np.flatnonzero(counts) if counts.size else counts
-    bad = bad[(bad != EVAL_INLIER) & (bad != EVAL_ANOMALY) & (bad != EVAL_VOID)]
+    present = np.flatnonzero(counts)
+    bad = present[(present != EVAL_INLIER) & (present != EVAL_ANOMALY) & (present != EVAL_VOID)]
     if bad.size:
         raise ValueError(
             f"labels hold values {bad[:8].tolist()}; anomaly labels must be 0 (inlier), 1 (anomaly) or 255 (void) "

@@ -155,3 +155,28 @@ def test_user_errors_are_one_line(tmp_path, model_file):
     assert out.returncode == 2 and "--split applies to" in out.stderr
     out = run(*eval_args(model_file, "fs_static", tmp_path, "--methods", "energy", "vibes"), check=False)
     assert out.returncode == 2 and "unknown score methods ['vibes']" in out.stderr
+
+
+class WithSemantic(torch.utils.data.Dataset):
+    """Adds a ``semantic`` trainId map to each item: the model's own argmax, so mIoU must be 100 %."""
+
+    def __init__(self, base, model):
+        self.base, self.model = base, model
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = dict(self.base[i])
+        with torch.inference_mode():
+            logits = self.model(image_to_tensor(item["image"], self.model.normalization))
+        item["semantic"] = logits[0, :19].argmax(0).numpy().astype(np.uint8)
+        return item
+
+
+def test_inlier_miou_when_items_carry_trainids(fs_root, model_file):
+    model = load_model(model_file)
+    ds = WithSemantic(build_anomaly_dataset("fs_lost_and_found", fs_root), model)
+    report = evaluate(model, ds, EvalOptions(progress=False, methods=("pebal",)))
+    assert report["inlier_miou"]["miou"] == pytest.approx(1.0)
+    assert set(report["methods"]) == {"pebal"}
