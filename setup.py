@@ -45,7 +45,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "eval": ["scikit-learn", "matplotlib"],
+        "eval": ["scikit-learn", "scipy", "matplotlib"],
         "data": ["pycocotools"],
         "export": ["onnx", "onnxruntime"],
         "bag": ["rosbags"],

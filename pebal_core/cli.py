@@ -300,6 +300,120 @@ def _run_export(args: argparse.Namespace) -> int:
         f"{info.tensorrt_version}, input {lo[2]}x{lo[3]}..{hi[2]}x{hi[3]}: "
         f"{args.output or engine_path_for(args.onnx, args.precision)} (+ .json sidecar)"
     )
+
+
+# ----------------------------------------------------------------------------- eval
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
+    from pebal_core.metrics import DEFAULT_MAX_CELLS, FPR95_DEFINITIONS
+
+    p = sub.add_parser(
+        "eval",
+        help="anomaly metrics of a model on an evaluation dataset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run a model over an anomaly dataset (one forward pass per image) and score every pixel with the "
+            "PEBAL score and the baselines (MSP, MaxLogit, entropy, energy; abstention for 20-channel models). "
+            "Void pixels are ignored. Writes to --out: results.md (AUROC / AP / FPR95 table in %), "
+            "results.json (all numbers, the three FPR95 definitions, operating points), roc.png and pr.png, and "
+            "prints the table and the PEBAL score threshold at 95% TPR (what the ROS node alarms on; "
+            "--write-threshold stores it in a copy of the checkpoint).\n\n"
+            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)"
+        ),
+    )
+    p.add_argument("--model", default="default", help="checkpoint path, or 'default' for the shipped model")
+    p.add_argument("--dataset", required=True, metavar="NAME", help="dataset name (see above)")
+    p.add_argument("--root", required=True, type=Path, help="dataset folder")
+    p.add_argument("--split", help="lost_and_found: train|test (default test); synthetic: split folder name")
+    p.add_argument(
+        "--non-hazards",
+        choices=("void", "anomaly"),
+        help="lost_and_found: count the non-hazard objects as void (reference protocol, default) or anomaly",
+    )
+    p.add_argument(
+        "--keep-all-images",
+        action="store_true",
+        help="validation/<SET>: keep images without anomaly pixels (the published protocol skips them)",
+    )
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="resize images to this for the network")
+    p.add_argument(
+        "--size-multiple", type=int, default=8, help="native inputs are brought to a multiple of this (default 8)"
+    )
+    p.add_argument("--fit", choices=("pad", "resize"), default="pad", help="how to reach --size-multiple (default pad)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    p.add_argument("--workers", type=int, default=0, help="dataloader worker processes (default 0)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--out", type=Path, default=Path("eval_out"), help="output directory (default ./eval_out)")
+    p.add_argument(
+        "--fpr95", choices=FPR95_DEFINITIONS, default="pebal", help="FPR95 definition reported (default pebal)"
+    )
+    p.add_argument("--streaming", action="store_true", help="bounded-memory metrics with a certified error bound")
+    p.add_argument("--max-cells", type=int, default=DEFAULT_MAX_CELLS, help="streaming cell budget")
+    p.add_argument(
+        "--methods", nargs="+", metavar="METHOD", help="scores to evaluate (default: all of pebal_core.scoring.METHODS)"
+    )
+    p.add_argument(
+        "--components",
+        choices=("anomaly", "obstacle"),
+        help="also SegmentMeIfYouCan component metrics (sIoU, PPV, mean F1) with that track's size filters",
+    )
+    p.add_argument("--no-plots", action="store_true", help="skip roc.png / pr.png")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--write-threshold",
+        type=Path,
+        metavar="CKPT",
+        help="write a copy of the checkpoint whose metadata score_threshold is the PEBAL threshold at 95%% TPR",
+    )
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from pebal_core.evaluate import EvalOptions, markdown_table, run_evaluation, save_with_threshold, write_report
+    from pebal_core.runtime import default_model_path
+
+    checkpoint = default_model_path() if args.model == "default" else Path(args.model)
+    dataset_options = {}
+    if args.split is not None:
+        if args.dataset not in ("lost_and_found", "synthetic"):
+            raise UserError(f"--split applies to lost_and_found and synthetic, not {args.dataset}")
+        dataset_options["split"] = args.split
+    if args.non_hazards is not None:
+        if args.dataset != "lost_and_found":
+            raise UserError("--non-hazards applies to lost_and_found only")
+        dataset_options["non_hazards"] = args.non_hazards
+    if args.keep_all_images:
+        if not args.dataset.startswith("validation/"):
+            raise UserError("--keep-all-images applies to validation/<SET> datasets only")
+        dataset_options["skip_without_anomaly"] = False
+    options = EvalOptions(
+        input_size=tuple(args.input_size) if args.input_size else None,
+        size_multiple=args.size_multiple,
+        fit=args.fit,
+        device=args.device,
+        workers=args.workers,
+        limit=args.limit,
+        fpr95=args.fpr95,
+        exact=not args.streaming,
+        max_cells=args.max_cells,
+        **({"methods": tuple(args.methods)} if args.methods else {}),
+        components=args.components,
+        progress=not args.no_progress,
+    )
+    report = run_evaluation(checkpoint, args.dataset, args.root, options, dataset_options)
+    paths = write_report(report, args.out, plots=not args.no_plots)
+    print(markdown_table(report))
+    if "score_threshold" in report:
+        t = report["score_threshold"]
+        print(
+            f"PEBAL score threshold at 95% TPR: {t['score']:.6g} (TPR {100 * t['tpr']:.2f}%, FPR {100 * t['fpr']:.2f}%)"
+        )
+    if "components" in report:
+        c = report["components"]
+        print(f"components: sIoU {100 * c['siou']:.2f}  PPV {100 * c['ppv']:.2f}  mean F1 {100 * c['f1_mean']:.2f}")
+    written = ", ".join(map(str, paths.values()))
+    print(f"{report['n_images']} images, {report['mode']}, {report['seconds']:.1f} s -> {written}")
+    if args.write_threshold is not None:
+        print(f"wrote {save_with_threshold(checkpoint, args.write_threshold, report)} (score_threshold set)")
     return 0
 
 
@@ -309,6 +423,7 @@ COMMANDS = {
     "checkpoint": (_add_checkpoint, _run_checkpoint),
     "predict": (_add_predict, _run_predict),
     "export": (_add_export, _run_export),
+    "eval": (_add_eval, _run_eval),
 }
 
 

@@ -1,0 +1,71 @@
+"""The course ``Validation_Dataset`` bundle (realdata, Politecnico di Torino anomaly-segmentation course).
+
+On-disk layout::
+
+    <root>/<SET>/images/<N>.<ext>       RGB image (.png, .jpg or .webp)
+    <root>/<SET>/labels_masks/<N>.png   uint8 labels, same <N>
+
+Sets in the bundle: ``RoadAnomaly`` (labels {0, 2}: 2 = anomaly), ``RoadAnomaly21``,
+``RoadObsticle21`` (sic), ``fs_static``, ``FS_LostFound_full`` (labels {0, 1, 255}).
+
+Published course protocol, reproduced here: Road Anomaly's label 2 becomes 1 (the course code's
+``np.where(ood_gts == 2, 1, ood_gts)``), void 255 is kept (dropped by the metrics), and images
+whose mask has no anomaly pixel are **skipped** (``skip_without_anomaly=True``, the default;
+``fs_static`` has 10 such images). Skipping reads every label once when the dataset is built.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pebal_core.data.anomaly_pairs import AnomalyPairs, Sample, image_files, label_lut, require_samples
+from pebal_core.data.base import DatasetError, require_dir
+from pebal_core.labels import EVAL_ANOMALY, EVAL_INLIER
+
+ROAD_ANOMALY_LUT = label_lut({0: EVAL_INLIER, 1: EVAL_ANOMALY, 2: EVAL_ANOMALY})
+"""2 -> 1 as the course code does; 0, 1 kept; every other value is void (the course counts only 0 and 1)."""
+
+
+def validation_sets(root: str | os.PathLike) -> list[str]:
+    """Set folders under ``root`` that hold ``images/`` (sorted)."""
+    root = require_dir(root, "Validation_Dataset root")
+    return sorted(p.name for p in root.iterdir() if (p / "images").is_dir())
+
+
+class ValidationDataset(AnomalyPairs):
+    """One set of the course bundle; items ``{"image", "label" (0/1/255), "name"}``.
+
+    Args:
+        root: the ``Validation_Dataset`` folder.
+        subset: set folder name (``RoadAnomaly``, ``RoadAnomaly21``, ...).
+        skip_without_anomaly: drop images whose mask holds no anomaly pixel (published protocol).
+    """
+
+    def __init__(self, root: str | os.PathLike, subset: str, skip_without_anomaly: bool = True) -> None:
+        set_dir = Path(root) / subset
+        if not set_dir.is_dir():
+            found = validation_sets(root) if Path(root).is_dir() else []
+            raise DatasetError(
+                f"Validation_Dataset set {subset!r}: directory {set_dir} does not exist "
+                f"(sets found under {root}: {', '.join(found) or 'none'})"
+            )
+        images = require_dir(set_dir / "images", f"Validation_Dataset {subset} images")
+        masks = require_dir(set_dir / "labels_masks", f"Validation_Dataset {subset} masks")
+        samples = []
+        for image in image_files(images):
+            label = masks / f"{image.stem}.png"
+            if not label.is_file():
+                raise DatasetError(f"Validation_Dataset {subset}: image {image} has no mask {label}")
+            samples.append(Sample(image, label, f"{subset}/{image.stem}"))
+        expected = "images/<N>.<ext> with labels_masks/<N>.png"
+        lut = ROAD_ANOMALY_LUT if subset == "RoadAnomaly" else None
+        super().__init__(require_samples(samples, set_dir, expected), lut, f"Validation_Dataset {subset} at {set_dir}")
+        self.subset = subset
+        self.n_skipped = 0
+        if skip_without_anomaly:
+            keep = [i for i in range(len(self.samples)) if np.any(self.read_label(i) == EVAL_ANOMALY)]
+            self.n_skipped = len(self.samples) - len(keep)
+            self.samples = [self.samples[i] for i in keep]

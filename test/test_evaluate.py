@@ -1,0 +1,182 @@
+"""`pebal eval` end to end on a generated miniature Fishyscapes tree with a small random model."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from pebal_core.data.anomaly_sets import build_anomaly_dataset
+from pebal_core.evaluate import EvalOptions, evaluate
+from pebal_core.images import read_label, read_rgb, write_label, write_rgb
+from pebal_core.models import build_model
+from pebal_core.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+from pebal_core.preprocessing import image_to_tensor
+from pebal_core.runtime import Predictor
+from pebal_core.scoring import METHODS, score_map
+
+
+def eval_args(model, dataset, root, *extra):
+    return ("eval", "--model", str(model), "--dataset", dataset, "--root", str(root), "--no-progress", *extra)
+
+
+def run(*args, check=True):
+    out = subprocess.run([sys.executable, "-m", "pebal_core.cli", *args], capture_output=True, text=True, timeout=300)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def fs_root(tmp_path_factory):
+    """Fishyscapes layout, 4 images 64x96 with void rows and a magenta square as the anomaly."""
+    root = tmp_path_factory.mktemp("fishyscapes")
+    (root / "LostAndFound" / "original").mkdir(parents=True)
+    (root / "LostAndFound" / "labels").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        image = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+        label = np.zeros((64, 96), np.uint8)
+        label[:6] = 255
+        y, x = 12 + 8 * i, 10 + 15 * i
+        label[y : y + 12, x : x + 20] = 1
+        image[y : y + 12, x : x + 20] = (255, 0, 255)
+        write_rgb(root / "LostAndFound" / "original" / f"{i:03d}.png", image)
+        write_label(root / "LostAndFound" / "labels" / f"{i:03d}.png", label)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_checkpoint(build_model("resnet18", width=0.125), tmp_path_factory.mktemp("m") / "r18.safetensors")
+
+
+def reference_scores(model_file, fs_root):
+    """Every method's pooled scores and labels recomputed independently of pebal_core.evaluate."""
+    model = load_model(model_file)
+    pooled = {m: [] for m in METHODS}
+    labels = []
+    for path in sorted((fs_root / "LostAndFound" / "original").glob("*.png")):
+        with torch.inference_mode():
+            logits = model(image_to_tensor(read_rgb(path), model.normalization))
+        label = read_label(fs_root / "LostAndFound" / "labels" / path.name)
+        keep = label < 255
+        labels.append(label[keep])
+        for m in METHODS:
+            pooled[m].append(score_map(logits, m)[0].numpy()[keep])
+    return {m: np.concatenate(v) for m, v in pooled.items()}, np.concatenate(labels)
+
+
+def test_pebal_eval_writes_table_json_plots_and_matches_sklearn(tmp_path, fs_root, model_file):
+    out = tmp_path / "out"
+    thr_ckpt = tmp_path / "with_threshold.safetensors"
+    extra = ("--out", str(out), "--components", "anomaly", "--write-threshold", str(thr_ckpt))
+    done = run(*eval_args(model_file, "fs_lost_and_found", fs_root, *extra))
+    assert "| MaxLogit |" in done.stdout and "PEBAL score threshold at 95% TPR" in done.stdout
+    md = (out / "results.md").read_text()
+    for name in ("PEBAL (smoothed energy)", "Energy", "MSP", "MaxLogit", "Entropy", "Abstention (void channel)"):
+        assert f"| {name} |" in md
+    for plot in ("roc.png", "pr.png"):
+        image = cv2.imread(str(out / plot))
+        assert image is not None and image.shape[0] > 200 and image.std() > 10
+
+    report = json.loads((out / "results.json").read_text())
+    assert report["n_images"] == 4 and report["fpr95_definition"] == "pebal" and report["mode"] == "exact"
+    scores, y = reference_scores(model_file, fs_root)
+    for m in METHODS:
+        r = report["methods"][m]
+        assert r["n_anomaly_pixels"] == (y == 1).sum() and r["n_inlier_pixels"] == (y == 0).sum()
+        assert r["auroc"] == pytest.approx(roc_auc_score(y, scores[m]), abs=1e-9), m
+        assert r["ap"] == pytest.approx(average_precision_score(y, scores[m]), abs=1e-9), m
+        fpr, tpr, _ = roc_curve(y, scores[m], drop_intermediate=False)
+        assert r["fpr95_by_definition"]["smiyc"] == pytest.approx(fpr[np.searchsorted(tpr, 0.95)], abs=1e-9), m
+
+    threshold = report["score_threshold"]
+    flagged = scores["pebal"] >= threshold["score"]
+    assert threshold["tpr"] == pytest.approx((flagged & (y == 1)).sum() / (y == 1).sum()) and threshold["tpr"] >= 0.95
+    assert Predictor.from_checkpoint(thr_ckpt).score_threshold == pytest.approx(threshold["score"])
+    meta = read_checkpoint(thr_ckpt).metadata
+    assert meta["score_threshold_source"]["dataset"] == "fs_lost_and_found" and meta["arch"] == "resnet18"
+    comp = report["components"]
+    assert (
+        comp["segsize"] == 500
+        and len(comp["f1"]) == 11
+        and comp["threshold"] == report["methods"]["pebal"]["best_f1"]["score"]
+    )
+
+
+def test_streaming_cli_within_bound_and_limit(tmp_path, fs_root, model_file):
+    common = ("--no-plots", "--limit", "2", "--methods", "pebal", "msp")
+    run(*eval_args(model_file, "fs_lost_and_found", fs_root, "--out", str(tmp_path / "e"), *common))
+    streaming = ("--streaming", "--max-cells", "64", "--fpr95", "ood_metrics")
+    run(*eval_args(model_file, "fs_lost_and_found", fs_root, "--out", str(tmp_path / "s"), *common, *streaming))
+    e = json.loads((tmp_path / "e" / "results.json").read_text())
+    s = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert e["n_images"] == 2 and set(s["methods"]) == {"pebal", "msp"} and s["mode"].startswith("streaming")
+    for m in ("pebal", "msp"):
+        bound = s["methods"][m]["error_bound"]
+        for key in ("auroc", "ap"):
+            assert abs(s["methods"][m][key] - e["methods"][m][key]) <= bound[key] + 1e-12
+        got, want = s["methods"][m]["fpr95"], e["methods"][m]["fpr95_by_definition"]["ood_metrics"]
+        assert abs(got - want) <= bound["fpr95"] + 1e-12
+
+
+def test_padding_and_resizing_keep_label_resolution(tmp_path, fs_root):
+    """A 60x90 image (not a multiple of 8): padded or resized for the network, scored at 60x90."""
+    root = tmp_path / "odd"
+    for d in ("original", "labels"):
+        (root / "Static" / d).mkdir(parents=True)
+    label = np.zeros((60, 90), np.uint8)
+    label[20:40, 30:50] = 1
+    write_rgb(root / "Static" / "original" / "a.png", np.full((60, 90, 3), 90, np.uint8))
+    write_label(root / "Static" / "labels" / "a.png", label)
+    ds = build_anomaly_dataset("fs_static", root)
+    torch.manual_seed(1)
+    model = build_model("resnet18", width=0.125).eval()
+    for options in (
+        EvalOptions(progress=False),
+        EvalOptions(fit="resize", progress=False),
+        EvalOptions(input_size=(32, 48), progress=False),
+    ):
+        report = evaluate(model, ds, options)
+        assert report["methods"]["pebal"]["n_anomaly_pixels"] == 400
+        assert report["methods"]["pebal"]["n_inlier_pixels"] == 60 * 90 - 400
+
+
+def test_user_errors_are_one_line(tmp_path, model_file):
+    out = run(*eval_args(model_file, "road_anomaly", tmp_path / "nope"), check=False)
+    assert out.returncode == 2 and out.stderr.startswith("pebal: error: Road Anomaly frames folder")
+    out = run(*eval_args(model_file, "fs_static", tmp_path, "--split", "x"), check=False)
+    assert out.returncode == 2 and "--split applies to" in out.stderr
+    out = run(*eval_args(model_file, "fs_static", tmp_path, "--methods", "energy", "vibes"), check=False)
+    assert out.returncode == 2 and "unknown score methods ['vibes']" in out.stderr
+
+
+class WithSemantic(torch.utils.data.Dataset):
+    """Adds a ``semantic`` trainId map to each item: the model's own argmax, so mIoU must be 100 %."""
+
+    def __init__(self, base, model):
+        self.base, self.model = base, model
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = dict(self.base[i])
+        with torch.inference_mode():
+            logits = self.model(image_to_tensor(item["image"], self.model.normalization))
+        item["semantic"] = logits[0, :19].argmax(0).numpy().astype(np.uint8)
+        return item
+
+
+def test_inlier_miou_when_items_carry_trainids(fs_root, model_file):
+    model = load_model(model_file)
+    ds = WithSemantic(build_anomaly_dataset("fs_lost_and_found", fs_root), model)
+    report = evaluate(model, ds, EvalOptions(progress=False, methods=("pebal",)))
+    assert report["inlier_miou"]["miou"] == pytest.approx(1.0)
+    assert set(report["methods"]) == {"pebal"}
