@@ -177,7 +177,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         np.save(f"{stem}_score.npy", score)
         write_rgb(f"{stem}_score.png", heatmap(score))
         if threshold is not None:
-            write_rgb(f"{stem}_overlay.png", overlay(rgb, score > threshold))
+            write_rgb(f"{stem}_overlay.png", overlay(rgb, score >= threshold))
         print(f"{image_path}: score range [{score.min():.3f}, {score.max():.3f}] -> {stem}_*")
     if threshold is None:
         print("no threshold given and none stored in the model: overlays skipped (use --threshold)")
