@@ -55,6 +55,7 @@ setup(
     entry_points={
         "console_scripts": [
             "pebal = pebal_core.cli:main",
+            "pebal_node = pebal_ros.node:main",
         ],
     },
 )
