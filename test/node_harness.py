@@ -7,6 +7,7 @@ import array
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 import rclpy
@@ -75,10 +76,14 @@ class Probe:
     Args:
         prefix: prepended to the node's topic names (e.g. ``/cam/``), empty for the same namespace.
         outputs: which outputs to subscribe to.
+        keep_messages: keep every received message (False: only headers, for long runs).
     """
 
-    def __init__(self, session: RosSession, prefix: str = "", outputs: tuple[str, ...] = OUTPUTS) -> None:
+    def __init__(
+        self, session: RosSession, prefix: str = "", outputs: tuple[str, ...] = OUTPUTS, keep_messages: bool = True
+    ) -> None:
         self.node = session.add(rclpy.create_node("probe", context=session.context))
+        self.keep_messages = keep_messages
         self.cond = threading.Condition()
         self.received: dict[str, list] = {name: [] for name in outputs}
         self.arrival: dict[str, list[float]] = {name: [] for name in outputs}
@@ -99,7 +104,7 @@ class Probe:
     def _recorder(self, name: str):
         def record(msg) -> None:
             with self.cond:
-                self.received[name].append(msg)
+                self.received[name].append(msg if self.keep_messages else SimpleNamespace(header=msg.header))
                 self.arrival[name].append(time.perf_counter())
                 self.cond.notify_all()
 
