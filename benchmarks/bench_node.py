@@ -13,6 +13,10 @@ The second is immune to the two processes running at different speeds on a share
 The node subscribes with reliable QoS here (see ``main``).
 
     python benchmarks/bench_node.py [--model M.safetensors] [--frames 20] [--sizes 256x512 512x1024]
+                                    [--stock-dds]
+
+Both processes use ``config/fastdds_large_images.xml`` (the Fast DDS profile the README recommends
+for megabyte-sized images; its UDP transport limited to loopback here) unless ``--stock-dds``.
 
 Without ``--model`` a fresh resnet18 (width 0.5, the shipped default architecture) is used.
 """
@@ -30,12 +34,15 @@ import sys
 import tempfile
 import threading
 import time
+import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 TARGET = 1.15
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = ROOT / "config" / "fastdds_large_images.xml"
 PAUSE_S = 0.3
 """Idle time between the two measurements of a frame, so that neither process's OpenMP threads are
 still spinning (they busy-wait a while after a parallel region) when the other one computes."""
@@ -44,7 +51,6 @@ OUTPUT_NAMES = ("semantic", "semantic_color", "anomaly_score", "anomaly_mask", "
 os.environ.update(
     {
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "ROS_LOCALHOST_ONLY": "1",
         "ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101))),
         "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
     }
@@ -60,6 +66,19 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from pebal_core.models import build_model  # noqa: E402
 from pebal_core.models.checkpoint import save_checkpoint  # noqa: E402
 from pebal_core.runtime import Predictor  # noqa: E402
+
+
+def loopback_profile(src: Path, dst: Path) -> Path:
+    """A copy of the shipped Fast DDS profile whose UDP transport only uses 127.0.0.1."""
+    ns = "http://www.eprosima.com"
+    ET.register_namespace("", ns)
+    tree = ET.parse(src)
+    for descriptor in tree.getroot().iter(f"{{{ns}}}transport_descriptor"):
+        if descriptor.findtext(f"{{{ns}}}type") == "UDPv4":
+            allowed = ET.SubElement(descriptor, f"{{{ns}}}interfaceWhiteList")
+            ET.SubElement(allowed, f"{{{ns}}}address").text = "127.0.0.1"
+    tree.write(dst, xml_declaration=True, encoding="UTF-8")
+    return dst
 
 
 def street(h: int, w: int, seed: int) -> np.ndarray:
@@ -187,9 +206,18 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=20, help="timed frames per size (after warm-up)")
     parser.add_argument("--sizes", nargs="+", default=["256x512", "512x1024"], help="HxW image sizes")
     parser.add_argument("--node-log", type=Path, help="append the node's console output to this file")
+    parser.add_argument(
+        "--stock-dds", action="store_true", help=f"do not use {PROFILE.name} (large shared-memory segment)"
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
+    if args.stock_dds:
+        print("Fast DDS with its stock transports")
+    else:
+        profile = loopback_profile(PROFILE, tmp / PROFILE.name)
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+        print(f"Fast DDS profile {PROFILE.relative_to(ROOT)} (UDP limited to loopback here), for both processes")
     model = args.model or save_checkpoint(build_model("resnet18", width=0.5), tmp / "resnet18_w05.safetensors")
     predictor = Predictor.from_checkpoint(model)
     script = shutil.which("pebal_node") or str(Path(sys.executable).parent / "pebal_node")

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 import threading
@@ -62,7 +63,6 @@ from std_msgs.msg import Header
 from pebal_core.calibration import DEFAULT_PROBABILITY_SCALE, resolve_threshold
 from pebal_core.ground import CameraMount, GroundGrid
 from pebal_core.labels import colorize
-from pebal_core.models.checkpoint import CheckpointError
 from pebal_core.runtime import Predictor
 from pebal_core.visualize import overlay
 from pebal_ros.conversions import (
@@ -78,7 +78,7 @@ OUTPUTS = ("semantic", "semantic_color", "anomaly_score", "anomaly_mask", "anoma
 """Output topics, in publishing order."""
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 RELIABILITY = ("best_effort", "reliable")
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"^(cpu|(cuda|tensorrt)(:\d+)?)$")
 STATS_WINDOW = 300
 """Frames over which latency percentiles are computed."""
 
@@ -117,7 +117,7 @@ class ParamSpec:
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "", "checkpoint/engine path for the backend; empty = the shipped default model", True),
     ParamSpec("backend", "torch", "inference backend", True, choices=BACKENDS),
-    ParamSpec("device", "cpu", "cpu, cuda or cuda:N", True),
+    ParamSpec("device", "cpu", "cpu, cuda or cuda:N (onnxruntime also tensorrt[:N])", True),
     ParamSpec(
         "engine_auto_build", True, "tensorrt only: build the engine from the ONNX file when missing or stale", True
     ),
@@ -205,7 +205,7 @@ def _check_value(name: str, value: object) -> str | None:
     if spec.choices and value not in spec.choices:
         return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if name == "device" and not _DEVICE.match(str(value)):
-        return f"device must be cpu, cuda or cuda:N, got {value!r}"
+        return f"device must be cpu, cuda, cuda:N (or tensorrt[:N] for onnxruntime), got {value!r}"
     if name == "model" and value and not Path(str(value)).expanduser().exists():
         return f"model file {value} does not exist (leave model empty for the shipped default model)"
     if name == "score_threshold" and math.isinf(float(value)):
@@ -647,7 +647,11 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=argv)
     try:
         node = PebalNode()
-    except (ValueError, OSError, CheckpointError, rclpy.exceptions.ParameterException) as e:
+    except (ValueError, OSError, RuntimeError, rclpy.exceptions.ParameterException) as e:
+        # parameter, model-file and backend problems (CheckpointError and BackendError are
+        # RuntimeErrors): one line for the user; PEBAL_DEBUG=1 shows the traceback
+        if os.environ.get("PEBAL_DEBUG"):
+            raise
         print(f"pebal_node: error: {e}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2

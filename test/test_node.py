@@ -376,4 +376,20 @@ def test_console_script_refuses_bad_parameters(ros_env, checkpoint):
     )
     assert out.returncode == 2
     assert out.stderr.startswith("pebal_node: error:") and "Traceback" not in out.stderr
-    assert "device must be cpu, cuda or cuda:N" in out.stderr or "out of range" in out.stderr
+    assert "device must be cpu, cuda, cuda:N" in out.stderr
+
+
+def test_console_script_refuses_a_file_that_is_no_model(ros_env, tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "pebal_node")
+    bogus = tmp_path / "model.safetensors"
+    bogus.write_bytes(b"this is not a checkpoint")
+    out = subprocess.run(
+        [script, "--ros-args", "-p", f"model:={bogus}"],
+        env=_node_env(ros_env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith("pebal_node: error:") and "Traceback" not in out.stderr
+    assert str(bogus) in out.stderr
