@@ -22,11 +22,12 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import CompressedImage, Image
 
+from pebal_core import runtime
 from pebal_core.ground import CameraMount, GroundGrid, intrinsic_matrix
 from pebal_core.labels import PALETTE
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import save_checkpoint
-from pebal_core.runtime import Predictor
+from pebal_core.runtime import Predictor, TorchBackend
 from pebal_core.visualize import overlay
 from pebal_ros.node import OUTPUTS, PebalNode
 from pebal_ros.occupancy import OccupancyMapper
@@ -218,6 +219,13 @@ def test_bad_input_warns_counts_and_keeps_serving(ros_env, predictor, rgb, refer
             np.testing.assert_array_equal(as_array(probe.wait_outputs(stamp)["semantic"]), labels)
         assert any("8000 x 8000" in log.msg and "max_image_pixels" in log.msg for log in probe.logs)
         assert any("bayer_rggb8" in log.msg and "rgb8" in log.msg for log in probe.logs)
+        # the same problem again within warning_throttle (5 s): counted, but not logged again
+        bayer = _bad_inputs(probe.now())[0][1]
+        probe.image_pub.publish(bayer)
+        probe.wait_diag(lambda v: v.get("rejected_unsupported_encoding") == "2", what="second bayer frame counted")
+        time.sleep(0.3)
+        warnings = [log for log in probe.logs if log.name == "pebal_node" and "unsupported_encoding" in log.msg]
+        assert len(warnings) == 1
 
 
 def test_parameters_validated_at_set_time_and_applied(ros_env, predictor, rgb, reference):
@@ -393,3 +401,37 @@ def test_console_script_refuses_a_file_that_is_no_model(ros_env, tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("pebal_node: error:") and "Traceback" not in out.stderr
     assert str(bogus) in out.stderr
+
+
+class _RecordingTensorRT(TorchBackend):
+    """Stands in for the TensorRT backend (no TensorRT or GPU here): records the options it gets."""
+
+    received: list[dict] = []
+
+    def __init__(self, path, device="cpu", smoothing=True, **options):
+        _RecordingTensorRT.received.append(dict(options, device=device, smoothing=smoothing))
+        super().__init__(path, device="cpu", smoothing=smoothing)
+
+
+def test_engine_auto_build_reaches_only_the_tensorrt_backend(ros_env, checkpoint, monkeypatch):
+    monkeypatch.setitem(runtime._BACKENDS, "tensorrt", _RecordingTensorRT)
+    monkeypatch.setitem(runtime._BACKENDS, "torch", _RecordingTensorRT)  # record the torch call as well
+    with RosSession() as session:
+        for backend, auto in (("tensorrt", False), ("tensorrt", True), ("torch", False)):
+            values = {"model": str(checkpoint), "backend": backend, "engine_auto_build": auto, "device": "cuda:0"}
+            node = PebalNode(
+                node_name=f"n_{backend}_{auto}", context=session.context, parameter_overrides=_overrides(values)
+            )
+            node.destroy_node()
+    first, second, third = _RecordingTensorRT.received[-3:]
+    assert first["engine_auto_build"] is False and first["device"] == "cuda:0" and first["smoothing"] is True
+    assert second["engine_auto_build"] is True
+    assert "engine_auto_build" not in third
+
+
+def test_console_script_help():
+    script = os.path.join(os.path.dirname(sys.executable), "pebal_node")
+    out = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for name in (*OUTPUTS, "grid.camera_pitch", "score_threshold", "--params-file"):
+        assert name in out.stdout, name

@@ -8,11 +8,12 @@ import time
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from rcl_interfaces.msg import ParameterDescriptor
 
 from pebal_core.labels import LABELS, PALETTE, colorize
 from pebal_core.visualize import overlay
-from pebal_ros.node import PARAMETERS, LatestFrame, _check_combination, _check_value
+from pebal_ros.node import OUTPUTS, PARAMETERS, LatestFrame, _check_combination, _check_value
 
 
 def test_latest_frame_keeps_only_the_newest():
@@ -96,3 +97,15 @@ def test_overlay_equals_a_float64_blend(alpha):
     np.testing.assert_array_equal(
         overlay(rgb[:, ::-1], mask, alpha=alpha), overlay(rgb[:, ::-1].copy(), mask, alpha=alpha)
     )
+
+
+def test_readme_documents_every_parameter_and_topic():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Running the node") :]
+    for spec in PARAMETERS:
+        if spec.name.startswith("outputs."):
+            assert "`outputs.<output>`" in section and f"`{spec.name.split('.', 1)[1]}`" in section
+        else:
+            assert f"`{spec.name}`" in section, spec.name
+    for topic in (*OUTPUTS, "image", "image/compressed", "camera_info", "/diagnostics"):
+        assert f"| `{topic}` |" in section, topic
