@@ -33,7 +33,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
     ],
     install_requires=[
         "setuptools",
@@ -55,6 +55,7 @@ setup(
     entry_points={
         "console_scripts": [
             "pebal = pebal_core.cli:main",
+            "pebal_node = pebal_ros.node:main",
         ],
     },
 )

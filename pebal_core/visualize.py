@@ -34,8 +34,11 @@ def overlay(
     """The image with pixels where ``mask`` is true blended towards ``color`` by ``alpha``."""
     if rgb.shape[:2] != mask.shape:
         raise ValueError(f"image {rgb.shape[:2]} and mask {mask.shape} differ in size")
+    # A blended channel depends only on (value, channel): tabulate the float32 blend for all 256
+    # values, apply it with a look-up table and copy it in under the mask (per frame this is
+    # several times faster than blending the masked pixels with fancy indexing; same result).
+    levels = np.arange(256, dtype=np.float32)[:, None]
+    table = (levels * (1.0 - alpha) + np.asarray(color, dtype=np.float32) * alpha).round().astype(np.uint8)
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     out = rgb.copy()
-    m = mask.astype(bool)
-    tint = np.asarray(color, dtype=np.float32)
-    out[m] = (rgb[m].astype(np.float32) * (1.0 - alpha) + tint * alpha).round().astype(np.uint8)
-    return out
+    return cv2.copyTo(cv2.LUT(rgb, table.reshape(256, 1, 3)), np.asarray(mask).astype(np.uint8), out)

@@ -1,0 +1,672 @@
+"""``pebal_node``: the PEBAL perception node, a thin rclpy shell over :class:`pebal_core.runtime.Predictor`.
+
+Topics (all relative, so ``-r`` remaps and namespaces apply):
+
+==================== ================================ =========================================================
+topic                type                             content
+==================== ================================ =========================================================
+``image`` (in)       sensor_msgs/Image                camera frames: rgb8, bgr8, mono8, rgba8, bgra8
+``image/compressed`` sensor_msgs/CompressedImage      JPEG/PNG frames (when ``subscribe_compressed``)
+``camera_info`` (in) sensor_msgs/CameraInfo           intrinsics for the ground grid
+``semantic``         sensor_msgs/Image mono8          Cityscapes trainIds 0..18
+``semantic_color``   sensor_msgs/Image rgb8           trainIds in the Cityscapes palette
+``anomaly_score``    sensor_msgs/Image 32FC1          PEBAL score (smoothed free energy; higher = more anomalous)
+``anomaly_mask``     sensor_msgs/Image mono8          255 where score >= threshold, else 0
+``anomaly_overlay``  sensor_msgs/Image rgb8           the camera image, anomalous pixels tinted red (RViz)
+``anomaly_grid``     nav_msgs/OccupancyGrid           anomaly probability on the ground plane, 0..100, -1 unknown
+``/diagnostics``     diagnostic_msgs/DiagnosticArray  rates, drops, rejections, latency percentiles, model
+==================== ================================ =========================================================
+
+Every output carries the input header unchanged (stamp and frame_id); the grid keeps the stamp
+and uses ``grid.frame_id``.
+
+Real-time behaviour: the subscription callbacks only put the message into a one-frame mailbox
+(:class:`LatestFrame`); a worker thread takes the newest frame, decodes it, runs the predictor and
+publishes. A frame that arrives while the previous one is still waiting replaces it (counted as
+dropped), so latency never accumulates behind a slow model and memory stays flat. Outputs that are
+disabled, or (``compute_only_subscribed``) have no subscriber, are not computed; with none wanted
+the frame is not even run through the network.
+
+Parameters are declared with descriptors and ranges (:data:`PARAMETERS`); every set, including the
+values from a ``--params-file`` at start-up, goes through :meth:`PebalNode._validate`, which refuses
+bad values with a reason. Model, backend, device, input size, smoothing and the QoS choices are
+read-only (they take effect at start-up); thresholds, outputs and grid geometry change at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import rclpy.utilities
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import OccupancyGrid
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from pebal_core.calibration import DEFAULT_PROBABILITY_SCALE, resolve_threshold
+from pebal_core.ground import CameraMount, GroundGrid
+from pebal_core.labels import colorize
+from pebal_core.runtime import Predictor
+from pebal_core.visualize import overlay
+from pebal_ros.conversions import (
+    CONVERSION_METHODS,
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    make_converter,
+)
+from pebal_ros.occupancy import OccupancyMapper, intrinsics_from_camera_info, occupancy_grid_msg
+
+NODE_NAME = "pebal_node"
+OUTPUTS = ("semantic", "semantic_color", "anomaly_score", "anomaly_mask", "anomaly_overlay", "anomaly_grid")
+"""Output topics, in publishing order."""
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+RELIABILITY = ("best_effort", "reliable")
+_DEVICE = re.compile(r"^(cpu|(cuda|tensorrt)(:\d+)?)$")
+STATS_WINDOW = 300
+"""Frames over which latency percentiles are computed."""
+
+
+# ============================================================================ parameters
+@dataclass(frozen=True)
+class ParamSpec:
+    """One ROS parameter: default, description, and the constraints its descriptor advertises.
+
+    ``bounds`` is an inclusive ``(min, max)`` range (an IntegerRange / FloatingPointRange in the
+    descriptor, enforced by rclpy); ``choices`` is a closed set of strings (enforced by the node).
+    """
+
+    name: str
+    default: object
+    description: str
+    read_only: bool = False
+    bounds: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        d = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only)
+        if self.choices:
+            d.additional_constraints = f"one of: {', '.join(self.choices)}"
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            if isinstance(self.default, bool):
+                raise TypeError(f"{self.name}: bounds on a bool")
+            if isinstance(self.default, int):
+                d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+            else:
+                d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+        return d
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("model", "", "checkpoint/engine path for the backend; empty = the shipped default model", True),
+    ParamSpec("backend", "torch", "inference backend", True, choices=BACKENDS),
+    ParamSpec("device", "cpu", "cpu, cuda or cuda:N (onnxruntime also tensorrt[:N])", True),
+    ParamSpec(
+        "engine_auto_build", True, "tensorrt only: build the engine from the ONNX file when missing or stale", True
+    ),
+    ParamSpec(
+        "input_height", 0, "network input height (px); 0 with input_width 0 = each image's size", True, (0, 8192)
+    ),
+    ParamSpec("input_width", 0, "network input width (px); 0 with input_height 0 = each image's size", True, (0, 8192)),
+    ParamSpec("smoothing", True, "7x7 sigma-1 Gaussian smoothing of the energy score (the reference score)", True),
+    ParamSpec(
+        "score_threshold",
+        math.nan,
+        "anomaly threshold, an energy value (score >= threshold is anomalous); NaN = the model's stored "
+        "threshold, or -9.0 when the model has none",
+    ),
+    *(ParamSpec(f"outputs.{name}", True, f"publish {name}") for name in OUTPUTS),
+    ParamSpec("compute_only_subscribed", True, "compute an enabled output only while it has subscribers"),
+    ParamSpec("overlay_alpha", 0.55, "tint strength of anomalous pixels in anomaly_overlay", bounds=(0.0, 1.0)),
+    ParamSpec("max_image_pixels", DEFAULT_MAX_PIXELS, "larger input images are refused", bounds=(1, 1 << 28)),
+    ParamSpec("subscribe_compressed", False, "also subscribe to image/compressed (JPEG/PNG)", True),
+    ParamSpec("input_reliability", "best_effort", "QoS reliability of the inputs (depth 1)", True, choices=RELIABILITY),
+    ParamSpec("output_reliability", "reliable", "QoS reliability of the outputs (depth 1)", True, choices=RELIABILITY),
+    ParamSpec(
+        "image_conversion", "auto", "auto = cv_bridge when importable, else numpy", True, choices=CONVERSION_METHODS
+    ),
+    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", True, (0.05, 3600.0)),
+    ParamSpec("warning_throttle", 5.0, "seconds between repeated warnings of one kind", bounds=(0.0, 3600.0)),
+    ParamSpec("grid.frame_id", "base_footprint", "ground frame of anomaly_grid (x forward, y left, z up)"),
+    ParamSpec("grid.resolution", 0.2, "cell size (m)", bounds=(0.01, 10.0)),
+    ParamSpec("grid.size_x", 40.0, "grid extent along x, forward (m)", bounds=(0.1, 1000.0)),
+    ParamSpec("grid.size_y", 20.0, "grid extent along y, left (m)", bounds=(0.1, 1000.0)),
+    ParamSpec("grid.origin_x", 0.0, "x of the grid corner at cell (0, 0) (m)", bounds=(-1000.0, 1000.0)),
+    ParamSpec("grid.origin_y", -10.0, "y of the grid corner at cell (0, 0) (m)", bounds=(-1000.0, 1000.0)),
+    ParamSpec("grid.camera_height", 1.5, "optical centre above the ground (m)", bounds=(0.01, 100.0)),
+    ParamSpec("grid.camera_pitch", 0.05, "downward tilt of the optical axis (rad)", bounds=(-1.5, 1.5)),
+    ParamSpec("grid.camera_x", 0.0, "optical centre x in the ground frame (m)", bounds=(-100.0, 100.0)),
+    ParamSpec("grid.camera_y", 0.0, "optical centre y in the ground frame (m)", bounds=(-100.0, 100.0)),
+    ParamSpec(
+        "grid.probability_scale",
+        DEFAULT_PROBABILITY_SCALE,
+        "energy units per logit of the anomaly probability 1/(1+exp(-(score-threshold)/scale))",
+        bounds=(0.001, 100.0),
+    ),
+)
+_SPECS = {spec.name: spec for spec in PARAMETERS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The run-time-changeable configuration, swapped atomically when parameters change."""
+
+    outputs: frozenset[str]
+    compute_only_subscribed: bool
+    threshold: float
+    threshold_source: str
+    overlay_alpha: float
+    max_image_pixels: int
+    warning_throttle: float
+    grid: GroundGrid
+    mount: CameraMount
+    grid_frame: str
+    probability_scale: float
+
+
+def _grid_from(values: dict) -> GroundGrid:
+    return GroundGrid.from_extent(
+        values["grid.resolution"],
+        values["grid.size_x"],
+        values["grid.size_y"],
+        values["grid.origin_x"],
+        values["grid.origin_y"],
+    )
+
+
+def _mount_from(values: dict) -> CameraMount:
+    return CameraMount(
+        values["grid.camera_height"], values["grid.camera_pitch"], values["grid.camera_x"], values["grid.camera_y"]
+    )
+
+
+def _check_value(name: str, value: object) -> str | None:
+    """Why ``value`` is not acceptable for parameter ``name`` (None if it is)."""
+    spec = _SPECS.get(name)
+    if spec is None:
+        return None
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
+    if name == "device" and not _DEVICE.match(str(value)):
+        return f"device must be cpu, cuda, cuda:N (or tensorrt[:N] for onnxruntime), got {value!r}"
+    if name == "model" and value and not Path(str(value)).expanduser().exists():
+        return f"model file {value} does not exist (leave model empty for the shipped default model)"
+    if name == "score_threshold" and math.isinf(float(value)):
+        return "score_threshold must be a finite energy value, or NaN for the model's own threshold"
+    if name == "grid.frame_id" and not str(value).strip():
+        return "grid.frame_id must name a frame (e.g. base_footprint)"
+    return None
+
+
+def _check_combination(values: dict) -> str | None:
+    """Why a full set of parameter values does not work together (None if it does)."""
+    if (values["input_height"] == 0) != (values["input_width"] == 0):
+        return (
+            "input_height and input_width must both be 0 (native size) or both positive, "
+            f"got {values['input_height']} x {values['input_width']}"
+        )
+    try:
+        _grid_from(values)
+        _mount_from(values)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+# ============================================================================ runtime pieces
+class LatestFrame:
+    """A one-slot mailbox: ``put`` replaces what is waiting, ``take`` blocks for the newest item."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: object | None = None
+        self._closed = False
+
+    def put(self, item: object) -> bool:
+        """Store ``item``; True if it replaced one that was never taken (a dropped frame)."""
+        with self._cond:
+            replaced = self._item is not None
+            self._item = item
+            self._cond.notify()
+        return replaced
+
+    def take(self, timeout: float | None = None) -> object | None:
+        """The newest item (removing it), or None once closed or after ``timeout`` seconds."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout)
+            item, self._item = self._item, None
+            return None if self._closed else item
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return int(self._item is not None)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+@dataclass
+class Frame:
+    msg: Image | CompressedImage
+    received: float  # time.perf_counter() at the subscription callback
+
+
+@dataclass
+class Stats:
+    """Counters and latency windows (milliseconds), guarded by ``lock``."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped: int = 0
+    skipped: int = 0
+    published: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTPUTS, 0))
+    rejected: dict[str, int] = field(default_factory=dict)
+    inference_errors: int = 0
+    last_problem: str = ""
+    problems_since_report: int = 0
+    errors_since_report: int = 0
+    inference_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
+    processing_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
+    latency_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
+
+
+def _percentiles(values: deque) -> dict[str, float]:
+    if not values:
+        return {}
+    arr = np.asarray(values, dtype=np.float64)
+    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
+    return {"p50": p50, "p90": p90, "p99": p99, "max": float(arr.max())}
+
+
+def _qos(reliability: str) -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+# ============================================================================ the node
+class PebalNode(Node):
+    """The perception node (see the module docstring for topics and behaviour).
+
+    Args:
+        predictor: run this predictor instead of loading the ``model`` parameter (tests, embedding
+            the node in another program); ``None`` loads ``model`` with ``backend``/``device``/...
+        node_name: ROS node name.
+        **node_kwargs: passed to :class:`rclpy.node.Node` (``parameter_overrides``, ``context``,
+            ``namespace``, ``cli_args``, ...).
+    """
+
+    def __init__(self, predictor: Predictor | None = None, node_name: str = NODE_NAME, **node_kwargs: object) -> None:
+        self._slot = LatestFrame()
+        self._worker: threading.Thread | None = None
+        super().__init__(node_name, **node_kwargs)
+        self._declared = False
+        self.add_on_set_parameters_callback(self._validate)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        self._declared = True
+        p = self._values()
+        reason = _check_combination(p)
+        if reason:
+            raise ValueError(f"invalid parameters: {reason}")
+        self._converter = make_converter(p["image_conversion"])
+        self.predictor = predictor if predictor is not None else self._load_predictor(p)
+        self._stats = Stats()
+        self._camera_info: CameraInfo | None = None
+        self._info_lock = threading.Lock()
+        self._mapper = OccupancyMapper()
+        self._last_warning: dict[str, tuple[float, int]] = {}
+        self._settings = self._build_settings(p)
+        if self._settings.threshold_source == "default":
+            self.get_logger().warning(
+                f"model {self.predictor.model_id} carries no score_threshold and the parameter is unset: "
+                f"using {self._settings.threshold} (set score_threshold to the 95%-TPR energy of `pebal eval`)"
+            )
+        self.add_post_set_parameters_callback(self._apply)
+
+        qos_in, qos_out = _qos(p["input_reliability"]), _qos(p["output_reliability"])
+        self._outputs = {
+            name: self.create_publisher(OccupancyGrid if name == "anomaly_grid" else Image, name, qos_out)
+            for name in OUTPUTS
+        }
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(Image, "image", self._on_image, qos_in)
+        if p["subscribe_compressed"]:
+            self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos_in)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_in)
+        self._diag_period = float(p["diagnostics_period"])
+        self._last_report = (time.monotonic(), 0, 0)
+        self.create_timer(self._diag_period, self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="pebal_inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"model {self.predictor.model_id} on {self.predictor.backend.name}, threshold "
+            f"{self._settings.threshold:.4g} ({self._settings.threshold_source}), images via "
+            f"{self._converter.name}; listening on {self.resolve_topic_name('image')}"
+        )
+
+    # ------------------------------------------------------------------ parameters
+    def _values(self) -> dict:
+        return {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+
+    def _validate(self, params: list[Parameter]) -> SetParametersResult:
+        """Refuse bad values with a reason (runs for start-up values as well as later sets)."""
+        for param in params:
+            reason = _check_value(param.name, param.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        if self._declared:  # combinations are checked once all parameters exist (see __init__)
+            proposed = self._values() | {param.name: param.value for param in params}
+            reason = _check_combination(proposed)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _apply(self, params: list[Parameter]) -> None:
+        self._settings = self._build_settings(self._values())
+        changed = ", ".join(f"{p.name}={p.value}" for p in params)
+        self.get_logger().info(f"parameters changed: {changed}")
+
+    def _build_settings(self, p: dict) -> Settings:
+        threshold, source = resolve_threshold(p["score_threshold"], self.predictor.score_threshold)
+        return Settings(
+            outputs=frozenset(name for name in OUTPUTS if p[f"outputs.{name}"]),
+            compute_only_subscribed=bool(p["compute_only_subscribed"]),
+            threshold=threshold,
+            threshold_source=source,
+            overlay_alpha=float(p["overlay_alpha"]),
+            max_image_pixels=int(p["max_image_pixels"]),
+            warning_throttle=float(p["warning_throttle"]),
+            grid=_grid_from(p),
+            mount=_mount_from(p),
+            grid_frame=str(p["grid.frame_id"]),
+            probability_scale=float(p["grid.probability_scale"]),
+        )
+
+    def _load_predictor(self, p: dict) -> Predictor:
+        options: dict[str, object] = {}
+        if p["backend"] == "tensorrt":
+            options["engine_auto_build"] = bool(p["engine_auto_build"])
+        size = (p["input_height"], p["input_width"]) if p["input_height"] else None
+        kwargs = dict(backend=p["backend"], device=p["device"], input_size=size, smoothing=p["smoothing"], **options)
+        if p["model"]:
+            return Predictor.from_checkpoint(Path(p["model"]).expanduser(), **kwargs)
+        return Predictor.default(**kwargs)
+
+    # ------------------------------------------------------------------ callbacks (executor thread)
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        dropped = self._slot.put(Frame(msg, time.perf_counter()))
+        with self._stats.lock:
+            self._stats.frames_in += 1
+            self._stats.dropped += int(dropped)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        with self._info_lock:
+            self._camera_info = msg
+
+    # ------------------------------------------------------------------ worker thread
+    def _work(self) -> None:
+        while True:
+            frame = self._slot.take()
+            if frame is None:
+                return
+            try:
+                self._process(frame)
+            except Exception as e:  # keep serving: one bad frame must not stop the node
+                if not self.context.ok():
+                    return
+                with self._stats.lock:
+                    self._stats.inference_errors += 1
+                    self._stats.errors_since_report += 1
+                    self._stats.last_problem = f"{type(e).__name__}: {e}"
+                self._warn("error", f"frame failed: {type(e).__name__}: {e}", error=True)
+
+    def _wanted(self, s: Settings) -> list[str]:
+        return [
+            name
+            for name in OUTPUTS
+            if name in s.outputs and (not s.compute_only_subscribed or self._outputs[name].get_subscription_count())
+        ]
+
+    def _decode(self, msg: Image | CompressedImage, s: Settings) -> np.ndarray:
+        if isinstance(msg, CompressedImage):
+            return self._converter.compressed_to_rgb(msg, s.max_image_pixels)
+        return self._converter.to_rgb(msg, s.max_image_pixels)
+
+    def _process(self, frame: Frame) -> None:
+        s = self._settings
+        wanted = self._wanted(s)
+        if not wanted:
+            with self._stats.lock:
+                self._stats.skipped += 1
+            return
+        msg = frame.msg
+        try:
+            rgb = self._decode(msg, s)
+        except ImageError as e:
+            self._reject(e)
+            return
+        t0 = time.perf_counter()
+        labels, score = self.predictor.predict(rgb)
+        t1 = time.perf_counter()
+        header = msg.header
+        conv = self._converter
+        published = []
+        mask = score >= s.threshold if ("anomaly_mask" in wanted or "anomaly_overlay" in wanted) else None
+        for name in wanted:
+            if name == "semantic":
+                out = conv.to_image(labels, "mono8", header)
+            elif name == "semantic_color":
+                out = conv.to_image(colorize(labels), "rgb8", header)
+            elif name == "anomaly_score":
+                out = conv.to_image(score, "32FC1", header)
+            elif name == "anomaly_mask":
+                out = conv.to_image(mask.view(np.uint8) * np.uint8(255), "mono8", header)
+            elif name == "anomaly_overlay":
+                out = conv.to_image(overlay(rgb, mask, alpha=s.overlay_alpha), "rgb8", header)
+            else:
+                out = self._grid_message(score, header, s)
+                if out is None:
+                    continue
+            self._outputs[name].publish(out)
+            published.append(name)
+        done = time.perf_counter()
+        latency = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds / 1e6
+        with self._stats.lock:
+            self._stats.frames_out += 1
+            for name in published:
+                self._stats.published[name] += 1
+            self._stats.inference_ms.append((t1 - t0) * 1e3)
+            self._stats.processing_ms.append((done - frame.received) * 1e3)
+            self._stats.latency_ms.append(latency)
+
+    def _grid_message(self, score: np.ndarray, header: Header, s: Settings) -> OccupancyGrid | None:
+        with self._info_lock:
+            info = self._camera_info
+        if info is None:
+            self._warn(
+                "camera_info",
+                f"anomaly_grid needs intrinsics: no CameraInfo on {self.resolve_topic_name('camera_info')}",
+            )
+            return None
+        try:
+            k = intrinsics_from_camera_info(info, score.shape)
+        except ValueError as e:
+            self._warn("camera_info", str(e))
+            return None
+        values = self._mapper.values(score, k, s.grid, s.mount, s.threshold, s.probability_scale)
+        return occupancy_grid_msg(values, s.grid, Header(stamp=header.stamp, frame_id=s.grid_frame))
+
+    # ------------------------------------------------------------------ problems
+    def _reject(self, e: ImageError) -> None:
+        with self._stats.lock:
+            self._stats.rejected[e.kind] = self._stats.rejected.get(e.kind, 0) + 1
+            self._stats.problems_since_report += 1
+            self._stats.last_problem = f"frame rejected ({e.kind}): {e}"
+        self._warn(e.kind, f"frame rejected ({e.kind}): {e}")
+
+    def _warn(self, kind: str, text: str, error: bool = False) -> None:
+        """Log ``text`` at most once per ``warning_throttle`` seconds per ``kind``, counting the rest."""
+        now = time.monotonic()
+        last, suppressed = self._last_warning.get(kind, (-math.inf, 0))
+        if now - last < self._settings.warning_throttle:
+            self._last_warning[kind] = (last, suppressed + 1)
+            return
+        self._last_warning[kind] = (now, 0)
+        if suppressed:
+            text += f" ({suppressed} more like this since the last warning)"
+        (self.get_logger().error if error else self.get_logger().warning)(text)
+
+    # ------------------------------------------------------------------ diagnostics
+    def diagnostic_status(self) -> DiagnosticStatus:
+        """The node's current DiagnosticStatus (also resets the per-period problem counters)."""
+        now = time.monotonic()
+        st = self._stats
+        with st.lock:
+            t_prev, in_prev, out_prev = self._last_report
+            dt = max(now - t_prev, 1e-9)
+            rate_in = (st.frames_in - in_prev) / dt
+            rate_out = (st.frames_out - out_prev) / dt
+            self._last_report = (now, st.frames_in, st.frames_out)
+            problems, errors = st.problems_since_report, st.errors_since_report
+            st.problems_since_report = st.errors_since_report = 0
+            values = {
+                "frames_in": st.frames_in,
+                "frames_out": st.frames_out,
+                "frames_dropped": st.dropped,
+                "frames_skipped": st.skipped,
+                "frames_rejected": sum(st.rejected.values()),
+                **{f"rejected_{kind}": n for kind, n in sorted(st.rejected.items())},
+                "inference_errors": st.inference_errors,
+                "pending_frames": self._slot.pending,
+                **{f"published_{name}": n for name, n in st.published.items()},
+                "rate_in_hz": f"{rate_in:.2f}",
+                "rate_out_hz": f"{rate_out:.2f}",
+                **{f"inference_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.inference_ms).items()},
+                **{f"processing_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.processing_ms).items()},
+                **{f"latency_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.latency_ms).items()},
+                "last_problem": st.last_problem,
+            }
+        s = self._settings
+        values.update(
+            {
+                "backend": self.predictor.backend.name,
+                "model_id": self.predictor.model_id,
+                "input_size": "native"
+                if self.predictor.input_size is None
+                else "x".join(map(str, self.predictor.input_size)),
+                "score_threshold": f"{s.threshold:.6g} ({s.threshold_source})",
+                "image_conversion": self._converter.name,
+                "camera_info": "received" if self._camera_info is not None else "none yet",
+            }
+        )
+        if errors:
+            level, message = DiagnosticStatus.ERROR, values["last_problem"]
+        elif problems:
+            level, message = DiagnosticStatus.WARN, values["last_problem"]
+        elif values["frames_in"] == 0:
+            level, message = DiagnosticStatus.OK, f"waiting for images on {self.resolve_topic_name('image')}"
+        else:
+            level, message = DiagnosticStatus.OK, f"{rate_out:.1f} frames/s out of {rate_in:.1f} in"
+        return DiagnosticStatus(
+            level=level,
+            name=f"{self.get_name()}: anomaly segmentation",
+            message=message,
+            hardware_id=str(getattr(self.predictor.backend, "device", self.predictor.backend.name)),
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+        )
+
+    def _publish_diagnostics(self) -> None:
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [self.diagnostic_status()]
+        self._diag_pub.publish(msg)
+
+    # ------------------------------------------------------------------ shutdown
+    def destroy_node(self) -> None:
+        """Stop the worker (finishing the frame in flight), then destroy the ROS entities."""
+        self._slot.close()
+        if self._worker is not None and self._worker.is_alive() and threading.current_thread() is not self._worker:
+            self._worker.join()
+        super().destroy_node()
+
+
+# ============================================================================ console script
+def _help_text() -> str:
+    width = max(len(s.name) for s in PARAMETERS)
+    rows = []
+    for s in PARAMETERS:
+        if s.choices:
+            extra = f" [{', '.join(s.choices)}]"
+        elif s.bounds:
+            extra = f" [{s.bounds[0]}..{s.bounds[1]}]"
+        else:
+            extra = ""
+        flag = " (read-only)" if s.read_only else ""
+        rows.append(f"  {s.name:<{width}}  default {s.default!r}{extra}{flag}\n  {'':<{width}}  {s.description}")
+    topics = __doc__.split("Topics", 1)[1].split("Every output", 1)[0]
+    return "Topics" + topics + "Parameters (-p name:=value or --params-file):\n" + "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``pebal_node``: ``pebal_node [--ros-args --params-file config/pebal.yaml -r image:=/cam]``."""
+    argv = sys.argv if argv is None else argv
+    user_args = rclpy.utilities.remove_ros_args(argv)[1:]
+    parser = argparse.ArgumentParser(
+        prog="pebal_node",
+        description="PEBAL anomaly segmentation as a ROS 2 node. Configure it with ROS arguments, e.g.\n"
+        "  pebal_node --ros-args --params-file config/pebal.yaml -r image:=/camera/image_raw",
+        epilog=_help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(user_args)
+    rclpy.init(args=argv)
+    try:
+        node = PebalNode()
+    except (ValueError, OSError, RuntimeError, rclpy.exceptions.ParameterException) as e:
+        # parameter, model-file and backend problems (CheckpointError and BackendError are
+        # RuntimeErrors): one line for the user; PEBAL_DEBUG=1 shows the traceback
+        if os.environ.get("PEBAL_DEBUG"):
+            raise
+        print(f"pebal_node: error: {e}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

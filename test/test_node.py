@@ -1,0 +1,437 @@
+"""The perception node over real rclpy/DDS (localhost only, random domain id).
+
+The node runs in-process with an injected Predictor (the same object computes the reference
+outputs, so they must match bit for bit), and once as the installed ``pebal_node`` console script
+with ``--ros-args --params-file config/pebal.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ROOT
+from node_harness import Probe, RosSession, as_array, byte_array, camera_info_msg, image_msg, wait_until
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from sensor_msgs.msg import CompressedImage, Image
+
+from pebal_core import runtime
+from pebal_core.ground import CameraMount, GroundGrid, intrinsic_matrix
+from pebal_core.labels import PALETTE
+from pebal_core.models import build_model
+from pebal_core.models.checkpoint import save_checkpoint
+from pebal_core.runtime import Predictor, TorchBackend
+from pebal_core.visualize import overlay
+from pebal_ros.node import OUTPUTS, PebalNode
+from pebal_ros.occupancy import OccupancyMapper
+
+pytestmark = pytest.mark.ros
+
+H, W = 48, 64
+FX = FY = 60.0
+GRID = {
+    "grid.resolution": 1.0,
+    "grid.size_x": 30.0,
+    "grid.size_y": 20.0,
+    "grid.origin_x": -2.0,
+    "grid.origin_y": -10.0,
+    "grid.camera_height": 1.5,
+    "grid.camera_pitch": 0.2,
+    "grid.frame_id": "base_link",
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_checkpoint(build_model("resnet18", width=0.25), tmp_path_factory.mktemp("node") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint):
+    return Predictor.from_checkpoint(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    y, x = np.mgrid[0:H, 0:W]
+    img = np.stack([x * 4, y * 5, (x + y) * 2], axis=2) % 256
+    noise = np.random.default_rng(3).integers(0, 40, (H, W, 3))
+    return (img + noise).clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def reference(predictor, rgb):
+    labels, score = predictor.predict(rgb)
+    return labels, score, float(np.median(score))
+
+
+def _overrides(values: dict) -> list[Parameter]:
+    return [Parameter(k, value=v) for k, v in values.items()]
+
+
+def _start(session, predictor, **params) -> PebalNode:
+    values = {"diagnostics_period": 0.1, **GRID, **params}
+    return session.add(PebalNode(predictor, context=session.context, parameter_overrides=_overrides(values)))
+
+
+def _connected(probe: Probe, node: PebalNode, outputs=OUTPUTS) -> None:
+    probe.wait_connected((probe.info_pub,))
+    for name in outputs:
+        wait_until(lambda name=name: node._outputs[name].get_subscription_count() > 0, 15.0, f"probe on {name}")
+
+
+def test_every_output_matches_the_predictor_and_keeps_the_header(ros_env, predictor, rgb, reference):
+    labels, score, threshold = reference
+    with RosSession() as session:
+        node = _start(session, predictor, score_threshold=threshold, overlay_alpha=0.4)
+        probe = Probe(session)
+        _connected(probe, node)
+        probe.info_pub.publish(camera_info_msg(H, W, FX, FY))
+        probe.wait_diag(lambda v: v.get("camera_info") == "received", what="camera_info received")
+
+        stamp = probe.now()
+        probe.image_pub.publish(image_msg(rgb, stamp, "cam_optical"))
+        out = probe.wait_outputs(stamp)
+
+        for name in OUTPUTS[:-1]:
+            msg = out[name]
+            assert msg.header.frame_id == "cam_optical" and (msg.height, msg.width) == (H, W), name
+        assert out["semantic"].encoding == "mono8" and out["semantic_color"].encoding == "rgb8"
+        assert out["anomaly_score"].encoding == "32FC1" and out["anomaly_overlay"].encoding == "rgb8"
+        np.testing.assert_array_equal(as_array(out["semantic"]), labels)
+        np.testing.assert_array_equal(as_array(out["semantic_color"]), PALETTE[labels])
+        np.testing.assert_array_equal(as_array(out["anomaly_score"]), score)
+        mask = score >= threshold
+        assert 0 < mask.sum() < mask.size
+        np.testing.assert_array_equal(as_array(out["anomaly_mask"]), np.where(mask, 255, 0))
+        np.testing.assert_array_equal(as_array(out["anomaly_overlay"]), overlay(rgb, mask, alpha=0.4))
+
+        grid = out["anomaly_grid"]
+        assert grid.header.frame_id == "base_link" and grid.header.stamp == stamp
+        assert (grid.info.width, grid.info.height, grid.info.resolution) == (30, 20, 1.0)
+        assert (grid.info.origin.position.x, grid.info.origin.position.y) == (-2.0, -10.0)
+        expected = OccupancyMapper().values(
+            score,
+            intrinsic_matrix(FX, FY, (W - 1) / 2, (H - 1) / 2),
+            GroundGrid(1.0, 30, 20, -2.0, -10.0),
+            CameraMount(1.5, 0.2),
+            threshold,
+            1.0,
+        )
+        np.testing.assert_array_equal(np.array(grid.data, dtype=np.int8).reshape(20, 30), expected)
+        assert (expected[:, :2] == -1).all() and (expected >= 0).any()  # behind the camera unknown, ahead seen
+
+        # the same picture in every other camera encoding, one with padded rows, gives the same labels
+        for encoding in ("bgr8", "rgba8", "bgra8"):
+            stamp = probe.now()
+            msg = image_msg(rgb, stamp, "cam_optical", encoding)
+            if encoding == "bgra8":
+                rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(H, -1)
+                msg.data = byte_array(np.concatenate([rows, np.zeros((H, 12), np.uint8)], axis=1))
+                msg.step += 12
+            probe.image_pub.publish(msg)
+            got = probe.wait_outputs(stamp, ("semantic", "anomaly_score"))
+            np.testing.assert_array_equal(as_array(got["semantic"]), labels, err_msg=encoding)
+            np.testing.assert_array_equal(as_array(got["anomaly_score"]), score, err_msg=encoding)
+        stamp = probe.now()
+        probe.image_pub.publish(image_msg(rgb, stamp, "cam_optical", "mono8"))
+        grey = np.repeat(rgb[..., :1], 3, axis=2)
+        got = probe.wait_outputs(stamp, ("semantic",))
+        np.testing.assert_array_equal(as_array(got["semantic"]), predictor.predict(grey)[0])
+
+        values = probe.wait_diag(lambda v: int(v["frames_out"]) == 5, what="5 frames out")
+        for key in ("rate_in_hz", "rate_out_hz", "inference_ms_p50", "inference_ms_p99", "latency_ms_p90"):
+            assert float(values[key]) >= 0, key
+        assert values["backend"] == "torch" and values["model_id"] == predictor.model_id
+        assert values["frames_dropped"] == "0" and values["frames_rejected"] == "0"
+
+
+def test_compressed_png_input(ros_env, predictor, rgb, reference):
+    labels, score, _ = reference
+    with RosSession() as session:
+        node = _start(session, predictor, subscribe_compressed=True)
+        probe = Probe(session, outputs=("semantic", "anomaly_score"))
+        _connected(probe, node, ("semantic", "anomaly_score"))
+        wait_until(lambda: probe.compressed_pub.get_subscription_count() > 0, 15.0, "image/compressed subscription")
+        ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        msg = CompressedImage(format="rgb8; png compressed bgr8", data=byte_array(png))
+        msg.header.stamp = stamp = probe.now()
+        msg.header.frame_id = "cam"
+        probe.compressed_pub.publish(msg)
+        out = probe.wait_outputs(stamp)
+        assert out["semantic"].header.frame_id == "cam"
+        np.testing.assert_array_equal(as_array(out["semantic"]), labels)
+        np.testing.assert_array_equal(as_array(out["anomaly_score"]), score)
+
+
+def _bad_inputs(stamp) -> list[tuple[str, object]]:
+    bayer = Image(height=H, width=W, encoding="bayer_rggb8", step=W, data=byte_array(bytes(H * W)))
+    empty = Image(height=0, width=W, encoding="rgb8", step=W * 3)
+    short = Image(height=H, width=W, encoding="rgb8", step=W * 3, data=byte_array(bytes(W * 3 * H - 10)))
+    corrupt = CompressedImage(format="jpeg", data=byte_array(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4))
+    huge = Image(height=8000, width=8000, encoding="mono8", step=8000)
+    huge.data = byte_array(np.zeros(8000 * 8000, np.uint8))
+    cases = [
+        ("unsupported_encoding", bayer),
+        ("empty_image", empty),
+        ("truncated_data", short),
+        ("decode_failed", corrupt),
+        ("too_large", huge),
+    ]
+    for _, msg in cases:
+        msg.header.stamp = stamp
+    return cases
+
+
+def test_bad_input_warns_counts_and_keeps_serving(ros_env, predictor, rgb, reference):
+    labels, _, _ = reference
+    with RosSession() as session:
+        node = _start(session, predictor, subscribe_compressed=True)
+        probe = Probe(session, outputs=("semantic",))
+        _connected(probe, node, ("semantic",))
+        wait_until(lambda: probe.compressed_pub.get_subscription_count() > 0, 15.0, "image/compressed subscription")
+        for i, (kind, msg) in enumerate(_bad_inputs(probe.now())):
+            (probe.compressed_pub if isinstance(msg, CompressedImage) else probe.image_pub).publish(msg)
+            values = probe.wait_diag(
+                lambda v, kind=kind: v.get(f"rejected_{kind}") == "1", timeout=20.0, what=f"rejected_{kind}"
+            )
+            assert values["frames_rejected"] == str(i + 1)
+            assert kind in values["last_problem"]
+            first = probe.first_status(lambda v, kind=kind: v.get(f"rejected_{kind}") == "1")
+            assert first["_level"] == 1 and kind in first["_message"]  # WARN in the period of the rejection
+            probe.wait(
+                lambda kind=kind: any(
+                    log.name == "pebal_node" and log.level == 30 and kind in log.msg for log in probe.logs
+                ),
+                10.0,
+                f"a WARN log about {kind}",
+            )
+            # the node stays up and serves the next good frame
+            stamp = probe.now()
+            probe.image_pub.publish(image_msg(rgb, stamp))
+            np.testing.assert_array_equal(as_array(probe.wait_outputs(stamp)["semantic"]), labels)
+        assert any("8000 x 8000" in log.msg and "max_image_pixels" in log.msg for log in probe.logs)
+        assert any("bayer_rggb8" in log.msg and "rgb8" in log.msg for log in probe.logs)
+        # the same problem again within warning_throttle (5 s): counted, but not logged again
+        bayer = _bad_inputs(probe.now())[0][1]
+        probe.image_pub.publish(bayer)
+        probe.wait_diag(lambda v: v.get("rejected_unsupported_encoding") == "2", what="second bayer frame counted")
+        time.sleep(0.3)
+        warnings = [log for log in probe.logs if log.name == "pebal_node" and "unsupported_encoding" in log.msg]
+        assert len(warnings) == 1
+
+
+def test_parameters_validated_at_set_time_and_applied(ros_env, predictor, rgb, reference):
+    labels, score, threshold = reference
+    with RosSession() as session:
+        node = _start(session, predictor, score_threshold=threshold)
+        probe = Probe(session)
+        _connected(probe, node)
+        client = AsyncParameterClient(probe.node, "pebal_node")
+        assert client.wait_for_services(timeout_sec=15.0)
+
+        def set_remote(**values):
+            future = client.set_parameters(_overrides(values))
+            wait_until(future.done, 15.0, "set_parameters reply")
+            return future.result().results
+
+        refused = {
+            "grid.resolution": (0.001, "out of range"),
+            "overlay_alpha": (1.5, "out of range"),
+            "score_threshold": (float("inf"), "finite"),
+            "grid.frame_id": ("", "must name a frame"),
+            "model": ("/elsewhere.safetensors", "read-only"),
+            "backend": ("onnxruntime", "read-only"),
+            "max_image_pixels": (0, "out of range"),
+        }
+        for name, (value, reason) in refused.items():
+            (result,) = set_remote(**{name: value})
+            assert not result.successful and reason in result.reason, (name, result.reason)
+        # a combination that is only wrong together: refused as a whole, nothing half-applied
+        future = client.set_parameters_atomically(_overrides({"grid.size_x": 1000.0, "grid.resolution": 0.01}))
+        wait_until(future.done, 15.0, "set_parameters_atomically reply")
+        result = future.result().result
+        assert not result.successful and "exceeds" in result.reason
+        assert node.get_parameter("grid.resolution").value == 1.0 and node.get_parameter("grid.size_x").value == 30.0
+        (result,) = set_remote(**{"grid.camera_pitch": 1.57})
+        assert not result.successful and "out of range" in result.reason
+
+        # valid run-time changes take effect on the next frame
+        results = set_remote(**{"score_threshold": -1e9, "outputs.semantic": False, "grid.resolution": 2.0})
+        assert all(r.successful for r in results)
+        probe.info_pub.publish(camera_info_msg(H, W, FX, FY))
+        probe.wait_diag(lambda v: v.get("camera_info") == "received", what="camera_info received")
+        stamp = probe.now()
+        probe.image_pub.publish(image_msg(rgb, stamp))
+        out = probe.wait_outputs(stamp, tuple(n for n in OUTPUTS if n != "semantic"))
+        assert (as_array(out["anomaly_mask"]) == 255).all()
+        assert out["anomaly_grid"].info.width == 15 and out["anomaly_grid"].info.resolution == 2.0
+        values = probe.wait_diag(lambda v: v["frames_out"] == "1")
+        assert values["published_semantic"] == "0" and values["published_semantic_color"] == "1"
+        assert values["score_threshold"].endswith("(parameter)")
+        time.sleep(0.3)
+        assert probe.outputs_with_stamp(stamp)["semantic"] is None
+
+
+def test_outputs_computed_only_for_subscribers(ros_env, predictor, rgb):
+    with RosSession() as session:
+        node = _start(session, predictor)
+        probe = Probe(session, outputs=("semantic",))
+        _connected(probe, node, ("semantic",))
+        stamp = probe.now()
+        probe.image_pub.publish(image_msg(rgb, stamp))
+        probe.wait_outputs(stamp)
+        values = probe.wait_diag(lambda v: v["frames_out"] == "1")
+        assert values["published_semantic"] == "1"
+        assert all(values[f"published_{n}"] == "0" for n in OUTPUTS if n != "semantic")
+        # nobody listening to any output: the frame is not run through the network at all
+        node.set_parameters([Parameter("outputs.semantic", value=False)])
+        probe.image_pub.publish(image_msg(rgb, probe.now()))
+        values = probe.wait_diag(lambda v: v["frames_skipped"] == "1")
+        assert values["frames_out"] == "1"
+        # with compute_only_subscribed off, every enabled output is published even without subscribers
+        node.set_parameters(
+            [Parameter("outputs.semantic", value=True), Parameter("compute_only_subscribed", value=False)]
+        )
+        stamp = probe.now()
+        probe.image_pub.publish(image_msg(rgb, stamp))
+        probe.wait_outputs(stamp)
+        values = probe.wait_diag(lambda v: v["frames_out"] == "2")
+        assert all(values[f"published_{n}"] == ("2" if n == "semantic" else "1") for n in OUTPUTS[:-1])
+        assert values["published_anomaly_grid"] == "0"  # no CameraInfo yet: the grid waits for intrinsics
+        assert values["camera_info"] == "none yet"
+
+
+def _node_env(ros_env) -> dict[str, str]:
+    return {**os.environ, **ros_env, "PYTHONUNBUFFERED": "1"}
+
+
+def test_console_script_with_params_file(ros_env, checkpoint, predictor, rgb, reference):
+    labels, score, _ = reference
+    script = os.path.join(os.path.dirname(sys.executable), "pebal_node")
+    cmd = [
+        script,
+        "--ros-args",
+        "--params-file",
+        str(ROOT / "config" / "pebal.yaml"),
+        "-p",
+        f"model:={checkpoint}",
+        "-p",
+        "diagnostics_period:=0.2",
+        "-r",
+        "image:=/cam/image_raw",
+        "-r",
+        "camera_info:=/cam/camera_info",
+        "-r",
+        "__ns:=/cam",
+    ]
+    proc = subprocess.Popen(cmd, env=_node_env(ros_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with RosSession() as session:
+            probe = Probe(session, prefix="/cam/")
+            probe.image_pub = probe.node.create_publisher(Image, "/cam/image_raw", 10)
+            wait_until(lambda: probe.image_pub.get_subscription_count() > 0 or proc.poll() is not None, 60.0, "node")
+            assert proc.poll() is None, proc.stdout.read()
+            for sub in probe.subscriptions:
+                wait_until(lambda sub=sub: sub.get_publisher_count() > 0, 30.0, f"node publishing {sub.topic_name}")
+            # discovery completes on the node's side a little later than on ours: resend until answered
+            deadline = time.monotonic() + 30.0
+            while True:
+                probe.info_pub.publish(camera_info_msg(H, W, FX, FY))
+                stamp = probe.now()
+                probe.image_pub.publish(image_msg(rgb, stamp, "cam"))
+                try:
+                    out = probe.wait_outputs(stamp, timeout=1.0)
+                    break
+                except AssertionError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+            for name in OUTPUTS[:-1]:
+                assert out[name].header.frame_id == "cam" and (out[name].height, out[name].width) == (H, W)
+            assert out["anomaly_grid"].header.frame_id == "base_footprint"
+            assert out["anomaly_grid"].info.width == 200 and out["anomaly_grid"].info.height == 100  # pebal.yaml
+            np.testing.assert_array_equal(as_array(out["semantic"]), labels)
+            np.testing.assert_allclose(as_array(out["anomaly_score"]), score, rtol=1e-5, atol=1e-5)
+            values = probe.wait_diag(lambda v: int(v["frames_out"]) >= 1, what="subprocess diagnostics")
+            assert values["model_id"] == predictor.model_id
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        log = proc.stdout.read()
+    assert rc == 0, log
+    assert "listening on /cam/image_raw" in log
+
+
+def test_console_script_refuses_bad_parameters(ros_env, checkpoint):
+    script = os.path.join(os.path.dirname(sys.executable), "pebal_node")
+    out = subprocess.run(
+        [script, "--ros-args", "-p", f"model:={checkpoint}", "-p", "grid.camera_pitch:=2.0", "-p", "device:=tpu"],
+        env=_node_env(ros_env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith("pebal_node: error:") and "Traceback" not in out.stderr
+    assert "device must be cpu, cuda, cuda:N" in out.stderr
+
+
+def test_console_script_refuses_a_file_that_is_no_model(ros_env, tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "pebal_node")
+    bogus = tmp_path / "model.safetensors"
+    bogus.write_bytes(b"this is not a checkpoint")
+    out = subprocess.run(
+        [script, "--ros-args", "-p", f"model:={bogus}"],
+        env=_node_env(ros_env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith("pebal_node: error:") and "Traceback" not in out.stderr
+    assert str(bogus) in out.stderr
+
+
+class _RecordingTensorRT(TorchBackend):
+    """Stands in for the TensorRT backend (no TensorRT or GPU here): records the options it gets."""
+
+    received: list[dict] = []
+
+    def __init__(self, path, device="cpu", smoothing=True, **options):
+        _RecordingTensorRT.received.append(dict(options, device=device, smoothing=smoothing))
+        super().__init__(path, device="cpu", smoothing=smoothing)
+
+
+def test_engine_auto_build_reaches_only_the_tensorrt_backend(ros_env, checkpoint, monkeypatch):
+    monkeypatch.setitem(runtime._BACKENDS, "tensorrt", _RecordingTensorRT)
+    monkeypatch.setitem(runtime._BACKENDS, "torch", _RecordingTensorRT)  # record the torch call as well
+    with RosSession() as session:
+        for backend, auto in (("tensorrt", False), ("tensorrt", True), ("torch", False)):
+            values = {"model": str(checkpoint), "backend": backend, "engine_auto_build": auto, "device": "cuda:0"}
+            node = PebalNode(
+                node_name=f"n_{backend}_{auto}", context=session.context, parameter_overrides=_overrides(values)
+            )
+            node.destroy_node()
+    first, second, third = _RecordingTensorRT.received[-3:]
+    assert first["engine_auto_build"] is False and first["device"] == "cuda:0" and first["smoothing"] is True
+    assert second["engine_auto_build"] is True
+    assert "engine_auto_build" not in third
+
+
+def test_console_script_help():
+    script = os.path.join(os.path.dirname(sys.executable), "pebal_node")
+    out = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for name in (*OUTPUTS, "grid.camera_pitch", "score_threshold", "--params-file"):
+        assert name in out.stdout, name

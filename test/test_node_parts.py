@@ -1,0 +1,111 @@
+"""The node's pieces that need no DDS: the newest-frame mailbox, parameter checks, output images."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from rcl_interfaces.msg import ParameterDescriptor
+
+from pebal_core.labels import LABELS, PALETTE, colorize
+from pebal_core.visualize import overlay
+from pebal_ros.node import OUTPUTS, PARAMETERS, LatestFrame, _check_combination, _check_value
+
+
+def test_latest_frame_keeps_only_the_newest():
+    slot = LatestFrame()
+    assert slot.put("a") is False
+    assert slot.put("b") is True  # "a" was never taken: dropped
+    assert slot.pending == 1
+    assert slot.take() == "b" and slot.pending == 0
+    assert slot.take(timeout=0.01) is None
+
+
+def test_latest_frame_take_blocks_until_put_and_close_releases():
+    slot = LatestFrame()
+    got = []
+    worker = threading.Thread(target=lambda: got.append(slot.take()))
+    worker.start()
+    time.sleep(0.05)
+    assert got == []
+    slot.put("frame")
+    worker.join(2.0)
+    assert got == ["frame"]
+    worker = threading.Thread(target=lambda: got.append(slot.take()))
+    worker.start()
+    slot.close()
+    worker.join(2.0)
+    assert not worker.is_alive() and got[-1] is None
+    slot.put("late")
+    assert slot.take() is None  # closed for good
+
+
+def test_parameter_descriptors_advertise_ranges_and_choices():
+    specs = {s.name: s for s in PARAMETERS}
+    d = specs["grid.resolution"].descriptor()
+    assert isinstance(d, ParameterDescriptor)
+    assert d.floating_point_range[0].from_value == 0.01 and d.floating_point_range[0].to_value == 10.0
+    d = specs["input_height"].descriptor()
+    assert d.integer_range[0].from_value == 0 and d.integer_range[0].to_value == 8192 and d.read_only
+    assert "onnxruntime" in specs["backend"].descriptor().additional_constraints
+    assert all(s.description for s in PARAMETERS)
+
+
+def test_value_checks_give_reasons():
+    assert _check_value("backend", "torch") is None
+    assert "one of torch, onnxruntime, tensorrt" in _check_value("backend", "tflite")
+    assert _check_value("device", "cuda:1") is None and _check_value("device", "tensorrt:0") is None
+    assert "cpu, cuda, cuda:N" in _check_value("device", "gpu0")
+    assert "does not exist" in _check_value("model", "/no/such/model.safetensors")
+    assert _check_value("score_threshold", math.nan) is None and _check_value("score_threshold", -7.5) is None
+    assert "finite" in _check_value("score_threshold", -math.inf)
+    values = {s.name: s.default for s in PARAMETERS}
+    assert _check_combination(values) is None
+    assert "both be 0" in _check_combination(values | {"input_height": 512})
+    assert "exceeds" in _check_combination(values | {"grid.resolution": 0.01, "grid.size_x": 1000.0})
+
+
+def test_colorize_matches_the_label_table():
+    labels = np.random.default_rng(0).integers(0, 256, (9, 11), dtype=np.uint8)
+    rgb = colorize(labels)
+    assert rgb.shape == (9, 11, 3) and rgb.dtype == np.uint8
+    colors = {lab.train_id: lab.color for lab in LABELS if 0 <= lab.train_id < 19}
+    for (r, c), value in np.ndenumerate(labels):
+        assert tuple(rgb[r, c]) == tuple(PALETTE[value])
+        if value in colors:
+            assert tuple(rgb[r, c]) == colors[value]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.55, 1.0])
+def test_overlay_equals_a_float64_blend(alpha):
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    mask = rng.random((13, 17)) < 0.4
+    out = overlay(rgb, mask, color=(255, 0, 0), alpha=alpha)
+    blend = rgb.astype(np.float64) * (1 - alpha) + np.array([255.0, 0.0, 0.0]) * alpha
+    expected = np.where(mask[..., None], blend, rgb)
+    # float32 arithmetic inside: equal to the float64 blend within rounding of .5 ties
+    assert np.abs(out.astype(np.float64) - expected).max() <= 0.5 + 1e-3
+    np.testing.assert_array_equal(out[~mask], rgb[~mask])
+    assert out.dtype == np.uint8 and out.shape == rgb.shape
+    assert np.shares_memory(out, rgb) is False
+    # a strided view gives the same result as its contiguous copy
+    np.testing.assert_array_equal(
+        overlay(rgb[:, ::-1], mask, alpha=alpha), overlay(rgb[:, ::-1].copy(), mask, alpha=alpha)
+    )
+
+
+def test_readme_documents_every_parameter_and_topic():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Running the node") :]
+    for spec in PARAMETERS:
+        if spec.name.startswith("outputs."):
+            assert "`outputs.<output>`" in section and f"`{spec.name.split('.', 1)[1]}`" in section
+        else:
+            assert f"`{spec.name}`" in section, spec.name
+    for topic in (*OUTPUTS, "image", "image/compressed", "camera_info", "/diagnostics"):
+        assert f"| `{topic}` |" in section, topic
