@@ -4,6 +4,8 @@ node that publishes camera input and records everything the perception node says
 from __future__ import annotations
 
 import array
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -175,6 +177,44 @@ class Probe:
     def wait_diag(self, predicate: Callable[[dict], object], timeout: float = 10.0, what: str = "diagnostics") -> dict:
         self.wait(lambda: (v := self.latest_values()) and predicate(v), timeout, what)
         return self.latest_values()
+
+
+def first_outputs_from_process(proc, probe: Probe, rgb: np.ndarray, info: CameraInfo, frame_id: str) -> dict:
+    """Send frames to a node running in subprocess ``proc`` until one frame's outputs all arrive.
+
+    Waits for the node's subscription and publishers first; discovery completes on the node's side
+    a little after ours, so the frame is re-sent (with a new stamp) until the node answers. Fails
+    with the process's output if it exits.
+    """
+
+    def exited() -> bool:
+        return proc.poll() is not None
+
+    wait_until(lambda: probe.image_pub.get_subscription_count() > 0 or exited(), 60.0, "the node's image subscription")
+    assert not exited(), proc.stdout.read()
+    for sub in probe.subscriptions:
+        wait_until(lambda sub=sub: sub.get_publisher_count() > 0, 30.0, f"node publishing {sub.topic_name}")
+    deadline = time.monotonic() + 30.0
+    while True:
+        probe.info_pub.publish(info)
+        stamp = probe.now()
+        probe.image_pub.publish(image_msg(rgb, stamp, frame_id))
+        try:
+            return probe.wait_outputs(stamp, timeout=1.0)
+        except AssertionError:
+            if time.monotonic() > deadline or exited():
+                raise
+
+
+def stop_process(proc, timeout: float = 20.0) -> tuple[int, str]:
+    """SIGINT a node subprocess (as Ctrl-C does) and return ``(exit code, its output)``."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return rc, proc.stdout.read()
 
 
 def byte_array(arr: np.ndarray | bytes) -> array.array:

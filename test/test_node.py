@@ -8,7 +8,6 @@ with ``--ros-args --params-file config/pebal.yaml``.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,17 @@ import cv2
 import numpy as np
 import pytest
 from conftest import ROOT
-from node_harness import Probe, RosSession, as_array, byte_array, camera_info_msg, image_msg, wait_until
+from node_harness import (
+    Probe,
+    RosSession,
+    as_array,
+    byte_array,
+    camera_info_msg,
+    first_outputs_from_process,
+    image_msg,
+    stop_process,
+    wait_until,
+)
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import CompressedImage, Image
@@ -337,22 +346,7 @@ def test_console_script_with_params_file(ros_env, checkpoint, predictor, rgb, re
         with RosSession() as session:
             probe = Probe(session, prefix="/cam/")
             probe.image_pub = probe.node.create_publisher(Image, "/cam/image_raw", 10)
-            wait_until(lambda: probe.image_pub.get_subscription_count() > 0 or proc.poll() is not None, 60.0, "node")
-            assert proc.poll() is None, proc.stdout.read()
-            for sub in probe.subscriptions:
-                wait_until(lambda sub=sub: sub.get_publisher_count() > 0, 30.0, f"node publishing {sub.topic_name}")
-            # discovery completes on the node's side a little later than on ours: resend until answered
-            deadline = time.monotonic() + 30.0
-            while True:
-                probe.info_pub.publish(camera_info_msg(H, W, FX, FY))
-                stamp = probe.now()
-                probe.image_pub.publish(image_msg(rgb, stamp, "cam"))
-                try:
-                    out = probe.wait_outputs(stamp, timeout=1.0)
-                    break
-                except AssertionError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise
+            out = first_outputs_from_process(proc, probe, rgb, camera_info_msg(H, W, FX, FY), "cam")
             for name in OUTPUTS[:-1]:
                 assert out[name].header.frame_id == "cam" and (out[name].height, out[name].width) == (H, W)
             assert out["anomaly_grid"].header.frame_id == "base_footprint"
@@ -362,13 +356,7 @@ def test_console_script_with_params_file(ros_env, checkpoint, predictor, rgb, re
             values = probe.wait_diag(lambda v: int(v["frames_out"]) >= 1, what="subprocess diagnostics")
             assert values["model_id"] == predictor.model_id
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        log = proc.stdout.read()
+        rc, log = stop_process(proc)
     assert rc == 0, log
     assert "listening on /cam/image_raw" in log
 
