@@ -52,9 +52,40 @@ def _inliers(logits: torch.Tensor) -> torch.Tensor:
     return logits[:, :NUM_CLASSES]
 
 
+def _energy_and_top(inl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(-logsumexp(inl), inl - max)`` from one full-size temporary.
+
+    The shifted logits are exactly 0 at every maximal channel (``x - y == 0`` iff ``x == y`` for
+    finite floats), which :func:`_first_max` uses for the labels before they are overwritten.
+    """
+    top = inl.amax(dim=1, keepdim=True)
+    return top, inl - top
+
+
+def _first_max(shifted: torch.Tensor) -> torch.Tensor:
+    """Index of the first zero along dim 1 of the 19 shifted inlier logits ``x - max(x)``.
+
+    ``19 - max_c((x_c == max) * (19 - c))`` as ``uint8`` ``B x H x W``: a compare with a scalar
+    and reductions over channels, several times faster on the CPU than ``argmax`` over the
+    channel axis of an NCHW tensor (and it exports to ONNX with the same result).
+    """
+    weights = torch.arange(NUM_CLASSES, 0, -1, dtype=torch.uint8, device=shifted.device).view(1, -1, 1, 1)
+    return NUM_CLASSES - ((shifted == 0).to(torch.uint8) * weights).amax(dim=1)
+
+
+def _lse_from_shifted(top: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:
+    """``logsumexp`` over dim 1 given ``top = max`` and ``shifted = x - top`` (overwritten)."""
+    return shifted.exp_().sum(dim=1).log_().add_(top.squeeze(1))
+
+
 def free_energy(logits: torch.Tensor) -> torch.Tensor:
-    """Inlier free energy ``-logsumexp`` over channels 0..18: ``B x H x W``, higher = more anomalous."""
-    return -torch.logsumexp(_inliers(logits), dim=1)
+    """Inlier free energy ``-logsumexp`` over channels 0..18: ``B x H x W``, higher = more anomalous.
+
+    Computed as ``-(max + log(sum(exp(x - max))))`` (the arithmetic of ``torch.logsumexp``), so
+    it is finite for any finite logits, however large. Logits must be finite.
+    """
+    top, shifted = _energy_and_top(_inliers(logits))
+    return _lse_from_shifted(top, shifted).neg_()
 
 
 def smooth(score: torch.Tensor, size: int = GAUSSIAN_SIZE, sigma: float = GAUSSIAN_SIGMA) -> torch.Tensor:
@@ -62,31 +93,33 @@ def smooth(score: torch.Tensor, size: int = GAUSSIAN_SIZE, sigma: float = GAUSSI
 
     Equals torchvision's ``GaussianBlur(7, sigma=1)`` used by the reference implementation:
     the same taps and ``reflect`` border (mirror without repeating the edge pixel); the 2-D
-    kernel is the outer product of the 1-D one, applied as two 1-D passes.
+    kernel is the outer product of the 1-D one, applied as two 1-D passes of shifted
+    multiply-adds (cheaper than single-channel convolutions on the CPU). ``H`` and ``W`` must
+    exceed ``size // 2``.
     """
     squeeze = score.ndim == 2
     x = score.unsqueeze(0) if squeeze else score
     if x.ndim != 3:
         raise ValueError(f"expected a B x H x W or H x W map, got shape {tuple(score.shape)}")
+    h, w = x.shape[-2:]
     pad = size // 2
-    k = gaussian_kernel1d(size, sigma).to(device=x.device, dtype=x.dtype)
-    y = F.pad(x.unsqueeze(1), (pad, pad, pad, pad), mode="reflect")
-    y = F.conv2d(y, k.view(1, 1, 1, size))
-    y = F.conv2d(y, k.view(1, 1, size, 1))
-    y = y.squeeze(1)
+    if h <= pad or w <= pad:
+        raise ValueError(f"map {h}x{w} is too small for reflect padding by {pad} pixels")
+    taps = gaussian_kernel1d(size, sigma).tolist()
+    p = F.pad(x.unsqueeze(1), (pad, pad, pad, pad), mode="reflect").squeeze(1)
+    rows = p[:, :, 0:w] * taps[0]
+    for i in range(1, size):
+        rows = rows.add_(p[:, :, i : i + w], alpha=taps[i])
+    y = rows[:, 0:h] * taps[0]
+    for i in range(1, size):
+        y = y.add_(rows[:, i : i + h], alpha=taps[i])
     return y.squeeze(0) if squeeze else y
 
 
 def inlier_labels(logits: torch.Tensor) -> torch.Tensor:
-    """Argmax over the 19 inlier channels as ``uint8`` ``B x H x W`` (lowest index wins ties).
-
-    Computed as ``19 - max_c((x_c == max) * (19 - c))``: vectorised reductions that are several
-    times faster on the CPU than ``argmax`` over the channel axis of an NCHW tensor.
-    """
-    inl = _inliers(logits)
-    top = inl.amax(dim=1, keepdim=True)
-    weights = torch.arange(NUM_CLASSES, 0, -1, dtype=torch.uint8, device=inl.device).view(1, -1, 1, 1)
-    return NUM_CLASSES - ((inl == top).to(torch.uint8) * weights).amax(dim=1)
+    """Argmax over the 19 inlier channels as ``uint8`` ``B x H x W`` (lowest index wins ties)."""
+    top, shifted = _energy_and_top(_inliers(logits))
+    return _first_max(shifted)
 
 
 def score_map(logits: torch.Tensor, method: str = "pebal") -> torch.Tensor:
@@ -119,10 +152,15 @@ def all_scores(logits: torch.Tensor, methods: tuple[str, ...] = METHODS) -> dict
 def labels_and_score(logits: torch.Tensor, smoothing: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """The runtime head: ``(labels uint8 B x H x W, PEBAL score float32 B x H x W)``.
 
-    ``smoothing=False`` returns the raw free energy (cheaper, slightly noisier).
+    Equal to ``(inlier_labels(logits), score_map(logits, "pebal"))`` but fused: one max over
+    the inlier channels and one full-size temporary serve both outputs (the head is
+    memory-bound; see ``benchmarks/bench_scoring.py``). ``smoothing=False`` returns the raw free
+    energy (cheaper, slightly noisier).
     """
-    energy = free_energy(logits)
-    return inlier_labels(logits), (smooth(energy) if smoothing else energy)
+    top, shifted = _energy_and_top(_inliers(logits))
+    labels = _first_max(shifted)
+    energy = _lse_from_shifted(top, shifted).neg_()
+    return labels, (smooth(energy) if smoothing else energy)
 
 
 class EnergyScoreHead(nn.Module):
