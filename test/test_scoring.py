@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from np_reference import np_gaussian_blur, np_lse
 
 from pebal_core.scoring import (
     BASELINES,
@@ -25,26 +26,6 @@ def logits_np(shape=(2, 20, 9, 11), scale=3.0, seed=0) -> np.ndarray:
 
 def t32(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a.astype(np.float32))
-
-
-def np_lse(x: np.ndarray, axis: int = 1) -> np.ndarray:
-    m = x.max(axis=axis, keepdims=True)
-    return (m + np.log(np.exp(x - m).sum(axis=axis, keepdims=True))).squeeze(axis)
-
-
-def np_gaussian_blur(img: np.ndarray) -> np.ndarray:
-    """torchvision GaussianBlur(7, sigma=1) on one map: 2-D 7x7 kernel, reflect border, float64."""
-    x = np.linspace(-3.0, 3.0, 7)
-    k1 = np.exp(-0.5 * x**2)
-    k1 /= k1.sum()
-    k2 = np.outer(k1, k1)
-    p = np.pad(img, 3, mode="reflect")
-    h, w = img.shape
-    out = np.zeros((h, w))
-    for i in range(h):
-        for j in range(w):
-            out[i, j] = (p[i : i + 7, j : j + 7] * k2).sum()
-    return out
 
 
 def test_free_energy_is_minus_logsumexp_of_19_inlier_channels():
