@@ -49,6 +49,7 @@ and gradients.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -83,34 +84,71 @@ def _mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp_min(1)
 
 
+@dataclasses.dataclass
+class PixelTerms:
+    """Per-pixel quantities every term is built from, all ``B x H x W`` and differentiable.
+
+    One ``logsumexp`` over the 19 inlier channels serves everything: ``lse20 = logaddexp(lse,
+    x_19)`` and ``log p_c = x_c - lse20``, so no full-size softmax is materialised (the loss is
+    memory-bound at full resolution; see ``benchmarks/bench_finetune.py``).
+    """
+
+    lse: torch.Tensor
+    """logsumexp of the 19 inlier logits (``-E``)."""
+    lse20: torch.Tensor
+    """logsumexp of all 20 logits."""
+    x_target: torch.Tensor
+    """Logit of each pixel's label (channel 19 for anomalous pixels, 0 for void ones)."""
+    x19: torch.Tensor
+    """Abstention logit."""
+
+    @classmethod
+    def of(cls, logits: torch.Tensor, targets: torch.Tensor) -> PixelTerms:
+        lse = torch.logsumexp(logits[:, :NUM_CLASSES], dim=1)
+        x19 = logits[:, ABSTENTION_CHANNEL]
+        index = torch.where(targets == ANOMALY_ID, ABSTENTION_CHANNEL, torch.where(targets == VOID_ID, 0, targets))
+        x_target = logits.gather(1, index.unsqueeze(1)).squeeze(1)
+        return cls(lse, torch.logaddexp(lse, x19), x_target, x19)
+
+    @property
+    def energy(self) -> torch.Tensor:
+        return -self.lse
+
+    @property
+    def log_p19(self) -> torch.Tensor:
+        return self.x19 - self.lse20
+
+    @property
+    def log_p_target(self) -> torch.Tensor:
+        return self.x_target - self.lse20
+
+
 def free_energy(logits: torch.Tensor) -> torch.Tensor:
     """``E = -logsumexp`` over the 19 inlier channels, ``B x H x W``, differentiable."""
     return -torch.logsumexp(logits[:, :NUM_CLASSES], dim=1)
 
 
-def log_penalty(logits: torch.Tensor, smoothed: bool) -> torch.Tensor:
-    """``log a`` with ``a = logsumexp(inlier logits)^2`` (optionally Gaussian-smoothed), ``B x H x W``."""
-    lse = torch.logsumexp(logits[:, :NUM_CLASSES], dim=1)
+def log_penalty(lse: torch.Tensor, smoothed: bool) -> torch.Tensor:
+    """``log a`` with ``a = lse^2`` (optionally Gaussian-smoothed, per image), ``B x H x W``.
+
+    ``lse``: logsumexp of the 19 inlier logits, ``B x H x W``.
+    """
     a = lse.square()
     if smoothed:
         a = smooth(a)
     return a.clamp_min(PENALTY_FLOOR).log()
 
 
-def abstention_log_terms(logits: torch.Tensor, log_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(log p_19, log(p_19 / a), log(p_c + p_19 / a) for c < 19)``, shapes ``B x H x W``,
-    ``B x H x W``, ``B x 19 x H x W``; ``p`` is the softmax over all 20 channels."""
-    log_p = torch.log_softmax(logits, dim=1)
-    log_p19 = log_p[:, ABSTENTION_CHANNEL]
-    log_abstain = log_p19 - log_a
-    boosted = torch.logaddexp(log_p[:, :NUM_CLASSES], log_abstain.unsqueeze(1))
-    return log_p19, log_abstain, boosted
-
-
-def _boosted_target(boosted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``log(p_y + p_19 / a)`` at each pixel's inlier label (other pixels: label 0, to be masked)."""
-    index = torch.where(targets < NUM_CLASSES, targets, 0).unsqueeze(1)
-    return boosted.gather(1, index).squeeze(1)
+def reference_outlier_term(
+    logits: torch.Tensor, px: PixelTerms, log_abstain: torch.Tensor, anomaly: torch.Tensor
+) -> torch.Tensor:
+    """Mean over anomalous pixels and the 19 inlier channels of ``log(max(p_c + p_19 / a, 1e-7))`` (0 if none)."""
+    if not bool(anomaly.any()):
+        return logits.new_zeros(())
+    x = logits[:, :NUM_CLASSES].permute(0, 2, 3, 1)[anomaly]  # N x 19
+    log_pc = x - px.lse20[anomaly].unsqueeze(1)
+    boosted = torch.logaddexp(log_pc, log_abstain[anomaly].unsqueeze(1))
+    return boosted.clamp_min(REFERENCE_LOG_CLAMP).mean()
 
 
 def ebm_terms(energy: torch.Tensor, m_in: float, m_out: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,23 +190,22 @@ class PebalLoss(nn.Module):
         targets = targets.long()
         anomaly = targets == ANOMALY_ID
         inlier = targets < NUM_CLASSES
+        px = PixelTerms.of(logits, targets)
         terms: dict[str, torch.Tensor] = {}
         if cfg.abstention == "ce":
-            ce_targets = torch.where(anomaly, ABSTENTION_CHANNEL, targets)
-            main = F.cross_entropy(logits, ce_targets, ignore_index=VOID_ID, reduction="sum")
-            main = main / (inlier | anomaly).sum().clamp_min(1)
+            main = _mean(-px.log_p_target, inlier | anomaly)
             terms["ce"] = main
         elif cfg.variant == "paper":
-            main = self._paper_pal(logits, targets, inlier, anomaly)
+            main = self._paper_pal(px, inlier, anomaly)
             terms["pal"] = main
         else:
-            main = self._reference_pal(logits, targets, inlier, anomaly)
+            main = self._reference_pal(logits, px, inlier, anomaly)
             terms["pal"] = main
         if not (cfg.ebm or cfg.regularizer):
             return main, {k: v.detach() for k, v in terms.items()}
 
-        energy = free_energy(logits)
-        extra = torch.zeros((), dtype=logits.dtype, device=logits.device)
+        energy = px.energy
+        extra = logits.new_zeros(())
         has_anomaly = anomaly.any()
         if cfg.ebm:
             e_in, e_out = ebm_terms(energy, cfg.m_in, cfg.m_out)
@@ -179,6 +216,7 @@ class PebalLoss(nn.Module):
                 ebm = torch.where(has_anomaly, 0.5 * (mean_in + _mean(e_out, anomaly)), mean_in)
             terms["ebm"] = ebm
             extra = extra + ebm
+        reg = logits.new_zeros(())
         if cfg.regularizer:
             if cfg.variant == "paper":
                 mixed = anomaly.flatten(1).any(1).view(-1, 1, 1)
@@ -190,44 +228,43 @@ class PebalLoss(nn.Module):
             terms["smoothness"] = smoothness
             terms["sparsity"] = sparsity
             reg = cfg.resolved_smoothness_weight() * smoothness + cfg.resolved_sparsity_weight() * sparsity
-        else:
-            reg = None
         if cfg.variant == "paper":
-            total = main + cfg.ebm_weight * extra + (reg if reg is not None else 0.0)
+            total = main + cfg.ebm_weight * extra + reg
         else:
-            total = main + cfg.ebm_weight * (extra + (reg if reg is not None else 0.0))
+            total = main + cfg.ebm_weight * (extra + reg)
         return total, {k: v.detach() for k, v in terms.items()}
 
-    def _log_penalty(self, logits: torch.Tensor) -> torch.Tensor:
+    def _log_abstain(self, px: PixelTerms) -> torch.Tensor:
+        """``log(p_19 / a)`` with the configured penalty."""
         if self.cfg.abstention == "fixed":
-            shape = (logits.shape[0], *logits.shape[2:])
-            return torch.full(shape, math.log(self.cfg.fixed_penalty), dtype=logits.dtype, device=logits.device)
-        return log_penalty(logits, self.cfg.resolved_smooth_penalty())
+            return px.log_p19 - math.log(self.cfg.fixed_penalty)
+        return px.log_p19 - log_penalty(px.lse, self.cfg.resolved_smooth_penalty())
 
-    def _paper_pal(self, logits, targets, inlier, anomaly) -> torch.Tensor:
-        log_p19, log_abstain, boosted = abstention_log_terms(logits, self._log_penalty(logits))
-        per_pixel = torch.where(anomaly, torch.logaddexp(log_p19, log_abstain), _boosted_target(boosted, targets))
-        return -(per_pixel * (inlier | anomaly)).sum() / (inlier | anomaly).sum().clamp_min(1)
+    def _paper_pal(self, px: PixelTerms, inlier: torch.Tensor, anomaly: torch.Tensor) -> torch.Tensor:
+        # log(p_y + p_19 / a) with y = 19 on anomalous pixels (x_target holds x_19 there)
+        per_pixel = torch.logaddexp(px.log_p_target, self._log_abstain(px))
+        return -_mean(per_pixel, inlier | anomaly)
 
-    def _reference_pal(self, logits, targets, inlier, anomaly) -> torch.Tensor:
-        _, _, boosted = abstention_log_terms(logits, self._log_penalty(logits))
-        in_term = _boosted_target(boosted, targets)
+    def _reference_pal(
+        self, logits: torch.Tensor, px: PixelTerms, inlier: torch.Tensor, anomaly: torch.Tensor
+    ) -> torch.Tensor:
+        log_abstain = self._log_abstain(px)
+        in_term = torch.logaddexp(px.log_p_target, log_abstain)
         mixed = anomaly.flatten(1).any(1).view(-1, 1, 1)
-        plain_in = inlier & ~mixed
-        mixed_in = inlier & mixed
-        pal_plain = -_mean(in_term, plain_in)
-        out = boosted.clamp_min(REFERENCE_LOG_CLAMP)
-        n_out = anomaly.sum() * NUM_CLASSES
-        out_mean = (out * anomaly.unsqueeze(1)).sum() / n_out.clamp_min(1)
-        pal_mixed = -(_mean(in_term, mixed_in) + self.cfg.ood_weight * out_mean)
+        pal_plain = -_mean(in_term, inlier & ~mixed)
+        out_mean = reference_outlier_term(logits, px, log_abstain, anomaly)
+        pal_mixed = -(_mean(in_term, inlier & mixed) + self.cfg.ood_weight * out_mean)
         return pal_plain + pal_mixed
 
 
 def inlier_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over the 19 inlier channels, mean over pixels with a trainId (``pretrain``).
 
-    Pixels labelled 254 or 255 are ignored; extra channels (abstention) are not used.
+    Pixels labelled 254 or 255 are ignored; extra channels (abstention) are not used. Computed
+    as ``logsumexp - x_y`` (no full-size log-softmax).
     """
     targets = targets.long()
-    ignore = targets >= NUM_CLASSES
-    return F.cross_entropy(logits[:, :NUM_CLASSES], targets.masked_fill(ignore, -100), ignore_index=-100)
+    valid = targets < NUM_CLASSES
+    inl = logits[:, :NUM_CLASSES]
+    x_y = inl.gather(1, torch.where(valid, targets, 0).unsqueeze(1)).squeeze(1)
+    return _mean(torch.logsumexp(inl, dim=1) - x_y, valid)
