@@ -283,6 +283,8 @@ class Trainer:
         self.total_steps = min(full, cfg.max_steps) if cfg.max_steps else full
 
         self.model = build_train_model(cfg).to(self.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
         self.base_metadata = getattr(self.model, "checkpoint_metadata", None)
         if cfg.mode == "pebal":
             params = freeze_for_finetuning(self.model)
@@ -319,6 +321,7 @@ class Trainer:
         """Forward, loss, backward and optimiser step on one collated batch; returns the loss terms."""
         set_train_modes(self.model, self.cfg.mode, self.cfg.reference_bn)
         images = normalize_images(batch["image"].to(self.device, non_blocking=True), self.model.normalization)
+        images = images.contiguous(memory_format=self.memory_format)
         labels = batch["label"].to(self.device, non_blocking=True).long()
         if self.cfg.mode == "pebal":
             logits = finetune_logits(self.model, self.trained, images)
