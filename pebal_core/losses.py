@@ -42,9 +42,11 @@ The two variants:
     only when there are some). Total ``PAL_plain + PAL_mixed + ebm_weight * (EBM + reg)``.
     Deviation: an empty group contributes 0 where the reference would produce NaN.
 
-Void pixels never contribute except in the reference smoothness term. Everything is computed
-in log space (``log_softmax``, ``logaddexp``), so logits of magnitude 1e3 give finite losses
-and gradients.
+Void pixels never contribute except in the reference smoothness term and, through the 7x7
+blur, in the smoothed penalty of their neighbours. Everything is computed in log space from one
+``logsumexp`` over the inlier channels (``log p_c = x_c - logaddexp(lse, x_19)``, ``logaddexp``
+for the sums), so logits of magnitude 1e3 give finite losses and gradients, and no full-size
+softmax is materialised.
 """
 
 from __future__ import annotations
