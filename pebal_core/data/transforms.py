@@ -7,6 +7,10 @@ factor drawn uniformly from ``scale``, then a ``crop`` at a uniformly random pos
 rescaled image is smaller than the crop it is centred and padded, the image with the ImageNet
 mean colour (0 after normalisation, as the reference pads the normalised image with 0) and the
 label with ``VOID_ID``. Images are resized bilinearly, labels with nearest neighbour.
+
+The paper states "random scale [0.5, 2.0]"; the reference code draws the factor from
+{0.5, 0.75, 1, 1.5, 1.75, 2} and flips with probability 0.8. Here the factor is uniform in
+``scale`` and the flip probability is ``flip`` (0.5 by default; 0.8 matches the reference).
 """
 
 from __future__ import annotations
