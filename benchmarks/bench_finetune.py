@@ -9,7 +9,7 @@ the same AnomalyMix-like labels (trainIds with a pasted 254 region) and Adam; th
 in what is trained: ``final`` with the trunk in eval mode under ``torch.no_grad()`` versus every
 parameter in train mode. Steps are interleaved so that a busy machine slows both alike.
 
-    python benchmarks/bench_finetune.py [--size 256 512] [--batch 4] [--steps 10] [--width 0.5]
+    python benchmarks/bench_finetune.py [--size 256 512] [--batch 4] [--steps 10] [--width 0.5] [--threads N]
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--width", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     h, w = args.size
     g = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch, 3, h, w, generator=g)

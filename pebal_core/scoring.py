@@ -52,30 +52,41 @@ def _inliers(logits: torch.Tensor) -> torch.Tensor:
     return logits[:, :NUM_CLASSES]
 
 
-def _energy_and_top(inl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(-logsumexp(inl), inl - max)`` from one full-size temporary.
+_LOG2E = 1.0 / math.log(2.0)
 
-    The shifted logits are exactly 0 at every maximal channel (``x - y == 0`` iff ``x == y`` for
-    finite floats), which :func:`_first_max` uses for the labels before they are overwritten.
+
+def _energy_and_top(inl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(max, inl - max)`` over the channels: the one full-size temporary of the head.
+
+    The shifted logits are ``<= 0`` and exactly 0 at every maximal channel (``x - y == 0`` iff
+    ``x == y`` for finite floats), which :func:`_first_max` uses for the labels before
+    :func:`_lse_from_shifted` overwrites them.
     """
     top = inl.amax(dim=1, keepdim=True)
     return top, inl - top
 
 
 def _first_max(shifted: torch.Tensor) -> torch.Tensor:
-    """Index of the first zero along dim 1 of the 19 shifted inlier logits ``x - max(x)``.
+    """Index of the first maximum along dim 1, from the 19 shifted inlier logits ``x - max(x)``.
 
-    ``19 - max_c((x_c == max) * (19 - c))`` as ``uint8`` ``B x H x W``: a compare with a scalar
-    and reductions over channels, several times faster on the CPU than ``argmax`` over the
-    channel axis of an NCHW tensor (and it exports to ONNX with the same result).
+    ``19 - max_c((x_c - max >= 0) * (19 - c))`` as ``uint8`` ``B x H x W``: a compare with a
+    scalar and reductions over channels, several times faster on the CPU than ``argmax`` over
+    the channel axis of an NCHW tensor (and it exports to ONNX with the same result).
     """
     weights = torch.arange(NUM_CLASSES, 0, -1, dtype=torch.uint8, device=shifted.device).view(1, -1, 1, 1)
-    return NUM_CLASSES - ((shifted == 0).to(torch.uint8) * weights).amax(dim=1)
+    return NUM_CLASSES - ((shifted >= 0).to(torch.uint8) * weights).amax(dim=1)
 
 
 def _lse_from_shifted(top: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:
-    """``logsumexp`` over dim 1 given ``top = max`` and ``shifted = x - top`` (overwritten)."""
-    return shifted.exp_().sum(dim=1).log_().add_(top.squeeze(1))
+    """``logsumexp`` over dim 1 given ``top = max`` and ``shifted = x - top`` (overwritten).
+
+    ``exp(d)`` is computed as ``exp2(d * log2 e)``, which PyTorch's CPU kernels evaluate several
+    times faster than ``exp``; the result agrees with ``torch.logsumexp`` to float32 rounding.
+    During ONNX export (which has no ``exp2`` operator) the graph uses ``exp``.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return shifted.exp_().sum(dim=1).log_().add_(top.squeeze(1))
+    return shifted.mul_(_LOG2E).exp2_().sum(dim=1).log_().add_(top.squeeze(1))
 
 
 def free_energy(logits: torch.Tensor) -> torch.Tensor:
