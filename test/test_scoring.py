@@ -127,14 +127,14 @@ def test_bad_shapes_and_methods_are_refused():
     assert "abstention" not in all_scores(torch.zeros(1, 19, 8, 8))
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
 @pytest.mark.parametrize("dynamo", [False, True])
 def test_head_exports_to_onnx_with_the_same_result(tmp_path, dynamo):
     ort = pytest.importorskip("onnxruntime")
     x = t32(logits_np(shape=(1, 20, 12, 16), seed=6, scale=4.0))
     x[0, 4, 0, 0] = x[0, 9, 0, 0] = 80.0  # a tie
     path = tmp_path / "head.onnx"
-    torch.onnx.export(EnergyScoreHead(), (x,), str(path), dynamo=dynamo)
+    torch.onnx.export(EnergyScoreHead().eval(), (x,), str(path), dynamo=dynamo)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     labels, score = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     np.testing.assert_array_equal(labels, np.argmax(x.numpy()[:, :19], axis=1))
