@@ -159,6 +159,13 @@ def test_killed_run_resumes_to_identical_weights(trees, tmp_path):
     assert steps == list(range(1, 13)), "history lines after the checkpoint are redone, not duplicated"
 
 
+def test_loader_workers_do_not_change_the_result(trees, tmp_path):
+    a = train(tiny(trees, tmp_path / "w0", "max_steps=3"), progress=False)
+    b = train(tiny(trees, tmp_path / "w2", "max_steps=3", "data.workers=2"), progress=False)
+    sa, sb = read_checkpoint(a.model_path).state_dict, read_checkpoint(b.model_path).state_dict
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def test_resume_refuses_a_different_configuration(trees, tmp_path):
     train(tiny(trees, tmp_path, "max_steps=2"), progress=False)
     with pytest.raises(ConfigError, match=r"different configuration \(optim.lr: 0.001 -> 0.002"):
