@@ -74,7 +74,7 @@ def _first_max(shifted: torch.Tensor) -> torch.Tensor:
     the channel axis of an NCHW tensor (and it exports to ONNX with the same result).
     """
     weights = torch.arange(NUM_CLASSES, 0, -1, dtype=torch.uint8, device=shifted.device).view(1, -1, 1, 1)
-    return NUM_CLASSES - ((shifted >= 0).to(torch.uint8) * weights).amax(dim=1)
+    return NUM_CLASSES - (shifted >= 0).to(torch.uint8).mul_(weights).amax(dim=1)
 
 
 def _lse_from_shifted(top: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:
