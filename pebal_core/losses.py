@@ -60,7 +60,7 @@ from torch import nn
 
 from pebal_core.config import LossConfig
 from pebal_core.labels import ABSTENTION_CHANNEL, ANOMALY_ID, NUM_CLASSES, VOID_ID
-from pebal_core.scoring import smooth
+from pebal_core.scoring import GAUSSIAN_SIZE, gaussian_kernel1d
 
 PENALTY_FLOOR = 1e-12
 """Smallest abstention penalty ``a`` used (guards ``p_19 / a`` where ``lse == 0``)."""
@@ -106,10 +106,8 @@ class PixelTerms:
 
     @classmethod
     def of(cls, logits: torch.Tensor, targets: torch.Tensor) -> PixelTerms:
-        lse = torch.logsumexp(logits[:, :NUM_CLASSES], dim=1)
-        x19 = logits[:, ABSTENTION_CHANNEL]
         index = torch.where(targets == ANOMALY_ID, ABSTENTION_CHANNEL, torch.where(targets == VOID_ID, 0, targets))
-        x_target = logits.gather(1, index.unsqueeze(1)).squeeze(1)
+        lse, x19, x_target = _PixelLogits.apply(logits, index)
         return cls(lse, torch.logaddexp(lse, x19), x_target, x19)
 
     @property
@@ -125,9 +123,48 @@ class PixelTerms:
         return self.x_target - self.lse20
 
 
-def free_energy(logits: torch.Tensor) -> torch.Tensor:
-    """``E = -logsumexp`` over the 19 inlier channels, ``B x H x W``, differentiable."""
-    return -torch.logsumexp(logits[:, :NUM_CLASSES], dim=1)
+_LOG2E = 1.0 / math.log(2.0)
+
+
+class _PixelLogits(torch.autograd.Function):
+    """``(logsumexp of the 19 inlier logits, x_19, x_index)`` of ``B x 20 x H x W`` logits, each ``B x H x W``.
+
+    The same values as ``torch.logsumexp``, a slice and ``gather`` (``exp`` evaluated as
+    ``exp2(d * log2 e)``, several times faster on the CPU), but the backward pass writes one
+    gradient buffer, ``softmax_19 * g_lse`` on the inlier channels plus the slice and gather
+    gradients, instead of one zero-filled full-size buffer per output.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, index: torch.Tensor):
+        inl = logits[:, :NUM_CLASSES]
+        top = inl.amax(dim=1, keepdim=True)
+        lse = (inl - top).mul_(_LOG2E).exp2_().sum(dim=1).log_().add_(top.squeeze(1))
+        x19 = logits[:, ABSTENTION_CHANNEL].clone()
+        x_index = logits.gather(1, index.unsqueeze(1)).squeeze(1)
+        ctx.save_for_backward(logits, lse, index)
+        return lse, x19, x_index
+
+    @staticmethod
+    def backward(ctx, g_lse: torch.Tensor, g_x19: torch.Tensor, g_index: torch.Tensor):
+        logits, lse, index = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        inl = grad[:, :NUM_CLASSES]
+        torch.sub(logits[:, :NUM_CLASSES], lse.unsqueeze(1), out=inl)
+        inl.mul_(_LOG2E).exp2_().mul_(g_lse.unsqueeze(1))
+        grad[:, ABSTENTION_CHANNEL] = g_x19
+        grad.scatter_add_(1, index.unsqueeze(1), g_index.unsqueeze(1))
+        return grad, None
+
+
+def smooth_differentiable(a: torch.Tensor) -> torch.Tensor:
+    """:func:`pebal_core.scoring.smooth` (7x7 sigma-1 Gaussian, reflect border) as two 1-D
+    convolutions, whose backward pass is cheaper than that of the shifted additions."""
+    k = gaussian_kernel1d().to(device=a.device, dtype=a.dtype)
+    pad = GAUSSIAN_SIZE // 2
+    y = F.pad(a.unsqueeze(1), (pad, pad, pad, pad), mode="reflect")
+    y = F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+    return y.squeeze(1)
 
 
 def log_penalty(lse: torch.Tensor, smoothed: bool) -> torch.Tensor:
@@ -137,7 +174,7 @@ def log_penalty(lse: torch.Tensor, smoothed: bool) -> torch.Tensor:
     """
     a = lse.square()
     if smoothed:
-        a = smooth(a)
+        a = smooth_differentiable(a)
     return a.clamp_min(PENALTY_FLOOR).log()
 
 
