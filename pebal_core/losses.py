@@ -60,7 +60,7 @@ from torch import nn
 
 from pebal_core.config import LossConfig
 from pebal_core.labels import ABSTENTION_CHANNEL, ANOMALY_ID, NUM_CLASSES, VOID_ID
-from pebal_core.scoring import GAUSSIAN_SIZE, gaussian_kernel1d
+from pebal_core.scoring import GAUSSIAN_SIZE, gaussian_kernel1d, separable_correlate
 
 PENALTY_FLOOR = 1e-12
 """Smallest abstention penalty ``a`` used (guards ``p_19 / a`` where ``lse == 0``)."""
@@ -157,14 +157,26 @@ class _PixelLogits(torch.autograd.Function):
         return grad, None
 
 
+class _GaussianCorrelate(torch.autograd.Function):
+    """:func:`~pebal_core.scoring.separable_correlate` with the 7-tap Gaussian, with its adjoint
+    (the same correlation of the zero-padded gradient: the taps are symmetric) as backward."""
+
+    @staticmethod
+    def forward(ctx, padded: torch.Tensor) -> torch.Tensor:
+        return separable_correlate(padded, gaussian_kernel1d().tolist())
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        full = GAUSSIAN_SIZE - 1
+        return separable_correlate(F.pad(grad, (full, full, full, full)), gaussian_kernel1d().tolist())
+
+
 def smooth_differentiable(a: torch.Tensor) -> torch.Tensor:
-    """:func:`pebal_core.scoring.smooth` (7x7 sigma-1 Gaussian, reflect border) as two 1-D
-    convolutions, whose backward pass is cheaper than that of the shifted additions."""
-    k = gaussian_kernel1d().to(device=a.device, dtype=a.dtype)
+    """:func:`pebal_core.scoring.smooth` (7x7 sigma-1 Gaussian, reflect border) of ``B x H x W``
+    maps with a cheap backward pass (autograd through the padding, the adjoint for the blur)."""
     pad = GAUSSIAN_SIZE // 2
-    y = F.pad(a.unsqueeze(1), (pad, pad, pad, pad), mode="reflect")
-    y = F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
-    return y.squeeze(1)
+    padded = F.pad(a.unsqueeze(1), (pad, pad, pad, pad), mode="reflect").squeeze(1)
+    return _GaussianCorrelate.apply(padded)
 
 
 def log_penalty(lse: torch.Tensor, smoothed: bool) -> torch.Tensor:

@@ -99,14 +99,31 @@ def free_energy(logits: torch.Tensor) -> torch.Tensor:
     return _lse_from_shifted(top, shifted).neg_()
 
 
+def separable_correlate(padded: torch.Tensor, taps: list[float]) -> torch.Tensor:
+    """Valid 2-D correlation of ``B x (H + n - 1) x (W + n - 1)`` maps with ``outer(taps, taps)``.
+
+    Two 1-D passes of shifted multiply-adds (cheaper than single-channel convolutions on the
+    CPU); returns ``B x H x W``. For symmetric taps its adjoint is itself applied to the
+    zero-padded gradient, which :mod:`pebal_core.losses` uses for a cheap backward pass.
+    """
+    n = len(taps)
+    h, w = padded.shape[-2] - n + 1, padded.shape[-1] - n + 1
+    rows = padded[:, :, 0:w] * taps[0]
+    for i in range(1, n):
+        rows = rows.add_(padded[:, :, i : i + w], alpha=taps[i])
+    y = rows[:, 0:h] * taps[0]
+    for i in range(1, n):
+        y = y.add_(rows[:, i : i + h], alpha=taps[i])
+    return y
+
+
 def smooth(score: torch.Tensor, size: int = GAUSSIAN_SIZE, sigma: float = GAUSSIAN_SIGMA) -> torch.Tensor:
     """Separable Gaussian blur of a ``B x H x W`` (or ``H x W``) map, reflect-padded.
 
     Equals torchvision's ``GaussianBlur(7, sigma=1)`` used by the reference implementation:
     the same taps and ``reflect`` border (mirror without repeating the edge pixel); the 2-D
-    kernel is the outer product of the 1-D one, applied as two 1-D passes of shifted
-    multiply-adds (cheaper than single-channel convolutions on the CPU). ``H`` and ``W`` must
-    exceed ``size // 2``.
+    kernel is the outer product of the 1-D one, applied as two 1-D passes
+    (:func:`separable_correlate`). ``H`` and ``W`` must exceed ``size // 2``.
     """
     squeeze = score.ndim == 2
     x = score.unsqueeze(0) if squeeze else score
@@ -116,14 +133,8 @@ def smooth(score: torch.Tensor, size: int = GAUSSIAN_SIZE, sigma: float = GAUSSI
     pad = size // 2
     if h <= pad or w <= pad:
         raise ValueError(f"map {h}x{w} is too small for reflect padding by {pad} pixels")
-    taps = gaussian_kernel1d(size, sigma).tolist()
     p = F.pad(x.unsqueeze(1), (pad, pad, pad, pad), mode="reflect").squeeze(1)
-    rows = p[:, :, 0:w] * taps[0]
-    for i in range(1, size):
-        rows = rows.add_(p[:, :, i : i + w], alpha=taps[i])
-    y = rows[:, 0:h] * taps[0]
-    for i in range(1, size):
-        y = y.add_(rows[:, i : i + h], alpha=taps[i])
+    y = separable_correlate(p, gaussian_kernel1d(size, sigma).tolist())
     return y.squeeze(0) if squeeze else y
 
 
