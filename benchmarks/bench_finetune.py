@@ -88,7 +88,7 @@ def main() -> None:
     head_share = max(0.0, 1.0 - trunk / fwd)
     trainable = sum(p.numel() for p in finetuned.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in finetuned.parameters())
-    setup = f"{args.arch} {kwargs or ''}, batch {args.batch} x {h}x{w}".replace(" {}", "")
+    setup = f"{args.arch}{f' width {args.width}' if kwargs else ''}, batch {args.batch} x {h}x{w}"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {setup}")
     print(f"trainable parameters: PEBAL {trainable:,} of {total_params:,}")
     print(f"full-network step  {fu * 1e3:9.1f} ms (median of {args.steps})")
