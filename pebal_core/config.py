@@ -64,7 +64,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)
+        return from_dict(tp, value, f"{where}.")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -92,6 +92,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e-5 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -165,3 +170,194 @@ def _merge(base: dict, new: dict) -> None:
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
     """Write a dataclass config as YAML (atomically)."""
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------- training
+# The configuration of `pebal train` (pebal_core.train). Defaults are the paper's
+# hyperparameters (DESIGN §4); dataset paths are placeholders a user replaces.
+
+COCO_CITYSCAPES_LIKE = ("person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic light", "stop sign")
+"""COCO categories that are Cityscapes classes: images containing any of them are no outliers
+(Meta-OoD's ``prepare_coco_segmentation.py`` exclusion list)."""
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """The PEBAL objective (``pebal_core.losses``) and the switches of the paper's ablation.
+
+    ``variant``: ``reference`` reproduces the public reference implementation's arithmetic,
+    ``paper`` the paper's Eqs. 2-8 (the differences are listed in ``pebal_core.losses``).
+    ``abstention``: ``energy`` = PAL with the energy-biased penalty ``a = logsumexp^2``;
+    ``fixed`` = abstention learning with a constant penalty ``fixed_penalty`` (Deep Gambler);
+    ``ce`` = cross-entropy with anomalous pixels as an extra class 19.
+    ``None`` for ``smooth_penalty``, ``smoothness_weight`` and ``sparsity_weight`` means the
+    variant's value (reference: smoothed penalty, 3e-6, 5e-4; paper: raw penalty, 5e-4, 3e-6).
+    """
+
+    variant: typing.Literal["reference", "paper"] = "reference"
+    abstention: typing.Literal["energy", "fixed", "ce"] = "energy"
+    smooth_penalty: bool | None = None
+    fixed_penalty: float = 4.5
+    ebm: bool = True
+    regularizer: bool = True
+    ebm_weight: float = 0.1
+    m_in: float = -12.0
+    m_out: float = -6.0
+    ood_weight: float = 0.1
+    smoothness_weight: float | None = None
+    sparsity_weight: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.fixed_penalty <= 0:
+            raise ValueError(f"fixed_penalty must be > 0, got {self.fixed_penalty}")
+        for name in ("ebm_weight", "ood_weight", "smoothness_weight", "sparsity_weight"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+
+    def resolved_smooth_penalty(self) -> bool:
+        return self.variant == "reference" if self.smooth_penalty is None else self.smooth_penalty
+
+    def resolved_smoothness_weight(self) -> float:
+        default = 3e-6 if self.variant == "reference" else 5e-4
+        return default if self.smoothness_weight is None else self.smoothness_weight
+
+    def resolved_sparsity_weight(self) -> float:
+        default = 5e-4 if self.variant == "reference" else 3e-6
+        return default if self.sparsity_weight is None else self.sparsity_weight
+
+
+@dataclasses.dataclass
+class TrainDataConfig:
+    """Training data: a Cityscapes-layout inlier set, COCO outliers, AnomalyMix, augmentation.
+
+    ``ood``: ``anomalymix`` pastes COCO objects into inlier images (label 254); ``whole`` adds
+    the COCO images themselves (objects 254, background void; the paper's "CE + COCO" row);
+    ``none`` uses inlier images only (``pretrain`` mode ignores outliers anyway).
+    ``ood_ratio``: outlier samples per inlier image and epoch (reference: 0.1, a fresh random
+    subset of COCO each epoch). ``paste_scale``: range of the random rescaling of a pasted
+    object (1.0 = its COCO size, as the reference). ``scale``/``crop``/``flip``: joint random
+    rescaling, crop (void-padded) and horizontal flip probability, applied after mixing.
+    ``val_split``: in ``pretrain`` mode, inlier mIoU on this split after every epoch.
+    """
+
+    cityscapes: str = "/path/to/cityscapes"
+    split: str = "train"
+    labels: typing.Literal["auto", "trainIds", "labelIds"] = "auto"
+    coco: str | None = "/path/to/coco"
+    coco_split: str = "train2017"
+    coco_format: typing.Literal["auto", "instances", "ood_seg"] = "auto"
+    coco_exclude: list[str] = dataclasses.field(default_factory=lambda: list(COCO_CITYSCAPES_LIKE))
+    coco_min_size: int = 480
+    ood: typing.Literal["anomalymix", "whole", "none"] = "anomalymix"
+    ood_ratio: float = 0.1
+    paste_scale: tuple[float, float] = (1.0, 1.0)
+    scale: tuple[float, float] = (0.5, 2.0)
+    crop: tuple[int, int] = (900, 900)
+    flip: float = 0.5
+    workers: int = 4
+    val_split: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale must be a range 0 < min <= max, got {list(self.scale)}")
+        if not 0 < self.paste_scale[0] <= self.paste_scale[1]:
+            raise ValueError(f"paste_scale must be a range 0 < min <= max, got {list(self.paste_scale)}")
+        if min(self.crop) < 1:
+            raise ValueError(f"crop must be positive [height, width], got {list(self.crop)}")
+        if not 0 <= self.flip <= 1:
+            raise ValueError(f"flip is a probability, got {self.flip}")
+        if self.ood_ratio < 0 or self.workers < 0 or self.coco_min_size < 0:
+            raise ValueError("ood_ratio, workers and coco_min_size must be >= 0")
+
+
+@dataclasses.dataclass
+class TrainModelConfig:
+    """The network to train.
+
+    ``base``: checkpoint to start from, any format ``load_model`` reads (a 19-class classifier
+    is extended to 20 channels); required in ``pebal`` mode, optional in ``pretrain`` mode
+    (``null`` = random initialisation). ``arch``: registry name (``null`` = the checkpoint's
+    metadata); ``arch_kwargs``: e.g. ``{width: 0.5}`` for ``resnet18``.
+    """
+
+    base: str | None = "/path/to/cityscapes_best.pth"
+    arch: str | None = "wrn38"
+    arch_kwargs: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """Optimiser and poly learning-rate schedule ``lr * (1 - step / total) ** poly_power``
+    (after ``warmup_steps`` of linear warm-up). Paper: Adam, lr 1e-5, power 0.9."""
+
+    name: typing.Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    poly_power: float = 0.9
+    warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.weight_decay < 0 or self.poly_power < 0 or self.warmup_steps < 0:
+            raise ValueError("lr must be > 0; weight_decay, poly_power and warmup_steps >= 0")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything ``pebal train`` needs (YAML <-> dataclass with :func:`load_config`).
+
+    ``mode``: ``pebal`` fine-tunes only ``final`` of a Cityscapes-trained base with the PEBAL
+    loss on AnomalyMix data; ``pretrain`` trains the whole network with 19-class cross-entropy
+    on the inlier set (for bases that are not Cityscapes-trained).
+    ``out_dir`` receives ``last.pt`` (resumable training state), ``history.jsonl`` (losses per
+    logged step) and, at the end, ``model.safetensors`` (the trained model with this
+    configuration in its metadata). ``batch_size`` is per process (``torchrun`` multiplies it).
+    ``max_steps`` stops early (and shortens the LR schedule accordingly).
+    ``reference_bn``: run the frozen trunk in train mode as the reference does (BatchNorm
+    batch statistics, running stats drifting); default: eval mode.
+    ``checkpoint_every``: also write ``last.pt`` every N steps (0 = once per epoch).
+    ``channels_last``: train in the NHWC memory format (about 1.5x faster convolutions on the
+    CPU; results differ from NCHW only by float rounding).
+    """
+
+    mode: typing.Literal["pebal", "pretrain"] = "pebal"
+    out_dir: str = "runs/pebal"
+    model: TrainModelConfig = dataclasses.field(default_factory=TrainModelConfig)
+    data: TrainDataConfig = dataclasses.field(default_factory=TrainDataConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    batch_size: int = 8
+    epochs: int = 20
+    max_steps: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    reference_bn: bool = False
+    sync_bn: bool = True
+    channels_last: bool = True
+    checkpoint_every: int = 0
+    log_every: int = 10
+    half: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("batch_size and epochs must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1 (or null)")
+        if self.checkpoint_every < 0 or self.log_every < 1 or self.threads < 0:
+            raise ValueError("checkpoint_every and threads must be >= 0, log_every >= 1")
+
+
+ABLATION_ROWS: dict[str, tuple[str, ...]] = {
+    "ce_coco": ("loss.abstention=ce", "loss.ebm=false", "loss.regularizer=false", "data.ood=whole"),
+    "ce_anomalymix": ("loss.abstention=ce", "loss.ebm=false", "loss.regularizer=false"),
+    "al": ("loss.abstention=fixed", "loss.ebm=false", "loss.regularizer=false"),
+    "al_ebm": ("loss.abstention=fixed", "loss.regularizer=false"),
+    "ebm_pal": ("loss.regularizer=false",),
+    "pebal": (),
+}
+"""The rows of the paper's Table 4 as ``key=value`` overrides of a PEBAL training config:
+CE with an extra class on COCO images, + AnomalyMix, abstention learning with a fixed penalty
+(Deep Gambler), + EBM, EBM + PAL (energy-biased penalty), + smoothness/sparsity regulariser
+(full PEBAL)."""

@@ -52,18 +52,74 @@ def _inliers(logits: torch.Tensor) -> torch.Tensor:
     return logits[:, :NUM_CLASSES]
 
 
+_LOG2E = 1.0 / math.log(2.0)
+
+
+def _energy_and_top(inl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(max, inl - max)`` over the channels: the one full-size temporary of the head.
+
+    The shifted logits are ``<= 0`` and exactly 0 at every maximal channel (``x - y == 0`` iff
+    ``x == y`` for finite floats), which :func:`_first_max` uses for the labels before
+    :func:`_lse_from_shifted` overwrites them.
+    """
+    top = inl.amax(dim=1, keepdim=True)
+    return top, inl - top
+
+
+def _first_max(shifted: torch.Tensor) -> torch.Tensor:
+    """Index of the first maximum along dim 1, from the 19 shifted inlier logits ``x - max(x)``.
+
+    ``19 - max_c((x_c - max >= 0) * (19 - c))`` as ``uint8`` ``B x H x W``: a compare with a
+    scalar and reductions over channels, several times faster on the CPU than ``argmax`` over
+    the channel axis of an NCHW tensor. While ONNX export traces it, ``argmax`` (which also
+    keeps the first index on ties) is written out instead: TensorRT has no uint8 arithmetic.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return shifted.argmax(dim=1).to(torch.uint8)
+    weights = torch.arange(NUM_CLASSES, 0, -1, dtype=torch.uint8, device=shifted.device).view(1, -1, 1, 1)
+    return NUM_CLASSES - (shifted >= 0).to(torch.uint8).mul_(weights).amax(dim=1)
+
+
+def _lse_from_shifted(top: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:
+    """``logsumexp`` over dim 1 given ``top = max`` and ``shifted = x - top`` (overwritten).
+
+    ``exp(d)`` is computed as ``exp2(d * log2 e)``, which PyTorch's CPU kernels evaluate several
+    times faster than ``exp``; the result agrees with ``torch.logsumexp`` to float32 rounding.
+    During ONNX export (which has no ``exp2`` operator) the graph uses ``exp`` on the shifted
+    logits: the max-shifted form written out, because TensorRT imports ONNX ``ReduceLogSumExp``
+    as ``log(sum(exp(x)))``, which overflows in FP16 for logits above ~11.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return shifted.exp_().sum(dim=1).log_().add_(top.squeeze(1))
+    return shifted.mul_(_LOG2E).exp2_().sum(dim=1).log_().add_(top.squeeze(1))
+
+
 def free_energy(logits: torch.Tensor) -> torch.Tensor:
     """Inlier free energy ``-logsumexp`` over channels 0..18: ``B x H x W``, higher = more anomalous.
 
-    While ONNX export traces it, the max-shifted form ``-(m + log sum exp(x - m))`` is written
-    out: TensorRT imports ONNX ``ReduceLogSumExp`` as ``log(sum(exp(x)))``, which overflows in
-    FP16 for logits above ~11. Eager results are unaffected.
+    Computed as ``-(max + log(sum(exp(x - max))))`` (the arithmetic of ``torch.logsumexp``), so
+    it is finite for any finite logits, however large. Logits must be finite.
     """
-    inl = _inliers(logits)
-    if torch.onnx.is_in_onnx_export():
-        top = inl.amax(dim=1, keepdim=True)
-        return -(top.squeeze(1) + (inl - top).exp().sum(dim=1).log())
-    return -torch.logsumexp(inl, dim=1)
+    top, shifted = _energy_and_top(_inliers(logits))
+    return _lse_from_shifted(top, shifted).neg_()
+
+
+def separable_correlate(padded: torch.Tensor, taps: list[float]) -> torch.Tensor:
+    """Valid 2-D correlation of ``B x (H + n - 1) x (W + n - 1)`` maps with ``outer(taps, taps)``.
+
+    Two 1-D passes of shifted multiply-adds (cheaper than single-channel convolutions on the
+    CPU); returns ``B x H x W``. For symmetric taps its adjoint is itself applied to the
+    zero-padded gradient, which :mod:`pebal_core.losses` uses for a cheap backward pass.
+    """
+    n = len(taps)
+    h, w = padded.shape[-2] - n + 1, padded.shape[-1] - n + 1
+    rows = padded[:, :, 0:w] * taps[0]
+    for i in range(1, n):
+        rows = rows.add_(padded[:, :, i : i + w], alpha=taps[i])
+    y = rows[:, 0:h] * taps[0]
+    for i in range(1, n):
+        y = y.add_(rows[:, i : i + h], alpha=taps[i])
+    return y
 
 
 def smooth(score: torch.Tensor, size: int = GAUSSIAN_SIZE, sigma: float = GAUSSIAN_SIGMA) -> torch.Tensor:
@@ -71,35 +127,26 @@ def smooth(score: torch.Tensor, size: int = GAUSSIAN_SIZE, sigma: float = GAUSSI
 
     Equals torchvision's ``GaussianBlur(7, sigma=1)`` used by the reference implementation:
     the same taps and ``reflect`` border (mirror without repeating the edge pixel); the 2-D
-    kernel is the outer product of the 1-D one, applied as two 1-D passes.
+    kernel is the outer product of the 1-D one, applied as two 1-D passes
+    (:func:`separable_correlate`). ``H`` and ``W`` must exceed ``size // 2``.
     """
     squeeze = score.ndim == 2
     x = score.unsqueeze(0) if squeeze else score
     if x.ndim != 3:
         raise ValueError(f"expected a B x H x W or H x W map, got shape {tuple(score.shape)}")
+    h, w = x.shape[-2:]
     pad = size // 2
-    k = gaussian_kernel1d(size, sigma).to(device=x.device, dtype=x.dtype)
-    y = F.pad(x.unsqueeze(1), (pad, pad, pad, pad), mode="reflect")
-    y = F.conv2d(y, k.view(1, 1, 1, size))
-    y = F.conv2d(y, k.view(1, 1, size, 1))
-    y = y.squeeze(1)
+    if h <= pad or w <= pad:
+        raise ValueError(f"map {h}x{w} is too small for reflect padding by {pad} pixels")
+    p = F.pad(x.unsqueeze(1), (pad, pad, pad, pad), mode="reflect").squeeze(1)
+    y = separable_correlate(p, gaussian_kernel1d(size, sigma).tolist())
     return y.squeeze(0) if squeeze else y
 
 
 def inlier_labels(logits: torch.Tensor) -> torch.Tensor:
-    """Argmax over the 19 inlier channels as ``uint8`` ``B x H x W`` (lowest index wins ties).
-
-    Computed as ``19 - max_c((x_c == max) * (19 - c))``: vectorised reductions that are several
-    times faster on the CPU than ``argmax`` over the channel axis of an NCHW tensor. While ONNX
-    export traces it, ``argmax`` is written out instead (ONNX ``ArgMax`` also keeps the first
-    index on ties; TensorRT has no uint8 arithmetic).
-    """
-    inl = _inliers(logits)
-    if torch.onnx.is_in_onnx_export():
-        return inl.argmax(dim=1).to(torch.uint8)
-    top = inl.amax(dim=1, keepdim=True)
-    weights = torch.arange(NUM_CLASSES, 0, -1, dtype=torch.uint8, device=inl.device).view(1, -1, 1, 1)
-    return NUM_CLASSES - ((inl == top).to(torch.uint8) * weights).amax(dim=1)
+    """Argmax over the 19 inlier channels as ``uint8`` ``B x H x W`` (lowest index wins ties)."""
+    top, shifted = _energy_and_top(_inliers(logits))
+    return _first_max(shifted)
 
 
 def score_map(logits: torch.Tensor, method: str = "pebal") -> torch.Tensor:
@@ -132,10 +179,15 @@ def all_scores(logits: torch.Tensor, methods: tuple[str, ...] = METHODS) -> dict
 def labels_and_score(logits: torch.Tensor, smoothing: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """The runtime head: ``(labels uint8 B x H x W, PEBAL score float32 B x H x W)``.
 
-    ``smoothing=False`` returns the raw free energy (cheaper, slightly noisier).
+    Equal to ``(inlier_labels(logits), score_map(logits, "pebal"))`` but fused: one max over
+    the inlier channels and one full-size temporary serve both outputs (the head is
+    memory-bound; see ``benchmarks/bench_scoring.py``). ``smoothing=False`` returns the raw free
+    energy (cheaper, slightly noisier).
     """
-    energy = free_energy(logits)
-    return inlier_labels(logits), (smooth(energy) if smoothing else energy)
+    top, shifted = _energy_and_top(_inliers(logits))
+    labels = _first_max(shifted)
+    energy = _lse_from_shifted(top, shifted).neg_()
+    return labels, (smooth(energy) if smoothing else energy)
 
 
 class EnergyScoreHead(nn.Module):

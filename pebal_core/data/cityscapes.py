@@ -1,0 +1,123 @@
+"""Cityscapes in its official on-disk layout (Cordts et al. 2016).
+
+::
+
+    <root>/leftImg8bit/<split>/<city>/<city>_<seq:06d>_<frame:06d>_leftImg8bit.png
+    <root>/gtFine/<split>/<city>/<city>_<seq:06d>_<frame:06d>_gtFine_labelTrainIds.png
+                                                      (and/or ..._gtFine_labelIds.png)
+
+``labelTrainIds`` files (written by ``cityscapesscripts``' ``createTrainIdLabelImgs``) hold
+trainIds 0..18 and 255; ``labelIds`` files hold the 34 official ids and are mapped with the
+official table (:func:`pebal_core.labels.label_ids_to_train_ids`). Items follow
+:mod:`pebal_core.data.base`: ``image`` RGB uint8, ``label`` trainIds/255 uint8, ``name``
+``<city>/<city>_<seq>_<frame>``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from pebal_core.data.base import DatasetError, require_dir
+from pebal_core.images import read_label, read_rgb
+from pebal_core.labels import NUM_CLASSES, VOID_ID, label_ids_to_train_ids
+
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_SUFFIXES = {"trainIds": "_gtFine_labelTrainIds.png", "labelIds": "_gtFine_labelIds.png"}
+LabelKind = Literal["auto", "trainIds", "labelIds"]
+
+_VALID_TRAIN_ID = np.zeros(256, dtype=bool)
+_VALID_TRAIN_ID[:NUM_CLASSES] = True
+_VALID_TRAIN_ID[VOID_ID] = True
+
+
+@dataclass(frozen=True)
+class CityscapesSample:
+    """One frame: its image file, label file, label encoding and name."""
+
+    image: Path
+    label: Path
+    kind: str
+    name: str
+
+
+def find_samples(root: str | os.PathLike, split: str = "train", labels: LabelKind = "auto") -> list[CityscapesSample]:
+    """Every frame of ``split`` with its label file, sorted by name.
+
+    ``labels``: ``trainIds`` or ``labelIds`` require that encoding; ``auto`` takes
+    ``labelTrainIds`` where present, else ``labelIds``.
+
+    Raises:
+        DatasetError: naming the missing directory, or the first frames without a label file and
+            the file names that were expected.
+    """
+    if labels not in ("auto", *LABEL_SUFFIXES):
+        raise ValueError(f"labels must be auto, trainIds or labelIds, got {labels!r}")
+    root = require_dir(root, "Cityscapes root (expected leftImg8bit/ and gtFine/ inside)")
+    image_dir = require_dir(root / "leftImg8bit" / split, f"Cityscapes images of split {split!r}")
+    label_dir = require_dir(root / "gtFine" / split, f"Cityscapes gtFine labels of split {split!r}")
+    images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
+    if not images:
+        raise DatasetError(
+            f"no Cityscapes images in {image_dir}: expected <city>/<city>_<seq>_<frame>{IMAGE_SUFFIX} files"
+        )
+    kinds = ("trainIds", "labelIds") if labels == "auto" else (labels,)
+    samples, missing = [], []
+    for image in images:
+        city = image.parent.name
+        stem = image.name[: -len(IMAGE_SUFFIX)]
+        candidates = [(kind, label_dir / city / f"{stem}{LABEL_SUFFIXES[kind]}") for kind in kinds]
+        found = next(((kind, path) for kind, path in candidates if path.is_file()), None)
+        if found is None:
+            missing.append(" or ".join(str(path) for _, path in candidates))
+            continue
+        samples.append(CityscapesSample(image, found[1], found[0], f"{city}/{stem}"))
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise DatasetError(
+            f"{len(missing)} of {len(images)} Cityscapes images in {image_dir} have no label file; "
+            f"expected {'; '.join(missing[:3])}{more}"
+        )
+    return samples
+
+
+def read_sample(sample: CityscapesSample) -> tuple[np.ndarray, np.ndarray]:
+    """``(image RGB uint8 H x W x 3, label trainIds/255 uint8 H x W)`` of one frame."""
+    image = read_rgb(sample.image)
+    raw = read_label(sample.label)
+    if raw.shape != image.shape[:2]:
+        raise DatasetError(
+            f"label {sample.label} is {raw.shape[1]}x{raw.shape[0]} but image {sample.image} is "
+            f"{image.shape[1]}x{image.shape[0]}; expected the same size"
+        )
+    if sample.kind == "labelIds":
+        return image, label_ids_to_train_ids(raw)
+    if not _VALID_TRAIN_ID[raw].all():
+        bad = sorted(set(np.unique(raw[~_VALID_TRAIN_ID[raw]]).tolist()))
+        raise DatasetError(
+            f"{sample.label} holds values {bad[:6]}; a labelTrainIds file holds trainIds 0..18 and 255 "
+            "(use labels: labelIds for *_gtFine_labelIds.png files)"
+        )
+    return image, raw
+
+
+class Cityscapes(Dataset):
+    """Cityscapes frames of one split (see the module docstring for layout and item format)."""
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", labels: LabelKind = "auto") -> None:
+        self.root = Path(root)
+        self.split = split
+        self.samples = find_samples(root, split, labels)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        image, label = read_sample(sample)
+        return {"image": image, "label": label, "name": sample.name}
