@@ -136,7 +136,14 @@ def evaluate(model: SegmentationModel, dataset: Dataset, options: EvalOptions) -
     if n == 0:
         raise ValueError(f"dataset {dataset!r} has no images to evaluate")
     subset = dataset if n == len(dataset) else torch.utils.data.Subset(dataset, range(n))
-    loader = DataLoader(subset, batch_size=1, num_workers=options.workers, collate_fn=identity_collate)
+    loader = DataLoader(
+        subset,
+        batch_size=1,
+        num_workers=options.workers,
+        collate_fn=identity_collate,
+        # forkserver, not fork: forking a process that runs threads can deadlock the child
+        multiprocessing_context="forkserver" if options.workers else None,
+    )
     conf = None
     cache = tempfile.mkdtemp(prefix="pebal_eval_") if options.components and "pebal" in methods else None
     t0 = time.perf_counter()

@@ -447,6 +447,10 @@ class Trainer:
             drop_last=True,
             worker_init_fn=_worker_init if d.workers else None,
             generator=torch.Generator().manual_seed(self.cfg.seed),
+            # forkserver, not fork: forking a process that runs threads (DDS, executors, BLAS) can
+            # deadlock the child; workers persist across epochs so they start once
+            multiprocessing_context="forkserver" if d.workers else None,
+            persistent_workers=d.workers > 0,
         )
 
     def run(self, on_step: Callable[[Trainer], None] | None = None) -> TrainResult:

@@ -64,3 +64,14 @@ def ros_env() -> dict[str, str]:
     env = _ros_env()
     os.environ.update(env)
     return env
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Tests that train with ``threads=1`` must not change the thread count (and so the float
+    summation order) of the tests after them."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
