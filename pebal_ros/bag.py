@@ -212,12 +212,16 @@ def _run_record(args: argparse.Namespace) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(recorder.node)
     announced = False
+    matched: set[str] = set()
     try:
         while not recorder.done():
             executor.spin_once(timeout_sec=0.05)
             if recorder.ready and not announced:
                 print(f"recording {len(options.topics)} topics to {args.output}", flush=True)
                 announced = True
+            for topic in recorder.matched_topics() - matched:
+                print(f"matched a publisher on {topic}", flush=True)
+                matched.add(topic)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -314,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import rclpy.utilities
 
+    from pebal_ros.demo import OMP_WAIT_POLICY
+
+    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)  # score's offline pass; before torch loads
     argv = sys.argv if argv is None else [sys.argv[0], *argv]
     user_args = rclpy.utilities.remove_ros_args(argv)[1:]
     args = build_parser().parse_args(user_args)

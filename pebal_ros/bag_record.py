@@ -151,6 +151,10 @@ class Recorder:
     def pending_topics(self) -> list[str]:
         return list(self._pending)
 
+    def matched_topics(self) -> set[str]:
+        """Topics whose subscription is matched with at least one publisher now."""
+        return {sub.topic_name for sub in self._subscriptions if sub.get_publisher_count() > 0}
+
     def _writer(self, name: str):
         clock = self.node.get_clock()
 
