@@ -316,11 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import rclpy.utilities
-
     from pebal_ros.demo import OMP_WAIT_POLICY
 
     os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)  # score's offline pass; before torch loads
+    import rclpy.utilities
+
     argv = sys.argv if argv is None else [sys.argv[0], *argv]
     user_args = rclpy.utilities.remove_ros_args(argv)[1:]
     args = build_parser().parse_args(user_args)

@@ -7,7 +7,7 @@
    and ``/diagnostics`` (``<out>/bags/output``);
 3. ``pebal_bag play`` the input bag into the node at the recorded pace times ``--rate``
    (``auto``: slowed down, never sped up, so that the node can keep up with every frame on this
-   machine — one timed inference decides);
+   machine — three timed inferences decide);
 4. stop the recorder and the node, **score** the recording against the labels
    (:mod:`pebal_ros.bag_score`: PEBAL from the node, MaxLogit offline on the same frames with the
    same model) and print the table;
@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -336,6 +337,8 @@ def run_demo(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             raise play.failed(f"play did not finish within {budget:.0f} s") from None
         if rc != 0:
+            if node.popen.poll() is not None:
+                raise node.failed(f"pebal_node exited with status {node.popen.returncode} during playback")
             raise play.failed(f"play exited with status {rc}")
         time.sleep(2.0 + 5 * t_infer)  # the node finishes the last frame; the recorder receives it
         if record.interrupt() != 0:
@@ -380,8 +383,10 @@ def run_demo(args: argparse.Namespace) -> int:
     table = format_table(report, per_sequence=args.per_sequence)
     extra = []
     if diag:
+        p50 = diag.get("inference_ms_p50")
+        capacity = f" (~{1000 / float(p50):.1f} frames/s)" if p50 and float(p50) > 0 else ""
         extra.append(
-            f"node (its /diagnostics): inference p50 {diag.get('inference_ms_p50', '?')} ms, "
+            f"node (its /diagnostics): inference p50 {p50 or '?'} ms{capacity}, "
             f"frames in {diag.get('frames_in', '?')}, out {diag.get('frames_out', '?')}, "
             f"dropped {diag.get('frames_dropped', '?')}; model {diag.get('model_id', '?')}"
         )
@@ -410,9 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pebal_ros.bag import _size
     from pebal_ros.bag_storage import STORAGES
 
+    text = re.sub(r":\w+:`([^`]+)`", r"\1", __doc__.split(": ", 1)[1]).replace("``", "").replace("**", "")
     p = argparse.ArgumentParser(
         prog="pebal_demo",
-        description=__doc__.split("\n\n", 1)[0].split(": ", 1)[1] + "\n\n" + __doc__.split("\n\n", 1)[1],
+        description=text[0].upper() + text[1:],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", type=Path, required=True, help="LostAndFound root (leftImg8bit/, gtCoarse/, camera/, ...)")
@@ -434,11 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)  # before torch loads (here and in the children)
     from pebal_core.data.base import DatasetError
     from pebal_core.models.checkpoint import CheckpointError
     from pebal_ros.bag_storage import BagError
 
-    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)  # before torch loads (here and in the children)
     args = build_parser().parse_args(argv)
     args.baseline = args.baseline or ["maxlogit"]
     try:
