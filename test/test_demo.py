@@ -145,3 +145,28 @@ def test_demo_reports_a_missing_model_in_one_line(tmp_path):
     )
     assert run.returncode == 2 and run.stderr.startswith("pebal_demo: error:") and "none.safetensors" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("module", ["pebal_ros.demo", "pebal_ros.bag"])
+def test_openmp_wait_policy_is_set_before_torch_loads(module):
+    """libgomp reads OMP_WAIT_POLICY when torch loads it: the console scripts must set it first."""
+    code = f"""
+import importlib.abc, os, sys
+seen = []
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append(os.environ.get("OMP_WAIT_POLICY"))
+        return None
+sys.meta_path.insert(0, Spy())
+from {module} import main
+try:
+    main(["--help"] if "{module}" == "pebal_ros.demo" else ["score", "--help"])
+except SystemExit:
+    pass
+print("torch imported with OMP_WAIT_POLICY =", seen)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "torch imported with OMP_WAIT_POLICY = ['PASSIVE']" in out.stdout
