@@ -9,6 +9,14 @@ STAMP  := $(VENV)/.installed
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 # Arguments for pytest, e.g. `make test PYTEST_ARGS="-k metrics"`.
 PYTEST_ARGS ?=
+# `make demo`: synthetic LostAndFound-style sequence + shipped default model -> bag -> pebal_node ->
+# recorded bag -> scores, overlays and a GIF under $(DEMO_OUT). `make demo DATA=/path/to/LostAndFound`
+# runs the same chain on the real dataset; DEMO_ARGS adds pebal_demo options (e.g. --frames 100
+# --input-size 512x1024 --model ckpt.safetensors), SYNTH_ARGS options of `pebal synth`.
+DATA      ?=
+DEMO_OUT  ?= demo_out
+DEMO_ARGS ?=
+SYNTH_ARGS ?=
 
 .PHONY: venv test demo lint bench clean
 
@@ -26,7 +34,13 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	@echo "the end-to-end demo arrives with the synthetic world and the default model" && false
+ifeq ($(strip $(DATA)),)
+	rm -rf $(DEMO_OUT)/synth
+	$(VENV)/bin/pebal synth --out $(DEMO_OUT)/synth --seed 0 $(SYNTH_ARGS)
+	$(VENV)/bin/pebal_demo --data $(DEMO_OUT)/synth/lostandfound --out $(DEMO_OUT) $(DEMO_ARGS)
+else
+	$(VENV)/bin/pebal_demo --data $(DATA) --out $(DEMO_OUT) $(DEMO_ARGS)
+endif
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -48,7 +48,7 @@ setup(
         "eval": ["scikit-learn", "scipy", "matplotlib"],
         "data": ["pycocotools"],
         "export": ["onnx", "onnxruntime"],
-        "bag": ["rosbags"],
+        "bag": ["rosbags", "pillow"],
         "tensorrt": ["tensorrt", "pycuda"],
     },
     zip_safe=False,
@@ -56,6 +56,8 @@ setup(
         "console_scripts": [
             "pebal = pebal_core.cli:main",
             "pebal_node = pebal_ros.node:main",
+            "pebal_bag = pebal_ros.bag:main",
+            "pebal_demo = pebal_ros.demo:main",
         ],
     },
 )

@@ -49,6 +49,7 @@ ROSDEP_KEYS = {
     "scipy": "python3-scipy",
     "matplotlib": "python3-matplotlib",
     "onnxruntime": "python3-onnxruntime-pip",
+    "PIL": "python3-pil",
 }
 PIP_ONLY = {
     # rosdistro retired python3-pytorch-pip (2025); distro torch packages are far too old

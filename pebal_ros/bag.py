@@ -1,0 +1,341 @@
+"""``pebal_bag``: LostAndFound <-> ROS 2 bags, replay, recording and scoring.
+
+Subcommands (``pebal_bag COMMAND --help`` for all options):
+
+``convert ROOT OUT``
+    A LostAndFound tree -> bag(s) of ``sensor_msgs/Image`` (or ``CompressedImage``) and
+    ``sensor_msgs/CameraInfo`` (:mod:`pebal_ros.bag_convert`); no ROS graph involved.
+``play BAG``
+    Publish a bag at the recorded pace with rclpy (:mod:`pebal_ros.bag_play`).
+``record -o OUT TOPIC...``
+    Write what arrives on topics to a bag (:mod:`pebal_ros.bag_record`).
+``score OUTPUT_BAG --input CONVERTED``
+    AUROC / AP / FPR95 of a recorded ``anomaly_score`` against the ground truth, per sequence and
+    overall, optionally with offline baselines (:mod:`pebal_ros.bag_score`).
+
+Errors a user can fix (missing or corrupt bags, dataset problems, bad options) print one
+``pebal_bag: error: ...`` line and exit with status 2 (``PEBAL_DEBUG=1`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROS_TIME_NOTE = "Stamps and bag times are nanoseconds since the Unix epoch."
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from pebal_core.data.base import DatasetError
+    from pebal_core.models.checkpoint import CheckpointError
+    from pebal_ros.bag_storage import BagError
+
+    return (BagError, DatasetError, CheckpointError, ValueError, FileNotFoundError, OSError)
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, sep, w = text.lower().partition("x")
+    if not sep or not h.isdigit() or not w.isdigit() or int(h) <= 0 or int(w) <= 0:
+        raise argparse.ArgumentTypeError(f"size must be HEIGHTxWIDTH like 512x1024, got {text!r}")
+    return int(h), int(w)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+# ----------------------------------------------------------------------------- convert
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    from pebal_ros.bag_convert import DEFAULT_START_TIME, IMAGE_FORMATS, RAW_ENCODINGS, TIMESTAMP_MODES
+    from pebal_ros.bag_storage import STORAGES
+
+    p = sub.add_parser(
+        "convert",
+        help="LostAndFound tree -> ROS 2 bag(s)",
+        description="Write the frames of a LostAndFound tree (leftImg8bit/<split>/<seq>/..., camera/, timestamp/) "
+        "as sensor_msgs/Image (or CompressedImage) + sensor_msgs/CameraInfo into ROS 2 bags, one per sequence "
+        "(OUT/<sequence>) or one for all (--single). " + ROS_TIME_NOTE,
+    )
+    p.add_argument("root", type=Path, help="LostAndFound folder (holding leftImg8bit/, gtCoarse/, camera/, ...)")
+    p.add_argument("out", type=Path, help="output folder of per-sequence bags, or the bag itself with --single")
+    p.add_argument("--split", default="test", help="dataset split (default: test)")
+    p.add_argument("--sequence", action="append", help="convert only this sequence (repeatable)")
+    p.add_argument("--frames", type=int, help="at most this many frames (the first in sequence/frame order)")
+    p.add_argument("--single", action="store_true", help="one bag for all frames instead of one per sequence")
+    p.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="bag storage (default: mcap)")
+    p.add_argument(
+        "--format",
+        choices=IMAGE_FORMATS,
+        default="raw",
+        help="raw: sensor_msgs/Image; png (original file bytes) / jpeg: sensor_msgs/CompressedImage on "
+        "<image-topic>/compressed (default: raw)",
+    )
+    p.add_argument("--encoding", choices=RAW_ENCODINGS, default="rgb8", help="raw image encoding (default: rgb8)")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1..100 (default: 95)")
+    p.add_argument("--image-topic", default="/camera/image_raw", help="(default: /camera/image_raw)")
+    p.add_argument("--info-topic", default="/camera/camera_info", help="(default: /camera/camera_info)")
+    p.add_argument("--frame-id", default="camera_optical_frame", help="header frame_id (default: camera_optical_frame)")
+    p.add_argument(
+        "--timestamps",
+        choices=TIMESTAMP_MODES,
+        default="auto",
+        help="files: the timestamp/ files; rate: --start-time + i / --rate; auto: files when every frame has one, "
+        "else rate (default: auto)",
+    )
+    p.add_argument("--rate", type=_positive, default=10.0, help="frames per second of rate stamps (default: 10)")
+    p.add_argument(
+        "--start-time",
+        type=float,
+        default=DEFAULT_START_TIME,
+        help=f"first rate stamp, seconds since the epoch (default: {DEFAULT_START_TIME:.0f})",
+    )
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from pebal_ros.bag_convert import ConvertOptions, convert
+
+    options = ConvertOptions(
+        split=args.split,
+        sequences=tuple(args.sequence) if args.sequence else None,
+        limit=args.frames,
+        per_sequence=not args.single,
+        storage=args.storage,
+        image_format=args.format,
+        encoding=args.encoding,
+        jpeg_quality=args.jpeg_quality,
+        image_topic=args.image_topic,
+        info_topic=args.info_topic,
+        frame_id=args.frame_id,
+        timestamps=args.timestamps,
+        rate=args.rate,
+        start_time=args.start_time,
+    )
+    for bag in convert(args.root, args.out, options):
+        note = f"; {len(bag.without_camera)} without camera JSON (no CameraInfo)" if bag.without_camera else ""
+        print(f"{bag.path}: {bag.frames} frames of {', '.join(bag.sequences)}, stamps from {bag.stamps_from}{note}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- play
+def _add_play(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "play",
+        help="publish a bag with rclpy at the recorded pace",
+        description="Publish a bag's messages (raw CDR, header stamps unchanged) at the recorded pace. "
+        "ROS arguments may follow --ros-args.",
+    )
+    p.add_argument("bag", type=Path, help="bag folder")
+    p.add_argument("--rate", type=_positive, default=1.0, help="speed factor (default: 1)")
+    p.add_argument("--start-offset", type=float, default=0.0, help="start this many seconds into the bag")
+    p.add_argument("--loop", action="store_true", help="play again and again until Ctrl-C")
+    p.add_argument("--topics", nargs="+", help="publish only these topics")
+    p.add_argument("--remap", nargs="+", default=[], metavar="OLD:=NEW", help="publish topic OLD on NEW")
+    p.add_argument("--max-gap", type=_positive, help="shorten pauses longer than this many bag seconds")
+    p.add_argument(
+        "--wait-for-subscribers",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long until every played topic has a subscriber (default: 0, don't wait)",
+    )
+    p.add_argument("--delay", type=float, default=0.0, help="seconds to sleep before the first message")
+
+
+def _run_play(args: argparse.Namespace) -> int:
+    import rclpy
+
+    from pebal_ros.bag_play import Player, PlayOptions, parse_remaps
+
+    options = PlayOptions(
+        rate=args.rate,
+        start_offset=args.start_offset,
+        loops=0 if args.loop else 1,
+        topics=tuple(args.topics) if args.topics else None,
+        remap=parse_remaps(args.remap),
+        max_gap=args.max_gap,
+        wait_for_subscribers=args.wait_for_subscribers,
+        delay=args.delay,
+    )
+    rclpy.init(args=args.ros_args)
+    player = None
+    try:
+        player = Player(args.bag, options)
+        print(f"playing {args.bag} ({', '.join(player.publishers[t].topic_name for t in player.topics)})", flush=True)
+        result = player.play()
+    except KeyboardInterrupt:
+        print("pebal_bag play: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if player is not None:
+            player.close()
+        rclpy.try_shutdown()
+    counts = ", ".join(f"{t} {n}" for t, n in result.published.items())
+    print(f"published {sum(result.published.values())} messages in {result.wall_s:.2f} s ({counts})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- record
+def _add_record(sub: argparse._SubParsersAction) -> None:
+    from pebal_ros.bag_storage import STORAGES
+
+    p = sub.add_parser(
+        "record",
+        help="write topics to a bag",
+        description="Subscribe to topics and write the raw messages (bag time = receive time) to a bag, which "
+        "appears at OUT when recording ends (Ctrl-C, SIGTERM, --duration or --idle-timeout). A topic is /name "
+        "(type discovered from its publishers) or /name:pkg/msg/Type (subscribed at once, reliable).",
+    )
+    p.add_argument("topics", nargs="+", help="topics to record")
+    p.add_argument("-o", "--output", type=Path, required=True, help="bag folder to create")
+    p.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="bag storage (default: mcap)")
+    p.add_argument("--duration", type=_positive, help="stop after this many seconds")
+    p.add_argument("--idle-timeout", type=_positive, help="stop when nothing arrived for this long (after the first)")
+
+
+def _run_record(args: argparse.Namespace) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    from pebal_ros.bag_record import Recorder, RecordOptions
+
+    options = RecordOptions(
+        topics=tuple(args.topics), storage=args.storage, duration=args.duration, idle_timeout=args.idle_timeout
+    )
+    rclpy.init(args=args.ros_args)
+    recorder = Recorder(args.output, options)
+    executor = SingleThreadedExecutor()
+    executor.add_node(recorder.node)
+    announced = False
+    matched: set[str] = set()
+    try:
+        while not recorder.done():
+            executor.spin_once(timeout_sec=0.05)
+            if recorder.ready and not announced:
+                print(f"recording {len(options.topics)} topics to {args.output}", flush=True)
+                announced = True
+            for topic in recorder.matched_topics() - matched:
+                print(f"matched a publisher on {topic}", flush=True)
+                matched.add(topic)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        recorder.close()
+        rclpy.try_shutdown()
+    if recorder.pending_topics:
+        print(f"never saw a publisher of {', '.join(recorder.pending_topics)}", file=sys.stderr)
+    counts = ", ".join(f"{t} {n}" for t, n in recorder.counts.items())
+    print(f"wrote {sum(recorder.counts.values())} messages to {args.output} ({counts})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- score
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    from pebal_core.scoring import BASELINES
+
+    p = sub.add_parser(
+        "score",
+        help="AUROC / AP / FPR95 of a recorded anomaly_score bag",
+        description="Match the recorded anomaly_score images to LostAndFound frames by header stamp (through the "
+        "frame index of the converted input bags) and compute pixel AUROC, AP and FPR95 per sequence and overall. "
+        "Frames without output, outputs without a frame and frames without labels are counted and reported.",
+    )
+    p.add_argument("output_bag", type=Path, help="bag recorded from the node")
+    p.add_argument(
+        "--input", type=Path, action="append", required=True, help="converted bag, or a folder of them (repeatable)"
+    )
+    p.add_argument("--data", type=Path, help="LostAndFound root (default: the one stored in the converted bags)")
+    p.add_argument("--score-topic", default="/pebal/anomaly_score", help="(default: /pebal/anomaly_score)")
+    p.add_argument("--reference-topic", help="input topic for latency (default: the converted bags' CameraInfo topic)")
+    p.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        choices=BASELINES,
+        help="also score this baseline offline on the same frames with --model (repeatable)",
+    )
+    p.add_argument("--model", type=Path, help="checkpoint the node ran (default: the shipped default model)")
+    p.add_argument("--input-size", type=_size, help="HEIGHTxWIDTH the node ran the network at (default: native)")
+    p.add_argument("--non-hazards", choices=("void", "anomaly"), default="void", help="LostAndFound non-hazard objects")
+    p.add_argument("--streaming", action="store_true", help="bounded-memory metrics (certified error bound)")
+    p.add_argument("--per-sequence", action="store_true", help="also print the per-sequence table")
+    p.add_argument("--json", type=Path, help="write the full report here")
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from pebal_core.fileio import atomic_write_text
+    from pebal_core.runtime import default_model_path
+    from pebal_ros.bag_score import ScoreOptions, format_table, score_bag
+    from pebal_ros.bag_storage import find_bags
+
+    model = args.model
+    if args.baseline and model is None:
+        model = default_model_path()
+    inputs = [bag for path in args.input for bag in find_bags(path)]
+    options = ScoreOptions(
+        score_topic=args.score_topic,
+        reference_topic=args.reference_topic,
+        baselines=tuple(dict.fromkeys(args.baseline)),
+        model=model,
+        input_size=args.input_size,
+        data_root=args.data,
+        non_hazards=args.non_hazards,
+        exact=not args.streaming,
+    )
+    report = score_bag(args.output_bag, inputs, options)
+    print(format_table(report, per_sequence=args.per_sequence))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2, allow_nan=True) + "\n")
+    return 0
+
+
+COMMANDS = {
+    "convert": (_add_convert, _run_convert),
+    "play": (_add_play, _run_play),
+    "record": (_add_record, _run_record),
+    "score": (_add_score, _run_score),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pebal_bag",
+        description=__doc__.split("\n\n", 1)[0].split(": ", 1)[1],
+        epilog="Run `pebal_bag COMMAND --help` for the options of each command.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pebal_ros.demo import OMP_WAIT_POLICY
+
+    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)  # score's offline pass; before torch loads
+    import rclpy.utilities
+
+    argv = sys.argv if argv is None else [sys.argv[0], *argv]
+    user_args = rclpy.utilities.remove_ros_args(argv)[1:]
+    args = build_parser().parse_args(user_args)
+    args.ros_args = argv
+    try:
+        return COMMANDS[args.command][1](args)
+    except _user_errors() as e:
+        if os.environ.get("PEBAL_DEBUG"):
+            raise
+        print(f"pebal_bag: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pebal_bag: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

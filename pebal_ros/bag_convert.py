@@ -1,0 +1,316 @@
+"""LostAndFound (or any tree in its layout) -> ROS 2 bags of camera images and CameraInfo.
+
+Each frame of :func:`pebal_core.data.lostandfound.list_frames` becomes, at bag time = header
+stamp:
+
+* ``sensor_msgs/CameraInfo`` on ``info_topic`` from the frame's Cityscapes camera JSON: ``K =
+  [fx 0 u0; 0 fy v0; 0 0 1]``, ``P = [K | 0]`` (the left camera of the rectified stereo pair),
+  ``R = I``, ``plumb_bob`` with zero distortion (the images are rectified); frames without a
+  camera file get no CameraInfo (counted in the result);
+* the image on ``image_topic``: ``sensor_msgs/Image`` (``rgb8`` or ``bgr8``, the decoded pixels
+  unchanged) or, with ``image_format`` ``png``/``jpeg``, ``sensor_msgs/CompressedImage`` on
+  ``<image_topic>/compressed`` (the image_transport convention; ``png`` stores the original file
+  bytes, ``jpeg`` re-encodes).
+
+Header stamps come from the ``timestamp/`` files (integer ns) when every selected frame has one
+(``timestamps="auto"``), otherwise from ``start_time + i / rate`` over all selected frames in
+order, so stamps are unique across every bag of one conversion. A partial set of timestamp
+files, duplicate stamps, unreadable images or camera files are errors naming the file.
+
+Each bag carries the frame index in ``metadata.yaml`` ``custom_data`` (key
+:data:`INDEX_KEY`): dataset root, split, topics and ``[stamp_ns, sequence, frame name]`` per
+frame; :mod:`pebal_ros.bag_score` matches recorded outputs to ground truth through it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pebal_core.data.base import DatasetError
+from pebal_core.data.lostandfound import Frame, list_frames
+from pebal_core.images import read_rgb
+from pebal_ros.bag_storage import BagError, BagWriter, bag_writer, make_qos, split_ns, typestore
+from pebal_ros.conversions import ImageConverter, compressed_size
+
+INDEX_KEY = "pebal.frame_index"
+"""``custom_data`` key of the frame index (a JSON string)."""
+IMAGE_FORMATS = ("raw", "png", "jpeg")
+RAW_ENCODINGS = ("rgb8", "bgr8")
+TIMESTAMP_MODES = ("auto", "files", "rate")
+DEFAULT_START_TIME = 1_000_000_000.0
+"""Seconds since the epoch of the first synthetic stamp (fixed, so converting twice gives equal bags)."""
+
+
+@dataclass
+class ConvertOptions:
+    """What :func:`convert` writes (the ``pebal_bag convert`` options)."""
+
+    split: str = "test"
+    sequences: tuple[str, ...] | None = None
+    """Sequences to convert (None = all of the split)."""
+    limit: int | None = None
+    """At most this many frames (the first ones in sequence/frame order)."""
+    per_sequence: bool = True
+    """One bag per sequence (``<out>/<sequence>``), else one bag at ``<out>``."""
+    storage: str = "mcap"
+    image_format: str = "raw"
+    encoding: str = "rgb8"
+    jpeg_quality: int = 95
+    image_topic: str = "/camera/image_raw"
+    info_topic: str = "/camera/camera_info"
+    frame_id: str = "camera_optical_frame"
+    timestamps: str = "auto"
+    rate: float = 10.0
+    """Frames per second of the synthetic stamps (timestamps ``rate`` or ``auto`` without files)."""
+    start_time: float = DEFAULT_START_TIME
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("image_format", self.image_format, IMAGE_FORMATS),
+            ("encoding", self.encoding, RAW_ENCODINGS),
+            ("timestamps", self.timestamps, TIMESTAMP_MODES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if not (self.rate > 0 and math.isfinite(self.rate)):
+            raise ValueError(f"rate must be a positive number of frames per second, got {self.rate}")
+        if not (self.start_time >= 0 and math.isfinite(self.start_time)):
+            raise ValueError(f"start_time must be >= 0 seconds, got {self.start_time}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1 frame, got {self.limit}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        for name in ("image_topic", "info_topic"):
+            topic = getattr(self, name)
+            if not topic.startswith("/") or topic.endswith("/") or "//" in topic:
+                raise ValueError(f"{name} must be an absolute topic name like /camera/image_raw, got {topic!r}")
+
+    @property
+    def image_msgtype(self) -> str:
+        return "sensor_msgs/msg/Image" if self.image_format == "raw" else "sensor_msgs/msg/CompressedImage"
+
+    @property
+    def image_topic_written(self) -> str:
+        """The topic images land on (``/compressed`` appended for compressed formats)."""
+        return self.image_topic if self.image_format == "raw" else f"{self.image_topic}/compressed"
+
+
+@dataclass
+class ConvertedBag:
+    """One bag written by :func:`convert`."""
+
+    path: Path
+    frames: int
+    sequences: list[str]
+    stamps_from: str
+    """``timestamp files`` or ``rate <hz> Hz``."""
+    without_camera: list[str] = field(default_factory=list)
+    """Names of frames that had no camera JSON (no CameraInfo written)."""
+
+
+# ---------------------------------------------------------------------------------------- pieces
+def camera_info_fields(camera: dict, height: int, width: int, source: object = "camera JSON") -> dict:
+    """CameraInfo fields (``k``, ``p``, ``r``, ``d``, ``distortion_model``, size) from a Cityscapes camera JSON."""
+    try:
+        intr = camera["intrinsic"]
+        fx, fy, u0, v0 = (float(intr[k]) for k in ("fx", "fy", "u0", "v0"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise DatasetError(f"{source}: 'intrinsic' needs numeric fx, fy, u0, v0 ({e})") from e
+    if not all(math.isfinite(v) for v in (fx, fy, u0, v0)) or fx <= 0 or fy <= 0:
+        raise DatasetError(f"{source}: intrinsics fx={fx}, fy={fy}, u0={u0}, v0={v0} are not a valid camera")
+    return {
+        "height": int(height),
+        "width": int(width),
+        "distortion_model": "plumb_bob",
+        "d": np.zeros(5, dtype=np.float64),
+        "k": np.array([fx, 0.0, u0, 0.0, fy, v0, 0.0, 0.0, 1.0]),
+        "r": np.eye(3).ravel(),
+        "p": np.array([fx, 0.0, u0, 0.0, 0.0, fy, v0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+    }
+
+
+def frame_stamps(frames: list[Frame], options: ConvertOptions) -> tuple[list[int], str]:
+    """Header stamps (ns) of ``frames`` and where they came from (see the module docstring)."""
+    with_files = [f for f in frames if f.timestamp_file is not None]
+    mode = options.timestamps
+    if mode == "auto":
+        if with_files and len(with_files) < len(frames):
+            lacking = next(f for f in frames if f.timestamp_file is None)
+            raise DatasetError(
+                f"only {len(with_files)} of {len(frames)} frames have a timestamp file (e.g. {lacking.name} has "
+                "none); complete the timestamp/ folder or pass --timestamps rate to stamp every frame at --rate"
+            )
+        mode = "files" if with_files else "rate"
+    if mode == "rate":
+        start = round(options.start_time * 1e9)
+        return [start + round(i * 1e9 / options.rate) for i in range(len(frames))], f"rate {options.rate:g} Hz"
+    stamps = []
+    for f in frames:
+        if f.timestamp_file is None:
+            raise DatasetError(f"frame {f.name} has no timestamp file; use --timestamps rate or auto")
+        stamps.append(f.timestamp_ns())
+    seen: dict[int, str] = {}
+    for f, s in zip(frames, stamps, strict=True):
+        if s in seen:
+            raise DatasetError(
+                f"frames {seen[s]} and {f.name} have the same timestamp {s} ns; stamps must identify frames "
+                "(pass --timestamps rate)"
+            )
+        seen[s] = f.name
+    return stamps, "timestamp files"
+
+
+def select_frames(root: str | os.PathLike, options: ConvertOptions) -> list[Frame]:
+    """The frames :func:`convert` writes: the chosen sequences of the split, cut to ``limit``."""
+    if options.sequences:
+        frames = [f for seq in options.sequences for f in list_frames(root, options.split, seq)]
+    else:
+        frames = list_frames(root, options.split)
+    if not frames:
+        raise DatasetError(
+            f"no frames under {Path(root) / 'leftImg8bit' / options.split}: expected "
+            "<seq>/<seq>_<seqnum:06d>_<frame:06d>_leftImg8bit.png files"
+        )
+    return frames[: options.limit] if options.limit else frames
+
+
+class _FrameWriter:
+    """Turns one frame into its CameraInfo and image messages (typestore objects)."""
+
+    def __init__(self, options: ConvertOptions) -> None:
+        self.o = options
+        self.types = typestore().types
+        self.converter = ImageConverter()
+
+    def header(self, ns: int) -> object:
+        sec, nanosec = split_ns(ns)
+        t = self.types
+        return t["std_msgs/msg/Header"](
+            stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=self.o.frame_id
+        )
+
+    def image(self, frame: Frame, ns: int) -> tuple[object, int, int]:
+        """The image message and the image's ``(height, width)``."""
+        t = self.types
+        if self.o.image_format == "png":
+            data = np.fromfile(frame.image, dtype=np.uint8)
+            size = compressed_size(data)
+            if size is None or data[:8].tobytes() != b"\x89PNG\r\n\x1a\n":
+                raise DatasetError(f"image {frame.image} is not a readable PNG file")
+            msg = t["sensor_msgs/msg/CompressedImage"](
+                header=self.header(ns), format="rgb8; png compressed bgr8", data=data
+            )
+            return msg, size[0], size[1]
+        try:
+            rgb = read_rgb(frame.image)
+        except OSError as e:
+            raise DatasetError(str(e)) from e
+        h, w = rgb.shape[:2]
+        if self.o.image_format == "jpeg":
+            built = self.converter.to_compressed(rgb, "jpeg", quality=self.o.jpeg_quality)
+            data = np.frombuffer(built.data, dtype=np.uint8)
+            return t["sensor_msgs/msg/CompressedImage"](header=self.header(ns), format=built.format, data=data), h, w
+        pixels = rgb if self.o.encoding == "rgb8" else np.ascontiguousarray(rgb[..., ::-1])
+        built = self.converter.to_image(pixels, self.o.encoding)
+        msg = t["sensor_msgs/msg/Image"](
+            header=self.header(ns),
+            height=built.height,
+            width=built.width,
+            encoding=built.encoding,
+            is_bigendian=built.is_bigendian,
+            step=built.step,
+            data=np.frombuffer(built.data, dtype=np.uint8),
+        )
+        return msg, h, w
+
+    def camera_info(self, frame: Frame, ns: int, height: int, width: int) -> object | None:
+        camera = frame.camera()
+        if camera is None:
+            return None
+        t = self.types
+        fields = camera_info_fields(camera, height, width, frame.camera_file)
+        roi = t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+        return t["sensor_msgs/msg/CameraInfo"](header=self.header(ns), binning_x=0, binning_y=0, roi=roi, **fields)
+
+
+def _write_bag(
+    path: Path, frames: list[Frame], stamps: list[int], root: Path, options: ConvertOptions, progress: tqdm | None
+) -> list[str]:
+    fw = _FrameWriter(options)
+    without_camera = []
+    qos = [make_qos(reliable=True, depth=10)]
+    with bag_writer(path, options.storage) as bag:
+        bag: BagWriter
+        bag.add_topic(options.info_topic, "sensor_msgs/msg/CameraInfo", qos)
+        bag.add_topic(options.image_topic_written, options.image_msgtype, qos)
+        for frame, ns in zip(frames, stamps, strict=True):
+            image, h, w = fw.image(frame, ns)
+            info = fw.camera_info(frame, ns, h, w)
+            if info is None:
+                without_camera.append(frame.name)
+            else:
+                bag.write(options.info_topic, ns, info)
+            bag.write(options.image_topic_written, ns, image)
+            if progress is not None:
+                progress.update(1)
+        index = {
+            "root": str(root.resolve()),
+            "split": options.split,
+            "image_topic": options.image_topic_written,
+            "info_topic": options.info_topic,
+            "frames": [[ns, f.sequence, f.name] for f, ns in zip(frames, stamps, strict=True)],
+        }
+        bag.set_custom_data(INDEX_KEY, json.dumps(index, separators=(",", ":")))
+    return without_camera
+
+
+def convert(
+    root: str | os.PathLike, out: str | os.PathLike, options: ConvertOptions | None = None, progress: bool = True
+) -> list[ConvertedBag]:
+    """Write the bag(s) of a LostAndFound tree; see the module docstring. Returns one entry per bag."""
+    options = options or ConvertOptions()
+    root, out = Path(root), Path(out)
+    frames = select_frames(root, options)
+    stamps, source = frame_stamps(frames, options)
+    if options.per_sequence:
+        groups: dict[str, list[int]] = {}
+        for i, f in enumerate(frames):
+            groups.setdefault(f.sequence, []).append(i)
+        jobs = [(out / seq, idx) for seq, idx in groups.items()]
+        clash = [str(p) for p, _ in jobs if p.exists()]
+        if clash:
+            raise BagError(f"{', '.join(clash)} exist already; remove them or choose another output folder")
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        jobs = [(out, list(range(len(frames))))]
+        out.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    with tqdm(total=len(frames), desc="convert", unit="frame", disable=not progress) as bar:
+        for path, idx in jobs:
+            sel = [frames[i] for i in idx]
+            missing_cam = _write_bag(path, sel, [stamps[i] for i in idx], root, options, bar)
+            results.append(ConvertedBag(path, len(sel), sorted({f.sequence for f in sel}), source, missing_cam))
+    return results
+
+
+def read_index(info: dict, bag: object = "bag") -> dict:
+    """The frame index of a converted bag's metadata (``BagReader.info``); an error when absent."""
+    text = (info.get("custom_data") or {}).get(INDEX_KEY)
+    if text is None:
+        raise BagError(
+            f"{bag} carries no frame index ({INDEX_KEY} in metadata.yaml custom_data): only bags written by "
+            "`pebal_bag convert` can be matched to ground truth"
+        )
+    try:
+        index = json.loads(text)
+        index["frames"] = [(int(ns), str(seq), str(name)) for ns, seq, name in index["frames"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise BagError(f"{bag}: the frame index in metadata.yaml is damaged ({e}); re-convert the dataset") from e
+    return index

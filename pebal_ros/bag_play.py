@@ -1,0 +1,215 @@
+"""Publish a bag's messages with rclpy at the recorded pace (``pebal_bag play``).
+
+Messages are published as the raw CDR bytes stored in the bag (``Publisher.publish(bytes)``),
+so header stamps and every other field arrive exactly as recorded. Message ``i`` is due at
+``start + (t_i - t_first) / rate`` on a monotonic clock, where ``t`` are bag timestamps from
+``start_offset`` seconds into the bag on; ``max_gap`` shortens pauses longer than that many
+(bag) seconds, e.g. between the sequences of a one-bag-for-all LostAndFound conversion.
+Publishing never runs ahead of schedule; if it falls behind (a slow disk) it catches up without
+skipping messages.
+
+Publisher QoS follows the bag's offered QoS profile of each topic (reliability, durability,
+depth), as ``ros2 bag play`` does; topics recorded without one are published reliable,
+volatile, keep-last 10.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosReliability
+
+from pebal_ros.bag_storage import BagError, BagReader
+
+NODE_NAME = "pebal_bag_play"
+
+
+def message_class(msgtype: str) -> type:
+    """``sensor_msgs/msg/Image`` -> the rclpy message class (its package must be importable)."""
+    pkg, kind, name = (msgtype.split("/") + ["", ""])[:3]
+    try:
+        return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise BagError(
+            f"message type {msgtype} is not available to rclpy here ({e}); install its interface package "
+            "or leave the topic out with --topics"
+        ) from e
+
+
+def qos_profile(offered: tuple[Qos, ...], default_depth: int = 10) -> QoSProfile:
+    """An rclpy QoS profile from a bag topic's offered profiles (first one), else reliable depth ``default_depth``."""
+    q = offered[0] if offered else None
+    reliable = q is None or q.reliability != QosReliability.BEST_EFFORT
+    transient = q is not None and q.durability == QosDurability.TRANSIENT_LOCAL
+    keep_all = q is not None and q.history == QosHistory.KEEP_ALL
+    depth = q.depth if q is not None and q.depth > 0 else default_depth
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_ALL if keep_all else HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if transient else DurabilityPolicy.VOLATILE,
+    )
+
+
+def parse_remaps(items: list[str] | None) -> dict[str, str]:
+    """``["/a:=/b", ...]`` -> ``{"/a": "/b"}`` (absolute topic names on both sides)."""
+    out = {}
+    for item in items or []:
+        old, sep, new = item.partition(":=")
+        if not sep or not old.startswith("/") or not new.startswith("/"):
+            raise ValueError(f"remap {item!r} must be /old/topic:=/new/topic")
+        out[old] = new
+    return out
+
+
+@dataclass
+class PlayOptions:
+    """How :class:`Player` publishes (the ``pebal_bag play`` options)."""
+
+    rate: float = 1.0
+    """Playback speed factor (2 = twice as fast)."""
+    start_offset: float = 0.0
+    """Seconds into the bag to start from."""
+    loops: int = 1
+    """Times to play the bag; 0 = until stopped."""
+    topics: tuple[str, ...] | None = None
+    """Topics to publish (None = all)."""
+    remap: dict[str, str] = field(default_factory=dict)
+    max_gap: float | None = None
+    """Longest pause between two messages in bag seconds (None = as recorded)."""
+    wait_for_subscribers: float = 0.0
+    """Before publishing, wait up to this many seconds until every topic has a subscriber (0 = don't)."""
+    delay: float = 0.0
+    """Seconds to sleep after the publishers are created (and matched) before the first message."""
+
+    def __post_init__(self) -> None:
+        if not self.rate > 0:
+            raise ValueError(f"rate must be > 0, got {self.rate}")
+        if self.start_offset < 0:
+            raise ValueError(f"start offset must be >= 0 seconds, got {self.start_offset}")
+        if self.loops < 0:
+            raise ValueError(f"loops must be >= 0 (0 = forever), got {self.loops}")
+        if self.max_gap is not None and not self.max_gap > 0:
+            raise ValueError(f"max gap must be > 0 seconds, got {self.max_gap}")
+        if self.wait_for_subscribers < 0 or self.delay < 0:
+            raise ValueError("wait and delay times must be >= 0 seconds")
+
+
+@dataclass
+class PlayResult:
+    """What a :meth:`Player.play` call published."""
+
+    published: dict[str, int]
+    """Output topic -> messages published."""
+    loops: int
+    wall_s: float
+    schedule: list[tuple[str, int, float, float]]
+    """Per message: output topic, bag timestamp (ns), due time and publish time (s after the start)."""
+
+
+class Player:
+    """Plays one bag on an rclpy node (``context`` lets tests use a private context).
+
+    Args:
+        bag: the bag folder.
+        options: :class:`PlayOptions`.
+        context: rclpy context (``None`` = the global one; it must be initialised).
+    """
+
+    def __init__(self, bag: str | Path, options: PlayOptions | None = None, context=None) -> None:
+        self.bag = Path(bag)
+        self.options = options or PlayOptions()
+        self._stop = threading.Event()
+        with BagReader(self.bag) as reader:
+            summary = reader.topics()
+            self.start_ns = reader.start_ns
+        wanted = list(summary) if self.options.topics is None else list(self.options.topics)
+        unknown = [t for t in wanted if t not in summary]
+        if unknown:
+            raise BagError(f"bag {self.bag} has no topic {', '.join(unknown)}; it holds {', '.join(summary)}")
+        unused = [t for t in self.options.remap if t not in wanted]
+        if unused:
+            raise ValueError(f"remap of {', '.join(unused)}: not a played topic of {self.bag} ({', '.join(wanted)})")
+        self.topics = wanted
+        self.node: Node = rclpy.create_node(NODE_NAME, context=context)
+        self.publishers = {
+            t: self.node.create_publisher(
+                message_class(summary[t].msgtype), self.options.remap.get(t, t), qos_profile(summary[t].qos)
+            )
+            for t in wanted
+        }
+
+    def stop(self) -> None:
+        """Ask a running :meth:`play` to return after the message in flight."""
+        self._stop.set()
+
+    def close(self) -> None:
+        self.node.destroy_node()
+
+    def _wait_for_subscribers(self) -> None:
+        timeout = self.options.wait_for_subscribers
+        if timeout <= 0:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            lacking = [p.topic_name for p in self.publishers.values() if p.get_subscription_count() == 0]
+            if not lacking:
+                return
+            if time.monotonic() > deadline:
+                raise BagError(
+                    f"no subscriber on {', '.join(lacking)} after {timeout:g} s; start the consumer first, "
+                    "check remaps and ROS_DOMAIN_ID, or leave those topics out with --topics"
+                )
+            if self._stop.wait(0.02):
+                return
+
+    def play(self, keep_schedule: bool = False) -> PlayResult:
+        """Publish the bag (``loops`` times); returns counts (and, with ``keep_schedule``, the schedule)."""
+        o = self.options
+        self._wait_for_subscribers()
+        if o.delay:
+            self._stop.wait(o.delay)
+        first_ns = self.start_ns + round(o.start_offset * 1e9) if o.start_offset else None
+        published = dict.fromkeys((self.publishers[t].topic_name for t in self.topics), 0)
+        schedule: list[tuple[str, int, float, float]] | None = [] if keep_schedule else None
+        t_start = time.monotonic()
+        due_base = 0.0
+        loops = 0
+        while not self._stop.is_set() and (o.loops == 0 or loops < o.loops):
+            loop_end = self._play_once(first_ns, t_start, due_base, published, schedule)
+            loops += 1
+            due_base = loop_end
+        return PlayResult(published, loops, time.monotonic() - t_start, schedule or [])
+
+    def _play_once(
+        self, first_ns: int | None, t_start: float, due_base: float, published: dict, schedule: list | None
+    ) -> float:
+        """One pass over the bag; returns the due time (s after start) of its last message."""
+        o = self.options
+        due = due_base
+        prev_ns = None
+        with BagReader(self.bag) as reader:
+            for conn, ts, data in reader.messages(self.topics, start_ns=first_ns):
+                if self._stop.is_set():
+                    break
+                gap = 0.0 if prev_ns is None else (ts - prev_ns) / 1e9
+                if o.max_gap is not None:
+                    gap = min(gap, o.max_gap)
+                prev_ns = ts
+                due += gap / o.rate
+                wait = t_start + due - time.monotonic()
+                if wait > 0 and self._stop.wait(wait):
+                    break
+                pub = self.publishers[conn.topic]
+                pub.publish(data)
+                published[pub.topic_name] += 1
+                if schedule is not None:
+                    schedule.append((pub.topic_name, ts, due, time.monotonic() - t_start))
+        return due

@@ -1,0 +1,370 @@
+"""Score a recorded output bag against LostAndFound ground truth (``pebal_bag score``).
+
+Inputs: the bag(s) written by :mod:`pebal_ros.bag_convert` (their frame index maps header
+stamps to frames and names the dataset root) and a bag recorded from the node
+(:mod:`pebal_ros.bag_record`) holding ``anomaly_score`` (``sensor_msgs/Image`` 32FC1, higher =
+more anomalous) and, for latency, the camera topic the frames were played on.
+
+Every score image is matched to its frame by header stamp; its label is mapped with the
+LostAndFound test protocol (free space -> 0, hazards -> 1, rest -> 255 void;
+:func:`pebal_core.data.lostandfound.eval_lut`) and the pixels feed
+:class:`pebal_core.metrics.AnomalyMetrics`, per sequence and pooled over all frames (AUROC, AP,
+FPR95 in the PEBAL definition). Nothing is guessed: frames of the index without an output are
+counted as *missing* (e.g. dropped by the node), outputs whose stamp is in no index as
+*unmatched*, repeated stamps as *duplicates*, frames without a label file as *unlabelled*; all
+appear in the report and the printed table. A score image whose size differs from its label is
+an error.
+
+Baselines (``baselines``, e.g. ``maxlogit``; any of :data:`pebal_core.scoring.BASELINES`) are
+computed offline from the **same frames** with the **same model** (``model``), by the node's
+own pipeline (normalise, forward at native size or ``input_size``, score, resize back). The
+PEBAL score is recomputed the same way and compared with the recorded one
+(``consistency.max_abs_diff``): a large difference means the node ran another model or input
+size than the one given here, and is reported as a warning.
+
+Throughput and latency come from bag (receive) times: output frames/s over the scored frames,
+input frames/s over the reference topic, and latency = receive time of ``anomaly_score`` minus
+receive time of the reference message (CameraInfo, published with each image) with the same
+stamp — publish-to-result time through DDS and the node, on one clock.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from pebal_core.data.base import DatasetError
+from pebal_core.data.lostandfound import Frame, eval_lut, list_frames
+from pebal_core.images import read_label, read_rgb
+from pebal_core.metrics import DEFAULT_MAX_CELLS, AnomalyMetrics
+from pebal_core.scoring import BASELINES
+from pebal_ros.bag_convert import read_index
+from pebal_ros.bag_storage import BagError, BagReader, metadata, stamp_ns
+from pebal_ros.conversions import ImageConverter, ImageError
+
+METHOD_LABELS = {
+    "pebal": "PEBAL (node)",
+    "maxlogit": "MaxLogit",
+    "msp": "MSP",
+    "entropy": "Entropy",
+    "energy": "Energy",
+}
+CONSISTENCY_TOLERANCE = 1e-3
+"""Largest |offline PEBAL - recorded PEBAL| (energy units) accepted without a warning."""
+LIST_AT_MOST = 10
+"""Frame names listed per skip category in the report."""
+
+
+@dataclass
+class ScoreOptions:
+    """What :func:`score_bag` computes (the ``pebal_bag score`` options)."""
+
+    score_topic: str = "/pebal/anomaly_score"
+    reference_topic: str | None = None
+    """Input topic whose receive times start the latency clock (None = the converted bags' CameraInfo topic)."""
+    baselines: tuple[str, ...] = ()
+    model: Path | None = None
+    """Checkpoint for the offline baselines (needed when ``baselines`` is not empty)."""
+    input_size: tuple[int, int] | None = None
+    """(height, width) the node ran the network at (None = native), for the offline pass."""
+    data_root: Path | None = None
+    """LostAndFound root (None = the one stored in the converted bags)."""
+    non_hazards: str = "void"
+    exact: bool = True
+    max_cells: int = DEFAULT_MAX_CELLS
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+        if self.baselines and self.model is None:
+            raise ValueError("offline baselines need the model the node ran (--model)")
+
+
+@dataclass
+class _Counts:
+    missing: list[str] = field(default_factory=list)
+    unmatched: int = 0
+    duplicates: int = 0
+    unlabelled: list[str] = field(default_factory=list)
+
+
+class OfflineScorer:
+    """Score maps of RGB frames by a checkpoint, computed as the node's torch backend does."""
+
+    def __init__(self, model: str | os.PathLike, input_size: tuple[int, int] | None = None) -> None:
+        import torch  # noqa: F401  (heavy; only when baselines are asked for)
+
+        from pebal_core.evaluate import EvalOptions
+        from pebal_core.models.checkpoint import load_model
+
+        self.model = load_model(model).eval()
+        self.options = EvalOptions(input_size=input_size, size_multiple=1, progress=False)
+
+    def __call__(self, rgb: np.ndarray, methods: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """``{method: float32 H x W}`` at the image's size."""
+        from pebal_core.evaluate import image_logits
+        from pebal_core.scoring import all_scores
+
+        logits = image_logits(self.model, rgb, self.options)
+        out = {}
+        for name, score in all_scores(logits, methods).items():
+            arr = score[0].float().cpu().numpy()
+            if arr.shape != rgb.shape[:2]:
+                arr = cv2.resize(arr, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+            out[name] = arr
+        return out
+
+
+def _percentiles(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    arr = np.asarray(values, dtype=np.float64)
+    p50, p95 = np.percentile(arr, [50, 95])
+    return {"p50": float(p50), "p95": float(p95), "max": float(arr.max()), "n": len(values)}
+
+
+def _rate(times_ns: list[int]) -> float | None:
+    if len(times_ns) < 2:
+        return None
+    span = (max(times_ns) - min(times_ns)) / 1e9
+    return (len(times_ns) - 1) / span if span > 0 else None
+
+
+def _summary(metrics: AnomalyMetrics) -> dict:
+    m = metrics.compute(curves=False)
+    return {
+        "auroc": m["auroc"],
+        "ap": m["ap"],
+        "fpr95": m["fpr95"],
+        "n_images": m["n_images"],
+        "n_anomaly_pixels": m["n_anomaly_pixels"],
+        "n_inlier_pixels": m["n_inlier_pixels"],
+        "exact": m["exact"],
+    }
+
+
+def load_index(input_bags: list[Path]) -> tuple[dict[int, tuple[str, str, str, str]], set[str]]:
+    """Stamp -> (root, split, sequence, name) over all converted bags, and their CameraInfo topics."""
+    frames: dict[int, tuple[str, str, str, str]] = {}
+    info_topics = set()
+    for path in input_bags:
+        index = read_index(metadata(path), path)
+        info_topics.add(index["info_topic"])
+        for ns, seq, name in index["frames"]:
+            entry = (index["root"], index["split"], seq, name)
+            if frames.setdefault(ns, entry) != entry:
+                raise BagError(
+                    f"stamp {ns} ns names frame {frames[ns][3]} in one converted bag and {name} in {path}; "
+                    "score bags of one conversion together"
+                )
+    return frames, info_topics
+
+
+def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: ScoreOptions | None = None) -> dict:
+    """The report dict (see the module docstring); raises :class:`BagError`/``DatasetError`` on bad input."""
+    o = options or ScoreOptions()
+    index, info_topics = load_index([Path(p) for p in input_bags])
+    reference = o.reference_topic or (next(iter(info_topics)) if len(info_topics) == 1 else None)
+    frames = _dataset_frames(index, o.data_root)
+    lut_ids, lut_train = eval_lut(o.non_hazards), eval_lut(o.non_hazards, train_ids=True)
+    methods = ("pebal", *o.baselines)
+    sequences = sorted({entry[2] for entry in index.values()})
+    overall = {m: AnomalyMetrics(o.exact, max_cells=o.max_cells) for m in methods}
+    per_seq = {m: {s: AnomalyMetrics(o.exact, max_cells=o.max_cells) for s in sequences} for m in methods}
+    scorer = OfflineScorer(o.model, o.input_size) if o.baselines else None
+    converter = ImageConverter()
+    counts = _Counts()
+    scored_rx: dict[int, int] = {}
+    reference_rx: dict[int, int] = {}
+    max_diff = 0.0
+
+    with BagReader(output_bag) as reader:
+        topics = reader.topics()
+        if o.score_topic not in topics:
+            raise BagError(
+                f"output bag {output_bag} has no {o.score_topic}; it holds {', '.join(topics) or 'nothing'} "
+                "(record the node's anomaly_score topic, or pass --score-topic)"
+            )
+        wanted = [o.score_topic] + ([reference] if reference in topics else [])
+        total = topics[o.score_topic].count
+        bar = tqdm(total=total, desc="score", unit="frame", disable=not o.progress)
+        for i, (conn, ts, data) in enumerate(reader.messages(wanted)):
+            msg = reader.deserialize(data, conn, i)
+            stamp = stamp_ns(msg.header.stamp)
+            if conn.topic != o.score_topic:
+                reference_rx.setdefault(stamp, ts)
+                continue
+            bar.update(1)
+            if stamp not in index:
+                counts.unmatched += 1
+                continue
+            if stamp in scored_rx:
+                counts.duplicates += 1
+                continue
+            frame = frames[stamp]
+            label_file = frame.label_ids or frame.label_train_ids
+            if label_file is None:
+                counts.unlabelled.append(frame.name)
+                scored_rx[stamp] = ts
+                continue
+            try:
+                score = converter.to_numpy(msg)
+            except ImageError as e:
+                raise BagError(f"{o.score_topic} message for frame {frame.name} in {output_bag}: {e}") from e
+            if msg.encoding != "32FC1":
+                raise BagError(f"{o.score_topic} has encoding {msg.encoding}; an anomaly score is 32FC1")
+            raw = read_label(label_file)
+            if score.shape != raw.shape:
+                raise BagError(
+                    f"{o.score_topic} of frame {frame.name} is {score.shape[1]} x {score.shape[0]} pixels but its "
+                    f"label is {raw.shape[1]} x {raw.shape[0]} (width x height): scores must come at the label "
+                    "resolution (the node returns scores at the input image size)"
+                )
+            if not np.isfinite(score).all():
+                raise BagError(
+                    f"{o.score_topic} of frame {frame.name} holds non-finite scores; the model output is broken"
+                )
+            label = (lut_ids if frame.label_ids is not None else lut_train)[raw]
+            scored_rx[stamp] = ts
+            maps = {"pebal": score}
+            if scorer is not None:
+                offline = scorer(read_rgb(frame.image), ("pebal", *o.baselines))
+                max_diff = max(max_diff, float(np.abs(offline.pop("pebal") - score).max()))
+                maps.update(offline)
+            for m, arr in maps.items():
+                overall[m].update(arr, label)
+                per_seq[m][frame.sequence].update(arr, label)
+        bar.close()
+
+    counts.missing = [frames[s].name for s in sorted(index) if s not in scored_rx]
+    latencies = [(rx - reference_rx[s]) / 1e6 for s, rx in scored_rx.items() if s in reference_rx]
+    report = {
+        "output_bag": str(output_bag),
+        "input_bags": [str(p) for p in input_bags],
+        "score_topic": o.score_topic,
+        "reference_topic": reference if reference_rx else None,
+        "frames": {
+            "indexed": len(index),
+            "received": len(scored_rx),
+            "scored": len(scored_rx) - len(counts.unlabelled),
+            "missing": len(counts.missing),
+            "missing_names": counts.missing[:LIST_AT_MOST],
+            "unmatched_outputs": counts.unmatched,
+            "duplicate_outputs": counts.duplicates,
+            "unlabelled": len(counts.unlabelled),
+            "unlabelled_names": counts.unlabelled[:LIST_AT_MOST],
+            "without_latency_reference": len(scored_rx) - len(latencies),
+        },
+        "throughput": {
+            "output_fps": _rate(list(scored_rx.values())),
+            "input_fps": _rate([reference_rx[s] for s in index if s in reference_rx]),
+        },
+        "latency_ms": _percentiles(latencies),
+        "methods": {
+            m: {"overall": _summary(overall[m]), "sequences": {s: _summary(per_seq[m][s]) for s in sequences}}
+            for m in methods
+        },
+        "model": None if o.model is None else str(o.model),
+    }
+    if scorer is not None:
+        report["consistency"] = {
+            "max_abs_diff": max_diff,
+            "tolerance": CONSISTENCY_TOLERANCE,
+            "ok": max_diff <= CONSISTENCY_TOLERANCE,
+        }
+    return report
+
+
+def _dataset_frames(index: dict[int, tuple[str, str, str, str]], data_root: Path | None) -> dict[int, Frame]:
+    """Stamp -> :class:`Frame`, looked up in the dataset (root from the index unless overridden)."""
+    listed: dict[tuple[str, str], dict[str, Frame]] = {}
+    out = {}
+    for ns, (root, split, _, name) in index.items():
+        root = str(data_root) if data_root is not None else root
+        key = (root, split)
+        if key not in listed:
+            if not Path(root).is_dir():
+                raise DatasetError(
+                    f"LostAndFound root {root} (from the converted bag) does not exist; pass --data with its location"
+                )
+            listed[key] = {f.name: f for f in list_frames(root, split)}
+        frame = listed[key].get(name)
+        if frame is None:
+            raise DatasetError(f"frame {name} of the converted bag is not in {root} ({split}); pass the right --data")
+        out[ns] = frame
+    return out
+
+
+# ---------------------------------------------------------------------------------------- table
+def _pct(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def format_table(report: dict, per_sequence: bool = False) -> str:
+    """A Markdown table: frames, frames/s, latency p50/p95 and AUROC/AP/FPR95 (%) per method."""
+    f = report["frames"]
+    fps = report["throughput"]["output_fps"]
+    lat = report["latency_ms"]
+    rows = [
+        "| score | frames | frames/s | latency p50 | latency p95 | AUROC % | AP % | FPR95 % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, (m, res) in enumerate(report["methods"].items()):
+        o = res["overall"]
+        first = i == 0
+        label = METHOD_LABELS.get(m, m) + ("" if first else " (offline, same frames)")
+        rows.append(
+            f"| {label} | {o['n_images']} | "
+            + (f"{fps:.2f} | " if first and fps else "– | ")
+            + (f"{lat['p50']:.1f} ms | {lat['p95']:.1f} ms | " if first and lat else "– | – | ")
+            + f"{_pct(o['auroc'])} | {_pct(o['ap'])} | {_pct(o['fpr95'])} |"
+        )
+    lines = ["\n".join(rows), ""]
+    notes = [f"{f['scored']} of {f['indexed']} frames scored"]
+    for key, what in (
+        ("missing", "missing (no output: dropped by the node or lost)"),
+        ("unlabelled", "without a label file"),
+        ("unmatched_outputs", "outputs matching no frame"),
+        ("duplicate_outputs", "duplicate outputs"),
+    ):
+        if f[key]:
+            notes.append(f"{f[key]} {what}")
+    if report["throughput"]["input_fps"]:
+        notes.append(f"input played at {report['throughput']['input_fps']:.2f} frames/s")
+    lines.append("; ".join(notes) + ".")
+    if f["missing_names"]:
+        lines.append(
+            "missing: " + ", ".join(f["missing_names"]) + (" ..." if f["missing"] > len(f["missing_names"]) else "")
+        )
+    c = report.get("consistency")
+    if c is not None:
+        verdict = (
+            "consistent" if c["ok"] else "WARNING: the node ran another model or input size than --model/--input-size"
+        )
+        lines.append(
+            f"offline PEBAL recomputation vs recorded scores: max |diff| = {c['max_abs_diff']:.2g} ({verdict})."
+        )
+    if per_sequence:
+        lines += [
+            "",
+            "| sequence | frames | "
+            + " | ".join(f"{METHOD_LABELS.get(m, m)} AP % | FPR95 %" for m in report["methods"])
+            + " |",
+        ]
+        lines.append("|---|---:|" + "---:|---:|" * len(report["methods"]))
+        first = next(iter(report["methods"].values()))
+        for seq in first["sequences"]:
+            cells = []
+            for res in report["methods"].values():
+                s = res["sequences"][seq]
+                cells += [_pct(s["ap"]), _pct(s["fpr95"])]
+            lines.append(f"| {seq} | {first['sequences'][seq]['n_images']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

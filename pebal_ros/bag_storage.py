@@ -1,0 +1,284 @@
+"""rosbag2 files through the ``rosbags`` library: atomic writing, checked reading, QoS, stamps.
+
+Bags are rosbag2 directories (``metadata.yaml`` + one ``.mcap`` or ``.db3`` file) in format
+version 9 with the ROS 2 *kilted* message definitions and type hashes (:data:`DISTRO`), so
+``ros2 bag info`` / ``ros2 bag play`` of a jazzy-or-newer install open them.
+
+Writing (:func:`bag_writer`) goes to a hidden sibling folder that is renamed into place only
+after the bag is complete: an interrupted conversion or recording never leaves a bag that looks
+finished. Reading (:class:`BagReader`) turns every way a bag can be broken (missing or truncated
+storage file, corrupt chunks, a message that does not deserialize, fewer messages than the
+metadata promises) into a :class:`BagError` that names the bag and the problem.
+
+Time: bag (log) timestamps and header stamps are integer nanoseconds since the Unix epoch;
+:func:`stamp_ns` / :func:`split_ns` convert between a ``builtin_interfaces/Time`` and an int.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+from rosbags.interfaces import Connection, Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
+from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys.store import Typestore
+
+DISTRO = Stores.ROS2_KILTED
+"""Message definitions (and RIHS01 type hashes) written into bags."""
+BAG_VERSION = 9
+"""rosbag2 metadata version written (the jazzy/kilted format)."""
+STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+"""Storage plugins by their ``ros2 bag`` names."""
+
+
+class BagError(RuntimeError):
+    """A bag that cannot be written or read as asked; the message names the bag and the fix."""
+
+
+@cache
+def typestore() -> Typestore:
+    """The kilted typestore (message classes, CDR (de)serialisers, definitions, hashes)."""
+    return get_typestore(DISTRO)
+
+
+def stamp_ns(stamp: object) -> int:
+    """``builtin_interfaces/Time`` (``sec``, ``nanosec``) -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def split_ns(ns: int) -> tuple[int, int]:
+    """Integer nanoseconds -> ``(sec, nanosec)`` of a ``builtin_interfaces/Time``."""
+    if ns < 0:
+        raise ValueError(f"a ROS time stamp cannot be negative, got {ns} ns")
+    return divmod(int(ns), 1_000_000_000)
+
+
+def make_qos(reliable: bool = True, depth: int = 10, transient_local: bool = False) -> Qos:
+    """A keep-last QoS profile as stored in bag metadata (``offered_qos_profiles``)."""
+    zero = QosTime(0, 0)
+    return Qos(
+        QosHistory.KEEP_LAST,
+        depth,
+        QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
+        QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
+        zero,
+        zero,
+        QosLiveliness.AUTOMATIC,
+        zero,
+        False,
+    )
+
+
+def _storage(storage: str) -> StoragePlugin:
+    if storage not in STORAGES:
+        raise BagError(f"unknown bag storage {storage!r}; choose one of {', '.join(STORAGES)}")
+    return STORAGES[storage]
+
+
+class BagWriter:
+    """An open :class:`rosbags.rosbag2.Writer` plus the topics added so far (see :func:`bag_writer`)."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self.connections: dict[str, Connection] = {}
+
+    def add_topic(self, topic: str, msgtype: str, qos: Iterable[Qos] = ()) -> Connection:
+        """Register ``topic`` of ``msgtype`` (e.g. ``sensor_msgs/msg/Image``) with kilted definitions."""
+        if msgtype not in typestore().fielddefs:
+            raise BagError(f"message type {msgtype} of topic {topic} is unknown to the {DISTRO.value} typestore")
+        conn = self.writer.add_connection(topic, msgtype, typestore=typestore(), offered_qos_profiles=list(qos))
+        self.connections[topic] = conn
+        return conn
+
+    def write_raw(self, topic: str, timestamp_ns: int, data: bytes | memoryview) -> None:
+        """Append CDR bytes to ``topic`` at bag time ``timestamp_ns``."""
+        self.writer.write(self.connections[topic], int(timestamp_ns), data)
+
+    def write(self, topic: str, timestamp_ns: int, msg: object) -> None:
+        """Serialise a typestore message object and append it."""
+        conn = self.connections[topic]
+        self.write_raw(topic, timestamp_ns, typestore().serialize_cdr(msg, conn.msgtype))
+
+    def set_custom_data(self, key: str, value: str) -> None:
+        """A ``custom_data`` entry of ``metadata.yaml`` (string values only)."""
+        self.writer.set_custom_data(key, value)
+
+
+@contextmanager
+def bag_writer(path: str | os.PathLike, storage: str = "mcap") -> Iterator[BagWriter]:
+    """Write a bag at ``path`` atomically.
+
+    The bag is written to ``<parent>/.<name>.partial/<name>`` and moved to ``path`` when the
+    ``with`` block ends without an exception; on an exception the partial bag is deleted.
+    ``path`` must not exist (bags are never overwritten).
+    """
+    path = Path(path)
+    plugin = _storage(storage)
+    if path.exists():
+        raise BagError(f"{path} exists already; remove it or choose another output path (bags are not overwritten)")
+    staging = path.parent / f".{path.name}.partial"
+    if staging.exists():  # left over by an interrupted run of ours
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        writer = Writer(staging / path.name, version=BAG_VERSION, storage_plugin=plugin)
+        writer.open()
+        try:
+            yield BagWriter(writer)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+        os.replace(staging / path.name, path)
+    except WriterError as e:
+        raise BagError(f"cannot write bag {path}: {e}") from e
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class TopicSummary:
+    topic: str
+    msgtype: str
+    count: int
+    qos: tuple[Qos, ...]
+
+
+def _broken(path: Path, e: BaseException) -> BagError:
+    return BagError(
+        f"bag {path} is truncated or corrupt ({type(e).__name__}: {e}); it cannot be read reliably. "
+        "Re-create it (convert/record again); a bag cut off by a crash can sometimes be repaired with "
+        "`ros2 bag reindex` (sqlite3) or `mcap recover` (mcap)"
+    )
+
+
+def metadata(path: str | os.PathLike) -> dict:
+    """The ``rosbag2_bagfile_information`` mapping of a bag's ``metadata.yaml``."""
+    path = Path(path)
+    meta_file = path / "metadata.yaml"
+    if not meta_file.is_file():
+        what = "is not a folder" if not path.is_dir() else "has no metadata.yaml"
+        raise BagError(
+            f"{path} {what}: a rosbag2 bag is a folder with metadata.yaml and its .mcap/.db3 file "
+            "(an interrupted recording leaves none; re-record it)"
+        )
+    try:
+        info = yaml.safe_load(meta_file.read_text())["rosbag2_bagfile_information"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        raise BagError(f"bag metadata {meta_file} is unreadable or not rosbag2 metadata: {e}") from e
+    return info
+
+
+class BagReader:
+    """Checked reading of one bag (use as a context manager).
+
+    Args:
+        path: the bag folder.
+
+    ``messages`` yields ``(connection, timestamp_ns, raw CDR bytes)`` in timestamp order and,
+    after the last message, checks that every topic delivered as many messages as the metadata
+    promises; ``deserialize`` decodes raw bytes with the kilted typestore. Any failure is a
+    :class:`BagError`.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.info = metadata(self.path)
+        self._reader = Reader(self.path)
+        try:
+            self._reader.open()
+        except Exception as e:  # ReaderError, apsw/sqlite, struct, OSError from the storage plugins
+            raise _broken(self.path, e) from e
+
+    def close(self) -> None:
+        if self._reader.is_open:
+            self._reader.close()
+
+    def __enter__(self) -> BagReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def custom_data(self) -> dict[str, str]:
+        return dict(self.info.get("custom_data") or {})
+
+    @property
+    def start_ns(self) -> int:
+        return self._reader.start_time
+
+    @property
+    def duration_ns(self) -> int:
+        return self._reader.duration
+
+    def topics(self) -> dict[str, TopicSummary]:
+        """Topic -> type, message count and offered QoS profiles, in metadata order."""
+        out = {}
+        for conn in self._reader.connections:
+            qos = tuple(getattr(conn.ext, "offered_qos_profiles", ()) or ())
+            out[conn.topic] = TopicSummary(conn.topic, conn.msgtype, conn.msgcount, qos)
+        return out
+
+    def connections(self, topics: Iterable[str] | None = None) -> list[Connection]:
+        """Connections of ``topics`` (all when None); an unknown topic is an error naming the ones present."""
+        conns = self._reader.connections
+        if topics is None:
+            return list(conns)
+        wanted = list(topics)
+        known = {c.topic for c in conns}
+        missing = [t for t in wanted if t not in known]
+        if missing:
+            raise BagError(f"bag {self.path} has no topic {', '.join(missing)}; it holds {', '.join(sorted(known))}")
+        return [c for c in conns if c.topic in wanted]
+
+    def messages(
+        self, topics: Iterable[str] | None = None, start_ns: int | None = None
+    ) -> Iterator[tuple[Connection, int, bytes]]:
+        """Raw messages of ``topics`` from bag time ``start_ns`` on; counts verified at the end."""
+        conns = self.connections(topics)
+        seen = dict.fromkeys((c.id for c in conns), 0)
+        try:
+            for conn, ts, data in self._reader.messages(conns, start=start_ns):
+                seen[conn.id] += 1
+                yield conn, ts, data
+        except Exception as e:  # ReaderError, apsw/sqlite, zstd/lz4, struct errors from the storage plugins
+            raise _broken(self.path, e) from e
+        if start_ns is not None:
+            return
+        for conn in conns:
+            if seen[conn.id] != conn.msgcount:
+                raise BagError(
+                    f"bag {self.path} yields {seen[conn.id]} messages on {conn.topic} but its metadata says "
+                    f"{conn.msgcount}: the storage file is truncated or corrupt; re-create the bag"
+                )
+
+    def deserialize(self, data: bytes, conn: Connection, index: int | None = None) -> object:
+        """Decode raw CDR bytes of ``conn``'s type; a decoding failure names topic and message."""
+        try:
+            return typestore().deserialize_cdr(data, conn.msgtype)
+        except Exception as e:
+            where = f" (message {index})" if index is not None else ""
+            raise BagError(
+                f"bag {self.path}: a {conn.msgtype} message on {conn.topic}{where} does not decode "
+                f"({type(e).__name__}: {e}); the bag is corrupt or was written with other type definitions"
+            ) from e
+
+
+def find_bags(path: str | os.PathLike) -> list[Path]:
+    """``path`` itself when it is a bag, else the bags directly inside it (sorted); none is an error."""
+    path = Path(path)
+    if (path / "metadata.yaml").is_file():
+        return [path]
+    bags = sorted(p for p in path.iterdir() if (p / "metadata.yaml").is_file()) if path.is_dir() else []
+    if not bags:
+        raise BagError(f"{path} is neither a bag (a folder with metadata.yaml) nor a folder of bags")
+    return bags

@@ -1,0 +1,172 @@
+"""The end-to-end round trip: convert -> play -> pebal_node -> record -> score, as ``pebal_demo`` runs it.
+
+Real processes over real DDS (localhost only, random domain id): the installed console scripts
+``pebal_demo``, ``pebal_node`` and ``pebal_bag``, on a tiny LostAndFound tree and a tiny model.
+The recorded bag is then read back independently (``rosbags``) and checked against the
+predictor run in this process (the node's scores), scikit-learn (the reported AP/AUROC of PEBAL
+and of the offline MaxLogit baseline) and the frame bookkeeping (every frame scored or counted
+missing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from laf_tree import make_tree
+from PIL import Image as PILImage
+from rosbags.rosbag2 import Reader
+from rosbags.typesys import Stores, get_typestore
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from pebal_core.models import build_model
+from pebal_core.models.checkpoint import save_checkpoint
+from pebal_core.preprocessing import image_to_tensor
+from pebal_core.runtime import Predictor
+
+pytestmark = pytest.mark.ros
+
+TYPESTORE = get_typestore(Stores.ROS2_KILTED)
+SEQS = {"01_Hanns_Klemm_Str_45": 4, "02_Hanns_Klemm_Str_44": 3}
+
+
+def _files(root, name):
+    seq = name.rsplit("_", 2)[0]
+    rgb = cv2.cvtColor(
+        cv2.imread(str(root / "leftImg8bit" / "test" / seq / f"{name}_leftImg8bit.png")), cv2.COLOR_BGR2RGB
+    )
+    raw = cv2.imread(str(root / "gtCoarse" / "test" / seq / f"{name}_gtCoarse_labelIds.png"), cv2.IMREAD_UNCHANGED)
+    return rgb, np.where(raw == 1, 0, np.where(raw == 2, 1, 255)).astype(np.uint8)
+
+
+def _pooled(pairs):
+    scores = np.concatenate([s.ravel() for s, _ in pairs])
+    labels = np.concatenate([lab.ravel() for _, lab in pairs])
+    return scores[labels != 255], labels[labels != 255]
+
+
+def test_demo_round_trip(ros_env, tmp_path):
+    root = tmp_path / "laf"
+    names = make_tree(root, SEQS)
+    ckpt = save_checkpoint(build_model("resnet18", width=0.25), tmp_path / "tiny.safetensors")
+    out = tmp_path / "demo_out"
+    script = os.path.join(os.path.dirname(sys.executable), "pebal_demo")
+    cmd = [script, "--data", str(root), "--model", str(ckpt), "--out", str(out), "--storage", "sqlite3"]
+    run = subprocess.run(cmd, env={**os.environ, **ros_env}, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "| PEBAL (node) |" in run.stdout and "| MaxLogit (offline, same frames) |" in run.stdout
+    report = json.loads((out / "score.json").read_text())
+    assert (out / "score.md").read_text().startswith("| score | frames | frames/s |")
+
+    # what the node published, read back independently
+    predictor = Predictor.from_checkpoint(ckpt)
+    model = predictor.backend.model
+    stamps = {}
+    with Reader(out / "bags" / "input") as reader:
+        for _, ts, _ in reader.messages([c for c in reader.connections if c.topic == "/camera/image_raw"]):
+            stamps[ts] = None
+    assert len(stamps) == len(names)
+    frame_of = dict(zip(sorted(stamps), names, strict=True))
+    recorded = {}
+    with Reader(out / "bags" / "output") as reader:
+        conns = [c for c in reader.connections if c.topic == "/pebal/anomaly_score"]
+        for conn, _, raw in reader.messages(conns):
+            msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
+            ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            assert msg.encoding == "32FC1" and msg.header.frame_id == "camera_optical_frame"
+            recorded[frame_of[ns]] = np.frombuffer(msg.data.tobytes(), "<f4").reshape(msg.height, msg.width)
+
+    f = report["frames"]
+    assert f["indexed"] == len(names) and f["scored"] == len(recorded) >= len(names) // 2
+    assert f["missing"] == len(names) - len(recorded)  # every frame is scored or counted missing
+    assert f["unmatched_outputs"] == f["duplicate_outputs"] == 0
+    pebal, maxlogit = [], []
+    for name in names:
+        if name not in recorded:
+            continue
+        rgb, label = _files(root, name)
+        np.testing.assert_allclose(recorded[name], predictor.predict(rgb)[1], rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            logits = model(image_to_tensor(rgb, model.normalization))
+        pebal.append((recorded[name], label))
+        maxlogit.append(((-logits[0, :19].amax(0)).numpy(), label))
+    for method, pairs in (("pebal", pebal), ("maxlogit", maxlogit)):
+        scores, labels = _pooled(pairs)
+        overall = report["methods"][method]["overall"]
+        assert overall["ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-6)
+        assert overall["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)
+    assert report["consistency"]["ok"]
+    assert report["latency_ms"]["n"] >= 1 and report["latency_ms"]["p50"] > 0
+    assert report["throughput"]["output_fps"] > 0
+    assert int(report["node_diagnostics"]["frames_out"]) == len(recorded)
+
+    overlays = sorted(p.stem for p in (out / "overlays").glob("*.png"))
+    assert overlays == sorted(recorded)
+    gif = PILImage.open(out / "anomaly_overlay.gif")
+    assert gif.n_frames == len(recorded) and gif.size == (96, 64)
+    for log in ("node", "record", "play"):
+        assert (out / "logs" / f"{log}.log").is_file()
+
+    # a second run replaces the first one's outputs
+    again = subprocess.run(
+        [*cmd, "--frames", "2", "--rate", "1"],
+        env={**os.environ, **ros_env},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads((out / "score.json").read_text())["frames"]["indexed"] == 2
+    assert len(list((out / "overlays").glob("*.png"))) <= 2
+
+
+def test_demo_reports_a_missing_model_in_one_line(tmp_path):
+    make_tree(tmp_path / "laf", {"01_Hanns_Klemm_Str_45": 1})
+    script = os.path.join(os.path.dirname(sys.executable), "pebal_demo")
+    run = subprocess.run(
+        [
+            script,
+            "--data",
+            str(tmp_path / "laf"),
+            "--model",
+            str(tmp_path / "none.safetensors"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and run.stderr.startswith("pebal_demo: error:") and "none.safetensors" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("module", ["pebal_ros.demo", "pebal_ros.bag"])
+def test_openmp_wait_policy_is_set_before_torch_loads(module):
+    """libgomp reads OMP_WAIT_POLICY when torch loads it: the console scripts must set it first."""
+    code = f"""
+import importlib.abc, os, sys
+seen = []
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append(os.environ.get("OMP_WAIT_POLICY"))
+        return None
+sys.meta_path.insert(0, Spy())
+from {module} import main
+try:
+    main(["--help"] if "{module}" == "pebal_ros.demo" else ["score", "--help"])
+except SystemExit:
+    pass
+print("torch imported with OMP_WAIT_POLICY =", seen)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "torch imported with OMP_WAIT_POLICY = ['PASSIVE']" in out.stdout
