@@ -167,7 +167,7 @@ def sourced_env(ws: Path, extra: dict[str, str] | None = None) -> dict[str, str]
     return dict(item.split("=", 1) for item in out.stdout.decode().split("\0") if "=" in item)
 
 
-SCRIPTS = ("pebal_node", "pebal")
+SCRIPTS = ("pebal_node", "pebal", "pebal_bag", "pebal_demo")
 
 
 @pytest.mark.colcon
