@@ -274,7 +274,7 @@ def sample_street(rng: np.random.Generator, x_min: float = -20.0, x_max: float =
         "terrain": _hsv(rng, (60, 95), (0.3, 0.6), (0.35, 0.6)),
         "terrain2": _hsv(rng, (30, 50), (0.25, 0.5), (0.3, 0.5)),
         "marking": np.array([0.88, 0.88, 0.86], np.float32) * rng.uniform(0.75, 1.0),
-        "wall": _hsv(rng, (20, 60), (0.02, 0.15), (0.45, 0.75)),
+        "wall": _hsv(rng, (180, 240), (0.02, 0.12), (0.5, 0.75)),
         "fence": _hsv(rng, (0, 360), (0.0, 0.12), (0.35, 0.7)),
     }
     for s in (1, -1):
@@ -282,11 +282,17 @@ def sample_street(rng: np.random.Generator, x_min: float = -20.0, x_max: float =
         front = edge + verge[s] + walk[s]
         if kinds[s] == "urban":
             off = front + rng.uniform(0.0, 1.0)
+            if rng.random() < 0.3:  # front yards: a low wall or fence at the sidewalk, grass, then the houses
+                kind = str(rng.choice(["wall", "fence"]))
+                segs = _plain_segments(rng, x_min, x_max, (0.9, 2.0), (15.0, 60.0), 0.2, lambda k=kind: colours[k])
+                layers.append(Layer(kind, s, front + 0.1, WALL if kind == "wall" else FENCE, segs))
+                beyond[s] = TERRAIN
+                off = front + rng.uniform(2.5, 6.0)
             layers.append(Layer("facade", s, off, BUILDING, _facade_segments(rng, x_min, x_max, (7.0, 24.0), 0.15)))
             if rng.random() < 0.6:
                 layers.append(_treeline(rng, s, off + rng.uniform(8, 25), x_min, x_max, (8.0, 16.0)))
         else:
-            if rng.random() < 0.55:
+            if rng.random() < 0.8:
                 kind = str(rng.choice(["wall", "fence", "hedge"]))
                 label = {"wall": WALL, "fence": FENCE, "hedge": VEGETATION}[kind]
                 cfn = {
@@ -378,7 +384,7 @@ def _place_objects(rng, st: Street, kinds, park, park_w, x_max, traffic) -> None
             v = so.sample_vehicle(rng, kind, 0.0, y + rng.uniform(-0.1, 0.1), 0.0 if s < 0 else np.pi)
             v.x = x + v.length / 2
             v.heading += rng.uniform(-0.04, 0.04)
-            if rng.random() < 0.85:
+            if rng.random() < 0.75:
                 objs.append(Placed("vehicle", v.x, v.y, 0.0, v))
             x += v.length + rng.uniform(0.6, 7.0)
     if traffic:
@@ -386,7 +392,7 @@ def _place_objects(rng, st: Street, kinds, park, park_w, x_max, traffic) -> None
             yc = (y0 + y1) / 2
             x = rng.uniform(7.0, 25.0) if abs(yc) < 0.5 else rng.uniform(0.0, 15.0)
             while x < far:
-                if rng.random() < 0.6:
+                if rng.random() < 0.5:
                     kind = str(rng.choice(["car", "truck", "bus"], p=[0.9, 0.05, 0.05]))
                     v = so.sample_vehicle(rng, kind, x, yc + rng.uniform(-0.3, 0.3), 0.0 if d > 0 else np.pi)
                     v.x = x + v.length / 2
@@ -397,9 +403,9 @@ def _place_objects(rng, st: Street, kinds, park, park_w, x_max, traffic) -> None
         edge = st.edge(s)
         walk, verge = st.walk[s], st.verge[s]
         z = st.curb_h
-        n_people = int(rng.poisson(4.5 if kinds[s] == "urban" else 1.2))
+        n_people = int(rng.poisson(5.0 if kinds[s] == "urban" else 1.5))
         for _ in range(n_people):
-            x = rng.uniform(3.0, 45.0)
+            x = rng.uniform(3.0, 35.0)
             y = edge + s * (verge + rng.uniform(0.4, walk - 0.3))
             for _k in range(1 if rng.random() < 0.7 else int(rng.integers(2, 4))):
                 objs.append(
@@ -427,8 +433,8 @@ def _place_objects(rng, st: Street, kinds, park, park_w, x_max, traffic) -> None
                 x += spacing
         for _ in range(int(rng.integers(0, 4))):  # signs
             objs.append(Placed("billboard", rng.uniform(5.0, 55.0), edge + s * 0.35, z, so.sample_sign(rng)))
-    if rng.random() < 0.5:  # traffic lights at a junction ahead
-        xj = rng.uniform(15.0, 50.0)
+    if rng.random() < 0.65:  # traffic lights at a junction ahead
+        xj = rng.uniform(10.0, 35.0)
         for s in (1, -1):
             if rng.random() < 0.8:
                 objs.append(

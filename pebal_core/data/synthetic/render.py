@@ -219,7 +219,9 @@ def _shade_layer(st: lay.Street, layer: lay.Layer, along: np.ndarray, z: np.ndar
     top = layer.segs.top[i]
     if layer.kind == "wall":
         col = base * (0.8 + 0.35 * _tex(st.tiles["plaster"], along, z, 3.0))[:, None]
-        col = np.where(((along % 2.5) < 0.05)[:, None], col * 0.7, col)
+        course = np.floor(z / 0.25)
+        joint = ((z % 0.25) < 0.03) | (((along + 0.25 * (course % 2)) % 0.5) < 0.03)  # block courses
+        col = np.where(joint[:, None], col * 0.72, col)
         col = np.where((z > top - 0.1)[:, None], col * 1.15, col)
         return np.clip(col * gain, 0, 1)
     # fence: diagonal wire mesh over a dark background, posts every 2.5 m, top rail
@@ -284,17 +286,19 @@ def _shade_ground(st: lay.Street, x: np.ndarray, y: np.ndarray, t: np.ndarray, o
     return col, lab
 
 
-def _sky(st: lay.Street, d: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    el = np.arctan2(d[..., 2], np.hypot(d[..., 0], d[..., 1]))
-    g = np.clip(el / 0.6, 0.0, 1.0)[..., None] ** 0.6
+def _sky(st: lay.Street, d: np.ndarray, idx: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Colours of the sky pixels ``idx`` (flat indices, rays ``d``): gradient plus clouds."""
+    el = np.arctan2(d[:, 2], np.hypot(d[:, 0], d[:, 1]))
+    g = (np.clip(el / 0.6, 0.0, 1.0) ** 0.6)[:, None]
     col = st.sky["horizon"] * (1 - g) + st.sky["top"] * g
     small = (max(shape[0] // 2, 2), max(shape[1] // 2, 2))
-    clouds = value_noise(np.random.default_rng(st.sky["seed"]), small, cells=4, octaves=4)
-    clouds = cv2.resize(clouds, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    field = value_noise(np.random.default_rng(st.sky["seed"]), small, cells=4, octaves=4)
+    rows, cols = np.divmod(idx, shape[1])
+    clouds = field[np.minimum(rows // 2, small[0] - 1), np.minimum(cols // 2, small[1] - 1)]
     cover = st.sky["clouds"] if not st.sky["overcast"] else 0.9
-    c = np.clip((clouds - (1.0 - cover)) / 0.35, 0.0, 1.0)[..., None]
+    c = np.clip((clouds - (1.0 - cover)) / 0.35, 0.0, 1.0)[:, None]
     white = np.float32(0.93) if not st.sky["overcast"] else np.float32(0.8)
-    return col * (1 - 0.9 * c) + white * (0.85 + 0.15 * clouds[..., None]) * 0.9 * c
+    return col * (1 - 0.9 * c) + white * (0.85 + 0.15 * clouds[:, None]) * 0.9 * c
 
 
 def render_background(st: lay.Street, cam: Camera) -> Frame:
@@ -325,9 +329,12 @@ def render_background(st: lay.Street, cam: Camera) -> Frame:
     for layer in layers:
         ts.append(_layer_t(layer, c, rays))
         surfaces.append(("layer", layer))
-    stack = np.stack([t.astype(np.float32) for t in ts])
-    choice = np.argmin(stack, axis=0)
-    depth = np.take_along_axis(stack, choice[None], 0)[0]
+    depth = ts[0].astype(np.float32)
+    choice = np.zeros(depth.shape, np.int16)
+    for k in range(1, len(ts)):  # nearest surface along each ray
+        nearer = ts[k] < depth
+        depth = np.where(nearer, ts[k], depth).astype(np.float32)
+        choice[nearer] = k
     hit = depth < INF
     rgb = np.empty((h * w, 3), np.float32)
     labels = np.full(h * w, lay.SKY, np.uint8)
@@ -353,8 +360,8 @@ def render_background(st: lay.Street, cam: Camera) -> Frame:
         z = c[2] + tl * dz[li]
         rgb[li] = _shade_layer(st, layer, along, z)
         labels[li] = layer.label
-    sky = ~hit
-    rgb[sky] = _sky(st, rays.reshape(h, w, 3), (h, w)).reshape(-1, 3)[sky]
+    si = np.flatnonzero(~hit)
+    rgb[si] = _sky(st, rays[si], si, (h, w))
     return Frame(
         rgb.reshape(h, w, 3),
         labels.reshape(h, w),

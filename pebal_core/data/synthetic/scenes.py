@@ -130,7 +130,7 @@ def fishyscapes_sample(
 ) -> tuple[np.ndarray, np.ndarray, list]:
     """``(rgb, eval labels 0/1/255, object records)`` of one Fishyscapes-style validation image.
 
-    ``LostAndFound``: 1-3 obstacles from the test families standing on the road 6-40 m ahead.
+    ``LostAndFound``: 1-3 obstacles from the test families standing on the road 6-32 m ahead.
     ``Static``: 2-4 test-family anomalies; the first on the road, the second beside it (sidewalk,
     verge or terrain) or pasted flat anywhere in the image, the rest anywhere. Void (255): the
     ego bonnet and the rectification border.
@@ -158,7 +158,7 @@ def fishyscapes_sample(
             pastes.append((sprite, u, v, code))
             records.append({"family": family, "placement": where, "u": round(u, 2), "v": round(v, 2), "code": code})
         else:
-            x_range = (6.0, 40.0) if where == "road" else (5.0, 30.0)
+            x_range = (6.0, 32.0) if where == "road" else (5.0, 25.0)
             if k == 0:
                 x_range = (6.0, 25.0)
             obj = _anomaly_on_ground(st, rng, family, where, x_range, code, cam)
@@ -204,7 +204,8 @@ def _coco_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 def coco_sample(seed: int, index: int, height: int, width: int) -> tuple[np.ndarray, list[np.ndarray], list[dict]]:
     """``(rgb uint8, visible masks, object records)`` of one synthetic COCO image of OE objects.
 
-    One object (70%) or two; each is 25-80% of the image height. Masks are the pixels each
+    One object (70%) or two; each is 10-80% of the image height (log-uniform, so small objects
+    like distant road debris are as common as large ones). Masks are the pixels each
     object owns after the later one is drawn over the earlier (alpha >= 0.5).
     """
     rng = item_rng(seed, PART_COCO, index)
@@ -218,7 +219,7 @@ def coco_sample(seed: int, index: int, height: int, width: int) -> tuple[np.ndar
         params = fam.sample(rng)
         elev = float(rng.uniform(0.05, 0.4))
         probe = fam.draw(params, 100.0, elev)
-        target = rng.uniform(0.25, 0.8) * height
+        target = float(np.exp(rng.uniform(np.log(0.1), np.log(0.8)))) * height  # log-uniform 10-80%
         sp = fam.draw(params, 100.0 * target / max(probe.alpha.shape[0], 1), elev)
         sh, sw = sp.alpha.shape
         if sh > height - 2 or sw > width - 2:  # keep whole objects: shrink to fit

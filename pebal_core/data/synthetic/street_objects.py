@@ -69,7 +69,7 @@ def sample_person(rng: np.random.Generator) -> dict:
         "view": str(rng.choice(["front", "side", "side"])),
         "facing": int(rng.choice([-1, 1])),
         "stride": rng.uniform(0.0, 0.35),
-        "build": rng.uniform(0.85, 1.2),
+        "build": rng.uniform(1.0, 1.35),
         "skin": _pick(rng, SKIN_TONES, 0.03),
         "hair": _pick(rng, ((0.1, 0.07, 0.05), (0.3, 0.2, 0.1), (0.6, 0.5, 0.3), (0.5, 0.5, 0.5)), 0.04),
         "top": _pick(rng, CLOTHES),
@@ -166,7 +166,7 @@ def draw_tree(q: dict, px: float, clip=None) -> Sprite:
 def sample_lamp(rng: np.random.Generator, arm_dir: int) -> dict:
     return {
         "kind": "lamp",
-        "w": rng.uniform(0.14, 0.22),
+        "w": rng.uniform(0.22, 0.38),
         "H": rng.uniform(6.0, 9.0),
         "arm": rng.uniform(0.8, 2.0) * arm_dir,
         "colour": _pick(rng, ((0.45, 0.46, 0.47), (0.3, 0.31, 0.32), (0.15, 0.2, 0.17), (0.6, 0.6, 0.58)), 0.04),
@@ -196,7 +196,7 @@ def sample_sign(rng: np.random.Generator) -> dict:
     n = 1 if rng.random() < 0.75 else 2
     return {
         "kind": "sign",
-        "w": rng.uniform(0.08, 0.12),
+        "w": rng.uniform(0.12, 0.18),
         "H": rng.uniform(2.2, 3.0),
         "plates": [str(rng.choice(SIGN_KINDS)) for _ in range(n)],
         "size": rng.uniform(0.55, 0.85),
@@ -255,8 +255,8 @@ def draw_sign(q: dict, px: float, clip=None) -> Sprite:
 def sample_traffic_light(rng: np.random.Generator) -> dict:
     return {
         "kind": "traffic_light",
-        "w": rng.uniform(0.12, 0.18),
-        "H": rng.uniform(2.8, 3.8),
+        "w": rng.uniform(0.18, 0.28),
+        "H": rng.uniform(2.6, 3.4),
         "lit": int(rng.integers(0, 3)),
         "housing": _pick(rng, ((0.08, 0.08, 0.08), (0.2, 0.22, 0.2), (0.75, 0.6, 0.1)), 0.03),
         "pole": _pick(rng, ((0.45, 0.46, 0.47), (0.3, 0.31, 0.32)), 0.04),
@@ -265,15 +265,15 @@ def sample_traffic_light(rng: np.random.Generator) -> dict:
 
 def draw_traffic_light(q: dict, px: float, clip=None) -> Sprite:
     w, big_h = q["w"], q["H"]
-    hw, hh = 0.17, 0.45
-    p = Painter((-0.35, 0.35, 0.0, big_h + 2 * hh + 0.05), px, clip)
+    hw, hh = 0.25, 0.6
+    p = Painter((-0.4, 0.4, 0.0, big_h + 2 * hh + 0.05), px, clip)
     p.rect(-w / 2, 0.0, w / 2, big_h + 0.1, q["pole"], POLE)
     p.rect(-hw, big_h, hw, big_h + 2 * hh, q["housing"], TRAFFIC_LIGHT)
     lamps = ((0.95, 0.12, 0.1), (1.0, 0.7, 0.05), (0.1, 0.9, 0.35))
     for i, col in enumerate(lamps):
         lit = i == 2 - q["lit"]
         c = np.asarray(col, np.float32) * (1.0 if lit else 0.25)
-        p.ellipse((0.0, big_h + hh * (2 * i + 1) / 3 * 1.0 + 0.0), (0.1, 0.1), c, TRAFFIC_LIGHT)
+        p.ellipse((0.0, big_h + hh * (2 * i + 1) / 3), (0.15, 0.15), c, TRAFFIC_LIGHT)
     return p.finish()
 
 
