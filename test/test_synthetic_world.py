@@ -257,3 +257,5 @@ def test_cli_synth_small_then_refuses_to_clobber(tmp_path):
     assert (
         again.stderr.startswith("pebal: error:") and "--overwrite" in again.stderr and "Traceback" not in again.stderr
     )
+    bad = run("--out", str(tmp_path / "b"), "--size", "10", "20", "--quiet")
+    assert bad.returncode == 2 and "too small" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -653,7 +653,6 @@ def _draw_chair(q: dict, px: float, elev: float) -> Sprite:
 
 
 # ----------------------------------------------------------------------------- the registry
-_TEST_COLOURS_BOX = ("cardboard_brown",)
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -662,7 +661,7 @@ FAMILIES: dict[str, Family] = {
             "test",
             "cuboid",
             ("corrugated", "tape"),
-            _TEST_COLOURS_BOX,
+            ("cardboard_brown",),
             (0.3, 0.9),
             (9, 30),
             _sample=_sample_cardboard,

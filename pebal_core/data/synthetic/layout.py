@@ -101,10 +101,6 @@ class Street:
         """y of the curb on ``side`` (+1 left, -1 right)."""
         return self.road_left if side > 0 else self.road_right
 
-    def ground_z(self, y: float) -> float:
-        """Height of the ground surface at lateral position ``y`` (0 on the road, curb height beside)."""
-        return 0.0 if self.road_right <= y <= self.road_left else self.curb_h
-
     def shadow_line(self, x: np.ndarray) -> np.ndarray | None:
         """Lateral extent of building shadows on the ground at ``x`` (see :meth:`in_shadow`)."""
         side = self.light["shadow_side"]

@@ -83,23 +83,20 @@ class Canvas:
     def _passes(depth: float, buf: np.ndarray) -> np.ndarray:
         return depth < buf + 0.05 * depth + 0.2
 
-    def paste(
-        self, sp: Sprite, u: float, v: float, depth: float, anomaly: int = 0, gain: float = 1.0, opacity: float = 1.0
-    ) -> int:
-        """Composite a sprite whose anchor lands on pixel ``(u, v)``; returns the pixels it now owns."""
+    def paste(self, sp: Sprite, u: float, v: float, depth: float, anomaly: int = 0, gain: float = 1.0) -> None:
+        """Composite a sprite whose anchor lands on pixel ``(u, v)`` (depth-tested, soft edges)."""
         h, w = sp.alpha.shape
         win = self._window(int(round(u - sp.anchor[0])), int(round(v - sp.anchor[1])), w, h)
         if win is None:
-            return 0
+            return
         dst, src = win
         vis = self._passes(depth, self.depth[dst])
-        a = np.where(vis, sp.alpha[src] * opacity, 0.0)[..., None]
+        a = np.where(vis, sp.alpha[src], 0.0)[..., None]
         self.rgb[dst] = self.rgb[dst] * (1.0 - a) + sp.rgb[src] * gain * a
         own = vis & (sp.alpha[src] >= 0.5)
         self.labels[dst][own] = 0 if anomaly else sp.labels[src][own]
         self.anomaly[dst][own] = anomaly
         self.depth[dst][own] = depth
-        return int(own.sum())
 
     def _poly_mask(self, uv: np.ndarray):
         x0, y0 = np.floor(uv.min(0)).astype(int)
@@ -375,8 +372,8 @@ def _object_distance(cam: Camera, obj: lay.Placed) -> float:
     return float(math.hypot(obj.x - cam.x, obj.y - cam.y))
 
 
-def draw_objects(st: lay.Street, cam: Camera, canvas: Canvas, objects: list[lay.Placed]) -> dict[int, int]:
-    """Draw placed objects far to near; returns pixels owned per anomaly code (after occlusion)."""
+def draw_objects(st: lay.Street, cam: Camera, canvas: Canvas, objects: list[lay.Placed]) -> None:
+    """Draw placed objects far to near (vehicles as 3D polygons, the rest as billboards)."""
     centre = cam.centre
     sun = st.light["sun"]
     shadow_gain = st.light["shadow"] * 1.1
@@ -429,8 +426,6 @@ def draw_objects(st: lay.Street, cam: Camera, canvas: Canvas, objects: list[lay.
             elev = math.atan2(cam.z - obj.z - 0.15, d)
             sprite = family.draw(obj.params, px, max(elev, 0.02))
             canvas.paste(sprite, u, v, d, anomaly=obj.anomaly, gain=gain)
-    codes, counts = np.unique(canvas.anomaly, return_counts=True)
-    return {int(k): int(n) for k, n in zip(codes, counts, strict=True) if k}
 
 
 def draw_hood(canvas: Canvas, hood: dict) -> None:

@@ -10,6 +10,7 @@ writers turn them into files.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import cv2
 import numpy as np
@@ -76,39 +77,51 @@ def cityscapes_sample(seed: int, split: str, index: int, height: int, width: int
 
 
 # ----------------------------------------------------------------------------- anomalies in street scenes
-def _clear_around(st: lay.Street, x: float, y: float, radius_x: float, radius_y: float, ahead_lane: bool) -> None:
-    """Remove objects that would overlap an anomaly at ``(x, y)`` or hide it (in its lane, nearer)."""
+def _clear_view(st: lay.Street, eyes: list[tuple[float, float]], x: float, y: float, radius: float) -> None:
+    """Remove objects that overlap an anomaly at ``(x, y)`` or stand between it and any camera in ``eyes``.
+
+    An object is in the way when its footprint comes within ``radius`` (plus its half width) of
+    the ground segment from a camera position to the anomaly.
+    """
     keep = []
     for obj in st.objects:
-        dx, dy = abs(obj.x - x), abs(obj.y - y)
-        if obj.kind == "vehicle":
-            hl, hw = obj.params.length / 2, obj.params.width / 2
-            if dx < hl + radius_x and dy < hw + radius_y:
-                continue
-            if ahead_lane and obj.x < x and dy < hw + 1.6:
-                continue
-        elif dx < radius_x + 0.6 and dy < radius_y + 0.6:
+        if obj.kind == "anomaly":  # other anomalies stay (and may partly hide each other)
+            keep.append(obj)
             continue
-        keep.append(obj)
+        half = max(obj.params.length, obj.params.width) / 2 if obj.kind == "vehicle" else 0.5
+        blocked = False
+        for ex, ey in eyes:
+            sx, sy = x - ex, y - ey
+            t = np.clip(((obj.x - ex) * sx + (obj.y - ey) * sy) / max(sx * sx + sy * sy, 1e-9), 0.0, 1.0)
+            dist = math.hypot(obj.x - (ex + t * sx), obj.y - (ey + t * sy))
+            blocked |= dist < half + radius
+        if not blocked:
+            keep.append(obj)
     st.objects[:] = keep
 
 
 def _anomaly_on_ground(
     st: lay.Street, rng: np.random.Generator, family: str, where: str, x_range, code: int, cam: Camera
 ) -> lay.Placed:
+    """Place a test-family object on the road or beside it, inside the view and not hidden."""
     params = FAMILIES[family].sample(rng)
-    x = float(cam.x + rng.uniform(*x_range))
-    if where == "road":
-        lanes = sorted(st.lanes, key=lambda ln: abs((ln[0] + ln[1]) / 2 - cam.y))
-        y0, y1, _ = lanes[0] if rng.random() < 0.7 or len(lanes) == 1 else lanes[int(rng.integers(1, len(lanes)))]
-        y = float(rng.uniform(y0 + 0.4, y1 - 0.4))
-        z = 0.0
-    else:
-        side = int(rng.choice([-1, 1]))
-        span = st.verge[side] + st.walk[side] + 1.5
-        y = float(st.edge(side) + side * rng.uniform(0.3, span))
-        z = st.curb_h
-    _clear_around(st, x, y, 1.2, 1.0, ahead_lane=where == "road")
+    for _ in range(20):  # keep the object inside the image
+        x = float(cam.x + rng.uniform(*x_range))
+        if where == "road":
+            lanes = sorted(st.lanes, key=lambda ln: abs((ln[0] + ln[1]) / 2 - cam.y))
+            near = rng.random() < 0.7 or len(lanes) == 1
+            y0, y1, _ = lanes[0] if near else lanes[int(rng.integers(1, len(lanes)))]
+            y = float(rng.uniform(y0 + 0.4, y1 - 0.4))
+            z = 0.0
+        else:
+            side = int(rng.choice([-1, 1]))
+            span = st.verge[side] + st.walk[side] + 1.5
+            y = float(st.edge(side) + side * rng.uniform(0.3, span))
+            z = st.curb_h
+        u, _, _ = cam.project(np.array([x, y, z]))
+        if 0.05 * cam.width < float(u) < 0.95 * cam.width:
+            break
+    _clear_view(st, [(cam.x, cam.y)], x, y, 0.8)
     obj = lay.Placed("anomaly", x, y, z, params, anomaly=code, family=family)
     st.objects.append(obj)
     return obj
@@ -296,7 +309,7 @@ def sequence_world(seed: int, index: int, height: int, width: int, frames: int, 
         x = mount.x + travel + d_end + 3.0 * k
         y = float(rng.uniform(-1.2, 1.2)) if k == 0 else float(rng.uniform(-2.5, 2.5))
         laf_id = int(params.get("laf_id", fam.laf_ids[0]))
-        _clear_around(st, x, y, 1.5, 1.2, ahead_lane=False)
+        _clear_view(st, [(mount.x, mount.y), (mount.x + travel, mount.y)], x, y, 0.8)
         obstacles.append(lay.Placed("anomaly", x, y, 0.0, params, anomaly=laf_id, family=family))
     st.objects.extend(obstacles)
     return SequenceWorld(st, mount, speed, fps, obstacles, ren.sample_grade(rng))

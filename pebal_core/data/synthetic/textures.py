@@ -58,14 +58,6 @@ def tile_noise(rng: np.random.Generator, size: int, cells: int, octaves: int = 3
     return (out - lo) / max(hi - lo, 1e-6)
 
 
-def sample_world_texture(tile: np.ndarray, a: np.ndarray, b: np.ndarray, metres: float) -> np.ndarray:
-    """Look up a tileable ``tile`` (covering ``metres x metres``) at world coordinates ``(a, b)``."""
-    s = tile.shape[0] / metres
-    return cv2.remap(
-        tile, (a * s).astype(np.float32), (b * s).astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class ColourFamily:
     """A box in HSV space: hue in degrees (``h_lo > h_hi`` wraps through 0/360), S and V in [0, 1]."""
@@ -107,14 +99,3 @@ class ColourFamily:
         s = self.s_lo + rng.random() * (self.s_hi - self.s_lo)
         v = self.v_lo + rng.random() * (self.v_hi - self.v_lo)
         return np.array(colorsys.hsv_to_rgb(hue, s, v), np.float32)
-
-
-def jitter(rng: np.random.Generator, rgb: np.ndarray | tuple, amount: float) -> np.ndarray:
-    """``rgb`` with independent per-channel jitter of +-``amount`` (clipped to [0, 1])."""
-    return np.clip(np.asarray(rgb, np.float32) + rng.uniform(-amount, amount, 3).astype(np.float32), 0.0, 1.0)
-
-
-def hex_rgb(code: str) -> np.ndarray:
-    """``"#rrggbb"`` -> float32 RGB in [0, 1]."""
-    code = code.lstrip("#")
-    return np.array([int(code[i : i + 2], 16) / 255.0 for i in (0, 2, 4)], np.float32)
