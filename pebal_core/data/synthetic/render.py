@@ -110,16 +110,25 @@ class Canvas:
         cv2.fillPoly(mask, [pts], 1, cv2.LINE_8, 4)
         return (slice(y0, y1), slice(x0, x1)), mask.astype(bool)
 
-    def polygon(self, uv: np.ndarray, depth: float, colour: np.ndarray, label: int, anomaly: int = 0) -> None:
-        """Fill a projected polygon (``n x 2`` pixel coordinates) with a flat colour."""
-        res = self._poly_mask(uv)
-        if res is None:
+    def polygons(self, polys: list[tuple[np.ndarray, np.ndarray]], depth: float, label: int) -> None:
+        """Fill projected polygons (``(n x 2 pixel coordinates, rgb)``, later over earlier) as one object."""
+        allpts = np.concatenate([uv for uv, _ in polys])
+        x0, y0 = np.floor(allpts.min(0)).astype(int)
+        x1, y1 = np.ceil(allpts.max(0)).astype(int) + 1
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, self.w), min(y1, self.h)
+        if x1 <= x0 or y1 <= y0:
             return
-        sl, mask = res
-        own = mask & self._passes(depth, self.depth[sl])
-        self.rgb[sl][own] = colour
+        rgb = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+        cover = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        for uv, colour in polys:
+            pts = [np.round((uv - (x0, y0)) * 16).astype(np.int32)]
+            cv2.fillPoly(rgb, pts, tuple(float(c) for c in colour), cv2.LINE_8, 4)
+            cv2.fillPoly(cover, pts, 1, cv2.LINE_8, 4)
+        sl = (slice(y0, y1), slice(x0, x1))
+        own = (cover > 0) & self._passes(depth, self.depth[sl])
+        self.rgb[sl][own] = rgb[own]
         self.labels[sl][own] = label
-        self.anomaly[sl][own] = anomaly
+        self.anomaly[sl][own] = 0
         self.depth[sl][own] = depth
 
     def darken(self, uv: np.ndarray, factor: float) -> None:
@@ -393,14 +402,12 @@ def draw_objects(st: lay.Street, cam: Camera, canvas: Canvas, objects: list[lay.
             ub, vb, _ = cam.project(veh.bounds())
             if ub.max() < 0 or ub.min() >= cam.width or vb.max() < 0 or vb.min() >= cam.height:
                 continue
-            depth = float(db.min())
             polys = veh.polygons(centre, sun)
             pu, pv, _ = cam.project(np.concatenate([pts for pts, _ in polys]))
             uv = np.stack([pu, pv], 1)
-            k = 0
-            for pts, colour in polys:
-                canvas.polygon(uv[k : k + len(pts)], depth, colour * gain, veh.label)
-                k += len(pts)
+            ends = np.cumsum([len(pts) for pts, _ in polys])
+            projected = [(uv[e - len(pts) : e], colour * gain) for e, (pts, colour) in zip(ends, polys, strict=True)]
+            canvas.polygons(projected, float(db.min()), veh.label)
             continue
         u, v, d = cam.project(np.array([obj.x, obj.y, obj.z]))
         u, v, d = float(u), float(v), float(d)

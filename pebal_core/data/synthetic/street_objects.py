@@ -346,14 +346,21 @@ class Vehicle:
         hl, hw = self.length / 2, self.width / 2
         out: list[tuple[np.ndarray, np.ndarray]] = []
 
-        def visible(face_local: np.ndarray) -> tuple[bool, np.ndarray, float]:
-            w = self._to_world(face_local)
-            (ax, ay, az), (bx, by, bz) = (w[1] - w[0]).tolist(), (w[2] - w[0]).tolist()
-            n = np.array([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx])
-            n /= max(float(np.sqrt(n @ n)), 1e-9)
-            c = w.mean(0)
-            lit = 0.6 + 0.4 * max(0.0, float(n @ sun)) + 0.15 * max(0.0, float(n[2]))
-            return bool(n @ (camera_centre - c) > 1e-6), w, lit
+        # culling and shading happen in the vehicle's own frame; points go to the world frame once, at the end
+        ch, sh = np.cos(self.heading), np.sin(self.heading)
+        ex, ey = camera_centre[0] - self.x, camera_centre[1] - self.y
+        eye = (ch * ex + sh * ey, -sh * ex + ch * ey, float(camera_centre[2]))
+        light = (ch * sun[0] + sh * sun[1], -sh * sun[0] + ch * sun[1], float(sun[2]))
+
+        def visible(face: np.ndarray) -> tuple[bool, np.ndarray, float]:
+            (x0, y0, z0), (x1, y1, z1), (x2, y2, z2) = face[0].tolist(), face[1].tolist(), face[2].tolist()
+            ax, ay, az, bx, by, bz = x1 - x0, y1 - y0, z1 - z0, x2 - x0, y2 - y0, z2 - z0
+            nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+            norm = max((nx * nx + ny * ny + nz * nz) ** 0.5, 1e-9)
+            nx, ny, nz = nx / norm, ny / norm, nz / norm
+            lit = 0.6 + 0.4 * max(0.0, nx * light[0] + ny * light[1] + nz * light[2]) + 0.15 * max(0.0, nz)
+            facing = nx * (eye[0] - x0) + ny * (eye[1] - y0) + nz * (eye[2] - z0) > 1e-6
+            return facing, face, lit
 
         def add_box(faces, colour, windows: bool = False, lights: bool = False):
             for i, f in enumerate(faces):
@@ -364,7 +371,7 @@ class Vehicle:
                 if windows and i < 4:
                     c = f.mean(0)
                     inset = c + (f - c) * np.array([0.86, 0.86, 0.78])
-                    out.append((self._to_world(inset), glass * (0.8 + 0.5 * lit)))
+                    out.append((inset, glass * (0.8 + 0.5 * lit)))
                 if lights and i < 2:
                     zt = f[:, 2].max()
                     zb = f[:, 2].min()
@@ -374,11 +381,11 @@ class Vehicle:
                         y0, y1 = sorted((s * (hw - 0.08), s * (hw - 0.35)))
                         z0, z1 = zt - 0.2, zt - 0.06
                         q = np.array([[xs, y0, z0], [xs, y1, z0], [xs, y1, z1], [xs, y0, z1]])
-                        out.append((self._to_world(q), colr))
+                        out.append((q, colr))
                     q = np.array(
                         [[xs, -0.26, zb + 0.08], [xs, 0.26, zb + 0.08], [xs, 0.26, zb + 0.2], [xs, -0.26, zb + 0.2]]
                     )
-                    out.append((self._to_world(q), np.array([0.9, 0.9, 0.88], np.float32)))
+                    out.append((q, np.array([0.9, 0.9, 0.88], np.float32)))
 
         if self.kind == "car":
             z_body, z_top = {"sedan": (0.95, 1.42), "hatchback": (0.95, 1.48), "suv": (1.1, 1.72), "van": (1.0, 1.95)}[
@@ -469,9 +476,11 @@ class Vehicle:
                     hub = np.stack(
                         [wx + 0.55 * r * np.cos(t), np.full_like(t, side * (hw + 0.03)), r + 0.55 * r * np.sin(t)], 1
                     )
-                    out.append((self._to_world(hub), np.array([0.45, 0.46, 0.48], np.float32)))
+                    out.append((hub, np.array([0.45, 0.46, 0.48], np.float32)))
         out[:0] = treads
-        return out
+        world = self._to_world(np.concatenate([pts for pts, _ in out]))
+        ends = np.cumsum([len(pts) for pts, _ in out])
+        return [(world[e - len(pts) : e], colour) for e, (pts, colour) in zip(ends, out, strict=True)]
 
 
 VEHICLE_DIMS = {
