@@ -160,12 +160,15 @@ def _init_worker() -> None:
 
 
 # ----------------------------------------------------------------------------- orchestration
-def _run_jobs(fn: Callable, jobs: list[tuple], root: Path, desc: str, workers: int, progress: bool) -> list[dict]:
-    """Run ``fn`` over ``jobs`` (in order), write the files it returns under ``root``, return its records."""
-    records = []
-    bar = tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress, leave=False)
+def _run_jobs(fn: Callable, jobs: list[tuple], root: Path, desc: str, pool, progress: bool) -> list[dict]:
+    """Run ``fn`` over ``jobs`` (in order; in ``pool`` if given), write the files it returns under ``root``.
 
-    def consume(results: Iterable):
+    Returns the records ``fn`` returned, in job order.
+    """
+    records = []
+    chunk = max(1, min(8, len(jobs) // 8))
+    results: Iterable = map(fn, jobs) if pool is None else pool.imap(fn, jobs, chunksize=chunk)
+    with tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for files, record in results:
             for rel, data in files.items():
                 path = root / rel
@@ -173,16 +176,6 @@ def _run_jobs(fn: Callable, jobs: list[tuple], root: Path, desc: str, workers: i
                 path.write_bytes(data)
             records.append(record)
             bar.update(1)
-
-    try:
-        if workers > 1 and len(jobs) > 1:
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers, initializer=_init_worker) as pool:
-                consume(pool.imap(fn, jobs, chunksize=max(1, min(8, len(jobs) // (4 * workers)))))
-        else:
-            consume(map(fn, jobs))
-    finally:
-        bar.close()
     return records
 
 
@@ -196,18 +189,18 @@ def _class_stats(records: list[dict]) -> dict:
     }
 
 
-def _gen_cityscapes(cfg: WorldConfig, root: Path, workers: int, progress: bool) -> dict:
+def _gen_cityscapes(cfg: WorldConfig, root: Path, pool, progress: bool) -> dict:
     out = {}
     for split, n in (("train", cfg.train), ("val", cfg.val)):
         jobs = [(cfg.seed, split, i, cfg.height, cfg.width) for i in range(n)]
-        recs = _run_jobs(_cityscapes_job, jobs, root, f"cityscapes/{split}", workers, progress)
+        recs = _run_jobs(_cityscapes_job, jobs, root, f"cityscapes/{split}", pool, progress)
         out[split] = {"images": n, "classes": _class_stats(recs)}
     return out
 
 
-def _gen_coco(cfg: WorldConfig, root: Path, workers: int, progress: bool) -> dict:
+def _gen_coco(cfg: WorldConfig, root: Path, pool, progress: bool) -> dict:
     jobs = [(cfg.seed, i, cfg.coco_height, cfg.coco_width) for i in range(cfg.coco)]
-    recs = _run_jobs(_coco_job, jobs, root, "coco/train2017", workers, progress)
+    recs = _run_jobs(_coco_job, jobs, root, "coco/train2017", pool, progress)
     images, anns, objects = [], [], []
     for r in recs:
         images.append(r["image"])
@@ -238,11 +231,11 @@ def _gen_coco(cfg: WorldConfig, root: Path, workers: int, progress: bool) -> dic
     return {"images": cfg.coco, "annotations": len(anns), "objects": objects}
 
 
-def _gen_fishyscapes(cfg: WorldConfig, root: Path, workers: int, progress: bool) -> dict:
+def _gen_fishyscapes(cfg: WorldConfig, root: Path, pool, progress: bool) -> dict:
     out = {}
     for split in FISHYSCAPES_SPLITS:
         jobs = [(cfg.seed, split, i, cfg.height, cfg.width) for i in range(cfg.fishyscapes)]
-        recs = _run_jobs(_fishyscapes_job, jobs, root, f"fishyscapes/{split}", workers, progress)
+        recs = _run_jobs(_fishyscapes_job, jobs, root, f"fishyscapes/{split}", pool, progress)
         out[split] = {
             "images": cfg.fishyscapes,
             "objects": [{"name": r["name"], **o} for r in recs for o in r["objects"]],
@@ -250,13 +243,13 @@ def _gen_fishyscapes(cfg: WorldConfig, root: Path, workers: int, progress: bool)
     return out
 
 
-def _gen_lostandfound(cfg: WorldConfig, root: Path, workers: int, progress: bool) -> dict:
+def _gen_lostandfound(cfg: WorldConfig, root: Path, pool, progress: bool) -> dict:
     jobs = [
         (cfg.seed, s, f, cfg.height, cfg.width, cfg.frames, cfg.fps)
         for s in range(cfg.sequences)
         for f in range(cfg.frames)
     ]
-    recs = _run_jobs(_sequence_job, jobs, root, "lostandfound/test", workers, progress)
+    recs = _run_jobs(_sequence_job, jobs, root, "lostandfound/test", pool, progress)
     seqs = []
     for s in range(cfg.sequences):
         world = scenes.sequence_world(cfg.seed, s, cfg.height, cfg.width, cfg.frames, cfg.fps)
@@ -321,6 +314,9 @@ def generate_world(
 ) -> dict:
     """Generate ``config.parts`` of the world under ``out``; returns the manifest (also ``world.json``).
 
+    ``workers > 1`` renders in that many spawned processes (scripts calling this need the usual
+    ``if __name__ == "__main__":`` guard); the files are the same as with one worker.
+
     A part whose directory already exists is refused unless ``overwrite`` (then it is replaced
     once the new one is complete). Parts not generated now keep their previous manifest entry,
     provided ``world.json`` says they came from the same seed, version and image size.
@@ -348,20 +344,27 @@ def generate_world(
         if (out / part).exists() and not overwrite:
             raise FileExistsError(f"{out / part} already exists; use --overwrite to replace it or another --out")
     parts = dict(previous.get("parts", {}))
-    for part in config.parts:
-        tmp = out / f".{part}.partial"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        parts[part] = GENERATORS[part](config, tmp, workers, progress)
-        final = out / part
-        if final.exists():
-            old = out / f".{part}.old"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
+    # one worker pool for the whole run (spawned processes: nothing inherited, output identical)
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) if workers > 1 else None
+    try:
+        for part in config.parts:
+            tmp = out / f".{part}.partial"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+            parts[part] = GENERATORS[part](config, tmp, pool, progress)
+            final = out / part
+            if final.exists():
+                old = out / f".{part}.old"
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, final)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
     manifest = {
         "format": FORMAT,
         "version": WORLD_VERSION,
