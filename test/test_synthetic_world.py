@@ -95,6 +95,7 @@ def test_class_frequencies_look_like_a_street(world):
 
 
 # ----------------------------------------------------------------------------- COCO
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside pycocotools' decode
 def test_coco_json_loads_and_masks_equal_ood_seg_pngs(world):
     root = world / "coco"
     coco = COCO(str(root / "annotations" / "instances_train2017.json"))
