@@ -1,0 +1,448 @@
+"""Street layouts: everything a synthetic street scene contains, in world coordinates.
+
+The world frame is the vehicle frame of the ego car at the first frame (ISO 8855: ``x`` forward
+along the road, ``y`` left, ``z`` up, metres, ground at ``z = 0``). A :class:`Street` is a straight
+road between two curbs with lane markings, raised sidewalks, and on each side a stack of vertical
+layers parallel to the road (building facades with windows, tree lines, low walls, fences,
+hedges), an optional closing row of buildings across the road far ahead, and placed objects
+(vehicles, people, trees, poles, signs, traffic lights, anomalies). :func:`sample_street` draws
+one at random; :mod:`pebal_core.data.synthetic.render` turns it into pixels for any camera pose.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import dataclasses
+
+import numpy as np
+
+from pebal_core.data.synthetic import street_objects as so
+from pebal_core.data.synthetic.textures import tile_noise
+
+# Cityscapes labelIds drawn by the background renderer
+ROAD, SIDEWALK, BUILDING, WALL, FENCE, VEGETATION, TERRAIN, SKY = 7, 8, 11, 12, 13, 21, 22, 23
+EGO_VEHICLE, RECTIFICATION_BORDER = 1, 2
+
+
+@dataclasses.dataclass
+class Segments:
+    """Piecewise-constant properties along one coordinate: segment ``i`` covers ``[start[i], end[i])``."""
+
+    start: np.ndarray
+    end: np.ndarray
+    top: np.ndarray
+    colour: np.ndarray
+    style: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def lookup(self, s: np.ndarray) -> np.ndarray:
+        """Index of the segment covering each coordinate in ``s`` (-1 where none does)."""
+        idx = np.searchsorted(self.start, s, side="right") - 1
+        ok = idx >= 0
+        idx_c = np.clip(idx, 0, len(self.start) - 1)
+        ok &= s < self.end[idx_c]
+        return np.where(ok, idx_c, -1)
+
+
+@dataclasses.dataclass
+class Layer:
+    """A vertical surface parallel to the road at ``y = side * offset`` (or across it, ``x = offset``)."""
+
+    kind: str  # facade | vegetation | wall | fence | hedge
+    side: int  # +1 left, -1 right, 0 across the road (closing row)
+    offset: float
+    label: int
+    segs: Segments
+    profile: np.ndarray | None = None  # vegetation: top height sampled every metre from profile_x0
+    profile_x0: float = 0.0
+
+
+@dataclasses.dataclass
+class Placed:
+    """An object standing on the ground at ``(x, y, z)``.
+
+    ``kind``: ``billboard`` (``params`` of a :mod:`street_objects` billboard), ``vehicle``
+    (``params`` is a :class:`~pebal_core.data.synthetic.street_objects.Vehicle`) or ``anomaly``
+    (``params`` of a family in :mod:`pebal_core.data.synthetic.families`). ``anomaly`` is the value
+    written into the anomaly map for its pixels (0 for inlier objects).
+    """
+
+    kind: str
+    x: float
+    y: float
+    z: float
+    params: object
+    anomaly: int = 0
+    family: str = ""
+
+
+@dataclasses.dataclass
+class Street:
+    """A complete street scene in world coordinates (see the module docstring)."""
+
+    road_left: float
+    road_right: float
+    curb_h: float
+    walk: dict[int, float]
+    verge: dict[int, float]  # width of the grass strip between curb and sidewalk (0 = none)
+    beyond: dict[int, int]  # labelId of the ground beyond each sidewalk
+    lines: list[tuple[float, bool, float]]  # (y, dashed, width) lane markings
+    dash: tuple[float, float, float]  # (length, period, phase) of dashed lines
+    crosswalks: list[float]
+    layers: list[Layer]
+    closing: Layer | None
+    colours: dict[str, np.ndarray]
+    tiles: dict[str, np.ndarray]
+    sky: dict
+    light: dict
+    objects: list[Placed]
+    lanes: list[tuple[float, float, int]]  # (y_min, y_max, direction +1 with ego / -1 oncoming)
+
+    def edge(self, side: int) -> float:
+        """y of the curb on ``side`` (+1 left, -1 right)."""
+        return self.road_left if side > 0 else self.road_right
+
+    def shadow_line(self, x: np.ndarray) -> np.ndarray | None:
+        """Lateral extent of building shadows on the ground at ``x`` (see :meth:`in_shadow`)."""
+        side = self.light["shadow_side"]
+        if side == 0:
+            return None
+        for layer in self.layers:
+            if layer.side == side and layer.kind == "facade":
+                idx = layer.segs.lookup(x)
+                h = np.where(idx >= 0, layer.segs.top[np.clip(idx, 0, None)], 0.0)
+                return side * layer.offset - side * self.light["shadow_k"] * h
+        return None
+
+    def in_shadow(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Whether ground points ``(x, y)`` lie in the shadow cast by the facades of the shadow side."""
+        line = self.shadow_line(np.asarray(x, float))
+        if line is None:
+            return np.zeros(np.shape(x), bool)
+        side = self.light["shadow_side"]
+        return side * np.asarray(y) > side * line
+
+
+# ----------------------------------------------------------------------------- palettes
+FACADE_COLOURS = (
+    (0.82, 0.76, 0.62),
+    (0.9, 0.87, 0.78),
+    (0.75, 0.74, 0.72),
+    (0.55, 0.54, 0.52),
+    (0.62, 0.36, 0.28),
+    (0.7, 0.5, 0.35),
+    (0.85, 0.7, 0.5),
+    (0.6, 0.64, 0.66),
+    (0.86, 0.8, 0.72),
+    (0.45, 0.3, 0.25),
+    (0.78, 0.66, 0.62),
+    (0.68, 0.7, 0.6),
+)
+
+
+def _col(rng: np.random.Generator, palette, jit: float = 0.05) -> np.ndarray:
+    c = np.asarray(palette[int(rng.integers(len(palette)))], np.float32)
+    return np.clip(c + rng.uniform(-jit, jit, 3).astype(np.float32), 0, 1)
+
+
+def _hsv(rng, h, s, v) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(rng.uniform(*h) / 360.0, rng.uniform(*s), rng.uniform(*v)), np.float32)
+
+
+def _facade_segments(
+    rng: np.random.Generator,
+    s0: float,
+    s1: float,
+    heights: tuple[float, float],
+    gap_p: float,
+) -> Segments:
+    starts, ends, tops, cols = [], [], [], []
+    style = {k: [] for k in ("sx", "fh", "gh", "wm", "wtop", "wbot", "glass", "shop", "lit")}
+    s = s0
+    while s < s1:
+        length = rng.uniform(8.0, 32.0)
+        starts.append(s)
+        ends.append(s + length)
+        tops.append(rng.uniform(*heights))
+        cols.append(_col(rng, FACADE_COLOURS, 0.06))
+        style["sx"].append(rng.uniform(2.2, 3.6))
+        style["fh"].append(rng.uniform(2.9, 3.6))
+        style["gh"].append(rng.uniform(3.2, 4.5))
+        style["wm"].append(rng.uniform(0.18, 0.32))
+        style["wbot"].append(rng.uniform(0.25, 0.35))
+        style["wtop"].append(rng.uniform(0.72, 0.85))
+        style["glass"].append(_hsv(rng, (190, 230), (0.1, 0.35), (0.15, 0.4)))
+        style["shop"].append(float(rng.random() < 0.5))
+        style["lit"].append(rng.uniform(0.0, 0.25))
+        s += length
+        if rng.random() < gap_p:
+            s += rng.uniform(2.0, 10.0)
+    return Segments(
+        np.array(starts),
+        np.array(ends),
+        np.array(tops),
+        np.array(cols, np.float32),
+        {k: np.array(v, np.float32) for k, v in style.items()},
+    )
+
+
+def _plain_segments(rng, s0, s1, heights, length, gap_p, colour_fn) -> Segments:
+    starts, ends, tops, cols = [], [], [], []
+    s = s0
+    while s < s1:
+        seg = rng.uniform(*length)
+        starts.append(s)
+        ends.append(s + seg)
+        tops.append(rng.uniform(*heights))
+        cols.append(colour_fn())
+        s += seg
+        if rng.random() < gap_p:
+            s += rng.uniform(3.0, 15.0)
+    return Segments(np.array(starts), np.array(ends), np.array(tops), np.array(cols, np.float32))
+
+
+def _treeline(
+    rng,
+    side: int,
+    offset: float,
+    x0: float,
+    x1: float,
+    h: tuple[float, float],
+    label: int = VEGETATION,
+    kind: str = "vegetation",
+) -> Layer:
+    n = int(x1 - x0) + 2
+    base = rng.uniform(*h)
+    prof = base + (rng.random(n) - 0.5) * 2.0
+    prof = np.convolve(prof, np.ones(3) / 3, mode="same") + 1.2 * np.sin(np.arange(n) / rng.uniform(3, 9))
+    col = _hsv(rng, (75, 115), (0.35, 0.65), (0.2, 0.42))
+    segs = Segments(np.array([x0]), np.array([x1]), np.array([prof.max()]), col[None])
+    return Layer(kind, side, offset, label, segs, np.maximum(prof, 0.6), x0)
+
+
+# ----------------------------------------------------------------------------- sampling
+def sample_street(rng: np.random.Generator, x_min: float = -20.0, x_max: float = 300.0, traffic: bool = True) -> Street:
+    """A random street along ``x`` in ``[x_min, x_max]`` around an ego camera at ``y ~ 0``.
+
+    ``traffic=False`` leaves the lanes free of vehicles (for the obstacle sequences); parked
+    vehicles, people and street furniture are always placed.
+    """
+    lane_w = rng.uniform(3.0, 3.6)
+    layout = str(rng.choice(["two_way", "two_way", "four_way", "one_way"]))
+    if layout == "two_way":
+        dirs = [1, -1]
+    elif layout == "four_way":
+        dirs = [1, 1, -1, -1]
+    else:
+        dirs = [1, 1, 1]
+    n_fwd, n_back = dirs.count(1), dirs.count(-1)
+    ego = int(rng.integers(0, n_fwd))  # index of the ego lane among the forward lanes, 0 = rightmost
+    # lanes listed from the right (-y) to the left (+y); the ego lane is centred on y = 0
+    lane_edges = [(-ego - 0.5 + i) * lane_w for i in range(len(dirs) + 1)]
+    dirs_r2l = [1] * n_fwd + [-1] * n_back
+    park = {s: bool(rng.random() < 0.55) for s in (1, -1)}
+    park_w = 2.2
+    road_right = lane_edges[0] - (park_w if park[-1] else rng.uniform(0.2, 0.6))
+    road_left = lane_edges[-1] + (park_w if park[1] else rng.uniform(0.2, 0.6))
+    lanes = [(lane_edges[i], lane_edges[i + 1], dirs_r2l[i]) for i in range(len(dirs))]
+
+    lines: list[tuple[float, bool, float]] = []
+    for i in range(1, len(dirs)):
+        centre = dirs_r2l[i - 1] != dirs_r2l[i]
+        lines.append((lane_edges[i], not centre or rng.random() < 0.4, rng.uniform(0.1, 0.16)))
+    for side, y in ((-1, lane_edges[0]), (1, lane_edges[-1])):
+        if rng.random() < 0.7:
+            lines.append((y, park[side], rng.uniform(0.1, 0.15)))
+    dash = (rng.uniform(2.5, 4.0), rng.uniform(7.0, 12.0), rng.uniform(0, 12.0))
+    crosswalks = [float(rng.uniform(12, 60))] if rng.random() < 0.25 else []
+
+    curb_h = rng.uniform(0.1, 0.16)
+    walk = {s: rng.uniform(1.8, 5.0) for s in (1, -1)}
+    kinds = {s: str(rng.choice(["urban", "green", "open"], p=[0.58, 0.3, 0.12])) for s in (1, -1)}
+    verge = {
+        s: (rng.uniform(0.8, 2.5) if rng.random() < (0.3 if kinds[s] == "urban" else 0.5) else 0.0) for s in (1, -1)
+    }
+    beyond = {s: (SIDEWALK if kinds[s] == "urban" else TERRAIN) for s in (1, -1)}
+    layers: list[Layer] = []
+    colours = {
+        "asphalt": _hsv(rng, (200, 260), (0.0, 0.08), (0.22, 0.42)),
+        "sidewalk": _hsv(rng, (20, 50), (0.02, 0.14), (0.5, 0.72)),
+        "curb": _hsv(rng, (0, 360), (0.0, 0.05), (0.55, 0.8)),
+        "terrain": _hsv(rng, (60, 95), (0.3, 0.6), (0.35, 0.6)),
+        "terrain2": _hsv(rng, (30, 50), (0.25, 0.5), (0.3, 0.5)),
+        "marking": np.array([0.88, 0.88, 0.86], np.float32) * rng.uniform(0.75, 1.0),
+        "wall": _hsv(rng, (180, 240), (0.02, 0.12), (0.5, 0.75)),
+        "fence": _hsv(rng, (0, 360), (0.0, 0.12), (0.35, 0.7)),
+    }
+    for s in (1, -1):
+        edge = road_left if s > 0 else -road_right
+        front = edge + verge[s] + walk[s]
+        if kinds[s] == "urban":
+            off = front + rng.uniform(0.0, 1.0)
+            if rng.random() < 0.3:  # front yards: a low wall or fence at the sidewalk, grass, then the houses
+                kind = str(rng.choice(["wall", "fence"]))
+                segs = _plain_segments(rng, x_min, x_max, (0.9, 2.0), (15.0, 60.0), 0.2, lambda k=kind: colours[k])
+                layers.append(Layer(kind, s, front + 0.1, WALL if kind == "wall" else FENCE, segs))
+                beyond[s] = TERRAIN
+                off = front + rng.uniform(2.5, 6.0)
+            layers.append(Layer("facade", s, off, BUILDING, _facade_segments(rng, x_min, x_max, (7.0, 24.0), 0.15)))
+            if rng.random() < 0.6:
+                layers.append(_treeline(rng, s, off + rng.uniform(8, 25), x_min, x_max, (8.0, 16.0)))
+        else:
+            if rng.random() < 0.8:
+                kind = str(rng.choice(["wall", "fence", "hedge"]))
+                label = {"wall": WALL, "fence": FENCE, "hedge": VEGETATION}[kind]
+                cfn = {
+                    "wall": lambda: colours["wall"],
+                    "fence": lambda: colours["fence"],
+                    "hedge": lambda: _hsv(rng, (80, 120), (0.35, 0.65), (0.18, 0.38)),
+                }[kind]
+                segs = _plain_segments(rng, x_min, x_max, (0.8, 2.0), (10.0, 60.0), 0.3, cfn)
+                layers.append(Layer(kind, s, front + rng.uniform(0.0, 0.8), label, segs))
+            far = front + (rng.uniform(3.0, 12.0) if kinds[s] == "green" else rng.uniform(15.0, 45.0))
+            layers.append(_treeline(rng, s, far, x_min, x_max, (5.0, 14.0)))
+            if rng.random() < 0.7:
+                layers.append(
+                    Layer(
+                        "facade",
+                        s,
+                        far + rng.uniform(4.0, 15.0),
+                        BUILDING,
+                        _facade_segments(rng, x_min, x_max, (8.0, 22.0), 0.25),
+                    )
+                )
+    closing = None
+    if rng.random() < 0.5:
+        x_end = rng.uniform(70.0, 250.0)
+        closing = Layer("facade", 0, x_end, BUILDING, _facade_segments(rng, -120.0, 120.0, (8.0, 30.0), 0.1))
+        x_max = min(x_max, x_end - 5.0)
+
+    tiles = {
+        "asphalt": tile_noise(rng, 128, 16, 3),
+        "paving": tile_noise(rng, 128, 8, 3),
+        "grass": tile_noise(rng, 128, 24, 3),
+        "plaster": tile_noise(rng, 128, 8, 3),
+        "leaves": tile_noise(rng, 128, 12, 3),
+        "patches": tile_noise(rng, 128, 4, 2),
+    }
+    overcast = bool(rng.random() < 0.35)
+    sky = {
+        "overcast": overcast,
+        "top": _hsv(rng, (205, 225), (0.05, 0.2), (0.7, 0.85))
+        if overcast
+        else _hsv(rng, (200, 222), (0.35, 0.7), (0.65, 0.95)),
+        "horizon": _hsv(rng, (190, 230), (0.02, 0.12), (0.8, 0.97)),
+        "clouds": float(rng.uniform(0.0, 0.7)),
+        "seed": int(rng.integers(0, 2**31 - 1)),
+    }
+    sun_side = 0 if overcast else int(rng.choice([-1, 1]))
+    light = {
+        "shadow_side": sun_side if rng.random() < 0.7 else 0,
+        "shadow_k": float(rng.uniform(0.15, 0.7)),
+        "shadow": float(rng.uniform(0.45, 0.65)),
+        "lit": {1: 1.0, -1: 1.0} if sun_side == 0 else {sun_side: float(rng.uniform(0.6, 0.8)), -sun_side: 1.1},
+        "sun": np.array([0.3, -0.6 * sun_side, 0.75]) / np.linalg.norm([0.3, -0.6 * sun_side, 0.75]),
+        "fog": float(rng.uniform(150.0, 700.0)),
+        "tile": float(rng.uniform(0.3, 0.6)),
+    }
+    street = Street(
+        road_left,
+        road_right,
+        curb_h,
+        walk,
+        verge,
+        beyond,
+        lines,
+        dash,
+        crosswalks,
+        layers,
+        closing,
+        colours,
+        tiles,
+        sky,
+        light,
+        [],
+        lanes,
+    )
+    _place_objects(rng, street, kinds, park, park_w, x_max, traffic)
+    return street
+
+
+def _place_objects(rng, st: Street, kinds, park, park_w, x_max, traffic) -> None:
+    objs = st.objects
+    far = min(x_max, 110.0)
+    for s in (1, -1):  # parked vehicles
+        if not park[s]:
+            continue
+        y = st.edge(s) - s * park_w / 2
+        x = rng.uniform(-2.0, 8.0)
+        while x < far:
+            kind = "car" if rng.random() < 0.97 else "truck"
+            v = so.sample_vehicle(rng, kind, 0.0, y + rng.uniform(-0.1, 0.1), 0.0 if s < 0 else np.pi)
+            v.x = x + v.length / 2
+            v.heading += rng.uniform(-0.04, 0.04)
+            if rng.random() < 0.75:
+                objs.append(Placed("vehicle", v.x, v.y, 0.0, v))
+            x += v.length + rng.uniform(0.6, 7.0)
+    if traffic:
+        for y0, y1, d in st.lanes:
+            yc = (y0 + y1) / 2
+            x = rng.uniform(7.0, 25.0) if abs(yc) < 0.5 else rng.uniform(0.0, 15.0)
+            while x < far:
+                if rng.random() < 0.5:
+                    kind = str(rng.choice(["car", "truck", "bus"], p=[0.9, 0.05, 0.05]))
+                    v = so.sample_vehicle(rng, kind, x, yc + rng.uniform(-0.3, 0.3), 0.0 if d > 0 else np.pi)
+                    v.x = x + v.length / 2
+                    objs.append(Placed("vehicle", v.x, v.y, 0.0, v))
+                    x += v.length
+                x += rng.uniform(6.0, 25.0)
+    for s in (1, -1):
+        edge = st.edge(s)
+        walk, verge = st.walk[s], st.verge[s]
+        z = st.curb_h
+        n_people = int(rng.poisson(5.0 if kinds[s] == "urban" else 1.5))
+        for _ in range(n_people):
+            x = rng.uniform(3.0, 35.0)
+            y = edge + s * (verge + rng.uniform(0.4, walk - 0.3))
+            for _k in range(1 if rng.random() < 0.7 else int(rng.integers(2, 4))):
+                objs.append(
+                    Placed(
+                        "billboard", x + rng.uniform(-0.8, 0.8), y + rng.uniform(-0.4, 0.4), z, so.sample_person(rng)
+                    )
+                )
+        if kinds[s] == "urban" and rng.random() < 0.45:  # street trees in pits
+            x = rng.uniform(0.0, 10.0)
+            while x < far:
+                y = edge + s * (verge / 2 if verge > 0 else max(walk - 0.9, 0.6))
+                objs.append(Placed("billboard", x, y, z, so.sample_tree(rng)))
+                x += rng.uniform(7.0, 15.0)
+        elif kinds[s] != "urban":
+            x = rng.uniform(0.0, 8.0)
+            while x < far:
+                y = edge + s * (verge + walk + rng.uniform(1.0, 3.0))
+                objs.append(Placed("billboard", x, y, z, so.sample_tree(rng)))
+                x += rng.uniform(5.0, 18.0)
+        if rng.random() < 0.75:  # street lamps
+            x = rng.uniform(3.0, 25.0)
+            spacing = rng.uniform(22.0, 38.0)
+            while x < far:
+                objs.append(Placed("billboard", x, edge + s * 0.45, z, so.sample_lamp(rng, arm_dir=s)))
+                x += spacing
+        for _ in range(int(rng.integers(0, 4))):  # signs
+            objs.append(Placed("billboard", rng.uniform(5.0, 55.0), edge + s * 0.35, z, so.sample_sign(rng)))
+    if rng.random() < 0.65:  # traffic lights at a junction ahead
+        xj = rng.uniform(10.0, 35.0)
+        for s in (1, -1):
+            if rng.random() < 0.8:
+                objs.append(
+                    Placed(
+                        "billboard",
+                        xj + rng.uniform(-1, 1),
+                        st.edge(s) + s * 0.5,
+                        st.curb_h,
+                        so.sample_traffic_light(rng),
+                    )
+                )
+    for xc in st.crosswalks:  # people crossing
+        if rng.random() < 0.5:
+            y = rng.uniform(st.road_right + 0.5, st.road_left - 0.5)
+            objs.append(Placed("billboard", xc + 1.5, y, 0.0, so.sample_person(rng)))
