@@ -316,9 +316,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pebal_ros.demo import OMP_WAIT_POLICY
-
-    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)  # score's offline pass; before torch loads
     import rclpy.utilities
 
     argv = sys.argv if argv is None else [sys.argv[0], *argv]

@@ -17,8 +17,8 @@ Outputs under ``--out``: ``bags/``, ``overlays/``, ``anomaly_overlay.gif``, ``sc
 ``score.md`` and ``logs/`` (each process's output). The outputs of an earlier run in the same
 folder are replaced. DDS stays on this machine (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) on a
 random domain, with the shared-memory profile for large images
-(``config/fastdds_large_images.xml``) and ``OMP_WAIT_POLICY=PASSIVE`` (see :data:`OMP_WAIT_POLICY`),
-each unless set in the environment already.
+(``config/fastdds_large_images.xml``) unless set in the environment already; ``pebal_core`` sets
+``OMP_WAIT_POLICY=PASSIVE`` for every process (see its docstring).
 """
 
 from __future__ import annotations
@@ -49,11 +49,6 @@ OUTPUT_NAMES = ("bags", "overlays", "logs", "anomaly_overlay.gif", "score.json",
 GIF_WIDTH = 640
 """GIF frames wider than this are scaled down."""
 PROFILE = "fastdds_large_images.xml"
-OMP_WAIT_POLICY = "PASSIVE"
-"""OpenMP threads that wait sleep instead of spinning: on a machine whose cores other work also
-uses, spinning threads made a torch forward pass in the main thread 20 to 150 times slower here
-(resnet18 on 2 shared cores: 2.5 s instead of 0.12 s at 256x512, 1.5 s instead of 0.01 s at
-64x96). Set OMP_WAIT_POLICY yourself to override."""
 AUTO_MARGIN = 2.0
 """``--rate auto`` leaves the node this many times its measured inference time per frame."""
 
@@ -445,7 +440,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)  # before torch loads (here and in the children)
     from pebal_core.data.base import DatasetError
     from pebal_core.models.checkpoint import CheckpointError
     from pebal_ros.bag_storage import BagError
