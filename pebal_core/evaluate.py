@@ -124,6 +124,26 @@ def _to_label_size(score: np.ndarray, shape: tuple[int, int], nearest: bool = Fa
     return cv2.resize(score, (shape[1], shape[0]), interpolation=interp)
 
 
+def inlier_confusion(
+    model: SegmentationModel, dataset: Dataset, options: EvalOptions | None = None, desc: str = "inlier mIoU"
+) -> np.ndarray:
+    """``19 x 19`` confusion matrix of the model's inlier labels on a trainId-labelled dataset.
+
+    ``dataset`` items carry ``label`` as Cityscapes trainIds (254/255 ignored), e.g.
+    :class:`~pebal_core.data.cityscapes.Cityscapes`; images run as :func:`image_logits` runs them
+    (native resolution by default). Feed the result to :func:`pebal_core.metrics.mean_iou`.
+    """
+    options = options or EvalOptions()
+    conf = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    model.eval()
+    n = len(dataset) if options.limit is None else min(options.limit, len(dataset))
+    for i in tqdm(range(n), desc=desc, unit="img", disable=not options.progress, leave=False):
+        item = dataset[i]
+        pred = inlier_labels(image_logits(model, item["image"], options))[0].cpu().numpy()
+        conf += confusion_matrix(_to_label_size(pred, item["label"].shape, nearest=True), item["label"])
+    return conf
+
+
 def evaluate(model: SegmentationModel, dataset: Dataset, options: EvalOptions) -> dict:
     """Run ``model`` over ``dataset`` and return the report dict (see the module docstring)."""
     model.eval()

@@ -55,15 +55,15 @@ from pebal_core.data.anomalymix import AnomalyMix
 from pebal_core.data.cityscapes import Cityscapes
 from pebal_core.data.coco import CocoOutliers
 from pebal_core.data.transforms import JointTransform
+from pebal_core.evaluate import EvalOptions, inlier_confusion
 from pebal_core.fileio import atomic_write, atomic_write_text
 from pebal_core.labels import NUM_CLASSES
 from pebal_core.losses import PebalLoss, inlier_cross_entropy
-from pebal_core.metrics import confusion_matrix, mean_iou
+from pebal_core.metrics import mean_iou
 from pebal_core.models.base import SegmentationModel, upsample
 from pebal_core.models.checkpoint import load_model, save_checkpoint
 from pebal_core.models.registry import build_model
 from pebal_core.preprocessing import normalize_images
-from pebal_core.scoring import inlier_labels
 
 STATE_FILE = "last.pt"
 MODEL_FILE = "model.safetensors"
@@ -517,16 +517,8 @@ class Trainer:
         if not self.dist.main:
             return float("nan")
         val = Cityscapes(self.cfg.data.cityscapes, self.cfg.data.val_split, self.cfg.data.labels)
-        conf = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-        self.model.eval()
-        with torch.inference_mode():
-            for i in tqdm(range(len(val)), desc="validation", disable=not self.progress, leave=False):
-                item = val[i]
-                x = normalize_images(
-                    torch.from_numpy(item["image"]).permute(2, 0, 1)[None].to(self.device), self.model.normalization
-                )
-                pred = inlier_labels(self.model(x))[0].cpu().numpy()
-                conf += confusion_matrix(pred, item["label"])
+        options = EvalOptions(size_multiple=self.model.size_divisor, progress=self.progress)
+        conf = inlier_confusion(self.model, val, options, desc="validation")
         miou, _ = mean_iou(conf)
         self._log(
             {"step": self.global_step, "epoch": self.epoch, "val_split": self.cfg.data.val_split, "val_miou": miou}
