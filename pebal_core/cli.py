@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from pebal_core.console import run_reporting_errors
 from pebal_core.version import __version__
 
 
@@ -587,17 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command][1](args)
-    except _user_errors() as e:
-        if os.environ.get("PEBAL_DEBUG"):
-            raise
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"pebal: error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("pebal: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors("pebal", lambda: COMMANDS[args.command][1](args), _user_errors())
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from pebal_core.console import run_reporting_errors
 
 ROS_TIME_NOTE = "Stamps and bag times are nanoseconds since the Unix epoch."
 
@@ -322,16 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     user_args = rclpy.utilities.remove_ros_args(argv)[1:]
     args = build_parser().parse_args(user_args)
     args.ros_args = argv
-    try:
-        return COMMANDS[args.command][1](args)
-    except _user_errors() as e:
-        if os.environ.get("PEBAL_DEBUG"):
-            raise
-        print(f"pebal_bag: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("pebal_bag: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors("pebal_bag", lambda: COMMANDS[args.command][1](args), _user_errors())
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pebal_core.console import run_reporting_errors
 from pebal_core.fileio import atomic_write_text
 
 NAMESPACE = "/pebal"
@@ -68,14 +69,11 @@ def _script(name: str, module: str) -> list[str]:
 
 def large_image_profile() -> Path | None:
     """``config/fastdds_large_images.xml`` of a source checkout or a colcon install (None if neither)."""
-    here = Path(__file__).resolve()
-    for candidate in (
-        here.parents[1] / "config" / PROFILE,  # source checkout / editable install
-        here.parents[4] / "share" / "pebal_ros" / "config" / PROFILE,  # <prefix>/lib/pythonX.Y/site-packages/
-    ):
-        if candidate.is_file():
-            return candidate
-    return None
+    parents = Path(__file__).resolve().parents
+    candidates = [parents[1] / "config" / PROFILE]  # source checkout / editable install
+    if len(parents) > 4:  # <prefix>/lib/pythonX.Y/site-packages/pebal_ros/demo.py
+        candidates.append(parents[4] / "share" / "pebal_ros" / "config" / PROFILE)
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def ros_environment() -> dict[str, str]:
@@ -446,16 +444,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     args.baseline = args.baseline or ["maxlogit"]
-    try:
-        return run_demo(args)
-    except (DemoError, BagError, DatasetError, CheckpointError, ValueError, OSError) as e:
-        if os.environ.get("PEBAL_DEBUG"):
-            raise
-        print(f"pebal_demo: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("pebal_demo: interrupted", file=sys.stderr)
-        return 130
+    errors = (DemoError, BagError, DatasetError, CheckpointError, ValueError, OSError)
+    return run_reporting_errors("pebal_demo", lambda: run_demo(args), errors)
 
 
 if __name__ == "__main__":
