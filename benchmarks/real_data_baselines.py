@@ -135,33 +135,39 @@ def _prevalence(report: dict) -> float:
     return 100 * r["n_anomaly_pixels"] / (r["n_anomaly_pixels"] + r["n_inlier_pixels"])
 
 
-def reproduction(results: dict, reference: dict) -> tuple[list[str], float]:
-    """ENet vs baseline_enet_subset.json and the published void numbers; (Markdown, max |diff|)."""
+def reproduction(results: dict, reference: dict) -> tuple[list[str], dict[str, float]]:
+    """ENet vs baseline_enet_subset.json and the published void numbers.
+
+    Returns the Markdown table and the largest |difference| in points per reference:
+    ``json`` (all rows of baseline_enet_subset.json), ``published native`` (the issue's
+    criterion) and ``published 512x1024``. Published figures are rounded to 0.01, so half of that
+    is granted to them.
+    """
     enet = results.get("enet", {})
     md = [
-        "| resolution | set | column | AP here | AP ref | FPR95 here | FPR95 ref | source |",
+        "| input | set | score | AP here | AP ref | FPR95 here | FPR95 ref | reference |",
         "|---|---|---|---:|---:|---:|---:|---|",
     ]
-    worst = 0.0
+    worst = {"json": 0.0, "published native": 0.0, "published 512x1024": 0.0}
     for res, by_set in enet.items():
         for name, report in by_set.items():
             key = f"{name}|resize512x1024={res != 'native'}"
             rows = [
-                (col, reference[key][col]["AuPRC"], reference[key][col]["FPR95"], "baseline_enet_subset.json")
+                (col, reference[key][col]["AuPRC"], reference[key][col]["FPR95"], "json")
                 for col in JSON_COLUMNS
                 if key in reference
             ]
             if name in PUBLISHED_VOID.get(res, {}):
-                rows.append(("Void", *PUBLISHED_VOID[res][name], "yurnero14 results.txt"))
+                rows.append(("Void", *PUBLISHED_VOID[res][name], f"published {res}"))
             for col, ap_ref, fpr_ref, source in rows:
                 r = report["methods"][JSON_COLUMNS[col]]
                 ap, fpr = 100 * r["ap"], 100 * r["fpr95_by_definition"]["ood_metrics"]
-                # published figures are rounded to 0.01: compare with that rounding
-                tol_slack = 0.005 if source.startswith("yurnero14") else 0.0
-                worst = max(worst, abs(ap - ap_ref) - tol_slack, abs(fpr - fpr_ref) - tol_slack)
+                slack = 0.0 if source == "json" else 0.005
+                worst[source] = max(worst[source], abs(ap - ap_ref) - slack, abs(fpr - fpr_ref) - slack)
+                label, digits = ("baseline_enet_subset.json", 3) if source == "json" else ("yurnero14 results.txt", 2)
                 md.append(
-                    f"| {res} | {SET_TITLES.get(name, name)} | {col} | {ap:.3f} | {ap_ref:.3f} | "
-                    f"{fpr:.3f} | {fpr_ref:.3f} | {source} |"
+                    f"| {res} | {SET_TITLES.get(name, name)} | {col} | {ap:.3f} | {ap_ref:.{digits}f} | "
+                    f"{fpr:.3f} | {fpr_ref:.{digits}f} | {label} |"
                 )
     return md, worst
 
@@ -197,12 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     reference = json.loads((args.realdata / "baseline_enet_subset.json").read_text())
     repro, worst = reproduction(results, reference)
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in worst.items())
     generated = [
         "### Reproduction of the published ENet numbers",
         "",
         *repro,
         "",
-        f"Largest difference: {worst:.3f} points (published figures taken as rounded to 0.01).",
+        f"Largest |difference| in points (published figures are rounded to 0.01): {summary}.",
         "",
         "### Baselines",
         "",
@@ -213,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.doc is not None:
         update_doc(args.doc, generated)
         print(f"updated {args.doc}")
-    return 0 if worst <= 0.05 or "enet" not in results else 1
+    # the issue's criterion: every json row and the published native numbers within 0.05 points
+    return 0 if max(worst["json"], worst["published native"]) <= 0.05 else 1
 
 
 if __name__ == "__main__":
