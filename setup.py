@@ -45,7 +45,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "eval": ["scikit-learn", "scipy", "matplotlib"],
+        "eval": ["scikit-learn", "scipy", "matplotlib", "pillow"],
         "data": ["pycocotools"],
         "export": ["onnx", "onnxruntime"],
         "bag": ["rosbags", "pillow"],

@@ -323,6 +323,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--model", default="default", help="checkpoint path, or 'default' for the shipped model")
+    p.add_argument(
+        "--arch",
+        help="architecture of a checkpoint without metadata (a bare state_dict, e.g. --arch enet for the course "
+        "ENet model_best.pth); see `pebal models`",
+    )
     p.add_argument("--dataset", required=True, metavar="NAME", help="dataset name (see above)")
     p.add_argument("--root", required=True, type=Path, help="dataset folder")
     p.add_argument("--split", help="lost_and_found: train|test (default test); synthetic: split folder name")
@@ -341,6 +346,14 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "--size-multiple", type=int, default=8, help="native inputs are brought to a multiple of this (default 8)"
     )
     p.add_argument("--fit", choices=("pad", "resize"), default="pad", help="how to reach --size-multiple (default pad)")
+    p.add_argument(
+        "--resize-protocol",
+        choices=("predictor", "course"),
+        default="predictor",
+        help="when images are resized: 'predictor' (default; OpenCV bilinear, scores resized back to the label size, "
+        "as the deployed Predictor) or 'course' (PIL bilinear, labels resized nearest to the network size: the "
+        "published course evaluations with --input-size 512 1024)",
+    )
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="dataloader worker processes (default 0)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
@@ -390,6 +403,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         input_size=tuple(args.input_size) if args.input_size else None,
         size_multiple=args.size_multiple,
         fit=args.fit,
+        resize_protocol=args.resize_protocol,
         device=args.device,
         workers=args.workers,
         limit=args.limit,
@@ -400,7 +414,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         components=args.components,
         progress=not args.no_progress,
     )
-    report = run_evaluation(checkpoint, args.dataset, args.root, options, dataset_options)
+    report = run_evaluation(checkpoint, args.dataset, args.root, options, dataset_options, arch=args.arch)
     paths = write_report(report, args.out, plots=not args.no_plots)
     print(markdown_table(report))
     if "score_threshold" in report:
@@ -414,7 +428,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     written = ", ".join(map(str, paths.values()))
     print(f"{report['n_images']} images, {report['mode']}, {report['seconds']:.1f} s -> {written}")
     if args.write_threshold is not None:
-        print(f"wrote {save_with_threshold(checkpoint, args.write_threshold, report)} (score_threshold set)")
+        threshold_file = save_with_threshold(checkpoint, args.write_threshold, report, arch=args.arch)
+        print(f"wrote {threshold_file} (score_threshold set)")
 
 
 # ----------------------------------------------------------------------------- train

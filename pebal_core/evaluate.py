@@ -8,12 +8,19 @@ threshold at 95 % TPR and the best-F1 operating point; optionally inlier mIoU (i
 ``semantic`` trainId map) and SegmentMeIfYouCan component metrics for the PEBAL score at its
 best-F1 threshold.
 
-Input pipeline (what the deployed :class:`~pebal_core.runtime.Predictor` does): the RGB image is
-normalised with the model's own :class:`~pebal_core.preprocessing.Normalization`; with
-``input_size`` the image is resized (bilinear) for the network and each score map is resized
-back to the label resolution (bilinear), so a threshold measured here applies to the Predictor's
-output. At native resolution, sizes that are not a multiple of ``size_multiple`` are padded
-(zeros after normalisation, cropped away from the logits) or resized (``fit="resize"``).
+Input pipeline (``resize_protocol="predictor"``, the default: what the deployed
+:class:`~pebal_core.runtime.Predictor` does): the RGB image is normalised with the model's own
+:class:`~pebal_core.preprocessing.Normalization`; with ``input_size`` the image is resized
+(OpenCV bilinear) for the network and each score map is resized back to the label resolution
+(bilinear), so a threshold measured here applies to the Predictor's output. At native
+resolution, sizes that are not a multiple of ``size_multiple`` are padded (zeros after
+normalisation, cropped away from the logits) or resized (``fit="resize"``).
+
+``resize_protocol="course"`` reproduces the published course evaluations (DESIGN §4b,
+realdata README §1/§5) whenever the image is resized: the image goes through PIL's bilinear
+resize (antialiased, torchvision's ``Resize`` on a PIL image) and the label maps are resized to
+the network size with PIL's nearest rule (pixel centres; OpenCV ``INTER_NEAREST_EXACT``), so
+the metrics are computed at network resolution. At native resolution both protocols are the same.
 
 Outputs of :func:`write_report`: ``results.json``, ``results.md`` (a table like the paper's
 Table 3, values in %), ``roc.png`` and ``pr.png``.
@@ -55,6 +62,7 @@ METHOD_NAMES = {
     "pebal": "PEBAL (smoothed energy)",
 }
 COMPONENT_TRACKS = {"anomaly": ANOMALY_TRACK, "obstacle": OBSTACLE_TRACK}
+RESIZE_PROTOCOLS = ("predictor", "course")
 
 
 @dataclass
@@ -67,6 +75,9 @@ class EvalOptions:
     """Native-resolution inputs are brought to a multiple of this (1 = no constraint)."""
     fit: str = "pad"
     """``pad`` (zeros after normalisation, cropped from the logits) or ``resize``."""
+    resize_protocol: str = "predictor"
+    """Where an image is resized: ``predictor`` (OpenCV bilinear, scores resized back to the label
+    size) or ``course`` (PIL bilinear, labels resized nearest to the network size); module docstring."""
     device: str = "cpu"
     workers: int = 0
     limit: int | None = None
@@ -81,6 +92,10 @@ class EvalOptions:
     def __post_init__(self) -> None:
         if self.fit not in ("pad", "resize"):
             raise ValueError(f"fit must be 'pad' or 'resize', got {self.fit!r}")
+        if self.resize_protocol not in RESIZE_PROTOCOLS:
+            raise ValueError(
+                f"resize_protocol must be one of {', '.join(RESIZE_PROTOCOLS)}, got {self.resize_protocol!r}"
+            )
         if self.size_multiple < 1:
             raise ValueError(f"size_multiple must be >= 1, got {self.size_multiple}")
         unknown = set(self.methods) - set(METHODS)
@@ -107,7 +122,7 @@ def image_logits(model: SegmentationModel, rgb: np.ndarray, options: EvalOptions
     nh, nw = network_size(h, w, options)
     pad = options.input_size is None and options.fit == "pad"
     if not pad and (nh, nw) != (h, w):
-        rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        rgb = _resize_image(rgb, (nh, nw), options.resize_protocol)
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).to(device)
     x = normalize_images(x, model.normalization)
@@ -115,6 +130,22 @@ def image_logits(model: SegmentationModel, rgb: np.ndarray, options: EvalOptions
         x = F.pad(x, (0, nw - w, 0, nh - h))
         return model(x)[:, :, :h, :w]
     return model(x)
+
+
+def _resize_image(rgb: np.ndarray, size: tuple[int, int], protocol: str) -> np.ndarray:
+    """``rgb`` (uint8 H x W x 3) resized to ``size`` = (height, width) the way ``protocol`` does."""
+    if protocol == "course":  # PIL bilinear with its antialiasing filter when shrinking
+        from PIL import Image  # pillow: the eval extra (a matplotlib dependency)
+
+        return np.array(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
+    return cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def _labels_at(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A label map resized to ``size`` = (height, width) with PIL's nearest rule (pixel centres)."""
+    if label.shape == size:
+        return label
+    return cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def _to_label_size(score: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np.ndarray:
@@ -170,7 +201,11 @@ def evaluate(model: SegmentationModel, dataset: Dataset, options: EvalOptions) -
     try:
         for i, item in enumerate(tqdm(loader, total=n, desc="pebal eval", unit="img", disable=not options.progress)):
             label = item["label"]
+            semantic = item.get("semantic")
             logits = image_logits(model, item["image"], options)
+            if options.resize_protocol == "course":  # metrics at network resolution
+                label = _labels_at(label, tuple(logits.shape[-2:]))
+                semantic = None if semantic is None else _labels_at(semantic, tuple(logits.shape[-2:]))
             scores = all_scores(logits, methods)
             for m, score in scores.items():
                 s = _to_label_size(score[0].float().cpu().numpy(), label.shape)
@@ -178,9 +213,9 @@ def evaluate(model: SegmentationModel, dataset: Dataset, options: EvalOptions) -
                 if cache and m == "pebal":
                     np.save(os.path.join(cache, f"{i}_score.npy"), s)
                     np.save(os.path.join(cache, f"{i}_label.npy"), label)
-            if "semantic" in item:
-                pred = _to_label_size(inlier_labels(logits)[0].cpu().numpy(), label.shape, nearest=True)
-                c = confusion_matrix(pred, item["semantic"], NUM_CLASSES)
+            if semantic is not None:
+                pred = _to_label_size(inlier_labels(logits)[0].cpu().numpy(), semantic.shape, nearest=True)
+                c = confusion_matrix(pred, semantic, NUM_CLASSES)
                 conf = c if conf is None else conf + c
         seconds = time.perf_counter() - t0
         results = {m: metrics[m].compute(curves=True) for m in methods}
@@ -333,8 +368,12 @@ def run_evaluation(
     root: str | os.PathLike,
     options: EvalOptions,
     dataset_options: dict | None = None,
+    arch: str | None = None,
 ) -> dict:
-    """Load a checkpoint and a registered dataset, evaluate, and describe both in the report."""
+    """Load a checkpoint and a registered dataset, evaluate, and describe both in the report.
+
+    ``arch`` names the architecture of a bare state_dict (e.g. the realdata ENet ``model_best.pth``);
+    files in this project's format carry it in their metadata."""
     from pebal_core.data.anomaly_sets import build_anomaly_dataset
     from pebal_core.models.checkpoint import load_model
 
@@ -342,7 +381,7 @@ def run_evaluation(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
     dataset = build_anomaly_dataset(dataset_name, root, **(dataset_options or {}))
-    model = load_model(checkpoint).to(device)
+    model = load_model(checkpoint, arch=arch).to(device)
     report = evaluate(model, dataset, options)
     meta = model.checkpoint_metadata
     report.update(
@@ -362,17 +401,20 @@ def run_evaluation(
     return report
 
 
-def save_with_threshold(checkpoint: str | os.PathLike, dst: str | os.PathLike, report: dict) -> Path:
+def save_with_threshold(
+    checkpoint: str | os.PathLike, dst: str | os.PathLike, report: dict, arch: str | None = None
+) -> Path:
     """Copy ``checkpoint`` to ``dst`` with metadata ``score_threshold`` = the report's PEBAL score
     at 95 % TPR (the ROS node's alarm threshold) and ``score_threshold_source`` saying where it
-    came from. Other metadata (training configuration, ...) is kept; float16 files stay float16."""
+    came from. Other metadata (training configuration, ...) is kept; float16 files stay float16.
+    ``arch`` as in :func:`run_evaluation` (bare state_dicts)."""
     from pebal_core.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 
     if "score_threshold" not in report:
         raise ValueError("the evaluation produced no PEBAL threshold (no 'pebal' method or no anomalous pixels)")
     if Path(dst).resolve() == Path(checkpoint).resolve():
         raise ValueError(f"refusing to overwrite the evaluated checkpoint {checkpoint}; choose another output file")
-    model = load_model(checkpoint)
+    model = load_model(checkpoint, arch=arch)
     half = any(t.dtype == torch.float16 for t in read_checkpoint(checkpoint).state_dict.values())
     meta = {k: v for k, v in model.checkpoint_metadata.items() if k not in _REGENERATED_METADATA}
     t = report["score_threshold"]

@@ -4,9 +4,16 @@ Inlier segmentation quality
 ---------------------------
 :func:`confusion_matrix` accumulates an ``N x N`` int64 matrix (rows = ground truth, columns =
 prediction) over pixels whose ground truth is a class (< N); void (255) and anomaly (254) pixels
-are skipped. :func:`mean_iou` gives per-class IoU = TP / (TP + FP + FN) and their mean over the
-classes that occur (in the ground truth or the prediction); classes with no pixel in either are
-NaN and left out of the mean (the Cityscapes convention on subsets).
+are skipped. :func:`mean_iou` gives per-class IoU = TP / (TP + FP + FN) and their mean over a set
+of classes chosen by ``average_over``:
+
+``"gt_or_pred"`` (default)
+    classes that occur in the ground truth or the prediction; classes with no pixel in either
+    are NaN and left out (the Cityscapes convention on subsets). A class predicted on a few
+    pixels but absent from the ground truth counts with IoU 0.
+``"gt"``
+    classes that occur in the ground truth only (the per-frame sanity checks of
+    ``realdata/README.md`` §2 and many course-project evaluations).
 
 Pixel-level anomaly detection
 -----------------------------
@@ -92,14 +99,26 @@ def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int = NUM
     return np.bincount(gt * num_classes + pr, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def mean_iou(conf: np.ndarray) -> tuple[float, np.ndarray]:
-    """``(mIoU, per-class IoU)`` from a confusion matrix; absent classes are NaN and excluded."""
+MIOU_AVERAGES = ("gt_or_pred", "gt")
+"""Class sets :func:`mean_iou` can average over (see the module docstring)."""
+
+
+def mean_iou(conf: np.ndarray, average_over: str = "gt_or_pred") -> tuple[float, np.ndarray]:
+    """``(mIoU, per-class IoU)`` from a confusion matrix (rows = ground truth).
+
+    Per-class IoU is NaN for classes with no pixel in the ground truth or the prediction. The
+    mean is over the classes named by ``average_over`` (``MIOU_AVERAGES``): ``"gt_or_pred"``
+    (every non-NaN IoU) or ``"gt"`` (classes with ground-truth pixels); NaN when that set is empty.
+    """
+    if average_over not in MIOU_AVERAGES:
+        raise ValueError(f"average_over must be one of {', '.join(MIOU_AVERAGES)}, got {average_over!r}")
     conf = np.asarray(conf, dtype=np.float64)
     tp = np.diag(conf)
     denom = conf.sum(0) + conf.sum(1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(denom > 0, tp / denom, np.nan)
-    return (float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")), iou
+    counted = conf.sum(1) > 0 if average_over == "gt" else np.isfinite(iou)
+    return (float(np.mean(iou[counted])) if counted.any() else float("nan")), iou
 
 
 # ----------------------------------------------------------------------------- anomaly metrics

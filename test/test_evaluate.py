@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from pebal_core.data.anomaly_sets import build_anomaly_dataset
@@ -146,6 +147,52 @@ def test_padding_and_resizing_keep_label_resolution(tmp_path, fs_root):
         report = evaluate(model, ds, options)
         assert report["methods"]["pebal"]["n_anomaly_pixels"] == 400
         assert report["methods"]["pebal"]["n_inlier_pixels"] == 60 * 90 - 400
+
+
+def test_course_resize_protocol_scores_at_network_size_like_pil(fs_root, model_file):
+    """--resize-protocol course (the published course evaluations at 512x1024): the image resized
+    by PIL bilinear, the labels by PIL nearest, metrics over the network-size pixels."""
+    model = load_model(model_file)
+    ds = build_anomaly_dataset("fs_lost_and_found", fs_root)
+    size = (40, 56)  # shrink by 0.625 x 0.583: PIL's antialiasing filter differs from OpenCV bilinear
+    methods = ("msp", "abstention")
+    course = evaluate(
+        model, ds, EvalOptions(input_size=size, resize_protocol="course", methods=methods, progress=False)
+    )
+    predictor = evaluate(model, ds, EvalOptions(input_size=size, methods=methods, progress=False))
+    scores, labels = {m: [] for m in methods}, []
+    for path in sorted((fs_root / "LostAndFound" / "original").glob("*.png")):
+        small = np.array(Image.open(path).convert("RGB").resize(size[::-1], Image.BILINEAR))
+        label = np.array(Image.open(fs_root / "LostAndFound" / "labels" / path.name).resize(size[::-1], Image.NEAREST))
+        with torch.inference_mode():
+            logits = model(image_to_tensor(small, model.normalization))
+        keep = label < 255
+        labels.append(label[keep])
+        for m in methods:
+            scores[m].append(score_map(logits, m)[0].numpy()[keep])
+    y = np.concatenate(labels)
+    for m in methods:
+        r, s = course["methods"][m], np.concatenate(scores[m])
+        assert r["n_anomaly_pixels"] == (y == 1).sum() and r["n_inlier_pixels"] == (y == 0).sum()
+        assert r["ap"] == pytest.approx(average_precision_score(y, s), abs=1e-9), m
+        assert r["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-9), m
+        # the predictor protocol scores every label pixel of the 64x96 images instead
+        assert predictor["methods"][m]["n_inlier_pixels"] + predictor["methods"][m]["n_anomaly_pixels"] == 4 * 58 * 96
+    with pytest.raises(ValueError, match="resize_protocol must be one of predictor, course"):
+        EvalOptions(resize_protocol="pil")
+
+
+def test_bare_state_dict_needs_arch(tmp_path, fs_root):
+    """A checkpoint without metadata (the realdata ENet is one) is evaluated with --arch."""
+    torch.manual_seed(2)
+    path = tmp_path / "enet_state_dict.pth"
+    torch.save(build_model("enet").state_dict(), path)
+    common = ("--out", str(tmp_path / "o"), "--no-plots", "--methods", "abstention", "--limit", "1")
+    out = run(*eval_args(path, "fs_lost_and_found", fs_root, *common), check=False)
+    assert out.returncode == 2 and "does not say which architecture" in out.stderr
+    run(*eval_args(path, "fs_lost_and_found", fs_root, "--arch", "enet", *common))
+    report = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert report["model"]["arch"] == "enet" and report["n_images"] == 1
 
 
 def test_user_errors_are_one_line(tmp_path, model_file):
