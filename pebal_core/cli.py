@@ -499,6 +499,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         resumed = f", resumed at step {result.resumed_from}" if result.resumed_from is not None else ""
         print(f"trained {result.global_step}/{result.total_steps} steps{resumed}; wrote {result.model_path}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- synth
