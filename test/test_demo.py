@@ -147,7 +147,16 @@ def test_demo_reports_a_missing_model_in_one_line(tmp_path):
     assert "Traceback" not in run.stderr
 
 
-@pytest.mark.parametrize("module", ["pebal_ros.demo", "pebal_ros.bag", "pebal_ros.node", "pebal_core.cli"])
+# pebal_node's main takes sys.argv as rclpy does (program name first); the others argv[1:]
+ARGS = {
+    "pebal_ros.demo": ["--help"],
+    "pebal_ros.bag": ["score", "--help"],
+    "pebal_ros.node": ["pebal_node", "--help"],
+    "pebal_core.cli": ["models"],
+}
+
+
+@pytest.mark.parametrize("module", list(ARGS))
 def test_openmp_wait_policy_is_set_before_torch_loads(module):
     """libgomp reads OMP_WAIT_POLICY when torch loads it: the console scripts must set it first."""
     code = f"""
@@ -161,7 +170,7 @@ class Spy(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Spy())
 from {module} import main
 try:
-    main({{"pebal_ros.bag": ["score", "--help"], "pebal_core.cli": ["models"]}}.get("{module}", ["--help"]))
+    main({ARGS[module]!r})
 except SystemExit:
     pass
 print("torch imported with OMP_WAIT_POLICY =", seen)

@@ -13,8 +13,9 @@ that are not Cityscapes classes (balls, umbrellas, animals, kites, vases, chairs
 colours and in natural tones (terracotta, olive, navy, beige) chosen outside every test colour
 family and away from every traffic-sign colour (signs are an inlier class: an OE object in sign
 blue taught the first default model that signs are anomalies, the synthetic analogue of the
-reference excluding COCO's Cityscapes-like categories from outlier exposure); the test families mimic LostAndFound obstacles (cardboard boxes, tyres,
-crates, pallets, bags, styrofoam, toy cars) in colours that partly overlap inlier appearance
+reference excluding COCO's Cityscapes-like categories from outlier exposure); the test families
+mimic LostAndFound obstacles (cardboard boxes, tyres, crates, pallets, bags, styrofoam, toy cars)
+in colours that partly overlap inlier appearance
 (asphalt greys, tyre black, brick/cardboard browns, white markings, red cars, yellow signs), so
 a softmax classifier is confidently wrong on some of them.
 
