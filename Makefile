@@ -36,7 +36,7 @@ test: $(STAMP)
 demo: $(STAMP)
 ifeq ($(strip $(DATA)),)
 	rm -rf $(DEMO_OUT)/synth
-	$(VENV)/bin/pebal synth --out $(DEMO_OUT)/synth --seed 0 $(SYNTH_ARGS)
+	$(VENV)/bin/pebal synth --out $(DEMO_OUT)/synth --seed 0 --parts lostandfound --quiet $(SYNTH_ARGS)
 	$(VENV)/bin/pebal_demo --data $(DEMO_OUT)/synth/lostandfound --out $(DEMO_OUT) $(DEMO_ARGS)
 else
 	$(VENV)/bin/pebal_demo --data $(DATA) --out $(DEMO_OUT) $(DEMO_ARGS)

@@ -301,6 +301,7 @@ def _run_export(args: argparse.Namespace) -> int:
         f"{info.tensorrt_version}, input {lo[2]}x{lo[3]}..{hi[2]}x{hi[3]}: "
         f"{args.output or engine_path_for(args.onnx, args.precision)} (+ .json sidecar)"
     )
+    return 0
 
 
 # ----------------------------------------------------------------------------- eval
@@ -430,6 +431,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.write_threshold is not None:
         threshold_file = save_with_threshold(checkpoint, args.write_threshold, report, arch=args.arch)
         print(f"wrote {threshold_file} (score_threshold set)")
+    return 0
 
 
 # ----------------------------------------------------------------------------- train
@@ -497,6 +499,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         resumed = f", resumed at step {result.resumed_from}" if result.resumed_from is not None else ""
         print(f"trained {result.global_step}/{result.total_steps} steps{resumed}; wrote {result.model_path}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- synth

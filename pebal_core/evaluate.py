@@ -40,7 +40,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -126,9 +125,8 @@ def image_logits(model: SegmentationModel, rgb: np.ndarray, options: EvalOptions
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).to(device)
     x = normalize_images(x, model.normalization)
-    if pad and (nh, nw) != (h, w):
-        x = F.pad(x, (0, nw - w, 0, nh - h))
-        return model(x)[:, :, :h, :w]
+    if pad:
+        return model.forward_padded(x, options.size_multiple)
     return model(x)
 
 

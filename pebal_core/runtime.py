@@ -80,7 +80,7 @@ class TorchBackend(Backend):
     @torch.inference_mode()
     def run(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = image_to_tensor(rgb, self.model.normalization).to(self.device)
-        labels, score = labels_and_score(self.model(x), self.smoothing)
+        labels, score = labels_and_score(self.model.forward_padded(x), self.smoothing)
         return labels[0].cpu().numpy(), score[0].float().cpu().numpy()
 
 

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -109,3 +110,19 @@ def test_unknown_model_names_the_choices():
 def test_build_records_arch_and_kwargs():
     model = build_model("resnet18", width=0.5)
     assert model.arch == "resnet18" and model.arch_kwargs == {"width": 0.5}
+
+
+def test_forward_padded_equals_manual_padding_and_predictor_takes_any_size(tmp_path):
+    from pebal_core.models.checkpoint import save_checkpoint
+    from pebal_core.runtime import Predictor
+
+    model = build_model("espnet_p2q8").eval()  # needs multiples of 8
+    x = torch.randn(1, 3, 50, 70)
+    with pytest.raises(ValueError):
+        model(x)
+    with torch.no_grad():
+        padded = torch.nn.functional.pad(x, (0, 2, 0, 6))
+        torch.testing.assert_close(model.forward_padded(x), model(padded)[:, :, :50, :70], rtol=0, atol=0)
+    predictor = Predictor.from_checkpoint(save_checkpoint(model, tmp_path / "e.safetensors"))
+    labels, score = predictor.predict(np.zeros((50, 70, 3), np.uint8))
+    assert labels.shape == score.shape == (50, 70)

