@@ -419,6 +419,7 @@ def save_with_threshold(
     meta["score_threshold"] = float(t["score"])
     meta["score_threshold_source"] = {
         "dataset": report.get("dataset"),
+        "dataset_options": report.get("dataset_options", {}),
         "n_images": report["n_images"],
         "tpr": t["tpr"],
         "fpr": t["fpr"],

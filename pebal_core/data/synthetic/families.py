@@ -11,7 +11,9 @@ use disjoint **shapes**, disjoint **texture** generators and disjoint **colour f
 boxes that share no colour, see :func:`check_disjoint`). The OE families mimic COCO categories
 that are not Cityscapes classes (balls, umbrellas, animals, kites, vases, chairs) in saturated
 colours and in natural tones (terracotta, olive, navy, beige) chosen outside every test colour
-family; the test families mimic LostAndFound obstacles (cardboard boxes, tyres,
+family and away from every traffic-sign colour (signs are an inlier class: an OE object in sign
+blue taught the first default model that signs are anomalies, the synthetic analogue of the
+reference excluding COCO's Cityscapes-like categories from outlier exposure); the test families mimic LostAndFound obstacles (cardboard boxes, tyres,
 crates, pallets, bags, styrofoam, toy cars) in colours that partly overlap inlier appearance
 (asphalt greys, tyre black, brick/cardboard browns, white markings, red cars, yellow signs), so
 a softmax classifier is confidently wrong on some of them.
@@ -28,6 +30,7 @@ from collections.abc import Callable
 import numpy as np
 
 from pebal_core.data.synthetic.sprites import Painter, Sprite, normalised_noise
+from pebal_core.data.synthetic.street_objects import SIGN_COLOURS
 from pebal_core.data.synthetic.textures import ColourFamily
 
 # ----------------------------------------------------------------------------- colour families
@@ -49,7 +52,6 @@ COLOUR_FAMILIES: dict[str, ColourFamily] = {
         ColourFamily("lime", 70, 110, 0.60, 1.0, 0.55, 1.0),
         ColourFamily("safety_orange", 12, 34, 0.80, 1.0, 0.80, 1.0),
         ColourFamily("pink", 336, 349, 0.25, 0.60, 0.80, 1.0),
-        ColourFamily("royal_blue", 205, 250, 0.50, 1.0, 0.35, 0.90),
         # outlier exposure: natural tones that still avoid every test colour family
         ColourFamily("terracotta", 10, 20, 0.45, 0.75, 0.35, 0.65),
         ColourFamily("olive", 55, 75, 0.35, 0.70, 0.30, 0.60),
@@ -738,7 +740,7 @@ FAMILIES: dict[str, Family] = {
             "oe",
             "sphere",
             ("bold_stripes", "radial_segments", "polka_dots"),
-            ("magenta", "cyan", "lime", "safety_orange", "royal_blue"),
+            ("magenta", "cyan", "lime", "safety_orange", "violet"),
             (0.24, 0.9),
             coco_id=1,
             supercategory="sports",
@@ -750,7 +752,7 @@ FAMILIES: dict[str, Family] = {
             "oe",
             "canopy",
             ("radial_segments", "bold_stripes", "two_tone_gradient"),
-            ("magenta", "violet", "pink", "cyan", "royal_blue", "navy"),
+            ("magenta", "violet", "pink", "cyan", "navy"),
             (0.9, 2.0),
             coco_id=2,
             supercategory="accessory",
@@ -786,7 +788,7 @@ FAMILIES: dict[str, Family] = {
             "oe",
             "lathe_profile",
             ("bold_stripes", "marble", "checker"),
-            ("royal_blue", "violet", "cyan", "pink", "terracotta", "beige"),
+            ("violet", "cyan", "pink", "terracotta", "beige"),
             (0.3, 0.9),
             coco_id=5,
             supercategory="indoor",
@@ -798,7 +800,7 @@ FAMILIES: dict[str, Family] = {
             "oe",
             "four_legged_frame",
             ("two_tone_gradient", "checker", "marble"),
-            ("lime", "magenta", "safety_orange", "royal_blue", "terracotta", "olive", "navy"),
+            ("lime", "magenta", "safety_orange", "terracotta", "olive", "navy"),
             (0.8, 1.1),
             coco_id=6,
             supercategory="furniture",
@@ -828,7 +830,8 @@ def check_disjoint() -> None:
     """Raise ``AssertionError`` unless OE and test families share no name, shape, texture or colour.
 
     Colour families must also be disjoint as HSV boxes (no colour belongs to both an OE and a
-    test colour family), and every texture must be used only by the role it is registered for.
+    test colour family), no OE colour family may contain a traffic-sign colour (an inlier class),
+    and every texture must be used only by the role it is registered for.
     """
     oe, test = family_sets("oe"), family_sets("test")
     for key in ("names", "shapes", "textures", "colours"):
@@ -840,3 +843,5 @@ def check_disjoint() -> None:
     for a in oe["colours"]:
         for b in test["colours"]:
             assert COLOUR_FAMILIES[a].disjoint(COLOUR_FAMILIES[b]), f"colour families {a} and {b} overlap"
+        for sign, rgb in SIGN_COLOURS.items():
+            assert not COLOUR_FAMILIES[a].contains(rgb), f"OE colour family {a} contains the traffic-sign {sign}"

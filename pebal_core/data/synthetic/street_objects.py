@@ -204,9 +204,17 @@ def sample_sign(rng: np.random.Generator) -> dict:
     }
 
 
+SIGN_COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.8, 0.08, 0.1),
+    "white": (0.93, 0.93, 0.9),
+    "blue": (0.08, 0.25, 0.65),
+    "yellow": (0.95, 0.8, 0.1),
+}
+"""RGB in [0, 1] of the traffic-sign plates (outlier-exposure colours must avoid them)."""
+
+
 def _plate(p: Painter, kind: str, cx: float, cy: float, r: float) -> None:
-    red, white, blue = (0.8, 0.08, 0.1), (0.93, 0.93, 0.9), (0.08, 0.25, 0.65)
-    yellow = (0.95, 0.8, 0.1)
+    red, white, blue, yellow = (SIGN_COLOURS[k] for k in ("red", "white", "blue", "yellow"))
     if kind == "round_prohibitory":
         p.ellipse((cx, cy), (r, r), red, TRAFFIC_SIGN)
         p.ellipse((cx, cy), (r * 0.75, r * 0.75), white, TRAFFIC_SIGN)
