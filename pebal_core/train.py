@@ -167,10 +167,11 @@ def set_train_modes(model: SegmentationModel, mode: str, reference_bn: bool) -> 
 
 
 def finetune_logits(model: SegmentationModel, final: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """PEBAL forward: the frozen ``features`` without autograd, then ``final`` (possibly DDP-wrapped)."""
+    """PEBAL forward: the frozen ``features`` without autograd, then ``final`` (possibly DDP-wrapped)
+    on :meth:`~pebal_core.models.base.SegmentationModel.final_inputs`."""
     with torch.no_grad():
         feats = model.features(images)
-    return upsample(final(feats), tuple(images.shape[-2:]))
+    return upsample(final(*model.final_inputs(feats)), tuple(images.shape[-2:]))
 
 
 def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:

@@ -86,6 +86,31 @@ def test_finetuning_step_changes_only_final(trees, tmp_path):
     assert any(k.endswith("running_mean") for k in changed), "final's BatchNorm trains"
 
 
+@pytest.mark.parametrize("arch", ["enet", "espnet_p2q8"])
+def test_finetuning_multi_input_final_blocks(trees, tmp_path, arch):
+    """ENet and ESPNet hand ``final`` several inputs (a NamedTuple of features) and keep its layers
+    at the top level of their key layout; a step must still train exactly those layers."""
+    torch.manual_seed(0)
+    base = tmp_path / f"{arch}.safetensors"
+    save_checkpoint(build_model(arch, num_classes=20), base)
+    trainer = Trainer(tiny(trees, tmp_path / "run", f"model.base={base}"), progress=False)
+    model = trainer.model
+    final_modules = {id(m) for m in model.final.modules()}
+    final_keys = {
+        f"{name}.{key}"
+        for name, module in model.named_modules()
+        if name and id(module) in final_modules
+        for key in module.state_dict(keep_vars=True)
+    }
+    before = state(model)
+    terms = trainer.step(next(iter(trainer.loader())))
+    assert np.isfinite(terms["loss"])
+    changed = {k for k in before if not torch.equal(before[k], trainer.model.state_dict()[k])}
+    assert changed and changed <= final_keys, sorted(changed - final_keys)[:5]
+    trained = {k for k in final_keys if k in before and before[k].is_floating_point() and "running_" not in k}
+    assert trained <= changed, sorted(trained - changed)[:5]  # every parameter of final moved
+
+
 def test_reference_bn_lets_trunk_statistics_drift_without_gradients(trees, tmp_path):
     trainer = Trainer(tiny(trees, tmp_path, "reference_bn=true"), progress=False)
     before = state(trainer.model)

@@ -11,9 +11,11 @@ forward pass in two::
 
 ``features`` usually returns one tensor. A network whose last block needs more than one input
 (ENet: the max-pooling indices of its first downsampling stage; ESPNet: the level-1 feature map
-that the last decoder stage concatenates) returns a tuple (a ``NamedTuple`` of tensors) and
-overrides ``head`` to unpack it; callers treat ``features``' output as opaque and only hand it
-to ``head``.
+that the last decoder stage concatenates) returns a ``NamedTuple`` and overrides
+:meth:`~SegmentationModel.final_inputs` to unpack it into ``final``'s positional arguments.
+Callers treat ``features``' output as opaque: they hand it to ``head``, or call
+``final(*model.final_inputs(feats))`` themselves (the trainer does, with a possibly
+DDP-wrapped ``final``).
 
 Where a real checkpoint keeps the final block's layers at the top level of its key layout (ENet's
 ``upsample5_0``, ``regular5_1``, ``transposed_conv``), the model registers those layers under
@@ -61,14 +63,18 @@ class SegmentationModel(nn.Module):
     def features(self, x: torch.Tensor) -> Any:
         """Everything before ``final``: ``B x 3 x H x W`` -> the input of ``final``.
 
-        A tensor for most networks; a tuple of tensors where ``final`` needs several inputs
-        (then ``head`` is overridden to unpack it).
+        A tensor for most networks; a ``NamedTuple`` where ``final`` needs several inputs
+        (then :meth:`final_inputs` is overridden to unpack it).
         """
         raise NotImplementedError
 
+    def final_inputs(self, feats: Any) -> tuple:
+        """The positional arguments of ``final`` for ``features``' output: ``(feats,)`` by default."""
+        return (feats,)
+
     def head(self, feats: Any, size: tuple[int, int]) -> torch.Tensor:
         """``final`` on ``features``' output, upsampled to ``size`` (H, W): ``B x C x H x W`` logits."""
-        return upsample(self.final(feats), size)
+        return upsample(self.final(*self.final_inputs(feats)), size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x), tuple(x.shape[-2:]))

@@ -43,7 +43,8 @@ PEBAL split
 ``regular5_1``, ``transposed_conv``; 6,656 parameters for 20 classes). Those layers keep their
 top-level checkpoint names; ``final`` is an :class:`ENetFinal` view over them
 (:meth:`SegmentationModel.attach_final_view`). ``features`` returns :class:`ENetFeatures`
-(stage-4 output, the stage-1 max-pooling indices, the input size) and ``head`` unpacks it.
+(stage-4 output, the stage-1 max-pooling indices, the input size), which
+:meth:`ENet.final_inputs` unpacks into ``final``'s arguments.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pebal_core.models.base import SegmentationModel, upsample
+from pebal_core.models.base import SegmentationModel
 from pebal_core.preprocessing import UNIT_RANGE
 
 
@@ -169,7 +170,7 @@ class UpsamplingBottleneck(nn.Module):
 
 
 class ENetFeatures(NamedTuple):
-    """What :meth:`ENet.features` hands to :meth:`ENet.head`."""
+    """What :meth:`ENet.features` hands to ``final`` (through :meth:`ENet.final_inputs`)."""
 
     x: torch.Tensor
     """Stage-4 output, ``B x 64 x H/4 x W/4``."""
@@ -260,6 +261,6 @@ class ENet(SegmentationModel):
         x = self.regular4_2(self.regular4_1(x))
         return ENetFeatures(x, indices1, input_size)
 
-    def head(self, feats: ENetFeatures, size: tuple[int, int]) -> torch.Tensor:
-        """``final`` on :class:`ENetFeatures` (logits at the input size), resized to ``size`` if different."""
-        return upsample(self.final(feats.x, feats.indices, feats.input_size), size)
+    def final_inputs(self, feats: ENetFeatures) -> tuple:
+        """``final``'s arguments ``(x, indices, input_size)``; it returns logits at the input size."""
+        return (feats.x, feats.indices, feats.input_size)

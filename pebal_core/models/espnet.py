@@ -48,7 +48,7 @@ PEBAL split
 decoder output and the level-1 features) and ``classifier`` (the transposed convolution to full
 resolution); 8,140 parameters for 20 classes. Both keep their top-level checkpoint names;
 ``final`` is an :class:`ESPNetFinal` view over them. ``features`` returns
-:class:`ESPNetFeatures` and ``head`` unpacks it.
+:class:`ESPNetFeatures`, which :meth:`ESPNet.final_inputs` unpacks into ``final``'s arguments.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from pebal_core.models.base import SegmentationModel, upsample
+from pebal_core.models.base import SegmentationModel
 from pebal_core.preprocessing import ESPNET_CITYSCAPES
 
 
@@ -217,7 +217,7 @@ class ESPNetEncoder(nn.Module):
 
 
 class ESPNetFeatures(NamedTuple):
-    """What :meth:`ESPNet.features` hands to :meth:`ESPNet.head`."""
+    """What :meth:`ESPNet.features` hands to ``final`` (through :meth:`ESPNet.final_inputs`)."""
 
     decoded: torch.Tensor
     """Decoder output at half resolution (after ``up_l2``), ``B x classes x H/2 x W/2``."""
@@ -278,6 +278,6 @@ class ESPNet(SegmentationModel):
         decoded = self.up_l2(self.combine_l2_l3(torch.cat([self.level3_C(level2), up3], 1)))
         return ESPNetFeatures(decoded, level1)
 
-    def head(self, feats: ESPNetFeatures, size: tuple[int, int]) -> torch.Tensor:
-        """``final`` on :class:`ESPNetFeatures` (logits at the input size), resized to ``size`` if different."""
-        return upsample(self.final(feats.decoded, feats.level1), size)
+    def final_inputs(self, feats: ESPNetFeatures) -> tuple:
+        """``final``'s arguments ``(decoded, level1)``; it returns logits at the input size."""
+        return (feats.decoded, feats.level1)
