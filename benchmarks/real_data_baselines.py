@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from pebal_core.evaluate import METHOD_NAMES, EvalOptions, run_evaluation, write_report
-from pebal_core.fileio import atomic_write_text
+from pebal_core.fileio import replace_between_markers
 from pebal_core.scoring import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,16 +172,6 @@ def reproduction(results: dict, reference: dict) -> tuple[list[str], dict[str, f
     return md, worst
 
 
-def update_doc(doc: Path, generated: list[str]) -> None:
-    """Replace the text between the BEGIN / END markers of ``doc`` with ``generated``."""
-    text = doc.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc} lacks the markers {BEGIN} ... {END}; add them where the tables belong")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    atomic_write_text(doc, head + BEGIN + "\n" + "\n".join(generated) + "\n" + END + tail)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -218,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(generated))
     print(f"wall time of this invocation: {wall:.0f} s")
     if args.doc is not None:
-        update_doc(args.doc, generated)
+        try:
+            replace_between_markers(args.doc, BEGIN, END, generated)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
         print(f"updated {args.doc}")
     # the issue's criterion: every json row and the published native numbers within 0.05 points
     return 0 if max(worst["json"], worst["published native"]) <= 0.05 else 1

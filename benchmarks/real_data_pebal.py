@@ -46,7 +46,7 @@ from pebal_core.data.realdata_inliers import (
     labelled_frame_miou,
 )
 from pebal_core.evaluate import METHOD_NAMES, EvalOptions, run_evaluation, write_report
-from pebal_core.fileio import atomic_write_text
+from pebal_core.fileio import atomic_write_text, replace_between_markers
 from pebal_core.models.checkpoint import load_model
 from pebal_core.scoring import METHODS
 
@@ -225,16 +225,6 @@ def test_tables(tests: dict, chosen: float) -> tuple[list[str], list[str]]:
     return full, summary
 
 
-def update_doc(doc: Path, generated: list[str]) -> None:
-    """Replace the text between the BEGIN / END markers of ``doc`` with ``generated``."""
-    text = doc.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc} lacks the markers {BEGIN} ... {END}; add them where the tables belong")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    atomic_write_text(doc, head + BEGIN + "\n" + "\n".join(generated) + "\n" + END + tail)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -313,7 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n".join(generated))
     if args.doc is not None:
-        update_doc(args.doc, generated)
+        try:
+            replace_between_markers(args.doc, BEGIN, END, generated)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
         print(f"updated {args.doc}")
     return 0
 

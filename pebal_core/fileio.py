@@ -49,6 +49,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def replace_between_markers(path: str | os.PathLike, begin: str, end: str, lines: list[str]) -> None:
+    """Replace the text between the marker lines ``begin`` and ``end`` of the text file ``path``
+    with ``lines`` (markers kept; written atomically). ``ValueError`` names the missing markers."""
+    path = Path(path)
+    text = path.read_text()
+    if begin not in text or end not in text:
+        raise ValueError(f"{path} lacks the markers {begin} ... {end}; add them where the generated text belongs")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(path, head + begin + "\n" + "\n".join(lines) + "\n" + end + tail)
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
