@@ -121,7 +121,7 @@ def image_logits(model: SegmentationModel, rgb: np.ndarray, options: EvalOptions
     nh, nw = network_size(h, w, options)
     pad = options.input_size is None and options.fit == "pad"
     if not pad and (nh, nw) != (h, w):
-        rgb = _resize_image(rgb, (nh, nw), options.resize_protocol)
+        rgb = resize_image(rgb, (nh, nw), options.resize_protocol)
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).to(device)
     x = normalize_images(x, model.normalization)
@@ -130,7 +130,7 @@ def image_logits(model: SegmentationModel, rgb: np.ndarray, options: EvalOptions
     return model(x)
 
 
-def _resize_image(rgb: np.ndarray, size: tuple[int, int], protocol: str) -> np.ndarray:
+def resize_image(rgb: np.ndarray, size: tuple[int, int], protocol: str) -> np.ndarray:
     """``rgb`` (uint8 H x W x 3) resized to ``size`` = (height, width) the way ``protocol`` does."""
     if protocol == "course":  # PIL bilinear with its antialiasing filter when shrinking
         from PIL import Image  # pillow: the eval extra (a matplotlib dependency)
@@ -139,7 +139,7 @@ def _resize_image(rgb: np.ndarray, size: tuple[int, int], protocol: str) -> np.n
     return cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def _labels_at(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_labels(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A label map resized to ``size`` = (height, width) with PIL's nearest rule (pixel centres)."""
     if label.shape == size:
         return label
@@ -202,8 +202,8 @@ def evaluate(model: SegmentationModel, dataset: Dataset, options: EvalOptions) -
             semantic = item.get("semantic")
             logits = image_logits(model, item["image"], options)
             if options.resize_protocol == "course":  # metrics at network resolution
-                label = _labels_at(label, tuple(logits.shape[-2:]))
-                semantic = None if semantic is None else _labels_at(semantic, tuple(logits.shape[-2:]))
+                label = resize_labels(label, tuple(logits.shape[-2:]))
+                semantic = None if semantic is None else resize_labels(semantic, tuple(logits.shape[-2:]))
             scores = all_scores(logits, methods)
             for m, score in scores.items():
                 s = _to_label_size(score[0].float().cpu().numpy(), label.shape)

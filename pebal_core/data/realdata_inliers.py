@@ -50,10 +50,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from pebal_core.evaluate import EvalOptions, image_logits
+from pebal_core.evaluate import EvalOptions, image_logits, resize_image, resize_labels
 from pebal_core.fileio import sha256_file
 from pebal_core.images import read_label, read_rgb, write_label, write_rgb
 from pebal_core.labels import ABSTENTION_CHANNEL, NUM_CLASSES, VOID_ID
@@ -79,13 +78,6 @@ FS_STATIC_CITY = "fsstatic"
 TREE_SIZE = (512, 1024)
 """(height, width) of the tree's images: the real ENet's training resolution."""
 HOLDOUT_SET = "fs_static_holdout"
-
-
-def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """PIL bilinear resize (antialiased when shrinking; the course evaluation's resize) to (H, W)."""
-    if rgb.shape[:2] == tuple(size):
-        return rgb
-    return np.array(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
 
 
 def void_at(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -162,7 +154,7 @@ def build_inlier_tree(
     ]
     frames = []
     for name, image_file, mask_file in tqdm(jobs, desc="pseudo-labelling", unit="img", disable=not progress):
-        rgb = resize_rgb(read_rgb(image_file), size)
+        rgb = resize_image(read_rgb(image_file), size, "course")
         labels = pseudo_labels(model, rgb)
         model_void = float((labels == VOID_ID).mean())
         if mask_file is not None:
@@ -221,7 +213,7 @@ def labelled_frame_miou(model: SegmentationModel, realdata: str | os.PathLike) -
     out = {}
     for tag, channels in (("20", logits.shape[0]), ("19", NUM_CLASSES)):
         pred = logits[:channels].argmax(0).to(torch.uint8).cpu().numpy()
-        pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
+        pred = resize_labels(pred, gt.shape)
         conf = confusion_matrix(pred, gt, num_classes=channels)
         out[f"miou_{tag}"] = 100 * mean_iou(conf, average_over="gt")[0]
         out[f"acc_{tag}"] = 100 * float(np.trace(conf) / conf.sum())
