@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from pebal_core.data.realdata_inliers import ENET_CHECKPOINT
 from pebal_core.evaluate import METHOD_NAMES, EvalOptions, run_evaluation, write_report
 from pebal_core.fileio import replace_between_markers
 from pebal_core.scoring import METHODS
@@ -33,7 +34,7 @@ from pebal_core.scoring import METHODS
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REALDATA = ROOT.parent / "shared" / "realdata"
 MODELS = {
-    "enet": "models/enet_cityscapes_void_yurnero14/model_best.pth",
+    "enet": ENET_CHECKPOINT,
     "espnet_p2q8": "models/espnet_p2q8_cityscapes_sacmehta/espnet_p_2_q_8.safetensors",
 }
 SETS = ("RoadAnomaly21", "RoadObsticle21", "FS_LostFound_full", "fs_static", "RoadAnomaly")
@@ -73,27 +74,32 @@ def eval_options(resolution: str, progress: bool = True) -> EvalOptions:
     )
 
 
+def cached_evaluation(
+    checkpoint: Path, dataset: str, root: Path, out: Path, options: EvalOptions, arch: str | None, resume: bool
+) -> dict:
+    """``run_evaluation`` (what ``pebal eval`` runs) with its report written to ``out``; with
+    ``resume``, the ``out/results.json`` of an earlier run instead. Returns the report as saved."""
+    if not (resume and (out / "results.json").is_file()):
+        print(f"== eval {checkpoint.name} {dataset} -> {out}", flush=True)
+        write_report(run_evaluation(checkpoint, dataset, root, options, arch=arch), out, plots=False)
+    return json.loads((out / "results.json").read_text())
+
+
 def run_all(args: argparse.Namespace) -> dict:
     """results[model][resolution][set] = the report dict (from disk with --resume)."""
     results: dict = {}
     for arch in args.models:
         for res in args.resolutions:
             for name in args.sets:
-                out = args.out / arch / res / name
-                if args.resume and (out / "results.json").is_file():
-                    report = json.loads((out / "results.json").read_text())
-                else:
-                    print(f"== {arch} {res} {name}", flush=True)
-                    report = run_evaluation(
-                        args.realdata / MODELS[arch],
-                        f"validation/{name}",
-                        args.realdata / "Validation_Dataset",
-                        eval_options(res, progress=not args.no_progress),
-                        arch=arch,
-                    )
-                    write_report(report, out, plots=False)
-                    report = json.loads((out / "results.json").read_text())
-                results.setdefault(arch, {}).setdefault(res, {})[name] = report
+                results.setdefault(arch, {}).setdefault(res, {})[name] = cached_evaluation(
+                    args.realdata / MODELS[arch],
+                    f"validation/{name}",
+                    args.realdata / "Validation_Dataset",
+                    args.out / arch / res / name,
+                    eval_options(res, progress=not args.no_progress),
+                    arch,
+                    args.resume,
+                )
     return results
 
 
@@ -114,7 +120,7 @@ def baseline_tables(results: dict) -> list[str]:
                 "| score | " + " | ".join(SET_TITLES.get(s, s) for s in sets) + " |",
                 "|---|" + "---:|" * len(sets),
                 "| images used / anomaly px % | "
-                + " | ".join(f"{by_set[s]['n_images']} / {_prevalence(by_set[s]):.3f}" for s in sets)
+                + " | ".join(f"{by_set[s]['n_images']} / {prevalence(by_set[s]):.3f}" for s in sets)
                 + " |",
             ]
             for m in METHODS:
@@ -130,7 +136,8 @@ def baseline_tables(results: dict) -> list[str]:
     return md
 
 
-def _prevalence(report: dict) -> float:
+def prevalence(report: dict) -> float:
+    """Share of anomalous pixels among the scored pixels of a report, in %."""
     r = next(iter(report["methods"].values()))
     return 100 * r["n_anomaly_pixels"] / (r["n_anomaly_pixels"] + r["n_inlier_pixels"])
 

@@ -38,6 +38,9 @@ import sys
 import time
 from pathlib import Path
 
+from real_data_baselines import DEFAULT_REALDATA, RESOLUTIONS, cached_evaluation, eval_options, prevalence
+from real_data_baselines import SET_TITLES as BASELINE_SET_TITLES
+
 from pebal_core.data.realdata_inliers import (
     ENET_CHECKPOINT,
     FS_STATIC_HOLDOUT,
@@ -45,33 +48,18 @@ from pebal_core.data.realdata_inliers import (
     build_inlier_tree,
     labelled_frame_miou,
 )
-from pebal_core.evaluate import METHOD_NAMES, EvalOptions, run_evaluation, write_report
+from pebal_core.evaluate import METHOD_NAMES
 from pebal_core.fileio import atomic_write_text, replace_between_markers
 from pebal_core.models.checkpoint import load_model
 from pebal_core.scoring import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_REALDATA = ROOT.parent / "shared" / "realdata"
 CONFIG = ROOT / "config" / "realdata_pebal_enet.yaml"
 TEST_SETS = ("RoadAnomaly21", "RoadObsticle21", "FS_LostFound_full", "RoadAnomaly")
-SET_TITLES = {
-    "RoadAnomaly21": "RoadAnomaly21",
-    "RoadObsticle21": "RoadObstacle21",
-    "FS_LostFound_full": "FS L&F (30/100)",
-    "RoadAnomaly": "Road Anomaly",
-    HOLDOUT_SET: "fs_static hold-out (10)",
-}
-RESOLUTIONS = {"native": None, "512x1024": (512, 1024)}
+SET_TITLES = {**BASELINE_SET_TITLES, HOLDOUT_SET: "fs_static hold-out (10)"}
 LEARNING_RATES = (1e-5, 1e-4, 1e-3)
 OE_SEED = 0
 BEGIN, END = "<!-- real_data_pebal:begin -->", "<!-- real_data_pebal:end -->"
-
-
-def eval_options(resolution: str, progress: bool) -> EvalOptions:
-    """The course protocol (DESIGN §4b) at ``resolution``."""
-    return EvalOptions(
-        input_size=RESOLUTIONS[resolution], resize_protocol="course", fpr95="ood_metrics", progress=progress
-    )
 
 
 def run_dir(out: Path, lr: float) -> Path:
@@ -136,23 +124,15 @@ def train_candidates(args: argparse.Namespace) -> dict[float, dict]:
 
 
 def evaluate_to(args: argparse.Namespace, checkpoint: Path, dataset: str, root: Path, out: Path, res: str) -> dict:
-    """One ``pebal eval`` run (in-process), cached in ``out/results.json`` with ``--resume``."""
-    if args.resume and (out / "results.json").is_file():
-        return json.loads((out / "results.json").read_text())
-    print(f"== eval {checkpoint.name} {dataset} {res}", flush=True)
+    """One ``pebal eval`` run at resolution ``res`` (course protocol), cached with ``--resume``."""
     arch = "enet" if checkpoint.suffix == ".pth" else None
-    report = run_evaluation(checkpoint, dataset, root, eval_options(res, not args.no_progress), arch=arch)
-    write_report(report, out, plots=False)
-    return json.loads((out / "results.json").read_text())
+    return cached_evaluation(
+        checkpoint, dataset, root, out, eval_options(res, not args.no_progress), arch, args.resume
+    )
 
 
 def cell(r: dict) -> str:
     return f"{100 * r['ap']:.2f} / {100 * r['fpr95']:.2f} / {100 * r['auroc']:.2f}"
-
-
-def prevalence(report: dict) -> float:
-    r = next(iter(report["methods"].values()))
-    return 100 * r["n_anomaly_pixels"] / (r["n_anomaly_pixels"] + r["n_inlier_pixels"])
 
 
 def selection_table(pre: dict, candidates: dict[float, dict], miou: dict, chosen: float) -> list[str]:
