@@ -434,6 +434,111 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- threshold
+def _add_threshold(sub: argparse._SubParsersAction) -> None:
+    from pebal_core.alarms.operating_point import DEFAULT_POLICY, POLICIES_HELP
+    from pebal_core.alarms.region import REGIONS
+    from pebal_core.alarms.selection import DEFAULT_POLICIES
+    from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
+
+    p = sub.add_parser(
+        "threshold",
+        help="choose alarm operating points on validation data and store them in a copy of a model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run a model over a validation dataset (any dataset `pebal eval` reads), compute the score threshold "
+            f"of each policy ({POLICIES_HELP}) and print them. With --write, write a copy of the model whose "
+            "metadata stores every point and how it was chosen (alarm_operating_points) and, as score_threshold, "
+            "the --default policy's threshold: what pebal_node alarms on. The region of fpr:<x> and fa:<x> is the "
+            "drivable area of the model's own prediction (docs/alarms.md). Choose on validation data, never on "
+            "the test set you report.\n\n"
+            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n"
+            "example: pebal threshold --model runs/pebal/model.safetensors --dataset synthetic --split LostAndFound "
+            "--root val_world --write model_with_alarms.safetensors"
+        ),
+    )
+    p.add_argument("--model", default="default", help="checkpoint path, or 'default' for the shipped model")
+    p.add_argument("--arch", help="architecture of a checkpoint without metadata (a bare state_dict)")
+    p.add_argument("--dataset", required=True, metavar="NAME", help="dataset name (see above)")
+    p.add_argument("--root", required=True, type=Path, help="dataset folder")
+    p.add_argument("--split", help="lost_and_found: train|test (default test); synthetic: split folder name")
+    p.add_argument(
+        "--keep-all-images",
+        action="store_true",
+        help="validation/<SET>: keep images without anomaly pixels (they only add false alarms to the budget)",
+    )
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="resize images to this for the network")
+    p.add_argument(
+        "--policy",
+        action="append",
+        metavar="POLICY",
+        help=f"policy to compute (repeatable; default: {', '.join(DEFAULT_POLICIES)})",
+    )
+    p.add_argument("--default", default=DEFAULT_POLICY, help=f"policy stored as score_threshold ({DEFAULT_POLICY})")
+    p.add_argument("--region", choices=REGIONS, default="drivable", help="region of fpr/fa policies (default drivable)")
+    p.add_argument("--include-sidewalk", action="store_true", help="the drivable area includes sidewalk")
+    p.add_argument("--min-pixels", type=int, default=20, help="smallest false-alarm obstacle counted by fa:<x> (20)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    p.add_argument("--limit", type=int, help="use only the first N images")
+    p.add_argument("--write", type=Path, metavar="CKPT", help="write a copy of the model with the operating points")
+    p.add_argument("--json", type=Path, help="also write the points as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_threshold(args: argparse.Namespace) -> int:
+    import json
+
+    from pebal_core.alarms.selection import (
+        DEFAULT_POLICIES,
+        choose_operating_points,
+        format_points,
+        save_with_operating_points,
+    )
+    from pebal_core.evaluate import EvalOptions
+    from pebal_core.fileio import atomic_write_text
+    from pebal_core.runtime import default_model_path
+
+    checkpoint = default_model_path() if args.model == "default" else Path(args.model)
+    dataset_options = {}
+    if args.split is not None:
+        if args.dataset not in ("lost_and_found", "synthetic"):
+            raise UserError(f"--split applies to lost_and_found and synthetic, not {args.dataset}")
+        dataset_options["split"] = args.split
+    if args.keep_all_images:
+        if not args.dataset.startswith("validation/"):
+            raise UserError("--keep-all-images applies to validation/<SET> datasets only")
+        dataset_options["skip_without_anomaly"] = False
+    options = EvalOptions(
+        input_size=tuple(args.input_size) if args.input_size else None,
+        size_multiple=1 if args.input_size else 8,
+        device=args.device,
+        limit=args.limit,
+        progress=not args.no_progress,
+    )
+    report = choose_operating_points(
+        checkpoint,
+        args.dataset,
+        args.root,
+        options,
+        dataset_options,
+        policies=tuple(args.policy or DEFAULT_POLICIES),
+        default=args.default,
+        region=args.region,
+        include_sidewalk=args.include_sidewalk,
+        min_pixels=args.min_pixels,
+        arch=args.arch,
+    )
+    print(format_points(report))
+    print(f"{report['source']['n_images']} images of {args.dataset} ({args.root}), region {args.region}")
+    if args.json is not None:
+        payload = {**report, "points": [p.to_dict() for p in report["points"]]}
+        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+    if args.write is not None:
+        written = save_with_operating_points(checkpoint, args.write, report, arch=args.arch)
+        print(f"wrote {written} (score_threshold = the {report['default']} point)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- train
 _TRAIN_EPILOG = """\
 examples:
@@ -584,6 +689,7 @@ COMMANDS = {
     "predict": (_add_predict, _run_predict),
     "export": (_add_export, _run_export),
     "eval": (_add_eval, _run_eval),
+    "threshold": (_add_threshold, _run_threshold),
     "train": (_add_train, _run_train),
     "synth": (_add_synth, _run_synth),
 }

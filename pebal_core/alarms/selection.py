@@ -28,7 +28,7 @@ from pebal_core.alarms.operating_point import (
 )
 from pebal_core.alarms.region import DEFAULT_MIN_FRACTION, alarm_region
 
-DEFAULT_POLICIES = ("tpr95", "fpr:0.01", "fpr:0.001", DEFAULT_POLICY)
+DEFAULT_POLICIES = ("tpr95", "fpr:0.01", "fpr:0.001", "fa:0.3", DEFAULT_POLICY, "fa:0.05")
 """Policies computed when none are named (the default one always is)."""
 
 
