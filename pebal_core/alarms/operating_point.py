@@ -172,7 +172,10 @@ class OperatingPointSearch:
         """The lowest threshold flagging at most ``fpr`` of the inlier pixels in the region."""
         values = self.inlier_region
         if values.size == 0:
-            raise ValueError("the validation set has no inlier pixels inside the region; fpr:<x> needs some")
+            raise ValueError(
+                "the validation set has no inlier pixels inside the region (does the model predict road?); "
+                "fpr:<x> and fa:<x> need some: check the model, or choose with --region all"
+            )
         allowed = int(math.floor(fpr * values.size + 1e-9))  # pixels that may be flagged
         if allowed >= values.size:
             return float(values[0])
