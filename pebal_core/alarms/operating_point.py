@@ -179,7 +179,8 @@ class OperatingPointSearch:
         allowed = int(math.floor(fpr * values.size + 1e-9))  # pixels that may be flagged
         if allowed >= values.size:
             return float(values[0])
-        return float(np.nextafter(values[values.size - 1 - allowed], np.inf))
+        # the next float32 above: scores are float32 and compared in float32 (score >= threshold)
+        return float(np.nextafter(np.float32(values[values.size - 1 - allowed]), np.float32(np.inf)))
 
     def false_alarm_threshold(self, budget: float) -> tuple[float, int]:
         """``(threshold, candidates tried)`` for the ``fa:<budget>`` policy (module docstring)."""
