@@ -133,6 +133,7 @@ def test_rviz_layout_shows_overlay_labels_and_grid_with_matching_qos():
     assert ("rviz_default_plugins/Image", "/anomaly_overlay") in topics
     assert ("rviz_default_plugins/Image", "/semantic_color") in topics
     assert ("rviz_default_plugins/Map", "/anomaly_grid") in topics
+    assert ("rviz_default_plugins/MarkerArray", "/obstacles") in topics
     assert {t.lstrip("/") for _, t in topics} <= set(OUTPUTS)
     for d in displays:
         if "Topic" in d:  # the node publishes reliable + volatile: a transient-local reader would not match
