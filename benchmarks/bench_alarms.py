@@ -201,7 +201,7 @@ def measure_real(predictor: Predictor, root: Path, threshold: float, progress: b
 
     out = {}
     for name in REAL_SETS:
-        data = build_anomaly_dataset(f"validation/{name}", root / name)
+        data = build_anomaly_dataset(f"validation/{name}", root)
         comps = {"all pixels": ComponentMetrics(OBSTACLE_TRACK), "drivable region": ComponentMetrics(OBSTACLE_TRACK)}
         flagged = inlier = kept = anomaly = region_px = valid_px = flagged_all = inlier_all = 0
         for i in tqdm(range(len(data)), desc=name, unit="img", disable=not progress):

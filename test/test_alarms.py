@@ -310,3 +310,25 @@ def test_policies_parse_and_travel_through_the_metadata():
         policy_threshold(meta, "fpr:0.01")
     with pytest.raises(ValueError, match="not among"):
         operating_points_metadata(points, "fpr:0.01", {})
+
+
+def test_frame_counts_detections_and_false_alarms_by_hand():
+    from pebal_core.alarms.frame_counts import ObstacleCounts
+
+    labels = np.zeros((30, 40), np.uint8)
+    labels[2:8, 2:8] = 1  # 36 px hazard, hit
+    labels[20:25, 20:25] = 1  # 25 px hazard, missed
+    labels[28, 0:5] = 1  # 5 px: too small to count
+    labels[:, 35:] = 255
+    score = np.full(labels.shape, -10.0, np.float32)
+    score[4:10, 4:10] = 0.0  # overlaps the first hazard
+    score[12:17, 30:39] = 0.0  # a false alarm, partly on void
+    pipe = AlarmPipeline(AlarmConfig(region="all", min_pixels=10, persistence=PersistenceConfig(k=1, n=1)))
+    counts = ObstacleCounts(min_visible=20)
+    counts.update(pipe.process(np.zeros(labels.shape, np.uint8), score, -1.0), labels)
+    counts.update(
+        pipe.process(np.zeros(labels.shape, np.uint8), np.full(labels.shape, -10.0, np.float32), -1.0), labels
+    )
+    s = counts.summary()
+    assert (s["frames"], s["obstacles"], s["detected"], s["reported"], s["false_alarms"]) == (2, 4, 1, 2, 1)
+    assert s["detection_rate"] == 0.25 and s["false_alarms_per_frame"] == 0.5
