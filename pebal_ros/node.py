@@ -222,7 +222,6 @@ class Settings:
     probability_scale: float
     alarms: AlarmConfig
     grid_persistence: PersistenceConfig
-    alarm_policy: str
 
 
 def _grid_from(values: dict) -> GroundGrid:
@@ -256,7 +255,9 @@ def _alarm_config_from(values: dict) -> tuple[AlarmConfig, PersistenceConfig]:
         min_pixels=values["alarms.min_pixels"],
         persistence=persistence,
     )
-    grid = PersistenceConfig(persistence.k, persistence.n, persistence.k_off, values["persistence.grid_radius"])
+    grid = PersistenceConfig(
+        persistence.k, persistence.n, persistence.k_off, values["persistence.grid_radius"], persistence.max_gap
+    )
     return alarms, grid
 
 
@@ -493,7 +494,6 @@ class PebalNode(Node):
             probability_scale=float(p["grid.probability_scale"]),
             alarms=alarms,
             grid_persistence=grid_persistence,
-            alarm_policy=policy,
         )
 
     def _load_predictor(self, p: dict) -> Predictor:
