@@ -77,6 +77,14 @@ def test_region_sidewalk_option_small_fragments_and_all():
         alarm_region(labels, "road")
 
 
+def test_region_of_a_large_frame_is_computed_subsampled_and_scaled_back():
+    labels = _street()
+    labels[25:30, 20:26] = CAR
+    big = np.kron(labels, np.ones((40, 40), np.uint8))  # 1600 x 2400: computed at every 5th pixel
+    expected = np.kron(drivable_region(labels), np.ones((40, 40), bool))
+    np.testing.assert_array_equal(drivable_region(big), expected)  # borders on multiples of 5: exact
+
+
 # ----------------------------------------------------------------------------- persistence
 def _frames(pattern: str, shape=(5, 5)) -> list[np.ndarray]:
     """One mask per character: '1' = an alarm on pixel (2, 2), '0' = none."""

@@ -14,6 +14,11 @@ region comes from the model's own semantic prediction (Cityscapes trainIds, ``ui
    (road left and right of it, or nearer and farther road below and above it), so it stays in.
    Enclosed holes (``binary_fill_holes``) are a special case of this.
 
+Large frames are processed on the labels subsampled (every ``s``-th pixel) to at most
+:data:`MAX_SIDE` pixels on the long side and scaled back (nearest): the region's border is then
+exact to ``s`` pixels, which is all a region of interest needs (2-megapixel frames: 4x less
+work per side, about 10 ms instead of 40 here).
+
 An obstacle seen above the end of the visible road (no road on two opposite sides in any of its
 rows or columns) is cut off; so is the upper part of a tall object whose rows reach above the
 horizon. Frames without a predicted road have an empty region and raise no alarms.
@@ -33,6 +38,8 @@ REGIONS = ("drivable", "all")
 """Values of the ``alarm_region`` option."""
 DEFAULT_MIN_FRACTION = 0.002
 """Road fragments smaller than this fraction of the image are not drivable area."""
+MAX_SIDE = 512
+"""Longest side (pixels) the region is computed at; larger label maps are subsampled."""
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
@@ -59,6 +66,12 @@ def drivable_region(
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"labels must be an H x W trainId map, got shape {labels.shape}")
+    step = -(-max(labels.shape) // MAX_SIDE)  # ceil
+    if step > 1:
+        small = drivable_region(labels[::step, ::step], include_sidewalk, min_fraction)
+        rows = np.minimum(np.arange(labels.shape[0]) // step, small.shape[0] - 1)
+        cols = np.minimum(np.arange(labels.shape[1]) // step, small.shape[1] - 1)
+        return small[rows[:, None], cols[None, :]]
     classes = (ROAD_TRAIN_ID, SIDEWALK_TRAIN_ID) if include_sidewalk else (ROAD_TRAIN_ID,)
     base = np.isin(labels, classes)
     fragments, n = ndimage.label(base, structure=_EIGHT)
