@@ -235,11 +235,10 @@ def compressed_truncation(data: bytes | np.ndarray | array.array) -> str | None:
     buf = np.frombuffer(data, dtype=np.uint8)
     codec = _sniff_codec(buf)
     if codec == "png":
-        return _png_truncation(buf.tobytes())
+        return _png_truncation(memoryview(buf))
     if codec != "jpeg":
         return None
-    nonzero = np.flatnonzero(buf)
-    end = int(nonzero[-1]) + 1 if nonzero.size else 0
+    end = _end_without_zero_padding(buf)
     if end < 4 or buf[end - 2] != 0xFF or buf[end - 1] != 0xD9:
         return f"the JPEG data ({buf.size} bytes) does not end with the end-of-image marker FF D9"
     header = _jpeg_frame_header(memoryview(buf))
@@ -255,11 +254,20 @@ def compressed_truncation(data: bytes | np.ndarray | array.array) -> str | None:
     return None
 
 
-def _png_truncation(raw: bytes) -> str | None:
+def _end_without_zero_padding(buf: np.ndarray) -> int:
+    """Length of ``buf`` without its trailing zero bytes (looks at the tail first: padding is short)."""
+    start = max(0, buf.size - 4096)
+    nonzero = np.flatnonzero(buf[start:])
+    if not nonzero.size and start:
+        start, nonzero = 0, np.flatnonzero(buf)
+    return start + int(nonzero[-1]) + 1 if nonzero.size else 0
+
+
+def _png_truncation(raw: memoryview) -> str | None:
     i, idat, ihdr = 8, 0, None
     while i + 8 <= len(raw):
         length = int.from_bytes(raw[i : i + 4], "big")
-        kind = raw[i + 4 : i + 8]
+        kind = bytes(raw[i + 4 : i + 8])
         if i + 12 + length > len(raw):
             name = kind.decode("latin-1")
             return f"PNG chunk {name!r} of {length} bytes runs past the end of the data ({len(raw)} bytes)"
