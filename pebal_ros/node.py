@@ -370,8 +370,9 @@ def _percentiles(values: deque) -> dict[str, float]:
 
 
 def network_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:
-    """The largest ``(height, width)`` of the frame's aspect ratio with at most ``max_pixels``
-    pixels (the frame's own size when it is within the bound; each side at least 1)."""
+    """The network input for a ``height`` x ``width`` frame: the frame's own size when it has at
+    most ``max_pixels`` pixels, else both sides scaled by ``sqrt(max_pixels / (height * width))``
+    and rounded down (aspect ratio kept within rounding, each side at least 1)."""
     if height * width <= max_pixels:
         return height, width
     scale = math.sqrt(max_pixels / (height * width))
@@ -553,6 +554,13 @@ class PebalNode(Node):
                 if gap:
                     self._stats.problems_since_report += 1
                     self._stats.last_problem = f"{gap} frame(s) lost before reaching the node (publisher sequence gap)"
+        if gap:
+            self._warn(
+                "lost",
+                f"{gap} frame(s) lost before reaching the node (gap in the publisher's sequence numbers): the "
+                "transport dropped them (best_effort QoS and large images) or they were overwritten in the "
+                "depth-1 queue before the executor took them",
+            )
 
     def _sequence_gap(self, info: MessageInfo) -> int | None:
         """Frames this publisher sent between its previous frame and this one that never arrived
@@ -780,7 +788,9 @@ class PebalNode(Node):
                 "frames_rejected": sum(st.rejected.values()),
                 **{f"rejected_{kind}": n for kind, n in sorted(st.rejected.items())},
                 "inference_errors": st.inference_errors,
-                "frames_lost_before_node": st.sequence_gaps if st.sequence_measured else "not measurable",
+                "frames_lost_before_node": st.sequence_gaps
+                if st.sequence_measured or not st.frames_in
+                else "not measurable",
                 "bad_stamps": st.bad_stamps,
                 "pending_frames": self._slot.pending,
                 **{f"published_{name}": n for name, n in st.published.items()},

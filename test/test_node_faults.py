@@ -232,6 +232,7 @@ def test_frames_lost_before_the_node_are_counted(ros_env, predictor, rgb):
         assert lost >= 1, values
         warned = probe.first_status(lambda v: v["frames_lost_before_node"] not in ("0", "not measurable"))
         assert warned["_level"] == WARN and "lost before reaching the node" in warned["_message"]
+        probe.wait(lambda: _logs(probe, 30, f"{lost} frame(s) lost before reaching the node"), 10.0, "a WARN log")
 
 
 def test_silence_while_the_camera_topic_has_a_publisher_warns(ros_env, predictor, rgb):
