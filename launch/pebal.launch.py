@@ -21,8 +21,8 @@ Launch arguments (``--show-args`` lists them with their defaults):
 * ``log_level`` — ``debug``, ``info``, ``warn``, ``error`` or ``fatal``;
 * ``fastdds_profile`` — Fast DDS XML profile for the launched processes, exported as
   ``FASTRTPS_DEFAULT_PROFILES_FILE`` (read by Fast DDS 2 and 3). Default: the installed
-  ``config/fastdds_large_images.xml`` (shared memory large enough for whole images); empty =
-  leave the environment as it is;
+  ``config/fastdds_large_images.xml`` (shared memory large enough for whole images); ``none``
+  (or empty, from an including launch file) = leave the environment as it is;
 * ``use_rviz`` — also start RViz with the installed ``config/pebal.rviz`` (its topics are
   relative, so it shows the namespaced node's outputs). Without RViz installed the launch stops
   with an error before starting anything.
@@ -49,7 +49,7 @@ from launch.actions import (
 from launch.conditions import IfCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
-from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution, PathJoinSubstitution
+from launch.substitutions import AndSubstitution, LaunchConfiguration, NotEqualsSubstitution, PathJoinSubstitution
 from launch.utilities import normalize_to_list_of_substitutions, perform_substitutions
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -154,7 +154,9 @@ def generate_launch_description() -> LaunchDescription:
         ],
         ros_arguments=["--log-level", LaunchConfiguration("log_level")],
     )
-    profile_set = IfCondition(NotEqualsSubstitution(fastdds_profile, ""))
+    profile_set = IfCondition(
+        AndSubstitution(NotEqualsSubstitution(fastdds_profile, ""), NotEqualsSubstitution(fastdds_profile, "none"))
+    )
     return LaunchDescription(
         [
             DeclareLaunchArgument("namespace", default_value="", description="ROS namespace of the node and RViz"),
@@ -187,7 +189,7 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "fastdds_profile",
                 default_value=PathJoinSubstitution([share, "config", FASTDDS_FILE]),
-                description=f"Fast DDS XML profile ({FASTDDS_ENV}) of the launched processes; empty: leave the "
+                description=f"Fast DDS XML profile ({FASTDDS_ENV}) of the launched processes; none: leave the "
                 "environment as it is",
             ),
             DeclareLaunchArgument(
