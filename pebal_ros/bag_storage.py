@@ -169,9 +169,10 @@ def bag_writer(path: str | os.PathLike, storage: str = "mcap") -> Iterator[BagWr
     """Write a bag at ``path`` atomically.
 
     The bag is written to :func:`partial_path` and moved to ``path`` when the ``with`` block ends
-    without an exception; on an exception the partial bag is deleted (the caller decided to
-    abandon it). ``path`` must not exist (bags are never overwritten), nor may a partial bag
-    for it that a killed process left (it is the user's data: recover it or remove it).
+    without an exception; on an exception in the block the partial bag is deleted (the caller
+    abandoned it), while a failure to finish it (e.g. a full disk) keeps it for recovery.
+    ``path`` must not exist (bags are never overwritten), nor may a partial bag for it that a
+    killed process left (it is the user's data: recover it or remove it).
     """
     path = Path(path)
     plugin = _storage(storage)
@@ -185,20 +186,27 @@ def bag_writer(path: str | os.PathLike, storage: str = "mcap") -> Iterator[BagWr
             f"was killed or crashed); it is not deleted implicitly: {recover_hint(partial)}"
         )
     staging.mkdir(parents=True)
+    writer = None
     try:
         writer = Writer(partial, version=BAG_VERSION, storage_plugin=plugin)
         writer.open()
-        try:
-            yield BagWriter(writer)
-        except BaseException:
+        yield BagWriter(writer)
+    except BaseException as e:  # the caller abandoned the bag (or it could not be opened)
+        if writer is not None:
             writer.abort()
-            raise
-        writer.close()
-        os.replace(partial, path)
-    except WriterError as e:
-        raise BagError(f"cannot write bag {path}: {e}") from e
-    finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, WriterError):
+            raise BagError(f"cannot write bag {path}: {e}") from e
+        raise
+    try:
+        writer.close()
+    except Exception as e:  # e.g. a full disk: keep what was written
+        raise BagError(
+            f"cannot finish bag {path} ({type(e).__name__}: {e}); what was written stays in {partial}: "
+            f"{recover_hint(partial)}"
+        ) from e
+    os.replace(partial, path)
+    staging.rmdir()
 
 
 # ---------------------------------------------------------------------------------------- reading
