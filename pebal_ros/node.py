@@ -910,12 +910,12 @@ def main(argv: list[str] | None = None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        while not stop.requested.is_set():
+        while not stop.requested:
             executor.spin_once(timeout_sec=StopRequest.POLL_S)
     except ExternalShutdownException:
         pass
     finally:
-        if stop.requested.is_set():
+        if stop.requested:
             node.get_logger().info(f"{stop.signal_name}: shutting down")
         executor.shutdown()
         node.destroy_node()
@@ -933,21 +933,25 @@ def main(argv: list[str] | None = None) -> int:
 class StopRequest:
     """SIGINT/SIGTERM handling for :func:`main`: the first signal asks the spin loop to stop, later
     ones (a second Ctrl-C, ``ros2 launch``'s own SIGINT next to the terminal's) are ignored, so a
-    shutdown in progress is never interrupted by a KeyboardInterrupt."""
+    shutdown in progress is never interrupted by a KeyboardInterrupt. The handlers stay installed
+    until the process ends (unlike ``pebal_ros.bag_record.stop_on_signals``, which restores the
+    previous ones after its block): a signal after ``main`` returned would otherwise raise during
+    interpreter exit. ``requested`` is a plain attribute, not a ``threading.Event``: a handler
+    that takes a lock the interrupted main thread holds would deadlock."""
 
     POLL_S = 0.1
     """Longest time between a signal and the spin loop noticing it (s)."""
 
     def __init__(self) -> None:
-        self.requested = threading.Event()
+        self.requested = False
         self.signal_name = ""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: object) -> None:
-        if not self.requested.is_set():
+        if not self.requested:
             self.signal_name = signal.Signals(signum).name
-            self.requested.set()
+            self.requested = True
 
 
 if __name__ == "__main__":
