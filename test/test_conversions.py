@@ -314,3 +314,21 @@ def test_make_converter():
             make_converter("cv_bridge")
     with pytest.raises(ValueError, match="auto, cv_bridge, numpy"):
         make_converter("magic")
+
+
+def test_default_max_pixels_is_a_12_mp_camera(conv):
+    """4096 x 3072 passes the size check (and fails later, on its missing data); the issue's 6 KB
+    JPEG whose header claims 4000 x 4000 (16 M pixels) is refused from its header by default."""
+    with pytest.raises(ImageError) as e:
+        conv.to_rgb(_msg("mono8", b"", 3072, 4096, 4096))
+    assert e.value.kind == "truncated_data"
+    with pytest.raises(ImageError) as e:
+        conv.to_rgb(_msg("mono8", b"", 3073, 4096, 4096))
+    assert e.value.kind == "too_large"
+    ok, enc = cv2.imencode(".jpg", _scene(16, 16))
+    raw = bytearray(enc.tobytes())
+    sof = raw.index(b"\xff\xc0")
+    raw[sof + 5 : sof + 9] = (4000).to_bytes(2, "big") + (4000).to_bytes(2, "big")
+    with pytest.raises(ImageError, match="4000 x 4000") as e:
+        conv.compressed_to_rgb(CompressedImage(format="jpeg", data=array.array("B", bytes(raw))))
+    assert e.value.kind == "too_large"
