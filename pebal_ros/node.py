@@ -751,7 +751,8 @@ class PebalNode(Node):
 
     def _silence(self, now: float, last_frame: float) -> str | None:
         """Why no frame arriving is suspicious (None when frames arrive or nobody publishes)."""
-        publishers = sum(sub.get_publisher_count() for sub in self._image_subs)
+        counts = {sub.topic_name: sub.get_publisher_count() for sub in self._image_subs}
+        publishers = sum(counts.values())
         if not publishers:
             self._publisher_since = None
             return None
@@ -761,10 +762,11 @@ class PebalNode(Node):
         silent = now - max(last_frame, self._publisher_since)
         if not timeout or silent <= timeout:
             return None
+        topics = ", ".join(topic for topic, n in counts.items() if n)
         return (
-            f"no frame on {self.resolve_topic_name('image')} for {silent:.1f} s although {publishers} publisher(s) "
-            "are connected: frames are lost before the node (messages larger than the transport delivers with "
-            "best_effort QoS, a QoS mismatch, or a stalled camera)"
+            f"no frame on {topics} for {silent:.1f} s although {publishers} publisher(s) are matched: frames are "
+            "lost before the node (messages larger than the transport delivers with best_effort QoS) or the "
+            "camera driver stalled"
         )
 
     def diagnostic_status(self) -> DiagnosticStatus:
