@@ -32,15 +32,16 @@ Network size: ``input_height`` x ``input_width`` when set; else the model's own 
 at when its metadata records one); else each frame's own size, scaled down (aspect ratio kept) to
 at most ``max_network_pixels``. So the cost of a frame never grows with the camera's resolution.
 
-Faults are reported, never silent: an exception while processing a frame is counted and logged and
-the worker goes on with the next frame; /diagnostics reports ERROR when the worker thread is not
-running or one frame has been in flight for longer than ``watchdog_timeout``, WARN for rejected
-frames, frames lost before they reached the node (gaps in the publisher's sequence numbers, where
-the middleware reports them), silence on ``image`` for ``input_timeout`` seconds while it has a
-publisher, and header stamps too far from the node's clock for a latency
-(:data:`LATENCY_WINDOW_MS`; counted, not averaged in). ``main`` handles SIGINT/SIGTERM itself:
-the first stops the node (waiting at most :data:`SHUTDOWN_JOIN_S` for the frame in flight), any
-further one while stopping is ignored, so a double Ctrl-C exits cleanly with status 0.
+Faults are reported, never silent: an exception while processing a frame is counted and logged
+and the worker goes on with the next frame; /diagnostics reports ERROR when the worker thread is
+not running, or one frame has been in flight (or frames have waited untaken) for longer than
+``watchdog_timeout``; WARN for rejected frames, frames lost before they reached the node (gaps in
+the publisher's sequence numbers, where the middleware reports them), silence on ``image`` for
+``input_timeout`` seconds while it has a publisher, and header stamps too far from the node's clock
+for a latency (:data:`LATENCY_WINDOW_MS`; counted, not averaged in). ``main`` handles
+SIGINT/SIGTERM itself: the first stops the node (waiting at most :data:`SHUTDOWN_JOIN_S` for the
+frame in flight), any further one while stopping is ignored, so a double Ctrl-C exits cleanly with
+status 0.
 
 Parameters are declared with descriptors and ranges (:data:`PARAMETERS`); every set, including the
 values from a ``--params-file`` at start-up, goes through :meth:`PebalNode._validate`, which refuses
@@ -352,6 +353,7 @@ class Stats:
     bad_stamps: int = 0
     last_frame: float = -math.inf  # time.monotonic() of the last frame received
     busy_since: float | None = None  # time.monotonic() when the worker took the frame in flight
+    waiting_since: float | None = None  # time.monotonic() when a frame arrived that no worker has taken yet
     worker_failure: str = ""
     last_problem: str = ""
     problems_since_report: int = 0
@@ -548,6 +550,8 @@ class PebalNode(Node):
             self._stats.frames_in += 1
             self._stats.dropped += int(dropped)
             self._stats.last_frame = time.monotonic()
+            if self._stats.waiting_since is None:
+                self._stats.waiting_since = self._stats.last_frame
             if gap is not None:
                 self._stats.sequence_measured = True
                 self._stats.sequence_gaps += gap
@@ -592,6 +596,7 @@ class PebalNode(Node):
                     return
                 with self._stats.lock:
                     self._stats.busy_since = time.monotonic()
+                    self._stats.waiting_since = None
                 try:
                     self._process(frame)
                 except Exception as e:  # keep serving: one bad frame must not stop the node
@@ -734,7 +739,7 @@ class PebalNode(Node):
             self.get_logger().warning(text)
 
     # ------------------------------------------------------------------ diagnostics
-    def _watchdog(self, now: float, busy_since: float | None, failure: str) -> str | None:
+    def _watchdog(self, now: float, busy_since: float | None, waiting_since: float | None, failure: str) -> str | None:
         """Why the worker is not producing output (None when it is running normally)."""
         if self._worker is not None and not self._worker.is_alive() and not self._destroyed:
             return (
@@ -746,6 +751,11 @@ class PebalNode(Node):
                 f"no output for {now - busy_since:.1f} s: one frame has been in processing for longer than "
                 f"watchdog_timeout = {self._settings.watchdog_timeout} s (the backend hangs or the model is far "
                 "too slow for this device)"
+            )
+        if waiting_since is not None and now - waiting_since > self._settings.watchdog_timeout:
+            return (
+                f"frames arrive but none has been taken for processing for {now - waiting_since:.1f} s "
+                f"(watchdog_timeout = {self._settings.watchdog_timeout} s): the inference thread is stuck"
             )
         return None
 
@@ -775,6 +785,7 @@ class PebalNode(Node):
         st = self._stats
         with st.lock:
             busy_since, failure, last_frame = st.busy_since, st.worker_failure, st.last_frame
+            waiting_since = st.waiting_since
             t_prev, in_prev, out_prev = self._last_report
             dt = max(now - t_prev, 1e-9)
             rate_in = (st.frames_in - in_prev) / dt
@@ -815,7 +826,7 @@ class PebalNode(Node):
                 "camera_info": "received" if self._camera_info is not None else "none yet",
             }
         )
-        stalled = self._watchdog(now, busy_since, failure)
+        stalled = self._watchdog(now, busy_since, waiting_since, failure)
         silence = self._silence(now, last_frame)
         if stalled:
             level, message = DiagnosticStatus.ERROR, stalled

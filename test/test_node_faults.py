@@ -197,6 +197,25 @@ def test_a_hung_worker_is_reported_by_the_watchdog(ros_env, predictor, rgb):
         release.set()
 
 
+def test_a_worker_that_stops_taking_frames_is_reported_by_the_watchdog(ros_env, predictor, rgb):
+    """The worker thread stays alive but waits on a mailbox nobody fills (the callbacks are handed
+    a new one): frames keep arriving and none is processed, which the watchdog reports."""
+    from pebal_ros.node import LatestFrame
+
+    with RosSession() as session:
+        node, probe = _start(session, predictor, watchdog_timeout=0.5)
+        _serves(probe, rgb, predictor)
+        probe.wait_diag(lambda v: v["_level"] == OK, what="OK while healthy")
+        orphaned, node._slot = node._slot, LatestFrame()
+        try:
+            probe.image_pub.publish(image_msg(rgb, probe.now()))
+            values = probe.wait_diag(lambda v: v["_level"] == ERROR, what="the watchdog's ERROR")
+            assert "frames arrive but none has been taken for processing" in values["_message"]
+            assert values["worker"] == "running" and values["frames_in"] == "2" and values["frames_out"] == "1"
+        finally:
+            orphaned.close()  # lets the worker thread end
+
+
 def test_frames_lost_before_the_node_are_counted(ros_env, predictor, rgb):
     """The executor is held busy while 6 frames are published: the node's depth-1 reader keeps
     only the newest, the 5 others never reach the callback; the publisher's sequence numbers
