@@ -501,82 +501,111 @@ def sample_street(rng: np.random.Generator, x_min: float = -20.0, x_max: float =
     return street
 
 
-def _place_objects(rng, st: Street, kinds, park, x_max, traffic) -> None:
-    objs = st.objects
+def _place_objects(
+    rng: np.random.Generator, st: Street, kinds: dict[int, str], park: dict[int, bool], x_max: float, traffic: bool
+) -> None:
+    """Fill ``st.objects`` up to ``x = min(x_max, 110)`` metres: parked cars, traffic (``traffic=True``),
+    per side the people, trees, lamps and signs, traffic lights at a junction, people on the crosswalk."""
     far = min(x_max, 110.0)
-    for s in (1, -1):  # parked vehicles
-        if not park[s]:
-            continue
-        y = st.edge(s) - s * PARK_WIDTH / 2
-        x = rng.uniform(-2.0, 8.0)
-        while x < far:
-            kind = "car" if rng.random() < 0.97 else "truck"
-            v = so.sample_vehicle(rng, kind, 0.0, y + rng.uniform(-0.1, 0.1), 0.0 if s < 0 else np.pi)
-            v.x = x + v.length / 2
-            v.heading += rng.uniform(-0.04, 0.04)
-            if rng.random() < 0.75:
-                objs.append(Placed("vehicle", v.x, v.y, 0.0, v))
-            x += v.length + rng.uniform(0.6, 7.0)
-    if traffic:
-        for y0, y1, d in st.lanes:
-            yc = (y0 + y1) / 2
-            x = rng.uniform(7.0, 25.0) if abs(yc) < 0.5 else rng.uniform(0.0, 15.0)
-            while x < far:
-                if rng.random() < 0.5:
-                    kind = str(rng.choice(["car", "truck", "bus"], p=[0.9, 0.05, 0.05]))
-                    v = so.sample_vehicle(rng, kind, x, yc + rng.uniform(-0.3, 0.3), 0.0 if d > 0 else np.pi)
-                    v.x = x + v.length / 2
-                    objs.append(Placed("vehicle", v.x, v.y, 0.0, v))
-                    x += v.length
-                x += rng.uniform(6.0, 25.0)
     for s in (1, -1):
-        edge = st.edge(s)
-        walk, verge = st.walk[s], st.verge[s]
-        z = st.curb_h
-        n_people = int(rng.poisson(5.0 if kinds[s] == "urban" else 1.5))
-        for _ in range(n_people):
-            x = rng.uniform(3.0, 35.0)
-            y = edge + s * (verge + rng.uniform(0.4, walk - 0.3))
-            for _k in range(1 if rng.random() < 0.7 else int(rng.integers(2, 4))):
-                objs.append(
-                    Placed(
-                        "billboard", x + rng.uniform(-0.8, 0.8), y + rng.uniform(-0.4, 0.4), z, so.sample_person(rng)
-                    )
-                )
-        if kinds[s] == "urban" and rng.random() < 0.45:  # street trees in pits
-            x = rng.uniform(0.0, 10.0)
-            while x < far:
-                y = edge + s * (verge / 2 if verge > 0 else max(walk - 0.9, 0.6))
-                objs.append(Placed("billboard", x, y, z, so.sample_tree(rng)))
-                x += rng.uniform(7.0, 15.0)
-        elif kinds[s] != "urban":
-            x = rng.uniform(0.0, 8.0)
-            while x < far:
-                y = edge + s * (verge + walk + rng.uniform(1.0, 3.0))
-                objs.append(Placed("billboard", x, y, z, so.sample_tree(rng)))
-                x += rng.uniform(5.0, 18.0)
-        if rng.random() < 0.75:  # street lamps
-            x = rng.uniform(3.0, 25.0)
-            spacing = rng.uniform(22.0, 38.0)
-            while x < far:
-                objs.append(Placed("billboard", x, edge + s * 0.45, z, so.sample_lamp(rng, arm_dir=s)))
-                x += spacing
-        for _ in range(int(rng.integers(0, 4))):  # signs
-            objs.append(Placed("billboard", rng.uniform(5.0, 55.0), edge + s * 0.35, z, so.sample_sign(rng)))
-    if rng.random() < 0.65:  # traffic lights at a junction ahead
+        if park[s]:
+            st.objects += _parked_vehicles(rng, st.edge(s) - s * PARK_WIDTH / 2, s, far)
+    if traffic:
+        for lane in st.lanes:
+            st.objects += _lane_traffic(rng, lane, far)
+    for s in (1, -1):
+        st.objects += _roadside_objects(rng, st, s, kinds[s], far)
+    st.objects += _traffic_lights(rng, st)
+    st.objects += _crossing_people(rng, st)
+
+
+def _parked_vehicles(rng: np.random.Generator, y: float, side: int, far: float) -> list[Placed]:
+    """Mostly cars in a row along the parking strip centred at ``y``, one spot in four left empty."""
+    placed: list[Placed] = []
+    x = rng.uniform(-2.0, 8.0)
+    while x < far:
+        kind = "car" if rng.random() < 0.97 else "truck"
+        v = so.sample_vehicle(rng, kind, 0.0, y + rng.uniform(-0.1, 0.1), 0.0 if side < 0 else np.pi)
+        v.x = x + v.length / 2
+        v.heading += rng.uniform(-0.04, 0.04)
+        if rng.random() < 0.75:
+            placed.append(Placed("vehicle", v.x, v.y, 0.0, v))
+        x += v.length + rng.uniform(0.6, 7.0)
+    return placed
+
+
+def _lane_traffic(rng: np.random.Generator, lane: tuple[float, float, int], far: float) -> list[Placed]:
+    """Cars, trucks and buses driving in ``lane`` (``(y_min, y_max, direction)``), the ego lane clear for 7 m."""
+    y0, y1, d = lane
+    placed: list[Placed] = []
+    yc = (y0 + y1) / 2
+    x = rng.uniform(7.0, 25.0) if abs(yc) < 0.5 else rng.uniform(0.0, 15.0)
+    while x < far:
+        if rng.random() < 0.5:
+            kind = str(rng.choice(["car", "truck", "bus"], p=[0.9, 0.05, 0.05]))
+            v = so.sample_vehicle(rng, kind, x, yc + rng.uniform(-0.3, 0.3), 0.0 if d > 0 else np.pi)
+            v.x = x + v.length / 2
+            placed.append(Placed("vehicle", v.x, v.y, 0.0, v))
+            x += v.length
+        x += rng.uniform(6.0, 25.0)
+    return placed
+
+
+def _roadside_objects(rng: np.random.Generator, st: Street, s: int, kind: str, far: float) -> list[Placed]:
+    """On side ``s`` (+1 left, -1 right) of a ``kind`` roadside: people on the sidewalk (alone or in groups),
+    street trees (in pits or verges for urban sides, beyond the sidewalk otherwise), lamps and signs."""
+    placed: list[Placed] = []
+    edge = st.edge(s)
+    walk, verge = st.walk[s], st.verge[s]
+    z = st.curb_h
+    n_people = int(rng.poisson(5.0 if kind == "urban" else 1.5))
+    for _ in range(n_people):
+        x = rng.uniform(3.0, 35.0)
+        y = edge + s * (verge + rng.uniform(0.4, walk - 0.3))
+        for _k in range(1 if rng.random() < 0.7 else int(rng.integers(2, 4))):
+            placed.append(
+                Placed("billboard", x + rng.uniform(-0.8, 0.8), y + rng.uniform(-0.4, 0.4), z, so.sample_person(rng))
+            )
+    if kind == "urban" and rng.random() < 0.45:  # street trees in pits
+        x = rng.uniform(0.0, 10.0)
+        while x < far:
+            y = edge + s * (verge / 2 if verge > 0 else max(walk - 0.9, 0.6))
+            placed.append(Placed("billboard", x, y, z, so.sample_tree(rng)))
+            x += rng.uniform(7.0, 15.0)
+    elif kind != "urban":
+        x = rng.uniform(0.0, 8.0)
+        while x < far:
+            y = edge + s * (verge + walk + rng.uniform(1.0, 3.0))
+            placed.append(Placed("billboard", x, y, z, so.sample_tree(rng)))
+            x += rng.uniform(5.0, 18.0)
+    if rng.random() < 0.75:  # street lamps
+        x = rng.uniform(3.0, 25.0)
+        spacing = rng.uniform(22.0, 38.0)
+        while x < far:
+            placed.append(Placed("billboard", x, edge + s * 0.45, z, so.sample_lamp(rng, arm_dir=s)))
+            x += spacing
+    for _ in range(int(rng.integers(0, 4))):  # signs
+        placed.append(Placed("billboard", rng.uniform(5.0, 55.0), edge + s * 0.35, z, so.sample_sign(rng)))
+    return placed
+
+
+def _traffic_lights(rng: np.random.Generator, st: Street) -> list[Placed]:
+    """Often a junction 10 to 35 m ahead with a traffic light at either curb."""
+    placed: list[Placed] = []
+    if rng.random() < 0.65:
         xj = rng.uniform(10.0, 35.0)
         for s in (1, -1):
             if rng.random() < 0.8:
-                objs.append(
-                    Placed(
-                        "billboard",
-                        xj + rng.uniform(-1, 1),
-                        st.edge(s) + s * 0.5,
-                        st.curb_h,
-                        so.sample_traffic_light(rng),
-                    )
-                )
-    for xc in st.crosswalks:  # people crossing
+                x = xj + rng.uniform(-1, 1)
+                placed.append(Placed("billboard", x, st.edge(s) + s * 0.5, st.curb_h, so.sample_traffic_light(rng)))
+    return placed
+
+
+def _crossing_people(rng: np.random.Generator, st: Street) -> list[Placed]:
+    """Half the time a person on each crosswalk, anywhere across the road."""
+    placed: list[Placed] = []
+    for xc in st.crosswalks:
         if rng.random() < 0.5:
             y = rng.uniform(st.road_right + 0.5, st.road_left - 0.5)
-            objs.append(Placed("billboard", xc + 1.5, y, 0.0, so.sample_person(rng)))
+            placed.append(Placed("billboard", xc + 1.5, y, 0.0, so.sample_person(rng)))
+    return placed
