@@ -305,24 +305,8 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- eval
-def _add_eval(sub: argparse._SubParsersAction) -> None:
-    from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
-    from pebal_core.metrics import DEFAULT_MAX_CELLS, FPR95_DEFINITIONS
-
-    p = sub.add_parser(
-        "eval",
-        help="anomaly metrics of a model on an evaluation dataset",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Run a model over an anomaly dataset (one forward pass per image) and score every pixel with the "
-            "PEBAL score and the baselines (MSP, MaxLogit, entropy, energy; abstention for 20-channel models). "
-            "Void pixels are ignored. Writes to --out: results.md (AUROC / AP / FPR95 table in %), "
-            "results.json (all numbers, the three FPR95 definitions, operating points), roc.png and pr.png, and "
-            "prints the table and the PEBAL score threshold at 95% TPR (what the ROS node alarms on; "
-            "--write-threshold stores it in a copy of the checkpoint).\n\n"
-            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)"
-        ),
-    )
+def _add_model_and_dataset(p: argparse.ArgumentParser) -> None:
+    """The model and dataset arguments `pebal eval` and `pebal threshold` share."""
     p.add_argument("--model", default="default", help="checkpoint path, or 'default' for the shipped model")
     p.add_argument(
         "--arch",
@@ -343,6 +327,46 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         help="validation/<SET>: keep images without anomaly pixels (the published protocol skips them)",
     )
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="resize images to this for the network")
+
+
+def _dataset_options(args: argparse.Namespace) -> dict:
+    """``build_anomaly_dataset`` options from the shared arguments (refusing those the dataset lacks)."""
+    options = {}
+    if args.split is not None:
+        if args.dataset not in ("lost_and_found", "synthetic"):
+            raise UserError(f"--split applies to lost_and_found and synthetic, not {args.dataset}")
+        options["split"] = args.split
+    if args.non_hazards is not None:
+        if args.dataset != "lost_and_found":
+            raise UserError("--non-hazards applies to lost_and_found only")
+        options["non_hazards"] = args.non_hazards
+    if args.keep_all_images:
+        if not args.dataset.startswith("validation/"):
+            raise UserError("--keep-all-images applies to validation/<SET> datasets only")
+        options["skip_without_anomaly"] = False
+    return options
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
+    from pebal_core.metrics import DEFAULT_MAX_CELLS, FPR95_DEFINITIONS
+
+    p = sub.add_parser(
+        "eval",
+        help="anomaly metrics of a model on an evaluation dataset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run a model over an anomaly dataset (one forward pass per image) and score every pixel with the "
+            "PEBAL score and the baselines (MSP, MaxLogit, entropy, energy; abstention for 20-channel models). "
+            "Void pixels are ignored. Writes to --out: results.md (AUROC / AP / FPR95 table in %), "
+            "results.json (all numbers, the three FPR95 definitions, operating points), roc.png and pr.png, and "
+            "prints the table and the PEBAL score threshold at 95% TPR (the paper's operating point; "
+            "--write-threshold stores it in a copy of the checkpoint, `pebal threshold` chooses and stores the "
+            "alarm operating points pebal_node uses).\n\n"
+            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)"
+        ),
+    )
+    _add_model_and_dataset(p)
     p.add_argument(
         "--size-multiple", type=int, default=8, help="native inputs are brought to a multiple of this (default 8)"
     )
@@ -387,19 +411,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from pebal_core.runtime import default_model_path
 
     checkpoint = default_model_path() if args.model == "default" else Path(args.model)
-    dataset_options = {}
-    if args.split is not None:
-        if args.dataset not in ("lost_and_found", "synthetic"):
-            raise UserError(f"--split applies to lost_and_found and synthetic, not {args.dataset}")
-        dataset_options["split"] = args.split
-    if args.non_hazards is not None:
-        if args.dataset != "lost_and_found":
-            raise UserError("--non-hazards applies to lost_and_found only")
-        dataset_options["non_hazards"] = args.non_hazards
-    if args.keep_all_images:
-        if not args.dataset.startswith("validation/"):
-            raise UserError("--keep-all-images applies to validation/<SET> datasets only")
-        dataset_options["skip_without_anomaly"] = False
+    dataset_options = _dataset_options(args)
     options = EvalOptions(
         input_size=tuple(args.input_size) if args.input_size else None,
         size_multiple=args.size_multiple,
@@ -457,17 +469,7 @@ def _add_threshold(sub: argparse._SubParsersAction) -> None:
             "--root val_world --write model_with_alarms.safetensors"
         ),
     )
-    p.add_argument("--model", default="default", help="checkpoint path, or 'default' for the shipped model")
-    p.add_argument("--arch", help="architecture of a checkpoint without metadata (a bare state_dict)")
-    p.add_argument("--dataset", required=True, metavar="NAME", help="dataset name (see above)")
-    p.add_argument("--root", required=True, type=Path, help="dataset folder")
-    p.add_argument("--split", help="lost_and_found: train|test (default test); synthetic: split folder name")
-    p.add_argument(
-        "--keep-all-images",
-        action="store_true",
-        help="validation/<SET>: keep images without anomaly pixels (they only add false alarms to the budget)",
-    )
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="resize images to this for the network")
+    _add_model_and_dataset(p)
     p.add_argument(
         "--policy",
         action="append",
@@ -499,15 +501,7 @@ def _run_threshold(args: argparse.Namespace) -> int:
     from pebal_core.runtime import default_model_path
 
     checkpoint = default_model_path() if args.model == "default" else Path(args.model)
-    dataset_options = {}
-    if args.split is not None:
-        if args.dataset not in ("lost_and_found", "synthetic"):
-            raise UserError(f"--split applies to lost_and_found and synthetic, not {args.dataset}")
-        dataset_options["split"] = args.split
-    if args.keep_all_images:
-        if not args.dataset.startswith("validation/"):
-            raise UserError("--keep-all-images applies to validation/<SET> datasets only")
-        dataset_options["skip_without_anomaly"] = False
+    dataset_options = _dataset_options(args)
     options = EvalOptions(
         input_size=tuple(args.input_size) if args.input_size else None,
         size_multiple=1 if args.input_size else 8,
