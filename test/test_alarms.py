@@ -316,6 +316,9 @@ def test_policies_parse_and_travel_through_the_metadata():
     assert policy_threshold(meta, "tpr95") == points[0].threshold
     with pytest.raises(ValueError, match="it has: tpr95, fa:0.5"):
         policy_threshold(meta, "fpr:0.01")
+    # an ONNX export keeps the source checkpoint's metadata under checkpoint_metadata
+    onnx_like = {"score_threshold": meta["score_threshold"], "checkpoint_metadata": meta}
+    assert policy_threshold(onnx_like, "tpr95") == points[0].threshold
     with pytest.raises(ValueError, match="not among"):
         operating_points_metadata(points, "fpr:0.01", {})
 

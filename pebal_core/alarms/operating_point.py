@@ -226,9 +226,11 @@ def operating_points_metadata(points: list[OperatingPoint], default: str, source
 def policy_threshold(metadata: dict, policy: str) -> float | None:
     """The threshold a model's metadata stores for ``policy`` ("" = its default), None if absent.
 
+    ``metadata`` is a backend's (``Predictor.metadata``): a checkpoint's carries the points at the
+    top level, an ONNX export's (and so a TensorRT engine's) inside ``checkpoint_metadata``.
     Raises ``ValueError`` when a policy is named that the model does not carry, listing those it does.
     """
-    points = metadata.get(METADATA_KEY) or {}
+    points = metadata.get(METADATA_KEY) or (metadata.get("checkpoint_metadata") or {}).get(METADATA_KEY) or {}
     if not policy:
         value = metadata.get("score_threshold")
         return None if value is None else float(value)
