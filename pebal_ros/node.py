@@ -63,6 +63,7 @@ from std_msgs.msg import Header
 from pebal_core.calibration import DEFAULT_PROBABILITY_SCALE, resolve_threshold
 from pebal_core.ground import CameraMount, GroundGrid
 from pebal_core.labels import colorize
+from pebal_core.percentiles import percentiles
 from pebal_core.runtime import Predictor
 from pebal_core.visualize import overlay
 from pebal_ros.conversions import (
@@ -289,14 +290,6 @@ class Stats:
     inference_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     processing_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
-
-
-def _percentiles(values: deque) -> dict[str, float]:
-    if not values:
-        return {}
-    arr = np.asarray(values, dtype=np.float64)
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {"p50": p50, "p90": p90, "p99": p99, "max": float(arr.max())}
 
 
 def _qos(reliability: str) -> QoSProfile:
@@ -566,9 +559,9 @@ class PebalNode(Node):
                 **{f"published_{name}": n for name, n in st.published.items()},
                 "rate_in_hz": f"{rate_in:.2f}",
                 "rate_out_hz": f"{rate_out:.2f}",
-                **{f"inference_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.inference_ms).items()},
-                **{f"processing_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.processing_ms).items()},
-                **{f"latency_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.latency_ms).items()},
+                **{f"inference_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.inference_ms, (50, 90, 99)).items()},
+                **{f"processing_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.processing_ms, (50, 90, 99)).items()},
+                **{f"latency_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.latency_ms, (50, 90, 99)).items()},
                 "last_problem": st.last_problem,
             }
         s = self._settings
