@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from tiny_trees import make_anomaly_pairs
 
 from pebal_core.data.anomaly_sets import build_anomaly_dataset
 from pebal_core.evaluate import EvalOptions, evaluate
@@ -36,18 +37,9 @@ def run(*args, check=True):
 def fs_root(tmp_path_factory):
     """Fishyscapes layout, 4 images 64x96 with void rows and a magenta square as the anomaly."""
     root = tmp_path_factory.mktemp("fishyscapes")
-    (root / "LostAndFound" / "original").mkdir(parents=True)
-    (root / "LostAndFound" / "labels").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        image = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
-        label = np.zeros((64, 96), np.uint8)
-        label[:6] = 255
-        y, x = 12 + 8 * i, 10 + 15 * i
-        label[y : y + 12, x : x + 20] = 1
-        image[y : y + 12, x : x + 20] = (255, 0, 255)
-        write_rgb(root / "LostAndFound" / "original" / f"{i:03d}.png", image)
-        write_label(root / "LostAndFound" / "labels" / f"{i:03d}.png", label)
+    boxes = [(12 + 8 * i, 10 + 15 * i, 12, 20) for i in range(4)]
+    fs = root / "LostAndFound"
+    make_anomaly_pairs(fs / "original", fs / "labels", (64, 96), boxes, 0, 6, (255, 0, 255), "{:03d}")
     return root
 
 
@@ -233,15 +225,8 @@ def test_inlier_miou_when_items_carry_trainids(fs_root, model_file):
 def validation_root(tmp_path_factory):
     """Validation_Dataset layout, set ``fs_static``: three 48x64 images, image 1 without anomaly pixels."""
     root = tmp_path_factory.mktemp("validation")
-    for d in ("images", "labels_masks"):
-        (root / "fs_static" / d).mkdir(parents=True)
-    rng = np.random.default_rng(5)
-    for i in range(3):
-        label = np.zeros((48, 64), np.uint8)
-        if i != 1:
-            label[10:20, 20:36] = 1
-        write_rgb(root / "fs_static" / "images" / f"{i}.png", rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
-        write_label(root / "fs_static" / "labels_masks" / f"{i}.png", label)
+    fs = root / "fs_static"
+    make_anomaly_pairs(fs / "images", fs / "labels_masks", (48, 64), [(10, 20, 10, 16), None, (10, 20, 10, 16)], 5)
     return root
 
 

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import average_precision_score
+from tiny_trees import make_anomaly_pairs
 
 from pebal_core import cli
 from pebal_core.data.anomaly_sets import build_anomaly_dataset
 from pebal_core.evaluate import EvalOptions, predictor_for, score_item
-from pebal_core.images import read_label, read_rgb, write_label, write_rgb
+from pebal_core.images import read_label, read_rgb
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from pebal_core.runtime import Predictor
@@ -30,18 +31,8 @@ MODELS = {"resnet18": {"width": 0.125}, "espnet_p2q8": {}}
 def fs_root(tmp_path_factory):
     """Fishyscapes Static layout: three 60x90 images, void rows and a bright square as the anomaly."""
     root = tmp_path_factory.mktemp("odd_fs")
-    for d in ("original", "labels"):
-        (root / "Static" / d).mkdir(parents=True)
-    rng = np.random.default_rng(3)
-    for i in range(3):
-        image = rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8)
-        label = np.zeros(SIZE, np.uint8)
-        label[:4] = 255
-        y, x = 10 + 9 * i, 12 + 17 * i
-        label[y : y + 13, x : x + 19] = 1
-        image[y : y + 13, x : x + 19] = (250, 240, 30)
-        write_rgb(root / "Static" / "original" / f"{i}.png", image)
-        write_label(root / "Static" / "labels" / f"{i}.png", label)
+    boxes = [(10 + 9 * i, 12 + 17 * i, 13, 19) for i in range(3)]
+    make_anomaly_pairs(root / "Static" / "original", root / "Static" / "labels", SIZE, boxes, 3, 4, (250, 240, 30))
     return root
 
 
