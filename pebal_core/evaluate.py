@@ -104,15 +104,28 @@ def predictor_for(model: SegmentationModel, options: EvalOptions) -> Predictor:
     return Predictor.from_model(model, options.input_size, options.resize_protocol)
 
 
-def score_item(
-    predictor: Predictor, item: dict, methods: tuple[str, ...], options: EvalOptions
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """One dataset item scored as :func:`evaluate` scores it.
+@dataclass
+class ScoredItem:
+    """One dataset item as :func:`evaluate` scores it.
 
-    Returns ``(scores, label, semantic, predicted labels)``: ``{method: float32 h x w}`` and the
-    label map (0/1/255) at the resolution the metrics are computed at (the label's own for the
-    ``predictor`` protocol, the network's for ``course``), the item's ``semantic`` trainId map
-    (``None`` without one) and the predicted trainIds at its size (``None`` without one)."""
+    Attributes:
+        scores: ``{method: float32 h x w}`` at the resolution the metrics are computed at (the
+            label's own for the ``predictor`` protocol, the network's for ``course``).
+        label: the evaluation label map (0/1/255) at that resolution.
+        semantic: the item's ``semantic`` trainId map at that resolution (``None`` without one).
+        semantic_pred: the predicted trainIds at the size of ``semantic`` (``None`` without one).
+        network_size: ``(height, width)`` the network ran at.
+    """
+
+    scores: dict[str, np.ndarray]
+    label: np.ndarray
+    semantic: np.ndarray | None
+    semantic_pred: np.ndarray | None
+    network_size: tuple[int, int]
+
+
+def score_item(predictor: Predictor, item: dict, methods: tuple[str, ...], options: EvalOptions) -> ScoredItem:
+    """Scores (and, for items with a ``semantic`` map, labels) of one dataset item, one forward pass."""
     label, semantic = item["label"], item.get("semantic")
     if resize_protocol(options.resize_protocol).metrics_at_network_size:
         size = predictor.network_size(item["image"].shape[:2])
@@ -120,7 +133,7 @@ def score_item(
         semantic = None if semantic is None else resize_labels(semantic, size)
     pred = predictor.scores(item["image"], methods, labels=semantic is not None, output_size=label.shape)
     labels = None if semantic is None else resize_label_map(pred.labels, semantic.shape)
-    return pred.scores, label, semantic, labels
+    return ScoredItem(pred.scores, label, semantic, labels, pred.network_size)
 
 
 def inlier_confusion(
@@ -165,18 +178,20 @@ def evaluate(model: SegmentationModel, dataset: Dataset, options: EvalOptions) -
         multiprocessing_context="forkserver" if options.workers else None,
     )
     conf = None
+    network_sizes: set[tuple[int, int]] = set()
     cache = tempfile.mkdtemp(prefix="pebal_eval_") if options.components and "pebal" in methods else None
     t0 = time.perf_counter()
     try:
         for i, item in enumerate(tqdm(loader, total=n, desc="pebal eval", unit="img", disable=not options.progress)):
-            scores, label, semantic, pred = score_item(predictor, item, methods, options)
-            for m, s in scores.items():
-                metrics[m].update(s, label)
+            scored = score_item(predictor, item, methods, options)
+            network_sizes.add(scored.network_size)
+            for m, score in scored.scores.items():
+                metrics[m].update(score, scored.label)
                 if cache and m == "pebal":
-                    np.save(os.path.join(cache, f"{i}_score.npy"), s)
-                    np.save(os.path.join(cache, f"{i}_label.npy"), label)
-            if semantic is not None:
-                c = confusion_matrix(pred, semantic, NUM_CLASSES)
+                    np.save(os.path.join(cache, f"{i}_score.npy"), score)
+                    np.save(os.path.join(cache, f"{i}_label.npy"), scored.label)
+            if scored.semantic is not None:
+                c = confusion_matrix(scored.semantic_pred, scored.semantic, NUM_CLASSES)
                 conf = c if conf is None else conf + c
         seconds = time.perf_counter() - t0
         results = {m: metrics[m].compute(curves=True) for m in methods}
@@ -187,6 +202,7 @@ def evaluate(model: SegmentationModel, dataset: Dataset, options: EvalOptions) -
             "fpr95_definition": options.fpr95,
             "mode": results[methods[0]]["mode"],
             "input_size": None if options.input_size is None else list(options.input_size),
+            "network_sizes": [list(size) for size in sorted(network_sizes)],
             "skipped_images": skipped_images(dataset),
         }
         if "pebal" in results and results["pebal"]["threshold_tpr95"] is not None:
@@ -392,8 +408,9 @@ def save_with_threshold(
 ) -> Path:
     """Copy ``checkpoint`` to ``dst`` with metadata ``score_threshold`` = the report's PEBAL score
     at 95 % TPR (the ROS node's alarm threshold), ``score_threshold_source`` saying where it
-    came from and ``input_size`` = the (height, width) it was measured at (absent for native
-    size), which the Predictor then runs the model at by default. Other metadata (training
+    came from and ``input_size`` = the (height, width) the network ran at when every image ran
+    at the same size (absent otherwise), which the Predictor then runs the model at by default,
+    so the threshold holds and the cost does not grow with the camera's resolution. Other metadata (training
     configuration, ...) is kept; float16 files stay float16.
     ``arch`` as in :func:`run_evaluation` (bare state_dicts)."""
     from pebal_core.models.checkpoint import load_model, read_checkpoint, save_checkpoint
@@ -408,8 +425,9 @@ def save_with_threshold(
     t = report["score_threshold"]
     meta["score_threshold"] = float(t["score"])
     meta.pop("input_size", None)
-    if report.get("input_size"):
-        meta["input_size"] = list(report["input_size"])  # the Predictor's default size from now on
+    sizes = report.get("network_sizes") or []
+    if len(sizes) == 1:  # one network size: the threshold holds there; the Predictor's default from now on
+        meta["input_size"] = list(sizes[0])
     meta["score_threshold_source"] = {
         "dataset": report.get("dataset"),
         "dataset_options": report.get("dataset_options", {}),

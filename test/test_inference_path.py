@@ -17,7 +17,7 @@ from tiny_trees import make_anomaly_pairs
 
 from pebal_core import cli
 from pebal_core.data.anomaly_sets import build_anomaly_dataset
-from pebal_core.evaluate import EvalOptions, predictor_for, score_item
+from pebal_core.evaluate import EvalOptions, predictor_for, run_evaluation, save_with_threshold, score_item
 from pebal_core.images import read_label, read_rgb
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import load_model, read_checkpoint, save_checkpoint
@@ -71,10 +71,11 @@ def test_eval_scores_equal_predictor_predict(fs_root, model_file, input_size):
     dataset = build_anomaly_dataset("fs_static", fs_root)
     for i in range(len(dataset)):
         item = dataset[i]
-        scores, label, _, _ = score_item(evaluator, item, ("pebal",), options)
+        scored = score_item(evaluator, item, ("pebal",), options)
         labels, score = predictor.predict(item["image"])
-        assert score.shape == label.shape == SIZE and labels.shape == SIZE
-        np.testing.assert_array_equal(scores["pebal"], score)
+        assert score.shape == scored.label.shape == SIZE and labels.shape == SIZE
+        assert scored.network_size == (input_size or SIZE)
+        np.testing.assert_array_equal(scored.scores["pebal"], score)
 
 
 def test_pebal_eval_threshold_and_ap_come_from_predictor_scores(tmp_path, fs_root, model_file):
@@ -98,3 +99,19 @@ def test_pebal_eval_threshold_and_ap_come_from_predictor_scores(tmp_path, fs_roo
                      "--out", str(again)]) == 0  # fmt: skip
     assert json.loads((again / "results.json").read_text())["score_threshold"] == report["score_threshold"]
     assert Predictor.from_checkpoint(thr, input_size=(60, 90)).input_size == (60, 90)  # the caller's size wins
+
+
+def test_threshold_records_the_one_network_size_or_none(tmp_path, fs_root, model_file):
+    """Native evaluation of same-size images records that size; images of two sizes record none."""
+    options = EvalOptions(methods=("pebal",), progress=False)
+    report = run_evaluation(model_file, "fs_static", fs_root, options)
+    assert report["input_size"] is None and report["network_sizes"] == [list(SIZE)]
+    assert read_checkpoint(save_with_threshold(model_file, tmp_path / "a.pt", report)).metadata["input_size"] == [*SIZE]
+
+    mixed = tmp_path / "mixed" / "Static"
+    make_anomaly_pairs(mixed / "original", mixed / "labels", SIZE, [(10, 12, 13, 19)], 1, name="a{}")
+    make_anomaly_pairs(mixed / "original", mixed / "labels", (48, 64), [(8, 8, 10, 12)], 2, name="b{}")
+    report = run_evaluation(model_file, "fs_static", mixed.parent, options)
+    assert report["network_sizes"] == [[48, 64], list(SIZE)]
+    assert "input_size" not in read_checkpoint(save_with_threshold(model_file, tmp_path / "b.pt", report)).metadata
+    assert Predictor.from_checkpoint(tmp_path / "b.pt").input_size is None
