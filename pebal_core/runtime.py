@@ -234,7 +234,12 @@ class OnnxRuntimeBackend(Backend):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = int(threads) if threads else usable_cores()
         options.log_severity_level = 3  # errors only
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as e:  # onnxruntime raises its own classes (Fail, InvalidProtobuf, ...)
+            raise BackendError(
+                f"onnxruntime cannot load {path} ({e}); export the model again with `pebal export onnx CHECKPOINT`"
+            ) from e
         meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map)
         _check_smoothing(path, meta["smoothing"], smoothing)
         _check_fixed_size(path, meta["input_size"], input_size)
