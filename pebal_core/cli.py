@@ -310,11 +310,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     from pebal_core.metrics import DEFAULT_MAX_CELLS, FPR95_DEFINITIONS
     from pebal_core.protocols import EVAL_PROTOCOLS, RESIZE_PROTOCOLS
 
-    protocols = "\n".join(
-        f"  {p.name}: --input-size {'native' if p.input_size is None else ' '.join(map(str, p.input_size))} "
-        f"--resize-protocol {p.resize_protocol} --fpr95 {p.fpr95}\n    ({p.description})"
-        for p in EVAL_PROTOCOLS.values()
-    )
+    def preset(p) -> str:
+        size = "(no --input-size)" if p.input_size is None else f"--input-size {p.input_size[0]} {p.input_size[1]}"
+        return f"  {p.name}: {size} --resize-protocol {p.resize_protocol} --fpr95 {p.fpr95}\n    ({p.description})"
+
+    protocols = "\n".join(preset(p) for p in EVAL_PROTOCOLS.values())
     p = sub.add_parser(
         "eval",
         help="anomaly metrics of a model on an evaluation dataset",
@@ -330,7 +330,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
             f"protocols (--protocol NAME; --input-size, --resize-protocol and --fpr95 given explicitly win):\n"
             f"{protocols}\n\n"
             "A model whose metadata records an input size (written by --write-threshold) runs at it unless "
-            "--input-size or --protocol says otherwise, as the ROS node does.\n\n"
+            "--input-size (or --protocol course) sets a size, as the ROS node does.\n\n"
             "example (the published Cityscapes-ENet table for one set):\n"
             "  pebal eval --model model_best.pth --arch enet --protocol course \\\n"
             "      --dataset validation/RoadAnomaly21 --root Validation_Dataset"

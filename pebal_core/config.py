@@ -175,7 +175,7 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
 
 # ----------------------------------------------------------------------------- training
 # The configuration of `pebal train` (pebal_core.train). Defaults are the paper's
-# hyperparameters (DESIGN §4); dataset paths are placeholders a user replaces.
+# hyperparameters (Tian et al., ECCV 2022); dataset paths are placeholders a user replaces.
 
 
 @dataclasses.dataclass

@@ -5,7 +5,8 @@ channel 19) and ``targets`` int64 ``B x H x W`` with trainIds 0..18, ``ANOMALY_I
 pasted outlier pixels and ``VOID_ID`` (255) for ignored pixels. Notation: ``p`` = softmax over
 all 20 channels, ``lse`` = logsumexp over the 19 inlier logits, free energy ``E = -lse``.
 
-Terms (DESIGN §4; :class:`~pebal_core.config.LossConfig` selects them):
+Terms (equation numbers of the PEBAL paper, Tian et al., ECCV 2022; :class:`~pebal_core.config.LossConfig`
+selects them):
 
 Penalty ``a`` (Eq. 5)
     ``a = lse^2``, the energy-biased abstention penalty; the reference implementation blurs it
