@@ -541,7 +541,7 @@ class Predictor:
         Args:
             rgb: uint8 ``H x W x 3``.
             methods: score names; ``abstention`` is left out for models without channel 19.
-                Anything but ``("pebal",)`` needs the torch backend.
+                Scores other than ``pebal`` need the torch backend.
             labels: also return the inlier labels.
             output_size: ``(height, width)`` of the returned maps; ``None`` = the image's
                 (what :meth:`predict` returns), ``"network"`` = the network's.
@@ -552,9 +552,9 @@ class Predictor:
         x = self.network_image(rgb)
         net = (int(x.shape[0]), int(x.shape[1]))
         size = net if output_size == "network" else tuple(output_size or np.asarray(rgb).shape[:2])
-        if tuple(methods) == ("pebal",) and not isinstance(self.backend, TorchBackend):
+        if set(methods) <= {"pebal"} and not isinstance(self.backend, TorchBackend):  # what run() returns
             lab, score = self.backend.run(x)
-            maps, lab = {"pebal": score}, (lab if labels else None)
+            maps, lab = ({"pebal": score} if methods else {}), (lab if labels else None)
         else:
             with torch.inference_mode():
                 logits = self.backend.logits(x)

@@ -196,3 +196,14 @@ def test_dynamic_onnx_keeps_the_checkpoints_recorded_input_size(tmp_path, checkp
     assert Predictor.from_checkpoint(onnx_path, backend="onnxruntime").input_size == (48, 80)
     assert Predictor.from_checkpoint(sized).input_size == (48, 80)
     assert Predictor.from_checkpoint(onnx_path, backend="onnxruntime", input_size=(64, 96)).input_size == (64, 96)
+
+
+def test_scores_through_onnxruntime_give_pebal_and_labels_only(checkpoint, dynamic_onnx):
+    onnx_pred = Predictor.from_checkpoint(dynamic_onnx, backend="onnxruntime")
+    rgb = rgb_image(64, 96, seed=3)
+    pred = onnx_pred.scores(rgb, ("pebal",), labels=True)
+    labels, score = onnx_pred.predict(rgb)
+    np.testing.assert_array_equal(pred.scores["pebal"], score)
+    np.testing.assert_array_equal(pred.labels, labels)
+    with pytest.raises(BackendError, match="need the torch backend"):
+        onnx_pred.scores(rgb, ("pebal", "msp"))
