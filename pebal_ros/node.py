@@ -95,6 +95,7 @@ from pebal_core.alarms.region import REGIONS
 from pebal_core.calibration import DEFAULT_PROBABILITY_SCALE, resolve_threshold
 from pebal_core.ground import CameraMount, GroundGrid, image_to_ground_homography
 from pebal_core.labels import colorize
+from pebal_core.percentiles import percentiles
 from pebal_core.runtime import Predictor
 from pebal_core.visualize import alarm_overlay
 from pebal_ros.conversions import (
@@ -434,14 +435,6 @@ class Stats:
     obstacles_last: int = 0
     obstacles_total: int = 0
     frames_with_obstacles: int = 0
-
-
-def _percentiles(values: deque) -> dict[str, float]:
-    if not values:
-        return {}
-    arr = np.asarray(values, dtype=np.float64)
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {"p50": p50, "p90": p90, "p99": p99, "max": float(arr.max())}
 
 
 def network_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:
@@ -924,9 +917,9 @@ class PebalNode(Node):
                 **{f"published_{name}": n for name, n in st.published.items()},
                 "rate_in_hz": f"{rate_in:.2f}",
                 "rate_out_hz": f"{rate_out:.2f}",
-                **{f"inference_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.inference_ms).items()},
-                **{f"processing_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.processing_ms).items()},
-                **{f"latency_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.latency_ms).items()},
+                **{f"inference_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.inference_ms, (50, 90, 99)).items()},
+                **{f"processing_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.processing_ms, (50, 90, 99)).items()},
+                **{f"latency_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.latency_ms, (50, 90, 99)).items()},
                 "obstacles_last_frame": st.obstacles_last,
                 "obstacles_total": st.obstacles_total,
                 "frames_with_obstacles": st.frames_with_obstacles,

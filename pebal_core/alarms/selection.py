@@ -1,9 +1,10 @@
 """``pebal threshold``: compute a model's operating points on a validation set and store them.
 
 The model runs over any dataset ``pebal eval`` reads (:func:`pebal_core.data.anomaly_sets.build_anomaly_dataset`),
-with the same input pipeline (:func:`pebal_core.evaluate.image_logits`): per image the predicted
-trainIds give the region (:mod:`pebal_core.alarms.region`) and the PEBAL score (smoothed free
-energy, resized back to the label size as the deployed Predictor does) is kept. Each policy of
+through the Predictor ``pebal eval`` uses (:func:`pebal_core.evaluate.predictor_for`; at the input
+size the model's metadata records unless one is given, as the node runs it): per image the
+predicted trainIds give the region (:mod:`pebal_core.alarms.region`) and the PEBAL score (smoothed
+free energy at the label size) is kept. Each policy of
 :mod:`pebal_core.alarms.operating_point` then picks its threshold, and
 :func:`save_with_operating_points` writes a copy of the checkpoint whose ``score_threshold`` is
 the default policy's (what the ROS node alarms on) with every point and how it was chosen.
@@ -12,10 +13,10 @@ the default policy's (what the ROS node alarms on) with every point and how it w
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -41,10 +42,9 @@ def validation_frames(
     min_fraction: float = DEFAULT_MIN_FRACTION,
 ) -> list[ValidationFrame]:
     """Score, labels and region of every image of ``dataset`` (``options``: an ``EvalOptions``)."""
-    from pebal_core.evaluate import image_logits
-    from pebal_core.scoring import labels_and_score
+    from pebal_core.evaluate import predictor_for
 
-    model.eval()
+    predictor = predictor_for(model.eval(), options)
     n = len(dataset) if options.limit is None else min(options.limit, len(dataset))
     if n == 0:
         raise ValueError(f"dataset {dataset!r} has no images to choose a threshold on")
@@ -52,9 +52,7 @@ def validation_frames(
     for i in tqdm(range(n), desc="pebal threshold", unit="img", disable=not options.progress):
         item = dataset[i]
         label = item["label"]
-        trainids, score = labels_and_score(image_logits(model, item["image"], options))
-        trainids = trainids[0].cpu().numpy().astype(np.uint8)
-        score = score[0].float().cpu().numpy()
+        trainids, score = predictor.predict(item["image"])
         h, w = label.shape
         if score.shape != label.shape:
             score = cv2.resize(score, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -79,6 +77,7 @@ def choose_operating_points(
     """The report: every policy's point, the default, and the data they were chosen on."""
     from pebal_core.data.anomaly_sets import build_anomaly_dataset
     from pebal_core.models.checkpoint import load_model
+    from pebal_core.runtime import recorded_input_size
 
     for policy in (*policies, default):
         parse_policy(policy)
@@ -88,6 +87,8 @@ def choose_operating_points(
         raise ValueError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
     dataset = build_anomaly_dataset(dataset_name, root, **(dataset_options or {}))
     model = load_model(checkpoint, arch=arch).to(device)
+    if options.input_size is None and recorded_input_size(model.checkpoint_metadata) is not None:
+        options = replace(options, input_size=recorded_input_size(model.checkpoint_metadata))
     frames = validation_frames(model, dataset, options, region, include_sidewalk)
     search = OperatingPointSearch(frames, min_pixels)
     points = [search.choose(p) for p in policies]
@@ -128,7 +129,9 @@ def save_with_operating_points(
 ) -> Path:
     """Copy ``checkpoint`` to ``dst`` with the report's operating points in its metadata:
     ``score_threshold`` (the default policy's), ``score_threshold_source`` (how it was chosen and
-    what it does on the validation data) and ``alarm_operating_points`` (every policy)."""
+    what it does on the validation data), ``alarm_operating_points`` (every policy) and, when the
+    points were measured at a fixed network size, ``input_size`` (the Predictor then runs the model
+    at it, so the thresholds hold)."""
     from pebal_core.models.checkpoint import copy_with_metadata
 
     meta = operating_points_metadata(report["points"], report["default"], report["source"])
@@ -137,4 +140,6 @@ def save_with_operating_points(
         **{k: report["source"][k] for k in ("dataset", "dataset_options", "n_images", "evaluated_checkpoint_sha256")},
         **chosen.to_dict(),
     }
+    if report["source"]["input_size"]:
+        meta["input_size"] = report["source"]["input_size"]
     return copy_with_metadata(checkpoint, dst, meta, arch=arch)

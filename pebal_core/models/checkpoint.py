@@ -55,6 +55,17 @@ class CheckpointError(RuntimeError):
     """A checkpoint file cannot be read, or does not fit the requested architecture."""
 
 
+class MissingArchitectureError(CheckpointError):
+    """A checkpoint without metadata was loaded without naming its architecture."""
+
+    def __init__(self, path: Path, source_format: str, how: str = "pass arch=NAME") -> None:
+        self.path, self.source_format = path, source_format
+        super().__init__(
+            f"{path} ({source_format} format) does not say which architecture it holds; {how} "
+            "(`pebal models` lists the names)"
+        )
+
+
 @dataclass
 class Checkpoint:
     """A checkpoint read from disk, with prefixes stripped and training-only extras dropped."""
@@ -297,9 +308,7 @@ def load_model(
     meta = dict(ckpt.metadata)
     arch = arch or meta.get("arch")
     if arch is None:
-        raise CheckpointError(
-            f"{ckpt.path} ({ckpt.source_format} format) does not say which architecture it holds; pass arch=..."
-        )
+        raise MissingArchitectureError(ckpt.path, ckpt.source_format)
     if meta.get("arch") not in (None, arch):
         raise CheckpointError(f"{ckpt.path} holds architecture {meta['arch']!r}, not {arch!r}")
     kwargs = {**meta.get("arch_kwargs", {}), **arch_kwargs}
@@ -378,9 +387,14 @@ _REGENERATED_METADATA = (
 
 
 def copy_with_metadata(
-    checkpoint: str | os.PathLike, dst: str | os.PathLike, updates: dict, arch: str | None = None
+    checkpoint: str | os.PathLike,
+    dst: str | os.PathLike,
+    updates: dict,
+    remove: tuple[str, ...] = (),
+    arch: str | None = None,
 ) -> Path:
-    """Copy ``checkpoint`` to ``dst`` in the project format with metadata entries ``updates`` set.
+    """Copy ``checkpoint`` to ``dst`` in the project format with metadata entries ``updates`` set
+    and the entries named in ``remove`` dropped.
 
     Other metadata (training configuration, thresholds, ...) is kept; float16 files stay float16.
     ``arch`` names the architecture of a bare state_dict (files in the project format carry it).
@@ -390,6 +404,6 @@ def copy_with_metadata(
         raise ValueError(f"refusing to overwrite the evaluated checkpoint {checkpoint}; choose another output file")
     model = load_model(checkpoint, arch=arch)
     half = any(t.dtype == torch.float16 for t in read_checkpoint(checkpoint).state_dict.values())
-    meta = {k: v for k, v in model.checkpoint_metadata.items() if k not in _REGENERATED_METADATA}
+    meta = {k: v for k, v in model.checkpoint_metadata.items() if k not in _REGENERATED_METADATA + remove}
     meta.update(updates)
     return save_checkpoint(model, dst, half=half, **meta)
