@@ -1077,6 +1077,11 @@ class StopRequest:
         if not self.requested:
             self.signal_name = signal.Signals(signum).name
             self.requested = True
+        # From now on the kernel drops these signals. A Python handler would not survive
+        # interpreter finalisation (CPython resets Python-level handlers to SIG_DFL there), so a
+        # second Ctrl-C during that window killed the node with status -2; SIG_IGN is kept.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "foundation",
         "label conventions, file and image I/O, normalisation, resize protocols, the ONNX file contract, "
-        "geometry, calibration, drawing",
+        "geometry, calibration",
         (
             "pebal_core",
             "pebal_core.version",
@@ -37,7 +37,6 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "pebal_core.percentiles",
             "pebal_core.calibration",
             "pebal_core.ground",
-            "pebal_core.visualize",
             "pebal_core.assets",
         ),
     ),
@@ -47,10 +46,19 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "logits -> anomaly scores; scores + labels -> metrics",
         ("pebal_core.scoring", "pebal_core.score_counts", "pebal_core.metrics", "pebal_core.component_metrics"),
     ),
+    (
+        "alarms",
+        "score map -> drivable region, operating points, persistence, obstacles; drawing them",
+        ("pebal_core.alarms", "pebal_core.visualize"),
+    ),
     ("data", "datasets (training, evaluation, synthetic world)", ("pebal_core.data",)),
     ("export", "ONNX export, TensorRT engines", ("pebal_core.export",)),
     ("runtime", "the Predictor: the one inference path, three backends", ("pebal_core.runtime",)),
-    ("evaluation", "model + dataset -> metrics report", ("pebal_core.evaluate",)),
+    (
+        "evaluation",
+        "model + dataset -> metrics report, operating points chosen on validation data",
+        ("pebal_core.evaluate", "pebal_core.alarms.selection"),
+    ),
     (
         "training",
         "configuration, PEBAL losses, the trainer",
