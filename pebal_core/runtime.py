@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
 import cv2
@@ -38,12 +37,10 @@ import numpy as np
 import torch
 
 from pebal_core.fileio import sha256_file
+from pebal_core.model_store import model_path
 from pebal_core.models.checkpoint import load_model
 from pebal_core.preprocessing import image_to_tensor
 from pebal_core.scoring import labels_and_score
-
-DEFAULT_MODEL_RESOURCE = "default_model.safetensors"
-"""File name of the shipped default model inside the ``pebal_core.assets`` package."""
 
 
 class Backend:
@@ -65,16 +62,19 @@ class Backend:
 
 
 class TorchBackend(Backend):
-    """Eager PyTorch inference (CPU or CUDA)."""
+    """Eager PyTorch inference (CPU or CUDA); ``arch`` names the network of a checkpoint without
+    project metadata (a bare state_dict such as a real Cityscapes ESPNet; see ``pebal models``)."""
 
     name = "torch"
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", smoothing: bool = True, **_: object) -> None:
+    def __init__(
+        self, path: str | os.PathLike, device: str = "cpu", smoothing: bool = True, arch: str | None = None, **_: object
+    ) -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' requested but torch sees no CUDA GPU; use device 'cpu'")
-        self.model = load_model(path).to(self.device).eval()
-        self.metadata = self.model.checkpoint_metadata
+        self.model = load_model(path, arch=arch).to(self.device).eval()
+        self.metadata = {**self.model.checkpoint_metadata, "arch": self.model.arch}
         self.smoothing = smoothing
 
     @torch.inference_mode()
@@ -356,16 +356,6 @@ def available_backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def default_model_path() -> Path:
-    """Path of the shipped default model (raises ``FileNotFoundError`` if it is not installed)."""
-    path = Path(str(resources.files("pebal_core.assets").joinpath(DEFAULT_MODEL_RESOURCE)))
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"the default model {path} is not installed; build it with `make default-model` or pass a checkpoint path"
-        )
-    return path
-
-
 class Predictor:
     """Labels and anomaly scores for RGB images, whatever the backend.
 
@@ -391,23 +381,32 @@ class Predictor:
         device: str = "cpu",
         input_size: tuple[int, int] | None = None,
         smoothing: bool = True,
+        arch: str | None = None,
         **backend_options: object,
     ) -> Predictor:
         """Load a model file with the named backend (``torch`` takes any checkpoint format).
 
-        ``input_size`` defaults to the model's fixed size when it has one (a fixed-size ONNX
-        export or TensorRT plan); ``backend_options`` go to the backend (see the module
-        docstring), e.g. ``engine_auto_build=True`` for ``tensorrt``.
+        ``arch`` names the network of a file without project metadata (``torch`` backend: a
+        bare state_dict, e.g. ``arch="espnet_p2q8"`` for a real Cityscapes ESPNet); for a file
+        that carries its architecture it must agree with it. ``input_size`` defaults to the
+        model's fixed size when it has one (a fixed-size ONNX export or TensorRT plan);
+        ``backend_options`` go to the backend (see the module docstring), e.g.
+        ``engine_auto_build=True`` for ``tensorrt``.
         """
         if backend not in _BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(available_backends())}")
+        if arch is not None and backend == "torch":  # other backends' files always carry their architecture
+            backend_options = {**backend_options, "arch": arch}
         engine = _BACKENDS[backend](path, device=device, smoothing=smoothing, input_size=input_size, **backend_options)
+        if arch is not None and engine.metadata.get("arch") != arch:
+            raise ValueError(f"{path} holds architecture {engine.metadata.get('arch')!r}, not the {arch!r} asked for")
         return cls(engine, input_size if input_size is not None else engine.input_size)
 
     @classmethod
     def default(cls, **kwargs: object) -> Predictor:
-        """The shipped default model (torch backend unless ``backend=`` says otherwise)."""
-        return cls.from_checkpoint(default_model_path(), **kwargs)
+        """The shipped default model (``pebal_core.model_store``; torch backend unless ``backend=`` says
+        otherwise)."""
+        return cls.from_checkpoint(model_path(), **kwargs)
 
     @property
     def metadata(self) -> dict:

@@ -261,7 +261,9 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         choices=BASELINES,
         help="also score this baseline offline on the same frames with --model (repeatable)",
     )
-    p.add_argument("--model", type=Path, help="checkpoint the node ran (default: the shipped default model)")
+    p.add_argument(
+        "--model", help="checkpoint the node ran, or a shipped model's name (default: the shipped default model)"
+    )
     p.add_argument("--input-size", type=_size, help="HEIGHTxWIDTH the node ran the network at (default: native)")
     p.add_argument("--non-hazards", choices=("void", "anomaly"), default="void", help="LostAndFound non-hazard objects")
     p.add_argument("--streaming", action="store_true", help="bounded-memory metrics (certified error bound)")
@@ -271,13 +273,11 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 def _run_score(args: argparse.Namespace) -> int:
     from pebal_core.fileio import atomic_write_text
-    from pebal_core.runtime import default_model_path
+    from pebal_core.model_store import resolve_model
     from pebal_ros.bag_score import ScoreOptions, format_table, score_bag
     from pebal_ros.bag_storage import find_bags
 
-    model = args.model
-    if args.baseline and model is None:
-        model = default_model_path()
+    model = resolve_model(args.model) if args.baseline or args.model else None
     inputs = [bag for path in args.input for bag in find_bags(path)]
     options = ScoreOptions(
         score_topic=args.score_topic,
