@@ -95,38 +95,42 @@ def is_model_name(spec: str | os.PathLike | None) -> bool:
     return isinstance(spec, str) and spec in MODELS
 
 
-def describe(name: str) -> dict[str, object]:
-    """What the shipped model ``name`` is, from its metadata: a flat ``{field: value}`` for listings.
+def describe(name: str) -> dict[str, str]:
+    """What the shipped model ``name`` is, from its metadata: ``{field: one line of text}`` for listings.
 
-    Fields: ``file``, ``arch``, ``base_model``, ``training`` (or ``training_data``), ``input_size``
-    (``HxW`` or ``any``), ``score_threshold`` and where it came from. A field the model's metadata
-    lacks is left out.
+    Fields: ``file``, ``arch``, ``base_model`` (name, source, licence), ``training`` (when the
+    metadata describes it in words), ``training_data``, ``input_size`` (``HxW``, or any size),
+    ``score_threshold`` and ``threshold_from`` (data, TPR and FPR there). A field the model's
+    metadata lacks is left out.
     """
     from pebal_core.models.checkpoint import read_checkpoint
 
     path = model_path(name)
     meta = read_checkpoint(path).metadata
-    out: dict[str, object] = {"file": path.name, "arch": meta.get("arch")}
+    out = {"file": path.name, "arch": str(meta.get("arch"))}
     base = meta.get("base_model")
     if isinstance(base, dict):
-        out["base_model"] = f"{base.get('name')} ({base.get('source')}, licence {base.get('licence')})"
-    for key in ("training", "training_data"):
-        if meta.get(key):
-            out[key] = _one_line(meta[key])
+        out["base_model"] = f"{base.get('name')}; {base.get('source')}; licence {base.get('licence')}"
+    if isinstance(meta.get("training"), str):
+        out["training"] = meta["training"]
+    if meta.get("training_data"):
+        out["training_data"] = _one_line(meta["training_data"])
     size = meta.get("input_size")
     out["input_size"] = f"{size[0]}x{size[1]}" if size else "any (each image's own size)"
     if meta.get("score_threshold") is not None:
         out["score_threshold"] = f"{float(meta['score_threshold']):.4g}"
         source = meta.get("score_threshold_source")
-        if source:
-            out["score_threshold_source"] = _one_line(source)
+        if isinstance(source, dict):
+            options = _one_line(source.get("dataset_options") or {})
+            rates = ", ".join(f"{k.upper()} {100 * float(source[k]):.1f} %" for k in ("tpr", "fpr") if k in source)
+            out["threshold_from"] = f"{source.get('dataset')} ({options}): {rates}"
     return out
 
 
 def _one_line(value: object) -> str:
     """A metadata value (string, list or dict) as one line of text."""
     if isinstance(value, dict):
-        return "; ".join(f"{k}: {_one_line(v)}" for k, v in value.items())
+        return ", ".join(f"{k} {_one_line(v)}" for k, v in value.items())
     if isinstance(value, list | tuple):
-        return ", ".join(_one_line(v) for v in value)
+        return "; ".join(_one_line(v) for v in value)
     return str(value)

@@ -99,7 +99,8 @@ def main() -> None:
     finally:
         unthresholded.unlink()
     save_checkpoint(model, args.out, score_threshold=threshold, score_threshold_source=threshold_source, **meta)
-    print(f"wrote {args.out}: threshold {threshold:.4f} (TPR {threshold_source['tpr']:.3f}, FPR {threshold_source['fpr']:.3f})")
+    tpr, fpr = threshold_source["tpr"], threshold_source["fpr"]
+    print(f"wrote {args.out}: threshold {threshold:.4f} (TPR {tpr:.3f}, FPR {fpr:.3f} on the hold-out images)")
 
 
 if __name__ == "__main__":

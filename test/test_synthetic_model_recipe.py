@@ -1,9 +1,9 @@
-"""The `make default-model` recipe on a tiny world: the shipped configurations run as written.
+"""The `make synthetic-model` recipe on a tiny world: the shipped configurations run as written.
 
 The two stages (`config/synthetic_pretrain.yaml`, `config/synthetic_pebal.yaml`) and the
 threshold step run through the same `pebal` commands the Makefile uses, with only sizes and step
 counts overridden, so a configuration that no longer matches the synthetic world (a category
-filter, a missing key) fails here rather than an hour into `make default-model`.
+filter, a missing key) fails here rather than an hour into `make synthetic-model`.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ TINY = ["data.crop=[64,128]", "batch_size=2", "data.workers=0", "max_steps=2", "
 
 def _makefile_recipe() -> str:
     text = (ROOT / "Makefile").read_text()
-    return text[text.index("default-model: $(STAMP)") :].split("\n\n")[0]
+    return text[text.index("synthetic-model: $(STAMP)") :].split("\n\n")[0]
 
 
 def test_makefile_recipe_uses_the_configurations_tested_here():
     recipe = _makefile_recipe()
     assert "config/synthetic_pretrain.yaml" in recipe and "config/synthetic_pebal.yaml" in recipe
     assert re.search(r"eval .*--dataset synthetic --split LostAndFound", recipe)
-    assert "--write-threshold $(DEFAULT_MODEL)" in recipe
+    assert "--write-threshold $(SYNTHETIC_MODEL)" in recipe
 
 
 @pytest.mark.slow
@@ -45,7 +45,7 @@ def test_both_stages_and_the_threshold_step_run_on_a_synthetic_world(tmp_path):
     assert cli.main(["train", "--config", str(ROOT / "config/synthetic_pebal.yaml"),
                      f"out_dir={pebal}", f"model.base={pretrain / 'model.safetensors'}",
                      f"data.cityscapes={world / 'cityscapes'}", f"data.coco={world / 'coco'}", *TINY]) == 0
-    shipped = tmp_path / "default_model.safetensors"
+    shipped = tmp_path / "synthetic_model.safetensors"
     assert cli.main(["eval", "--model", str(pebal / "model.safetensors"), "--dataset", "synthetic",
                      "--split", "LostAndFound", "--root", str(world), "--methods", "pebal",
                      "--out", str(tmp_path / "threshold"), "--no-plots", "--no-progress",
