@@ -50,7 +50,7 @@ endif
 
 real-demo: $(STAMP)
 	$(VENV)/bin/pebal_demo --data $(REALDATA)/Validation_Dataset --sequence FS_LostFound_full \
-		--sequence RoadObsticle21 --out $(REAL_DEMO_OUT) --sheet docs/real_overlay.png $(DEMO_ARGS)
+		--sequence RoadObsticle21 --out $(REAL_DEMO_OUT) --sheet docs/real_overlay.png --per-sequence $(DEMO_ARGS)
 
 # `make real-pictures`: the shipped default model on the real Cityscapes frames of $(REALDATA):
 # docs/real_cityscapes_labels.png and docs/real_cityscapes_overlay.png (rerun when the model changes).

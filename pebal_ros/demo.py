@@ -54,7 +54,9 @@ RECORDED = ("anomaly_score", "anomaly_overlay")
 OUTPUT_NAMES = ("bags", "overlays", "logs", "anomaly_overlay.gif", "score.json", "score.md")
 """What a run writes under ``--out`` (and replaces on the next run)."""
 GIF_WIDTH = 640
-"""GIF and sheet frames wider than this are scaled down."""
+"""GIF frames wider than this are scaled down."""
+SHEET_WIDTH = 480
+"""Width of each frame on a ``--sheet`` picture (pixels)."""
 PROFILE = "fastdds_large_images.xml"
 AUTO_MARGIN = 2.0
 """``--rate auto`` leaves the node this many times its measured inference time per frame."""
@@ -211,19 +213,19 @@ def write_overlays(output_bag: Path, index: dict, out: Path, fps: float) -> tupl
     return len(frames), gif
 
 
-def _scaled(pic: object) -> object:
-    """A PIL image scaled down to :data:`GIF_WIDTH` when wider."""
+def _scaled(pic: object, width: int = GIF_WIDTH) -> object:
+    """A PIL image scaled down to ``width`` when wider."""
     from PIL import Image as PILImage
 
-    if pic.width <= GIF_WIDTH:
+    if pic.width <= width:
         return pic
-    return pic.resize((GIF_WIDTH, round(pic.height * GIF_WIDTH / pic.width)), PILImage.Resampling.BILINEAR)
+    return pic.resize((width, round(pic.height * width / pic.width)), PILImage.Resampling.BILINEAR)
 
 
 def write_sheet(overlays: Path, index: dict, sheet: Path, count: int, columns: int = 2) -> list[str]:
     """``count`` overlay frames evenly spaced over the run (index order), captioned with their names,
-    in a grid of ``columns`` (each scaled to :data:`GIF_WIDTH` wide; rows as tall as their tallest
-    frame); returns the frame names shown."""
+    in a grid of ``columns`` (each scaled to :data:`SHEET_WIDTH` wide; rows as tall as their tallest
+    frame), saved as a 256-colour PNG; returns the frame names shown."""
     from PIL import Image as PILImage
     from PIL import ImageDraw
 
@@ -231,28 +233,28 @@ def write_sheet(overlays: Path, index: dict, sheet: Path, count: int, columns: i
     if not names:
         raise DemoError(f"no overlay frames under {overlays} to put on the sheet")
     picks = [names[round(i)] for i in np.linspace(0, len(names) - 1, min(count, len(names)))]
-    pictures = [_scaled(PILImage.open(overlays / f"{name}.png").convert("RGB")) for name in picks]
+    pictures = [_scaled(PILImage.open(overlays / f"{name}.png").convert("RGB"), SHEET_WIDTH) for name in picks]
     rows = [pictures[i : i + columns] for i in range(0, len(pictures), columns)]
     heights = [max(p.height for p in row) for row in rows]
-    canvas = PILImage.new("RGB", (columns * GIF_WIDTH, sum(heights)), "white")
+    canvas = PILImage.new("RGB", (columns * SHEET_WIDTH, sum(heights)), "white")
     draw = ImageDraw.Draw(canvas)
     y = 0
     for row, height in zip(rows, heights, strict=True):
         for col, pic in enumerate(row):
-            canvas.paste(pic, (col * GIF_WIDTH, y))
+            canvas.paste(pic, (col * SHEET_WIDTH, y))
         y += height
     y = 0
     for r, (row, height) in enumerate(zip(rows, heights, strict=True)):
         for col in range(len(row)):
             name = picks[r * columns + col]
             box = draw.textbbox((0, 0), name)
-            x0, y0 = col * GIF_WIDTH + 6, y + 6
+            x0, y0 = col * SHEET_WIDTH + 6, y + 6
             draw.rectangle((x0 - 3, y0 - 3, x0 + box[2] + 3, y0 + box[3] + 3), fill="black")
             draw.text((x0, y0), name, fill="white")
         y += height
     sheet.parent.mkdir(parents=True, exist_ok=True)
     tmp = sheet.with_name(f".{sheet.name}.partial")
-    canvas.save(tmp, format="PNG")
+    canvas.quantize(256).save(tmp, format="PNG", optimize=True)
     os.replace(tmp, sheet)
     return picks
 

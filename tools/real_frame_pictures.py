@@ -8,7 +8,7 @@ input size its metadata records, and this script writes
   the Cityscapes palette;
 * ``docs/real_cityscapes_overlay.png``: per frame, the pixels at or above the model's alarm
   threshold tinted red (what the node publishes on ``anomaly_overlay``) and the anomaly score
-  as a heat map;
+  as a heat map (both pictures as 256-colour PNGs);
 
 and prints, per frame, the share of pixels of the main classes, the share flagged, and the
 agreement of the labels with the pretrained ESPNet's (``--pretrained``, the base network). Rerun
@@ -37,7 +37,7 @@ from pebal_core.visualize import heatmap, overlay
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES = Path("cityscapes_frames/fullres_unlabeled")
 PRETRAINED = Path("models/espnet_p2q8_cityscapes_sacmehta/espnet_p_2_q_8.safetensors")
-PANEL_WIDTH = 768
+PANEL_WIDTH = 640
 """Width of each panel in the pictures (pixels)."""
 SHOWN_CLASSES = ("road", "sidewalk", "building", "vegetation", "sky", "car", "person")
 
@@ -65,7 +65,7 @@ def _grid(rows: list[list[Image.Image]], path: Path) -> None:
         y += max(p.height for p in row)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
-    canvas.save(tmp, format="PNG", optimize=True)
+    canvas.quantize(256).save(tmp, format="PNG", optimize=True)
     os.replace(tmp, path)
 
 
