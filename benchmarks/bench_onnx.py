@@ -22,6 +22,14 @@ results, and ``--threads 1`` gives the comparison least disturbed by other load.
 
 ``--sweep`` also times onnxruntime's graph optimisation levels and thread counts, which is
 how the backend's defaults (ORT_ENABLE_ALL, one intra-op thread per usable core) were chosen.
+
+Besides wall time, the CPU time the process used per frame is reported (``cpu ms``, all its
+threads). It depends much less on other load than wall time (shared caches and cores still
+inflate it), so with ``--threads 1``, ``1000 / cpu ms`` is about the single-thread rate of an
+idle core, a little pessimistic.
+
+The sweep's sessions leave onnxruntime's default thread spinning on, except the ``no spin``
+rows, which set ``session.intra_op.allow_spinning=0`` as the onnxruntime backend does.
 """
 
 from __future__ import annotations
@@ -49,18 +57,21 @@ TARGET_FPS = 10.0
 """Least onnxruntime frames/s of the model given by --model or --arch."""
 
 
-def interleaved_medians(fns: list, frames: int, warmup: int = 3) -> list[float]:
-    """Median seconds per call of each function, calls interleaved round by round."""
+def interleaved_medians(fns: list, frames: int, warmup: int = 3) -> tuple[list[float], list[float]]:
+    """Median wall seconds and median process CPU seconds per call of each function, calls
+    interleaved round by round."""
     for fn in fns:
         for _ in range(warmup):
             fn()
-    times: list[list[float]] = [[] for _ in fns]
+    wall: list[list[float]] = [[] for _ in fns]
+    cpu: list[list[float]] = [[] for _ in fns]
     for _ in range(frames):
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            times[i].append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
+            wall[i].append(time.perf_counter() - t0)
+            cpu[i].append(time.process_time() - c0)
+    return [float(np.median(t)) for t in wall], [float(np.median(t)) for t in cpu]
 
 
 def sweep(onnx_path: Path, rgb: np.ndarray, frames: int) -> None:
@@ -68,14 +79,16 @@ def sweep(onnx_path: Path, rgb: np.ndarray, frames: int) -> None:
     configs = []
     for level in ("ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"):
         for threads in sorted({1, usable_cores()}):
-            options = ort.SessionOptions()
-            options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-            options.intra_op_num_threads = threads
-            session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-            configs.append((f"{level}, {threads} thread(s)", session))
-    medians = interleaved_medians([lambda s=s: s.run(None, {"image": image}) for _, s in configs], frames)
-    for (label, _), t in zip(configs, medians, strict=True):
-        print(f"    {label:36s} {1000 * t:8.1f} ms")
+            for spin in ("1", "0") if threads > 1 else ("1",):
+                options = ort.SessionOptions()
+                options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+                options.intra_op_num_threads = threads
+                options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+                session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+                configs.append((f"{level}, {threads} thread(s){'' if spin == '1' else ', no spin'}", session))
+    medians, cpu = interleaved_medians([lambda s=s: s.run(None, {"image": image}) for _, s in configs], frames)
+    for (label, _), t, c in zip(configs, medians, cpu, strict=True):
+        print(f"    {label:36s} {1000 * t:8.1f} ms  (cpu {1000 * c:7.1f} ms)")
 
 
 def candidates(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
@@ -118,7 +131,8 @@ def main() -> None:
     fps_target = bool(args.model or args.arch)
     target = f"ort fps >= {TARGET_FPS:g}" if fps_target else f"ratio >= {TARGET}"
     print(
-        f"{'model':40s} {'torch ms':>9s} {'ort ms':>9s} {'torch fps':>10s} {'ort fps':>9s} {'ratio':>6s}  {target}"
+        f"{'model':40s} {'torch ms':>9s} {'ort ms':>9s} {'torch fps':>10s} {'ort fps':>9s} {'ratio':>6s}"
+        f" {'torch cpu ms':>13s} {'ort cpu ms':>11s}  {target}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for label, ckpt in candidates(args, Path(tmp)):
@@ -126,14 +140,15 @@ def main() -> None:
             torch_pred = Predictor.from_checkpoint(ckpt, backend="torch")
             ort_pred = Predictor.from_checkpoint(onnx_path, backend="onnxruntime", threads=args.threads)
             agree = (torch_pred.predict(rgb)[0] == ort_pred.predict(rgb)[0]).mean()
-            t_torch, t_ort = interleaved_medians(
+            (t_torch, t_ort), (c_torch, c_ort) = interleaved_medians(
                 [lambda p=torch_pred: p.predict(rgb), lambda p=ort_pred: p.predict(rgb)], args.frames
             )
             ratio = t_torch / t_ort
             passed = 1 / t_ort >= TARGET_FPS if fps_target else ratio >= TARGET
             print(
                 f"{label:40s} {1000 * t_torch:9.1f} {1000 * t_ort:9.1f} {1 / t_torch:10.1f} {1 / t_ort:9.1f} "
-                f"{ratio:6.2f}  {'PASS' if passed else 'FAIL'}   (labels agree on {100 * agree:.2f}% of pixels)"
+                f"{ratio:6.2f} {1000 * c_torch:13.1f} {1000 * c_ort:11.1f}  {'PASS' if passed else 'FAIL'}   "
+                f"(labels agree on {100 * agree:.2f}% of pixels)"
             )
             if args.sweep:
                 sweep(onnx_path, rgb, args.frames)

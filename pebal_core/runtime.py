@@ -137,7 +137,8 @@ class OnnxRuntimeBackend(Backend):
             for unsupported nodes).
         smoothing: must match how the file was exported (the smoothing is inside the graph).
         input_size: the size the Predictor will feed; must equal a fixed-size model's size.
-        threads: intra-op threads on the CPU (default: every core this process may use).
+        threads: intra-op threads on the CPU (default: every core this process may use; idle
+            threads sleep rather than spin).
         trt_fp16: let the TensorRT execution provider use FP16 kernels.
         trt_cache_dir: where the TensorRT execution provider caches engines and timing
             (default ``<model>.ort-trt/`` beside the ONNX file).
@@ -201,6 +202,9 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = int(threads) if threads else usable_cores()
+        # waiting pool threads sleep instead of spinning, as OMP_WAIT_POLICY=PASSIVE makes torch's do
+        # (pebal_core/__init__.py): on cores shared with other processes spinning costs far more than it saves
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         if wanted not in self.session.get_providers():
