@@ -88,7 +88,7 @@ def sweep(onnx_path: Path, rgb: np.ndarray, frames: int) -> None:
                 configs.append((f"{level}, {threads} thread(s){'' if spin == '1' else ', no spin'}", session))
     medians, cpu = interleaved_medians([lambda s=s: s.run(None, {"image": image}) for _, s in configs], frames)
     for (label, _), t, c in zip(configs, medians, cpu, strict=True):
-        print(f"    {label:36s} {1000 * t:8.1f} ms  (cpu {1000 * c:7.1f} ms)")
+        print(f"    {label:46s} {1000 * t:8.1f} ms  (cpu {1000 * c:7.1f} ms)")
 
 
 def candidates(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
