@@ -187,12 +187,15 @@ def _bad_inputs(stamp) -> list[tuple[str, object]]:
     corrupt = CompressedImage(format="jpeg", data=byte_array(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4))
     huge = Image(height=8000, width=8000, encoding="mono8", step=8000)
     huge.data = byte_array(np.zeros(8000 * 8000, np.uint8))
+    ok, jpeg = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8))
+    cut = CompressedImage(format="jpeg", data=byte_array(jpeg.tobytes()[: len(jpeg) // 2]))
     cases = [
         ("unsupported_encoding", bayer),
         ("empty_image", empty),
         ("truncated_data", short),
         ("decode_failed", corrupt),
         ("too_large", huge),
+        ("truncated_compressed", cut),
     ]
     for _, msg in cases:
         msg.header.stamp = stamp
@@ -375,10 +378,11 @@ def test_console_script_refuses_bad_parameters(ros_env, checkpoint):
     assert "device must be cpu, cuda, cuda:N" in out.stderr
 
 
-def test_console_script_refuses_a_file_that_is_no_model(ros_env, tmp_path):
+@pytest.mark.parametrize(("name", "content"), [("model.safetensors", b"this is not a checkpoint"), ("empty.pt", b"")])
+def test_console_script_refuses_a_file_that_is_no_model(ros_env, tmp_path, name, content):
     script = os.path.join(os.path.dirname(sys.executable), "pebal_node")
-    bogus = tmp_path / "model.safetensors"
-    bogus.write_bytes(b"this is not a checkpoint")
+    bogus = tmp_path / name
+    bogus.write_bytes(content)
     out = subprocess.run(
         [script, "--ros-args", "-p", f"model:={bogus}"],
         env=_node_env(ros_env),
