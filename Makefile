@@ -55,7 +55,7 @@ real-demo: $(STAMP)
 # `make real-pictures`: the shipped default model on the real Cityscapes frames of $(REALDATA):
 # docs/real_cityscapes_labels.png and docs/real_cityscapes_overlay.png (rerun when the model changes).
 real-pictures: $(STAMP)
-	$(PY) tools/real_frame_pictures.py --realdata $(REALDATA)
+	$(PY) benchmarks/real_frame_pictures.py --realdata $(REALDATA)
 
 # `make synthetic-model`: the shipped synthetic-world model (`--model synthetic`) from nothing, with
 # the commands a user runs on real data. World seed 0 trains (and is the benchmark's test set);

@@ -14,7 +14,7 @@ needs from the metadata:
   objects; never one of the test sets), scored as ``Predictor.predict`` does at that input size;
 * ``base_model``, ``training_data``, ``normalization``, ``arch``.
 
-    python tools/standin_real_model.py [--realdata ../shared/realdata] [--out pebal_core/assets/...]
+    python benchmarks/standin_real_model.py [--realdata ../shared/realdata] [--out pebal_core/assets/...]
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ and prints, per frame, the share of pixels of the main classes, the share flagge
 agreement of the labels with the pretrained ESPNet's (``--pretrained``, the base network). Rerun
 it (``make real-pictures``) whenever the default model changes.
 
-    python tools/real_frame_pictures.py [--realdata ../shared/realdata] [--out docs]
+    python benchmarks/real_frame_pictures.py [--realdata ../shared/realdata] [--out docs]
 """
 
 from __future__ import annotations
