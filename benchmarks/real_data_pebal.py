@@ -2,7 +2,7 @@
 
 Steps (each skipped with ``--resume`` when its output exists):
 
-1. **Inlier tree** (:func:`pebal_core.data.realdata_inliers.build_inlier_tree`): the real
+1. **Inlier tree** (:func:`realdata_inliers.build_inlier_tree`): the real
    Cityscapes frames of ``realdata`` (20 fs_static images with their pasted objects and void made
    void, ``frankfurt_000000_000576``) at 1024x512 in the Cityscapes layout, with the pretrained
    ENet's own predictions as targets (pseudo-labels); 10 fs_static images with pasted objects are
@@ -40,14 +40,14 @@ from pathlib import Path
 
 from real_data_baselines import DEFAULT_REALDATA, RESOLUTIONS, cached_evaluation, eval_options, prevalence
 from real_data_baselines import SET_TITLES as BASELINE_SET_TITLES
-
-from pebal_core.data.realdata_inliers import (
+from realdata_inliers import (
     ENET_CHECKPOINT,
     FS_STATIC_HOLDOUT,
     HOLDOUT_SET,
     build_inlier_tree,
     labelled_frame_miou,
 )
+
 from pebal_core.evaluate import METHOD_NAMES
 from pebal_core.fileio import atomic_write_text, replace_between_markers
 from pebal_core.models.checkpoint import load_model

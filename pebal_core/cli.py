@@ -332,7 +332,13 @@ def _run_export(args: argparse.Namespace) -> int:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
     from pebal_core.metrics import DEFAULT_MAX_CELLS, FPR95_DEFINITIONS
+    from pebal_core.protocols import EVAL_PROTOCOLS, RESIZE_PROTOCOLS
 
+    def preset(p) -> str:
+        size = "(no --input-size)" if p.input_size is None else f"--input-size {p.input_size[0]} {p.input_size[1]}"
+        return f"  {p.name}: {size} --resize-protocol {p.resize_protocol} --fpr95 {p.fpr95}\n    ({p.description})"
+
+    protocols = "\n".join(preset(p) for p in EVAL_PROTOCOLS.values())
     p = sub.add_parser(
         "eval",
         help="anomaly metrics of a model on an evaluation dataset",
@@ -344,7 +350,14 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
             "results.json (all numbers, the three FPR95 definitions, operating points), roc.png and pr.png, and "
             "prints the table and the PEBAL score threshold at 95% TPR (what the ROS node alarms on; "
             "--write-threshold stores it in a copy of the checkpoint).\n\n"
-            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)"
+            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n\n"
+            f"protocols (--protocol NAME; --input-size, --resize-protocol and --fpr95 given explicitly win):\n"
+            f"{protocols}\n\n"
+            "A model whose metadata records an input size (written by --write-threshold) runs at it unless "
+            "--input-size (or --protocol course) sets a size, as the ROS node does.\n\n"
+            "example (the published Cityscapes-ENet table for one set):\n"
+            "  pebal eval --model model_best.pth --arch enet --protocol course \\\n"
+            "      --dataset validation/RoadAnomaly21 --root Validation_Dataset"
         ),
     )
     p.add_argument(
@@ -368,26 +381,31 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="validation/<SET>: keep images without anomaly pixels (the published protocol skips them)",
     )
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="resize images to this for the network")
     p.add_argument(
-        "--size-multiple", type=int, default=8, help="native inputs are brought to a multiple of this (default 8)"
+        "--protocol",
+        choices=tuple(EVAL_PROTOCOLS),
+        help="a named preset of --input-size, --resize-protocol and --fpr95 (see above); default: paper",
     )
-    p.add_argument("--fit", choices=("pad", "resize"), default="pad", help="how to reach --size-multiple (default pad)")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="resize images to this for the network (default: the size the model's metadata records, else native; "
+        "native images are zero-padded to the model's size divisor)",
+    )
     p.add_argument(
         "--resize-protocol",
-        choices=("predictor", "course"),
-        default="predictor",
-        help="when images are resized: 'predictor' (default; OpenCV bilinear, scores resized back to the label size, "
-        "as the deployed Predictor) or 'course' (PIL bilinear, labels resized nearest to the network size: the "
-        "published course evaluations with --input-size 512 1024)",
+        choices=tuple(RESIZE_PROTOCOLS),
+        help="when images are resized: 'predictor' (OpenCV bilinear, scores resized back to the label size, "
+        "as the deployed Predictor) or 'course' (PIL bilinear, labels resized nearest to the network size, metrics "
+        "there); default: the protocol's",
     )
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="dataloader worker processes (default 0)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("--out", type=Path, default=Path("eval_out"), help="output directory (default ./eval_out)")
-    p.add_argument(
-        "--fpr95", choices=FPR95_DEFINITIONS, default="pebal", help="FPR95 definition reported (default pebal)"
-    )
+    p.add_argument("--fpr95", choices=FPR95_DEFINITIONS, help="FPR95 definition reported (default: the protocol's)")
     p.add_argument("--streaming", action="store_true", help="bounded-memory metrics with a certified error bound")
     p.add_argument("--max-cells", type=int, default=DEFAULT_MAX_CELLS, help="streaming cell budget")
     p.add_argument(
@@ -409,8 +427,16 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from pebal_core.evaluate import EvalOptions, markdown_table, run_evaluation, save_with_threshold, write_report
+    from pebal_core.evaluate import (
+        EvalOptions,
+        markdown_table,
+        run_evaluation,
+        save_with_threshold,
+        skipped_line,
+        write_report,
+    )
     from pebal_core.model_store import resolve_model
+    from pebal_core.protocols import EVAL_PROTOCOLS
 
     checkpoint = resolve_model(args.model)
     dataset_options = {}
@@ -426,15 +452,16 @@ def _run_eval(args: argparse.Namespace) -> int:
         if not args.dataset.startswith("validation/"):
             raise UserError("--keep-all-images applies to validation/<SET> datasets only")
         dataset_options["skip_without_anomaly"] = False
+    preset = EVAL_PROTOCOLS[args.protocol or "paper"]
+    input_size = tuple(args.input_size) if args.input_size else preset.input_size
     options = EvalOptions(
-        input_size=tuple(args.input_size) if args.input_size else None,
-        size_multiple=args.size_multiple,
-        fit=args.fit,
-        resize_protocol=args.resize_protocol,
+        input_size=input_size,
+        resize_protocol=args.resize_protocol or preset.resize_protocol,
+        protocol=args.protocol,
         device=args.device,
         workers=args.workers,
         limit=args.limit,
-        fpr95=args.fpr95,
+        fpr95=args.fpr95 or preset.fpr95,
         exact=not args.streaming,
         max_cells=args.max_cells,
         **({"methods": tuple(args.methods)} if args.methods else {}),
@@ -444,6 +471,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     report = run_evaluation(checkpoint, args.dataset, args.root, options, dataset_options, arch=args.arch)
     paths = write_report(report, args.out, plots=not args.no_plots)
     print(markdown_table(report))
+    if skipped_line(report):
+        print(skipped_line(report))
     if "score_threshold" in report:
         t = report["score_threshold"]
         print(
@@ -453,7 +482,12 @@ def _run_eval(args: argparse.Namespace) -> int:
         c = report["components"]
         print(f"components: sIoU {100 * c['siou']:.2f}  PPV {100 * c['ppv']:.2f}  mean F1 {100 * c['f1_mean']:.2f}")
     written = ", ".join(map(str, paths.values()))
-    print(f"{report['n_images']} images, {report['mode']}, {report['seconds']:.1f} s -> {written}")
+    size = report["input_size"]
+    at = "native size" if size is None else f"{size[0]}x{size[1]} ({options.resize_protocol} resize)"
+    print(
+        f"{report['n_images']} images at {at}, FPR95 {report['fpr95_definition']}, {report['mode']}, "
+        f"{report['seconds']:.1f} s -> {written}"
+    )
     if args.write_threshold is not None:
         threshold_file = save_with_threshold(checkpoint, args.write_threshold, report, arch=args.arch)
         print(f"wrote {threshold_file} (score_threshold set)")
@@ -630,9 +664,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_command(args: argparse.Namespace) -> int:
+    from pebal_core.models.checkpoint import MissingArchitectureError
+
+    try:
+        return COMMANDS[args.command][1](args)
+    except MissingArchitectureError as e:  # the Python API's arch= is the command line's --arch
+        raise UserError(str(MissingArchitectureError(e.path, e.source_format, how="pass --arch NAME"))) from e
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_reporting_errors("pebal", lambda: COMMANDS[args.command][1](args), _user_errors())
+    return run_reporting_errors("pebal", lambda: _run_command(args), _user_errors())
 
 
 if __name__ == "__main__":

@@ -35,12 +35,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from pebal_core.images import read_rgb
 from pebal_core.metrics import DEFAULT_MAX_CELLS, AnomalyMetrics
+from pebal_core.percentiles import percentiles
 from pebal_core.scoring import BASELINES
 from pebal_ros.bag_convert import labelled_frames, read_index
 from pebal_ros.bag_storage import BagError, BagReader, metadata, stamp_ns
@@ -70,7 +70,8 @@ class ScoreOptions:
     model: Path | None = None
     """Checkpoint for the offline baselines (needed when ``baselines`` is not empty)."""
     input_size: tuple[int, int] | None = None
-    """(height, width) the node ran the network at (None = native), for the offline pass."""
+    """(height, width) the node ran the network at, for the offline pass (None = what the node's
+    Predictor defaults to: the size the model's metadata records, else native)."""
     data_root: Path | None = None
     """LostAndFound root (None = the one stored in the converted bags)."""
     non_hazards: str = "void"
@@ -95,38 +96,17 @@ class _Counts:
 
 
 class OfflineScorer:
-    """Score maps of RGB frames by a checkpoint, computed as the node's torch backend does."""
+    """Score maps of RGB frames by a checkpoint, through the node's own
+    :class:`~pebal_core.runtime.Predictor` (torch backend)."""
 
     def __init__(self, model: str | os.PathLike, input_size: tuple[int, int] | None = None) -> None:
-        import torch  # noqa: F401  (heavy; only when baselines are asked for)
+        from pebal_core.runtime import Predictor  # torch: heavy, only when baselines are asked for
 
-        from pebal_core.evaluate import EvalOptions
-        from pebal_core.models.checkpoint import load_model
-
-        self.model = load_model(model).eval()
-        self.options = EvalOptions(input_size=input_size, size_multiple=1, progress=False)
+        self.predictor = Predictor.from_checkpoint(model, input_size=input_size)
 
     def __call__(self, rgb: np.ndarray, methods: tuple[str, ...]) -> dict[str, np.ndarray]:
         """``{method: float32 H x W}`` at the image's size."""
-        from pebal_core.evaluate import image_logits
-        from pebal_core.scoring import all_scores
-
-        logits = image_logits(self.model, rgb, self.options)
-        out = {}
-        for name, score in all_scores(logits, methods).items():
-            arr = score[0].float().cpu().numpy()
-            if arr.shape != rgb.shape[:2]:
-                arr = cv2.resize(arr, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
-            out[name] = arr
-        return out
-
-
-def _percentiles(values: list[float]) -> dict | None:
-    if not values:
-        return None
-    arr = np.asarray(values, dtype=np.float64)
-    p50, p95 = np.percentile(arr, [50, 95])
-    return {"p50": float(p50), "p95": float(p95), "max": float(arr.max()), "n": len(values)}
+        return self.predictor.scores(rgb, methods).scores
 
 
 def _rate(times_ns: list[int]) -> float | None:
@@ -262,7 +242,7 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
             "output_fps": _rate(list(scored_rx.values())),
             "input_fps": _rate([reference_rx[s] for s in index if s in reference_rx]),
         },
-        "latency_ms": _percentiles(latencies),
+        "latency_ms": {**percentiles(latencies, (50, 95)), "n": len(latencies)} if latencies else None,
         "methods": {
             m: {"overall": _summary(overall[m]), "sequences": {s: _summary(per_seq[m][s]) for s in sequences}}
             for m in methods

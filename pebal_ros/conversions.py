@@ -84,6 +84,18 @@ class ImageError(ValueError):
         self.kind = kind
 
 
+def _check_size(width: int, height: int, max_pixels: int, what: str) -> None:
+    """``ImageError`` ``empty_image`` or ``too_large`` for a ``width x height`` (pixels) ``what``."""
+    if height == 0 or width == 0:
+        raise ImageError("empty_image", f"{what} has zero size ({width} x {height} pixels)")
+    if height * width > max_pixels:
+        raise ImageError(
+            "too_large",
+            f"{what} of {width} x {height} = {width * height} pixels exceeds max_image_pixels = {max_pixels}; "
+            "lower the camera resolution or raise the max_image_pixels parameter",
+        )
+
+
 def check_image(
     msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS, encodings: tuple[str, ...] | None = None
 ) -> tuple[np.dtype, int]:
@@ -97,14 +109,7 @@ def check_image(
         )
     dtype, channels = ENCODINGS[msg.encoding]
     height, width = int(msg.height), int(msg.width)
-    if height == 0 or width == 0:
-        raise ImageError("empty_image", f"image has zero size ({width} x {height} pixels)")
-    if height * width > max_pixels:
-        raise ImageError(
-            "too_large",
-            f"image of {width} x {height} = {width * height} pixels exceeds max_image_pixels = {max_pixels}; "
-            "lower the camera resolution or raise the max_image_pixels parameter",
-        )
+    _check_size(width, height, max_pixels, "image")
     row_bytes = width * channels * dtype.itemsize
     step = int(msg.step)
     if step < row_bytes or step % dtype.itemsize:
@@ -192,14 +197,7 @@ def _check_compressed(msg: CompressedImage, max_pixels: int) -> np.ndarray:
     if size is None:
         raise ImageError("decode_failed", f"corrupt compressed image (format '{fmt}'): no readable frame header")
     height, width = size
-    if height == 0 or width == 0:
-        raise ImageError("empty_image", f"compressed image header says zero size ({width} x {height})")
-    if height * width > max_pixels:
-        raise ImageError(
-            "too_large",
-            f"compressed image of {width} x {height} = {width * height} pixels exceeds max_image_pixels = "
-            f"{max_pixels}; lower the camera resolution or raise the max_image_pixels parameter",
-        )
+    _check_size(width, height, max_pixels, "compressed image")
     truncation = compressed_truncation(buf)
     if truncation:
         raise ImageError(

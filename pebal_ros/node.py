@@ -85,6 +85,7 @@ from pebal_core.ground import CameraMount, GroundGrid
 from pebal_core.labels import colorize
 from pebal_core.model_store import is_model_name, model_names, resolve_model
 from pebal_core.models import list_models
+from pebal_core.percentiles import percentiles
 from pebal_core.runtime import Predictor
 from pebal_core.visualize import overlay
 from pebal_ros.conversions import (
@@ -381,14 +382,6 @@ class Stats:
     inference_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     processing_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
-
-
-def _percentiles(values: deque) -> dict[str, float]:
-    if not values:
-        return {}
-    arr = np.asarray(values, dtype=np.float64)
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {"p50": p50, "p90": p90, "p99": p99, "max": float(arr.max())}
 
 
 def network_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:
@@ -827,9 +820,9 @@ class PebalNode(Node):
                 **{f"published_{name}": n for name, n in st.published.items()},
                 "rate_in_hz": f"{rate_in:.2f}",
                 "rate_out_hz": f"{rate_out:.2f}",
-                **{f"inference_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.inference_ms).items()},
-                **{f"processing_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.processing_ms).items()},
-                **{f"latency_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.latency_ms).items()},
+                **{f"inference_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.inference_ms, (50, 90, 99)).items()},
+                **{f"processing_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.processing_ms, (50, 90, 99)).items()},
+                **{f"latency_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.latency_ms, (50, 90, 99)).items()},
                 "last_problem": st.last_problem,
             }
         s = self._settings

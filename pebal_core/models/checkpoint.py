@@ -55,6 +55,17 @@ class CheckpointError(RuntimeError):
     """A checkpoint file cannot be read, or does not fit the requested architecture."""
 
 
+class MissingArchitectureError(CheckpointError):
+    """A checkpoint without metadata was loaded without naming its architecture."""
+
+    def __init__(self, path: Path, source_format: str, how: str = "pass arch=NAME") -> None:
+        self.path, self.source_format = path, source_format
+        super().__init__(
+            f"{path} ({source_format} format) does not say which architecture it holds; {how} "
+            "(`pebal models` lists the names)"
+        )
+
+
 @dataclass
 class Checkpoint:
     """A checkpoint read from disk, with prefixes stripped and training-only extras dropped."""
@@ -297,9 +308,7 @@ def load_model(
     meta = dict(ckpt.metadata)
     arch = arch or meta.get("arch")
     if arch is None:
-        raise CheckpointError(
-            f"{ckpt.path} ({ckpt.source_format} format) does not say which architecture it holds; pass arch=..."
-        )
+        raise MissingArchitectureError(ckpt.path, ckpt.source_format)
     if meta.get("arch") not in (None, arch):
         raise CheckpointError(f"{ckpt.path} holds architecture {meta['arch']!r}, not {arch!r}")
     kwargs = {**meta.get("arch_kwargs", {}), **arch_kwargs}
