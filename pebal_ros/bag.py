@@ -150,7 +150,25 @@ def _add_play(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="wait up to this long until every played topic has a subscriber (default: 0, don't wait)",
     )
+    p.add_argument(
+        "--subscribers",
+        action="append",
+        default=[],
+        metavar="TOPIC:N",
+        help="with --wait-for-subscribers: wait for N subscribers on TOPIC (repeatable; other topics: 1)",
+    )
     p.add_argument("--delay", type=float, default=0.0, help="seconds to sleep before the first message")
+
+
+def _subscriber_counts(items: list[str]) -> dict[str, int]:
+    """``["/topic:2", ...]`` -> ``{"/topic": 2}``."""
+    out = {}
+    for item in items:
+        topic, sep, count = item.rpartition(":")
+        if not sep or not count.isdigit():
+            raise ValueError(f"--subscribers takes TOPIC:N like /camera/camera_info:2, got {item!r}")
+        out[topic] = int(count)
+    return out
 
 
 def _run_play(args: argparse.Namespace) -> int:
@@ -166,6 +184,7 @@ def _run_play(args: argparse.Namespace) -> int:
         remap=parse_remaps(args.remap),
         max_gap=args.max_gap,
         wait_for_subscribers=args.wait_for_subscribers,
+        subscribers=_subscriber_counts(args.subscribers),
         delay=args.delay,
     )
     from rclpy.signals import SignalHandlerOptions

@@ -12,7 +12,8 @@ picks sets); the model is the shipped default one unless ``--model`` names anoth
    and ``/diagnostics`` (``<out>/bags/output``);
 3. ``pebal_bag play`` the input bag into the node at the recorded pace times ``--rate``
    (``auto``: slowed down, never sped up, so that the node can keep up with every frame on this
-   machine — three timed inferences decide);
+   machine — three timed inferences decide), once both the node and the recorder subscribe to the
+   CameraInfo topic (on a loaded machine discovery can take longer than any fixed delay);
 4. stop the recorder and the node, **score** the recording against the labels
    (:mod:`pebal_ros.bag_score`: PEBAL from the node, MaxLogit offline on the same frames with the
    same model) and print the table;
@@ -152,14 +153,6 @@ def _frame_interval(index_frames: list[tuple[int, str, str]]) -> float:
     return float(np.median(gaps)) if gaps else 0.1
 
 
-def model_input_size(model: Path) -> tuple[int, int] | None:
-    """The network input size recorded in a checkpoint's metadata (``input_size``), if any."""
-    from pebal_core.models.checkpoint import read_checkpoint
-
-    size = read_checkpoint(model).metadata.get("input_size")
-    return (int(size[0]), int(size[1])) if size else None
-
-
 def auto_rate(
     model: Path, first_image: Path, interval: float, input_size: tuple[int, int] | None
 ) -> tuple[float, float]:
@@ -276,6 +269,8 @@ def _node_diagnostics(output_bag: Path) -> dict[str, str]:
 
 def run_demo(args: argparse.Namespace) -> int:
     from pebal_core.model_store import resolve_model
+    from pebal_core.models.checkpoint import read_checkpoint
+    from pebal_core.runtime import recorded_input_size
     from pebal_ros.bag_convert import ConvertOptions, convert, read_index, select_frames
     from pebal_ros.bag_score import ScoreOptions, format_table, score_bag
     from pebal_ros.bag_storage import metadata
@@ -285,7 +280,7 @@ def run_demo(args: argparse.Namespace) -> int:
     model = resolve_model(args.model).resolve()
     if not model.is_file():
         raise FileNotFoundError(f"model {model} does not exist")
-    input_size = args.input_size or model_input_size(model)
+    input_size = args.input_size or recorded_input_size(read_checkpoint(model).metadata)
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUT_NAMES:
         target = out / name
@@ -358,7 +353,7 @@ def run_demo(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     play_cmd = [
         *bag_cmd, "play", str(input_bag), "--rate", f"{rate:.6g}", "--max-gap", str(args.max_gap),
-        "--wait-for-subscribers", "120", "--delay", "1.0",
+        "--wait-for-subscribers", "120", "--subscribers", f"{INFO_TOPIC}:2", "--delay", "1.0",
     ]  # fmt: skip
     t = time.perf_counter()
     procs: list[Process] = []
