@@ -59,7 +59,7 @@ real-pictures: $(STAMP)
 
 # `make synthetic-model`: the shipped synthetic-world model (`--model synthetic`) from nothing, with
 # the commands a user runs on real data. World seed 0 trains (and is the benchmark's test set);
-# world seed 1's Fishyscapes split is the validation set the alarm threshold is taken from. Writes
+# world seed 1's Fishyscapes split is the validation set the alarm operating points (`pebal threshold`) are taken from. Writes
 # the run under $(MODEL_RUN), the model to $(SYNTHETIC_MODEL), the benchmark table to
 # docs/synthetic_results.md.
 MODEL_RUN       ?= runs/synthetic_model
@@ -76,8 +76,9 @@ synthetic-model: $(STAMP)
 		model.base=$(MODEL_RUN)/pretrain/model.safetensors \
 		data.cityscapes=$(MODEL_RUN)/world/cityscapes data.coco=$(MODEL_RUN)/world/coco
 	$(PEBAL) eval --model $(MODEL_RUN)/pebal/model.safetensors --dataset synthetic --split LostAndFound \
-		--root $(MODEL_RUN)/val_world --methods pebal --out $(MODEL_RUN)/threshold \
-		--write-threshold $(SYNTHETIC_MODEL)
+		--root $(MODEL_RUN)/val_world --methods pebal --out $(MODEL_RUN)/threshold
+	$(PEBAL) threshold --model $(MODEL_RUN)/pebal/model.safetensors --dataset synthetic --split LostAndFound \
+		--root $(MODEL_RUN)/val_world --json $(MODEL_RUN)/threshold/operating_points.json --write $(SYNTHETIC_MODEL)
 	$(PY) benchmarks/bench_synthetic.py --world $(MODEL_RUN)/world --pretrained $(MODEL_RUN)/pretrain/model.safetensors \
 		--finetuned $(SYNTHETIC_MODEL) --json $(MODEL_RUN)/synthetic_results.json --markdown docs/synthetic_results.md
 

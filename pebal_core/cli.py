@@ -329,37 +329,8 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- eval
-def _add_eval(sub: argparse._SubParsersAction) -> None:
-    from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
-    from pebal_core.metrics import DEFAULT_MAX_CELLS, FPR95_DEFINITIONS
-    from pebal_core.protocols import EVAL_PROTOCOLS, RESIZE_PROTOCOLS
-
-    def preset(p) -> str:
-        size = "(no --input-size)" if p.input_size is None else f"--input-size {p.input_size[0]} {p.input_size[1]}"
-        return f"  {p.name}: {size} --resize-protocol {p.resize_protocol} --fpr95 {p.fpr95}\n    ({p.description})"
-
-    protocols = "\n".join(preset(p) for p in EVAL_PROTOCOLS.values())
-    p = sub.add_parser(
-        "eval",
-        help="anomaly metrics of a model on an evaluation dataset",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Run a model over an anomaly dataset (one forward pass per image) and score every pixel with the "
-            "PEBAL score and the baselines (MSP, MaxLogit, entropy, energy; abstention for 20-channel models). "
-            "Void pixels are ignored. Writes to --out: results.md (AUROC / AP / FPR95 table in %), "
-            "results.json (all numbers, the three FPR95 definitions, operating points), roc.png and pr.png, and "
-            "prints the table and the PEBAL score threshold at 95% TPR (what the ROS node alarms on; "
-            "--write-threshold stores it in a copy of the checkpoint).\n\n"
-            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n\n"
-            f"protocols (--protocol NAME; --input-size, --resize-protocol and --fpr95 given explicitly win):\n"
-            f"{protocols}\n\n"
-            "A model whose metadata records an input size (written by --write-threshold) runs at it unless "
-            "--input-size (or --protocol course) sets a size, as the ROS node does.\n\n"
-            "example (the published Cityscapes-ENet table for one set):\n"
-            "  pebal eval --model model_best.pth --arch enet --protocol course \\\n"
-            "      --dataset validation/RoadAnomaly21 --root Validation_Dataset"
-        ),
-    )
+def _add_model_and_dataset(p: argparse.ArgumentParser) -> None:
+    """The model and dataset arguments `pebal eval` and `pebal threshold` share."""
     p.add_argument(
         "--model", default="default", help="checkpoint path, or a shipped model's name ('default', 'synthetic')"
     )
@@ -381,6 +352,59 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="validation/<SET>: keep images without anomaly pixels (the published protocol skips them)",
     )
+
+
+def _dataset_options(args: argparse.Namespace) -> dict:
+    """``build_anomaly_dataset`` options from the shared arguments (refusing those the dataset lacks)."""
+    options = {}
+    if args.split is not None:
+        if args.dataset not in ("lost_and_found", "synthetic"):
+            raise UserError(f"--split applies to lost_and_found and synthetic, not {args.dataset}")
+        options["split"] = args.split
+    if args.non_hazards is not None:
+        if args.dataset != "lost_and_found":
+            raise UserError("--non-hazards applies to lost_and_found only")
+        options["non_hazards"] = args.non_hazards
+    if args.keep_all_images:
+        if not args.dataset.startswith("validation/"):
+            raise UserError("--keep-all-images applies to validation/<SET> datasets only")
+        options["skip_without_anomaly"] = False
+    return options
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
+    from pebal_core.metrics import DEFAULT_MAX_CELLS, FPR95_DEFINITIONS
+    from pebal_core.protocols import EVAL_PROTOCOLS, RESIZE_PROTOCOLS
+
+    def preset(p) -> str:
+        size = "(no --input-size)" if p.input_size is None else f"--input-size {p.input_size[0]} {p.input_size[1]}"
+        return f"  {p.name}: {size} --resize-protocol {p.resize_protocol} --fpr95 {p.fpr95}\n    ({p.description})"
+
+    protocols = "\n".join(preset(p) for p in EVAL_PROTOCOLS.values())
+    p = sub.add_parser(
+        "eval",
+        help="anomaly metrics of a model on an evaluation dataset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run a model over an anomaly dataset (one forward pass per image) and score every pixel with the "
+            "PEBAL score and the baselines (MSP, MaxLogit, entropy, energy; abstention for 20-channel models). "
+            "Void pixels are ignored. Writes to --out: results.md (AUROC / AP / FPR95 table in %), "
+            "results.json (all numbers, the three FPR95 definitions, operating points), roc.png and pr.png, and "
+            "prints the table and the PEBAL score threshold at 95% TPR (the paper's operating point; "
+            "--write-threshold stores it in a copy of the checkpoint, `pebal threshold` chooses and stores the "
+            "alarm operating points pebal_node uses).\n\n"
+            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n\n"
+            f"protocols (--protocol NAME; --input-size, --resize-protocol and --fpr95 given explicitly win):\n"
+            f"{protocols}\n\n"
+            "A model whose metadata records an input size (written by --write-threshold) runs at it unless "
+            "--input-size (or --protocol course) sets a size, as the ROS node does.\n\n"
+            "example (the published Cityscapes-ENet table for one set):\n"
+            "  pebal eval --model model_best.pth --arch enet --protocol course \\\n"
+            "      --dataset validation/RoadAnomaly21 --root Validation_Dataset"
+        ),
+    )
+    _add_model_and_dataset(p)
     p.add_argument(
         "--protocol",
         choices=tuple(EVAL_PROTOCOLS),
@@ -439,19 +463,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from pebal_core.protocols import EVAL_PROTOCOLS
 
     checkpoint = resolve_model(args.model)
-    dataset_options = {}
-    if args.split is not None:
-        if args.dataset not in ("lost_and_found", "synthetic"):
-            raise UserError(f"--split applies to lost_and_found and synthetic, not {args.dataset}")
-        dataset_options["split"] = args.split
-    if args.non_hazards is not None:
-        if args.dataset != "lost_and_found":
-            raise UserError("--non-hazards applies to lost_and_found only")
-        dataset_options["non_hazards"] = args.non_hazards
-    if args.keep_all_images:
-        if not args.dataset.startswith("validation/"):
-            raise UserError("--keep-all-images applies to validation/<SET> datasets only")
-        dataset_options["skip_without_anomaly"] = False
+    dataset_options = _dataset_options(args)
     preset = EVAL_PROTOCOLS[args.protocol or "paper"]
     input_size = tuple(args.input_size) if args.input_size else preset.input_size
     options = EvalOptions(
@@ -491,6 +503,99 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.write_threshold is not None:
         threshold_file = save_with_threshold(checkpoint, args.write_threshold, report, arch=args.arch)
         print(f"wrote {threshold_file} (score_threshold set)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- threshold
+def _add_threshold(sub: argparse._SubParsersAction) -> None:
+    from pebal_core.alarms.operating_point import DEFAULT_POLICY, POLICIES_HELP
+    from pebal_core.alarms.region import REGIONS
+    from pebal_core.alarms.selection import DEFAULT_POLICIES
+    from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
+
+    p = sub.add_parser(
+        "threshold",
+        help="choose alarm operating points on validation data and store them in a copy of a model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run a model over a validation dataset (any dataset `pebal eval` reads), compute the score threshold "
+            f"of each policy ({POLICIES_HELP}) and print them. With --write, write a copy of the model whose "
+            "metadata stores every point and how it was chosen (alarm_operating_points) and, as score_threshold, "
+            "the --default policy's threshold: what pebal_node alarms on. The region of fpr:<x> and fa:<x> is the "
+            "drivable area of the model's own prediction (docs/alarms.md). Choose on validation data, never on "
+            "the test set you report.\n\n"
+            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n"
+            "example: pebal threshold --model runs/pebal/model.safetensors --dataset synthetic --split LostAndFound "
+            "--root val_world --write model_with_alarms.safetensors"
+        ),
+    )
+    _add_model_and_dataset(p)
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="resize images to this for the network (default: the size the model's metadata records, else native)",
+    )
+    p.add_argument(
+        "--policy",
+        action="append",
+        metavar="POLICY",
+        help=f"policy to compute (repeatable; default: {', '.join(DEFAULT_POLICIES)})",
+    )
+    p.add_argument("--default", default=DEFAULT_POLICY, help=f"policy stored as score_threshold ({DEFAULT_POLICY})")
+    p.add_argument("--region", choices=REGIONS, default="drivable", help="region of fpr/fa policies (default drivable)")
+    p.add_argument("--include-sidewalk", action="store_true", help="the drivable area includes sidewalk")
+    p.add_argument("--min-pixels", type=int, default=20, help="smallest false-alarm obstacle counted by fa:<x> (20)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    p.add_argument("--limit", type=int, help="use only the first N images")
+    p.add_argument("--write", type=Path, metavar="CKPT", help="write a copy of the model with the operating points")
+    p.add_argument("--json", type=Path, help="also write the points as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_threshold(args: argparse.Namespace) -> int:
+    import json
+
+    from pebal_core.alarms.selection import (
+        DEFAULT_POLICIES,
+        choose_operating_points,
+        format_points,
+        save_with_operating_points,
+    )
+    from pebal_core.evaluate import EvalOptions
+    from pebal_core.fileio import atomic_write_text
+    from pebal_core.model_store import resolve_model
+
+    checkpoint = resolve_model(args.model)
+    dataset_options = _dataset_options(args)
+    options = EvalOptions(
+        input_size=tuple(args.input_size) if args.input_size else None,
+        device=args.device,
+        limit=args.limit,
+        progress=not args.no_progress,
+    )
+    report = choose_operating_points(
+        checkpoint,
+        args.dataset,
+        args.root,
+        options,
+        dataset_options,
+        policies=tuple(args.policy or DEFAULT_POLICIES),
+        default=args.default,
+        region=args.region,
+        include_sidewalk=args.include_sidewalk,
+        min_pixels=args.min_pixels,
+        arch=args.arch,
+    )
+    print(format_points(report))
+    print(f"{report['source']['n_images']} images of {args.dataset} ({args.root}), region {args.region}")
+    if args.json is not None:
+        payload = {**report, "points": [p.to_dict() for p in report["points"]]}
+        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+    if args.write is not None:
+        written = save_with_operating_points(checkpoint, args.write, report, arch=args.arch)
+        print(f"wrote {written} (score_threshold = the {report['default']} point)")
     return 0
 
 
@@ -644,6 +749,7 @@ COMMANDS = {
     "predict": (_add_predict, _run_predict),
     "export": (_add_export, _run_export),
     "eval": (_add_eval, _run_eval),
+    "threshold": (_add_threshold, _run_threshold),
     "train": (_add_train, _run_train),
     "synth": (_add_synth, _run_synth),
 }

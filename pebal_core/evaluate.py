@@ -347,20 +347,6 @@ def options_dict(options: EvalOptions) -> dict:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-_REGENERATED_METADATA = (
-    "format_version",
-    "arch",
-    "arch_kwargs",
-    "num_classes",
-    "normalization",
-    "pebal_version",
-    "created",
-    "source_format",
-    "sha256",
-    "dropped_keys",
-)
-
-
 def run_evaluation(
     checkpoint: str | os.PathLike,
     dataset_name: str,
@@ -413,18 +399,12 @@ def save_with_threshold(
     so the threshold holds and the cost does not grow with the camera's resolution. Other metadata (training
     configuration, ...) is kept; float16 files stay float16.
     ``arch`` as in :func:`run_evaluation` (bare state_dicts)."""
-    from pebal_core.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+    from pebal_core.models.checkpoint import copy_with_metadata
 
     if "score_threshold" not in report:
         raise ValueError("the evaluation produced no PEBAL threshold (no 'pebal' method or no anomalous pixels)")
-    if Path(dst).resolve() == Path(checkpoint).resolve():
-        raise ValueError(f"refusing to overwrite the evaluated checkpoint {checkpoint}; choose another output file")
-    model = load_model(checkpoint, arch=arch)
-    half = any(t.dtype == torch.float16 for t in read_checkpoint(checkpoint).state_dict.values())
-    meta = {k: v for k, v in model.checkpoint_metadata.items() if k not in _REGENERATED_METADATA}
     t = report["score_threshold"]
-    meta["score_threshold"] = float(t["score"])
-    meta.pop("input_size", None)
+    meta = {"score_threshold": float(t["score"])}
     sizes = report.get("network_sizes") or []
     if len(sizes) == 1:  # one network size: the threshold holds there; the Predictor's default from now on
         meta["input_size"] = list(sizes[0])
@@ -437,4 +417,4 @@ def save_with_threshold(
         "rule": "score >= threshold flags >= 95% of the anomalous pixels (highest such threshold)",
         "evaluated_checkpoint_sha256": report.get("model", {}).get("sha256"),
     }
-    return save_checkpoint(model, dst, half=half, **meta)
+    return copy_with_metadata(checkpoint, dst, meta, remove=() if len(sizes) == 1 else ("input_size",), arch=arch)

@@ -11,11 +11,18 @@ topic                type                             content
 ``semantic``         sensor_msgs/Image mono8          Cityscapes trainIds 0..18
 ``semantic_color``   sensor_msgs/Image rgb8           trainIds in the Cityscapes palette
 ``anomaly_score``    sensor_msgs/Image 32FC1          PEBAL score (smoothed free energy; higher = more anomalous)
-``anomaly_mask``     sensor_msgs/Image mono8          255 where score >= threshold, else 0
-``anomaly_overlay``  sensor_msgs/Image rgb8           the camera image, anomalous pixels tinted red (RViz)
+``anomaly_mask``     sensor_msgs/Image mono8          255 where score >= threshold (every pixel, one frame), else 0
+``anomaly_overlay``  sensor_msgs/Image rgb8           the camera image, region outlined, alarms tinted, obstacles boxed
 ``anomaly_grid``     nav_msgs/OccupancyGrid           anomaly probability on the ground plane, 0..100, -1 unknown
-``/diagnostics``     diagnostic_msgs/DiagnosticArray  rates, drops, rejections, latency percentiles, model
+``obstacles``        visualization_msgs/MarkerArray   obstacles on the ground (grid.frame_id) for RViz
+``obstacle_detections`` vision_msgs/Detection2DArray  obstacle boxes in the image (when vision_msgs is installed)
+``/diagnostics``     diagnostic_msgs/DiagnosticArray  rates, drops, rejections, latency percentiles, model, obstacles
 ==================== ================================ =========================================================
+
+Alarms (:mod:`pebal_core.alarms`): ``score >= threshold`` inside ``alarms.region`` (the drivable
+area by default), kept by the ``persistence.*`` filter, grouped into obstacles of at least
+``alarms.min_pixels`` pixels with ground positions when CameraInfo is known. The grid applies its
+own persistence filter (``persistence.grid_radius``): non-persistent cells stay below 50.
 
 Every output carries the input header unchanged (stamp and frame_id); the grid keeps the stamp
 and uses ``grid.frame_id``.
@@ -79,26 +86,43 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
 
+from pebal_core.alarms.operating_point import POLICIES_HELP, parse_policy, policy_threshold
+from pebal_core.alarms.persistence import Persistence, PersistenceConfig
+from pebal_core.alarms.pipeline import AlarmConfig, AlarmFrame, AlarmPipeline, persist_grid
+from pebal_core.alarms.region import REGIONS
 from pebal_core.calibration import DEFAULT_PROBABILITY_SCALE, resolve_threshold
-from pebal_core.ground import CameraMount, GroundGrid
+from pebal_core.ground import CameraMount, GroundGrid, image_to_ground_homography
 from pebal_core.labels import colorize
 from pebal_core.model_store import is_model_name, model_names, resolve_model
 from pebal_core.models import list_models
 from pebal_core.percentiles import percentiles
 from pebal_core.runtime import Predictor
-from pebal_core.visualize import overlay
+from pebal_core.visualize import alarm_overlay
 from pebal_ros.conversions import (
     CONVERSION_METHODS,
     DEFAULT_MAX_PIXELS,
     ImageError,
     make_converter,
 )
+from pebal_ros.obstacle_msgs import DETECTIONS_AVAILABLE, Detection2DArray, obstacle_detections, obstacle_markers
 from pebal_ros.occupancy import OccupancyMapper, intrinsics_from_camera_info, occupancy_grid_msg
 
 NODE_NAME = "pebal_node"
-OUTPUTS = ("semantic", "semantic_color", "anomaly_score", "anomaly_mask", "anomaly_overlay", "anomaly_grid")
-"""Output topics, in publishing order."""
+IMAGE_OUTPUTS = ("semantic", "semantic_color", "anomaly_score", "anomaly_mask", "anomaly_overlay")
+ALL_OUTPUTS = (*IMAGE_OUTPUTS, "anomaly_grid", "obstacles", "obstacle_detections")
+"""Every output the node can publish; each has an ``outputs.<name>`` parameter."""
+OUTPUTS = ALL_OUTPUTS if DETECTIONS_AVAILABLE else ALL_OUTPUTS[:-1]
+"""Output topics of this install, in publishing order (``obstacle_detections`` needs vision_msgs)."""
+OUTPUT_TYPES = {
+    **dict.fromkeys(IMAGE_OUTPUTS, Image),
+    "anomaly_grid": OccupancyGrid,
+    "obstacles": MarkerArray,
+    **({"obstacle_detections": Detection2DArray} if DETECTIONS_AVAILABLE else {}),
+}
+ALARM_OUTPUTS = ("anomaly_overlay", "obstacles", "obstacle_detections")
+"""Outputs that need the alarm pipeline."""
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 RELIABILITY = ("best_effort", "reliable")
 _DEVICE = re.compile(r"^(cpu|(cuda|tensorrt)(:\d+)?)$")
@@ -194,7 +218,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "anomaly threshold, an energy value (score >= threshold is anomalous); NaN = the model's stored "
         "threshold, or -9.0 when the model has none",
     ),
-    *(ParamSpec(f"outputs.{name}", True, f"publish {name}") for name in OUTPUTS),
+    *(ParamSpec(f"outputs.{name}", True, f"publish {name}") for name in ALL_OUTPUTS),
     ParamSpec("compute_only_subscribed", True, "compute an enabled output only while it has subscribers"),
     ParamSpec("overlay_alpha", 0.55, "tint strength of anomalous pixels in anomaly_overlay", bounds=(0.0, 1.0)),
     ParamSpec(
@@ -234,6 +258,23 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("grid.camera_x", 0.0, "optical centre x in the ground frame (m)", bounds=(-100.0, 100.0)),
     ParamSpec("grid.camera_y", 0.0, "optical centre y in the ground frame (m)", bounds=(-100.0, 100.0)),
     ParamSpec(
+        "alarms.policy",
+        "",
+        f"operating point stored in the model ({POLICIES_HELP}); empty = the model's default "
+        "(score_threshold, when set, wins)",
+    ),
+    ParamSpec("alarms.region", "drivable", "where alarms are raised: drivable area or every pixel", choices=REGIONS),
+    ParamSpec("alarms.include_sidewalk", False, "the drivable area includes sidewalk"),
+    ParamSpec("alarms.min_pixels", 20, "smallest obstacle (pixels, 8-connected)", bounds=(1, 1 << 24)),
+    ParamSpec("persistence.k", 2, "frames of the newest n that must alarm to raise an alarm", bounds=(1, 100)),
+    ParamSpec("persistence.n", 3, "window (received frames); k = n = 1 turns the filter off", bounds=(1, 100)),
+    ParamSpec("persistence.k_off", 1, "an alarm that is on stays on while k_off of n frames alarm", bounds=(1, 100)),
+    ParamSpec("persistence.radius", 4, "image motion tolerated between frames (px)", bounds=(0, 100)),
+    ParamSpec("persistence.grid_radius", 3, "ground-grid motion tolerated between frames (cells)", bounds=(0, 100)),
+    ParamSpec(
+        "persistence.max_gap", 0.5, "seconds between frames after which the filters start over", bounds=(0.0, 3600.0)
+    ),
+    ParamSpec(
         "grid.probability_scale",
         DEFAULT_PROBABILITY_SCALE,
         "energy units per logit of the anomaly probability 1/(1+exp(-(score-threshold)/scale))",
@@ -260,6 +301,8 @@ class Settings:
     mount: CameraMount
     grid_frame: str
     probability_scale: float
+    alarms: AlarmConfig
+    grid_persistence: PersistenceConfig
 
 
 def _grid_from(values: dict) -> GroundGrid:
@@ -276,6 +319,27 @@ def _mount_from(values: dict) -> CameraMount:
     return CameraMount(
         values["grid.camera_height"], values["grid.camera_pitch"], values["grid.camera_x"], values["grid.camera_y"]
     )
+
+
+def _alarm_config_from(values: dict) -> tuple[AlarmConfig, PersistenceConfig]:
+    """The image alarm configuration and the grid's persistence filter."""
+    persistence = PersistenceConfig(
+        values["persistence.k"],
+        values["persistence.n"],
+        values["persistence.k_off"],
+        values["persistence.radius"],
+        values["persistence.max_gap"],
+    )
+    alarms = AlarmConfig(
+        region=values["alarms.region"],
+        include_sidewalk=values["alarms.include_sidewalk"],
+        min_pixels=values["alarms.min_pixels"],
+        persistence=persistence,
+    )
+    grid = PersistenceConfig(
+        persistence.k, persistence.n, persistence.k_off, values["persistence.grid_radius"], persistence.max_gap
+    )
+    return alarms, grid
 
 
 def _check_value(name: str, value: object) -> str | None:
@@ -298,6 +362,11 @@ def _check_value(name: str, value: object) -> str | None:
         return "score_threshold must be a finite energy value, or NaN for the model's own threshold"
     if name == "grid.frame_id" and not str(value).strip():
         return "grid.frame_id must name a frame (e.g. base_footprint)"
+    if name == "alarms.policy" and value:
+        try:
+            parse_policy(str(value))
+        except ValueError as e:
+            return str(e)
     return None
 
 
@@ -311,6 +380,7 @@ def _check_combination(values: dict) -> str | None:
     try:
         _grid_from(values)
         _mount_from(values)
+        _alarm_config_from(values)
     except ValueError as e:
         return str(e)
     return None
@@ -382,6 +452,9 @@ class Stats:
     inference_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     processing_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
+    obstacles_last: int = 0
+    obstacles_total: int = 0
+    frames_with_obstacles: int = 0
 
 
 def network_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:
@@ -453,6 +526,8 @@ class PebalNode(Node):
         self._size_source = "parameter" if p["input_height"] else "model"
         self._scaled: dict[tuple[int, int], Predictor] = {}
         self._settings = self._build_settings(p)
+        self._alarms = AlarmPipeline(self._settings.alarms)
+        self._grid_persistence = Persistence(self._settings.grid_persistence)
         if self._settings.threshold_source == "default":
             self.get_logger().warning(
                 f"model {self.predictor.model_id} carries no score_threshold and the parameter is unset: "
@@ -461,10 +536,7 @@ class PebalNode(Node):
         self.add_post_set_parameters_callback(self._apply)
 
         qos_in, qos_out = _qos(p["input_reliability"]), _qos(p["output_reliability"])
-        self._outputs = {
-            name: self.create_publisher(OccupancyGrid if name == "anomaly_grid" else Image, name, qos_out)
-            for name in OUTPUTS
-        }
+        self._outputs = {name: self.create_publisher(OUTPUT_TYPES[name], name, qos_out) for name in OUTPUTS}
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._image_subs = [self.create_subscription(Image, "image", self._on_image, qos_in)]
         if p["subscribe_compressed"]:
@@ -493,6 +565,11 @@ class PebalNode(Node):
         """Refuse bad values with a reason (runs for start-up values as well as later sets)."""
         for param in params:
             reason = _check_value(param.name, param.value)
+            if not reason and param.name == "alarms.policy" and hasattr(self, "predictor"):
+                try:
+                    policy_threshold(self.predictor.metadata, str(param.value))
+                except ValueError as e:
+                    reason = str(e)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         if self._declared:  # combinations are checked once all parameters exist (see __init__)
@@ -503,12 +580,22 @@ class PebalNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply(self, params: list[Parameter]) -> None:
+        previous = self._settings
         self._settings = self._build_settings(self._values())
+        if self._settings.alarms != previous.alarms:
+            self._alarms = AlarmPipeline(self._settings.alarms)
+        if self._settings.grid_persistence != previous.grid_persistence:
+            self._grid_persistence = Persistence(self._settings.grid_persistence)
         changed = ", ".join(f"{p.name}={p.value}" for p in params)
         self.get_logger().info(f"parameters changed: {changed}")
 
     def _build_settings(self, p: dict) -> Settings:
-        threshold, source = resolve_threshold(p["score_threshold"], self.predictor.score_threshold)
+        policy = str(p["alarms.policy"])
+        model_threshold = policy_threshold(self.predictor.metadata, policy)
+        threshold, source = resolve_threshold(p["score_threshold"], model_threshold)
+        if source == "model" and policy:
+            source = f"model, policy {policy}"
+        alarms, grid_persistence = _alarm_config_from(p)
         return Settings(
             outputs=frozenset(name for name in OUTPUTS if p[f"outputs.{name}"]),
             compute_only_subscribed=bool(p["compute_only_subscribed"]),
@@ -523,6 +610,8 @@ class PebalNode(Node):
             mount=_mount_from(p),
             grid_frame=str(p["grid.frame_id"]),
             probability_scale=float(p["grid.probability_scale"]),
+            alarms=alarms,
+            grid_persistence=grid_persistence,
         )
 
     def _load_predictor(self, p: dict) -> Predictor:
@@ -664,7 +753,8 @@ class PebalNode(Node):
         header = msg.header
         conv = self._converter
         published = []
-        mask = score >= s.threshold if ("anomaly_mask" in wanted or "anomaly_overlay" in wanted) else None
+        mask = score >= s.threshold if "anomaly_mask" in wanted else None
+        alarm = self._alarm_frame(labels, score, header, s) if set(wanted) & set(ALARM_OUTPUTS) else None
         for name in wanted:
             if name == "semantic":
                 out = conv.to_image(labels, "mono8", header)
@@ -675,7 +765,13 @@ class PebalNode(Node):
             elif name == "anomaly_mask":
                 out = conv.to_image(mask.view(np.uint8) * np.uint8(255), "mono8", header)
             elif name == "anomaly_overlay":
-                out = conv.to_image(overlay(rgb, mask, alpha=s.overlay_alpha), "rgb8", header)
+                pic = alarm_overlay(rgb, alarm, score, s.probability_scale, s.overlay_alpha)
+                out = conv.to_image(pic, "rgb8", header)
+            elif name == "obstacles":
+                ground = Header(stamp=header.stamp, frame_id=s.grid_frame)
+                out = obstacle_markers(alarm.obstacles, ground, s.threshold, s.probability_scale)
+            elif name == "obstacle_detections":
+                out = obstacle_detections(alarm.obstacles, header, s.threshold, s.probability_scale)
             else:
                 out = self._grid_message(score, header, s)
                 if out is None:
@@ -697,6 +793,10 @@ class PebalNode(Node):
                 self._stats.bad_stamps += 1
                 self._stats.problems_since_report += 1
                 self._stats.last_problem = f"bad header stamp: node clock - stamp = {latency / 1e3:.6g} s"
+            if alarm is not None:
+                self._stats.obstacles_last = len(alarm.obstacles)
+                self._stats.obstacles_total += len(alarm.obstacles)
+                self._stats.frames_with_obstacles += int(bool(alarm.obstacles))
         if not sane:
             self._warn(
                 "stamp",
@@ -704,6 +804,20 @@ class PebalNode(Node):
                 f"{latency / 1e3:.6g} s, outside the latency window {LATENCY_WINDOW_MS} ms, so not counted in the "
                 "latency; stamp frames with their capture time (and set use_sim_time when playing bags)",
             )
+
+    def _alarm_frame(self, labels: np.ndarray, score: np.ndarray, header: Header, s: Settings) -> AlarmFrame:
+        """Region, persistence and obstacles of this frame (:class:`pebal_core.alarms.pipeline.AlarmPipeline`);
+        obstacles get ground positions once a usable CameraInfo arrived (anomaly_grid warns when none does)."""
+        with self._info_lock:
+            info = self._camera_info
+        homography = None
+        if info is not None:
+            try:
+                homography = image_to_ground_homography(intrinsics_from_camera_info(info, score.shape), s.mount)
+            except ValueError:
+                pass
+        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+        return self._alarms.process(labels, score, s.threshold, stamp, homography, s.mount)
 
     def _grid_message(self, score: np.ndarray, header: Header, s: Settings) -> OccupancyGrid | None:
         with self._info_lock:
@@ -720,6 +834,7 @@ class PebalNode(Node):
             self._warn("camera_info", str(e))
             return None
         values = self._mapper.values(score, k, s.grid, s.mount, s.threshold, s.probability_scale)
+        values = persist_grid(values, self._grid_persistence, header.stamp.sec + header.stamp.nanosec * 1e-9)
         return occupancy_grid_msg(values, s.grid, Header(stamp=header.stamp, frame_id=s.grid_frame))
 
     # ------------------------------------------------------------------ problems
@@ -823,6 +938,9 @@ class PebalNode(Node):
                 **{f"inference_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.inference_ms, (50, 90, 99)).items()},
                 **{f"processing_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.processing_ms, (50, 90, 99)).items()},
                 **{f"latency_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.latency_ms, (50, 90, 99)).items()},
+                "obstacles_last_frame": st.obstacles_last,
+                "obstacles_total": st.obstacles_total,
+                "frames_with_obstacles": st.frames_with_obstacles,
                 "last_problem": st.last_problem,
             }
         s = self._settings
@@ -833,6 +951,7 @@ class PebalNode(Node):
                 "input_size": self._input_size_text(),
                 "worker": "running" if self.worker_alive else "stopped",
                 "score_threshold": f"{s.threshold:.6g} ({s.threshold_source})",
+                "alarm_region": s.alarms.region,
                 "image_conversion": self._converter.name,
                 "camera_info": "received" if self._camera_info is not None else "none yet",
             }

@@ -256,6 +256,7 @@ def test_rviz_layout_shows_overlay_labels_and_grid_in_the_node_namespace():
     assert ("rviz_default_plugins/Image", "anomaly_overlay") in topics
     assert ("rviz_default_plugins/Image", "semantic_color") in topics
     assert ("rviz_default_plugins/Map", "anomaly_grid") in topics
+    assert ("rviz_default_plugins/MarkerArray", "obstacles") in topics
     # relative names: RViz runs in the node's namespace (launch argument `namespace`)
     assert all(not t.startswith("/") for _, t in topics)
     assert {t for _, t in topics} <= set(OUTPUTS)

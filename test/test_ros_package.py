@@ -41,6 +41,8 @@ ROSDEP_KEYS = {
     "nav_msgs": "nav_msgs",
     "std_msgs": "std_msgs",
     "diagnostic_msgs": "diagnostic_msgs",
+    "visualization_msgs": "visualization_msgs",
+    "vision_msgs": "vision_msgs",
     "cv_bridge": "cv_bridge",
     "numpy": "python3-numpy",
     "cv2": "python3-opencv",

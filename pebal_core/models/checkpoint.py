@@ -369,3 +369,41 @@ def save_checkpoint(model: SegmentationModel, path: str | os.PathLike, half: boo
         else:
             raise CheckpointError(f"unknown checkpoint suffix {path.suffix!r}: use .safetensors or .pt")
     return path
+
+
+_REGENERATED_METADATA = (
+    "format_version",
+    "arch",
+    "arch_kwargs",
+    "num_classes",
+    "normalization",
+    "pebal_version",
+    "created",
+    "source_format",
+    "sha256",
+    "dropped_keys",
+)
+"""Metadata that :func:`save_checkpoint` writes anew (never copied from the source file)."""
+
+
+def copy_with_metadata(
+    checkpoint: str | os.PathLike,
+    dst: str | os.PathLike,
+    updates: dict,
+    remove: tuple[str, ...] = (),
+    arch: str | None = None,
+) -> Path:
+    """Copy ``checkpoint`` to ``dst`` in the project format with metadata entries ``updates`` set
+    and the entries named in ``remove`` dropped.
+
+    Other metadata (training configuration, thresholds, ...) is kept; float16 files stay float16.
+    ``arch`` names the architecture of a bare state_dict (files in the project format carry it).
+    Refuses to overwrite ``checkpoint`` itself: write a copy, then replace the original yourself.
+    """
+    if Path(dst).resolve() == Path(checkpoint).resolve():
+        raise ValueError(f"refusing to overwrite the evaluated checkpoint {checkpoint}; choose another output file")
+    model = load_model(checkpoint, arch=arch)
+    half = any(t.dtype == torch.float16 for t in read_checkpoint(checkpoint).state_dict.values())
+    meta = {k: v for k, v in model.checkpoint_metadata.items() if k not in _REGENERATED_METADATA + remove}
+    meta.update(updates)
+    return save_checkpoint(model, dst, half=half, **meta)
