@@ -9,16 +9,22 @@ STAMP  := $(VENV)/.installed
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 # Arguments for pytest, e.g. `make test PYTEST_ARGS="-k metrics"`.
 PYTEST_ARGS ?=
-# `make demo`: synthetic LostAndFound-style sequence + shipped default model -> bag -> pebal_node ->
-# recorded bag -> scores, overlays and a GIF under $(DEMO_OUT). `make demo DATA=/path/to/LostAndFound`
-# runs the same chain on the real dataset; DEMO_ARGS adds pebal_demo options (e.g. --frames 100
-# --input-size 512x1024 --model ckpt.safetensors), SYNTH_ARGS options of `pebal synth`.
+# `make demo`: synthetic LostAndFound-style sequence + the shipped synthetic-world model -> bag ->
+# pebal_node -> recorded bag -> scores, overlays and a GIF under $(DEMO_OUT). `make demo
+# DATA=/path/to/LostAndFound` runs the same chain on the real dataset with the shipped default
+# (real-camera) model; DEMO_ARGS adds pebal_demo options (e.g. --frames 100 --input-size 512x1024
+# --model ckpt.safetensors), SYNTH_ARGS options of `pebal synth`.
 DATA      ?=
 DEMO_OUT  ?= demo_out
 DEMO_ARGS ?=
 SYNTH_ARGS ?=
+# `make real-demo`: the real frames of FS_LostFound_full and RoadObsticle21 (Validation_Dataset
+# bundle under $(REALDATA)) -> bag -> pebal_node with the shipped default model -> recorded bag ->
+# scores and overlays under $(REAL_DEMO_OUT), and docs/real_overlay.png (several frames in one picture).
+REALDATA      ?= ../shared/realdata
+REAL_DEMO_OUT ?= demo_out_real
 
-.PHONY: venv test demo default-model lint bench clean
+.PHONY: venv test demo real-demo real-pictures synthetic-model lint bench clean
 
 venv: $(STAMP)
 
@@ -37,20 +43,30 @@ demo: $(STAMP)
 ifeq ($(strip $(DATA)),)
 	rm -rf $(DEMO_OUT)/synth
 	$(VENV)/bin/pebal synth --out $(DEMO_OUT)/synth --seed 0 --parts lostandfound --quiet $(SYNTH_ARGS)
-	$(VENV)/bin/pebal_demo --data $(DEMO_OUT)/synth/lostandfound --out $(DEMO_OUT) $(DEMO_ARGS)
+	$(VENV)/bin/pebal_demo --data $(DEMO_OUT)/synth/lostandfound --out $(DEMO_OUT) --model synthetic $(DEMO_ARGS)
 else
 	$(VENV)/bin/pebal_demo --data $(DATA) --out $(DEMO_OUT) $(DEMO_ARGS)
 endif
 
-# `make default-model`: the shipped default model from nothing, with the commands a user runs on
-# real data. World seed 0 trains (and is the benchmark's test set); world seed 1's Fishyscapes
-# split is the validation set the alarm operating points (`pebal threshold`) are taken from. Writes the run under
-# $(MODEL_RUN), the model to $(DEFAULT_MODEL), the benchmark table to docs/synthetic_results.md.
-MODEL_RUN     ?= runs/default_model
-DEFAULT_MODEL ?= pebal_core/assets/default_model.safetensors
-PEBAL         := $(VENV)/bin/pebal
+real-demo: $(STAMP)
+	$(VENV)/bin/pebal_demo --data $(REALDATA)/Validation_Dataset --sequence FS_LostFound_full \
+		--sequence RoadObsticle21 --out $(REAL_DEMO_OUT) --sheet docs/real_overlay.png --per-sequence $(DEMO_ARGS)
 
-default-model: $(STAMP)
+# `make real-pictures`: the shipped default model on the real Cityscapes frames of $(REALDATA):
+# docs/real_cityscapes_labels.png and docs/real_cityscapes_overlay.png (rerun when the model changes).
+real-pictures: $(STAMP)
+	$(PY) benchmarks/real_frame_pictures.py --realdata $(REALDATA)
+
+# `make synthetic-model`: the shipped synthetic-world model (`--model synthetic`) from nothing, with
+# the commands a user runs on real data. World seed 0 trains (and is the benchmark's test set);
+# world seed 1's Fishyscapes split is the validation set the alarm operating points (`pebal threshold`) are taken from. Writes
+# the run under $(MODEL_RUN), the model to $(SYNTHETIC_MODEL), the benchmark table to
+# docs/synthetic_results.md.
+MODEL_RUN       ?= runs/synthetic_model
+SYNTHETIC_MODEL ?= pebal_core/assets/synthetic_model.safetensors
+PEBAL           := $(VENV)/bin/pebal
+
+synthetic-model: $(STAMP)
 	rm -rf $(MODEL_RUN)
 	$(PEBAL) synth --out $(MODEL_RUN)/world --seed 0 --workers 2
 	$(PEBAL) synth --out $(MODEL_RUN)/val_world --seed 1 --parts fishyscapes --workers 2
@@ -62,9 +78,9 @@ default-model: $(STAMP)
 	$(PEBAL) eval --model $(MODEL_RUN)/pebal/model.safetensors --dataset synthetic --split LostAndFound \
 		--root $(MODEL_RUN)/val_world --methods pebal --out $(MODEL_RUN)/threshold
 	$(PEBAL) threshold --model $(MODEL_RUN)/pebal/model.safetensors --dataset synthetic --split LostAndFound \
-		--root $(MODEL_RUN)/val_world --json $(MODEL_RUN)/threshold/operating_points.json --write $(DEFAULT_MODEL)
+		--root $(MODEL_RUN)/val_world --json $(MODEL_RUN)/threshold/operating_points.json --write $(SYNTHETIC_MODEL)
 	$(PY) benchmarks/bench_synthetic.py --world $(MODEL_RUN)/world --pretrained $(MODEL_RUN)/pretrain/model.safetensors \
-		--finetuned $(DEFAULT_MODEL) --json $(MODEL_RUN)/synthetic_results.json --markdown docs/synthetic_results.md
+		--finetuned $(SYNTHETIC_MODEL) --json $(MODEL_RUN)/synthetic_results.json --markdown docs/synthetic_results.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -73,4 +89,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_realtime.py
 
 clean:
-	rm -rf demo_out build *.egg-info .pytest_cache
+	rm -rf demo_out demo_out_real build *.egg-info .pytest_cache

@@ -50,7 +50,8 @@ from pebal_core.fileio import atomic_write_text
 from pebal_core.ground import CameraMount, image_to_ground_homography, intrinsic_matrix
 from pebal_core.images import read_label, read_rgb
 from pebal_core.labels import EVAL_ANOMALY, EVAL_INLIER
-from pebal_core.runtime import Predictor, default_model_path
+from pebal_core.model_store import resolve_model
+from pebal_core.runtime import Predictor
 
 OFF = PersistenceConfig(k=1, n=1, k_off=1)
 VARIANTS = {
@@ -286,7 +287,9 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", type=Path, help="checkpoint (default: the shipped default model)")
+    p.add_argument(
+        "--model", help="checkpoint or shipped model name (default: synthetic, the model of the synthetic world)"
+    )
     p.add_argument("--world", type=Path, help="synthetic world with the lostandfound part (not seed 0 or 1)")
     p.add_argument("--real", type=Path, help="folder with FS_LostFound_full and RoadObsticle21")
     p.add_argument("--real-input-size", type=int, nargs=2, default=(512, 1024), metavar=("H", "W"))
@@ -301,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", type=Path)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    model = args.model or default_model_path()
+    model = resolve_model(args.model or "synthetic")
     predictor = Predictor.from_checkpoint(model)
     meta = predictor.metadata.get(METADATA_KEY) or {}
     points = {k: v["threshold"] for k, v in meta.get("points", {}).items()}

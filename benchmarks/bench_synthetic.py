@@ -11,7 +11,7 @@ from fine-tuning <= 1 point.
     python benchmarks/bench_synthetic.py --world runs/world --pretrained pre.safetensors \\
         --finetuned pebal.safetensors [--json out.json]
 
-``make default-model`` runs it on the models it trains.
+``make synthetic-model`` runs it on the models it trains.
 """
 
 from __future__ import annotations

@@ -45,15 +45,33 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 # ----------------------------------------------------------------------------- models
 def _add_models(sub: argparse._SubParsersAction) -> None:
     sub.add_parser(
-        "models", help="list the model zoo's architectures", description="List every architecture build_model knows."
+        "models",
+        help="list the shipped models and the model zoo's architectures",
+        description=(
+            "List the models shipped in the package, which every --model option (and the node's model "
+            "parameter) takes by name, with what their metadata says about them (base network, training, input "
+            "size, alarm threshold), then every architecture build_model knows (the names --arch takes)."
+        ),
     )
 
 
 def _run_models(args: argparse.Namespace) -> int:
+    from pebal_core.model_store import MODELS, describe, model_names
     from pebal_core.models import list_models
 
+    print("shipped models (--model NAME):")
+    for name in model_names():
+        print(f"  {name:10s} {MODELS[name].summary}")
+        try:
+            fields = describe(name)
+        except FileNotFoundError as e:
+            print(f"             not installed: {e}")
+            continue
+        for key, value in fields.items():
+            print(f"             {key}: {value}")
+    print("architectures (--arch NAME):")
     for name, description in list_models().items():
-        print(f"{name:12s} {description}")
+        print(f"  {name:12s} {description}")
     return 0
 
 
@@ -123,8 +141,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         default="default",
-        help="checkpoint (torch), .onnx file (onnxruntime, tensorrt) or .engine plan (tensorrt); "
-        "'default' = the shipped model",
+        help="checkpoint (torch), .onnx file (onnxruntime, tensorrt) or .engine plan (tensorrt), or a shipped "
+        "model's name: 'default' (the real-camera model, the default) or 'synthetic' (see `pebal models`)",
+    )
+    p.add_argument(
+        "--arch",
+        help="architecture of a checkpoint without metadata (a bare state_dict, e.g. --arch espnet_p2q8 for the "
+        "real Cityscapes ESPNet); see `pebal models`",
     )
     p.add_argument(
         "--backend",
@@ -154,17 +177,18 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     from pebal_core.images import read_rgb, write_label, write_rgb
     from pebal_core.labels import colorize
-    from pebal_core.runtime import Predictor, default_model_path
+    from pebal_core.model_store import resolve_model
+    from pebal_core.runtime import Predictor
     from pebal_core.visualize import heatmap, overlay
 
-    path = default_model_path() if args.model == "default" else Path(args.model)
     options = {"engine_auto_build": True} if args.engine_auto_build else {}
     predictor = Predictor.from_checkpoint(
-        path,
+        resolve_model(args.model),
         backend=args.backend,
         device=args.device or ("cuda" if args.backend == "tensorrt" else "cpu"),
         input_size=tuple(args.input_size) if args.input_size else None,
         smoothing=not args.no_smoothing,
+        arch=args.arch,
         **options,
     )
     threshold = args.threshold if args.threshold is not None else predictor.score_threshold
@@ -206,7 +230,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         description="Export a checkpoint that names its architecture (this project's format; convert "
         "others with `pebal checkpoint convert SRC DST --arch NAME` first) to ONNX.",
     )
-    o.add_argument("checkpoint", help="checkpoint file, or 'default' for the shipped model")
+    o.add_argument("checkpoint", help="checkpoint file, or a shipped model's name ('default', 'synthetic')")
     o.add_argument("-o", "--output", type=Path, help="output .onnx (default: the checkpoint's name with .onnx)")
     o.add_argument(
         "--input-size",
@@ -252,12 +276,12 @@ def _size(value: list[int] | None) -> tuple[int, int] | None:
 def _run_export(args: argparse.Namespace) -> int:
     if args.export_cmd == "onnx":
         from pebal_core.export.onnx import DEFAULT_OPSET, export_onnx, verify_export
+        from pebal_core.model_store import is_model_name, resolve_model
         from pebal_core.models.checkpoint import load_model
-        from pebal_core.runtime import default_model_path
 
-        source = default_model_path() if args.checkpoint == "default" else Path(args.checkpoint)
+        source = resolve_model(args.checkpoint)
         output = args.output or (
-            Path(source.stem + ".onnx") if args.checkpoint == "default" else source.with_suffix(".onnx")
+            Path(source.stem + ".onnx") if is_model_name(args.checkpoint) else source.with_suffix(".onnx")
         )
         size = "dynamic size" if args.dynamic else f"{args.input_size[0]}x{args.input_size[1]}"
         print(f"exporting {source} -> {output} ({size})")
@@ -307,7 +331,9 @@ def _run_export(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- eval
 def _add_model_and_dataset(p: argparse.ArgumentParser) -> None:
     """The model and dataset arguments `pebal eval` and `pebal threshold` share."""
-    p.add_argument("--model", default="default", help="checkpoint path, or 'default' for the shipped model")
+    p.add_argument(
+        "--model", default="default", help="checkpoint path, or a shipped model's name ('default', 'synthetic')"
+    )
     p.add_argument(
         "--arch",
         help="architecture of a checkpoint without metadata (a bare state_dict, e.g. --arch enet for the course "
@@ -433,10 +459,10 @@ def _run_eval(args: argparse.Namespace) -> int:
         skipped_line,
         write_report,
     )
+    from pebal_core.model_store import resolve_model
     from pebal_core.protocols import EVAL_PROTOCOLS
-    from pebal_core.runtime import default_model_path
 
-    checkpoint = default_model_path() if args.model == "default" else Path(args.model)
+    checkpoint = resolve_model(args.model)
     dataset_options = _dataset_options(args)
     preset = EVAL_PROTOCOLS[args.protocol or "paper"]
     input_size = tuple(args.input_size) if args.input_size else preset.input_size
@@ -539,9 +565,9 @@ def _run_threshold(args: argparse.Namespace) -> int:
     )
     from pebal_core.evaluate import EvalOptions
     from pebal_core.fileio import atomic_write_text
-    from pebal_core.runtime import default_model_path
+    from pebal_core.model_store import resolve_model
 
-    checkpoint = default_model_path() if args.model == "default" else Path(args.model)
+    checkpoint = resolve_model(args.model)
     dataset_options = _dataset_options(args)
     options = EvalOptions(
         input_size=tuple(args.input_size) if args.input_size else None,

@@ -41,22 +41,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pebal_core.fileio import sha256_file
+from pebal_core.model_store import model_path
 from pebal_core.models.base import SegmentationModel
 from pebal_core.models.checkpoint import load_model
 from pebal_core.onnx_contract import OUTPUT_NAMES, parse_metadata
 from pebal_core.preprocessing import image_to_tensor
 from pebal_core.protocols import resize_image, resize_label_map, resize_protocol, resize_score
 from pebal_core.scoring import METHODS, all_scores, inlier_labels, labels_and_score
-
-DEFAULT_MODEL_RESOURCE = "default_model.safetensors"
-"""File name of the shipped default model inside the ``pebal_core.assets`` package."""
 
 
 class Backend:
@@ -86,12 +83,15 @@ class Backend:
 
 class TorchBackend(Backend):
     """Eager PyTorch inference (CPU or CUDA) of a checkpoint file, or of a loaded model
-    (:meth:`from_model`)."""
+    (:meth:`from_model`); ``arch`` names the network of a checkpoint without project metadata (a
+    bare state_dict such as a real Cityscapes ESPNet; see ``pebal models``)."""
 
     name = "torch"
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", smoothing: bool = True, **_: object) -> None:
-        self._setup(load_model(path), device, smoothing)
+    def __init__(
+        self, path: str | os.PathLike, device: str = "cpu", smoothing: bool = True, arch: str | None = None, **_: object
+    ) -> None:
+        self._setup(load_model(path, arch=arch), device, smoothing)
 
     @classmethod
     def from_model(cls, model: SegmentationModel, device: str | None = None, smoothing: bool = True) -> TorchBackend:
@@ -105,7 +105,7 @@ class TorchBackend(Backend):
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' requested but torch sees no CUDA GPU; use device 'cpu'")
         self.model = model.to(self.device).eval()
-        self.metadata = getattr(model, "checkpoint_metadata", {})
+        self.metadata = {"arch": getattr(model, "arch", None), **getattr(model, "checkpoint_metadata", {})}
         self.smoothing = smoothing
 
     @torch.inference_mode()
@@ -174,7 +174,8 @@ class OnnxRuntimeBackend(Backend):
             for unsupported nodes).
         smoothing: must match how the file was exported (the smoothing is inside the graph).
         input_size: the size the Predictor will feed; must equal a fixed-size model's size.
-        threads: intra-op threads on the CPU (default: every core this process may use).
+        threads: intra-op threads on the CPU (default: every core this process may use; idle
+            threads sleep rather than spin).
         trt_fp16: let the TensorRT execution provider use FP16 kernels.
         trt_cache_dir: where the TensorRT execution provider caches engines and timing
             (default ``<model>.ort-trt/`` beside the ONNX file).
@@ -233,6 +234,9 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = int(threads) if threads else usable_cores()
+        # waiting pool threads sleep instead of spinning, as OMP_WAIT_POLICY=PASSIVE makes torch's do
+        # (pebal_core/__init__.py): on cores shared with other processes spinning costs far more than it saves
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
@@ -398,16 +402,6 @@ def available_backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def default_model_path() -> Path:
-    """Path of the shipped default model (raises ``FileNotFoundError`` if it is not installed)."""
-    path = Path(str(resources.files("pebal_core.assets").joinpath(DEFAULT_MODEL_RESOURCE)))
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"the default model {path} is not installed; build it with `make default-model` or pass a checkpoint path"
-        )
-    return path
-
-
 def recorded_input_size(metadata: dict) -> tuple[int, int] | None:
     """The ``(height, width)`` a model's metadata records as its input size, or ``None``.
 
@@ -479,24 +473,33 @@ class Predictor:
         device: str = "cpu",
         input_size: tuple[int, int] | None = None,
         smoothing: bool = True,
+        arch: str | None = None,
         **backend_options: object,
     ) -> Predictor:
         """Load a model file with the named backend (``torch`` takes any checkpoint format).
 
-        ``input_size`` defaults to the model's fixed size when it has one (a fixed-size ONNX
-        export or TensorRT plan), else to the size its metadata records
-        (:func:`recorded_input_size`), else each image's own size; ``backend_options`` go to the
-        backend (see the module docstring), e.g. ``engine_auto_build=True`` for ``tensorrt``.
+        ``arch`` names the network of a file without project metadata (``torch`` backend: a
+        bare state_dict, e.g. ``arch="espnet_p2q8"`` for a real Cityscapes ESPNet); for a file
+        that carries its architecture it must agree with it. ``input_size`` defaults to the
+        model's fixed size when it has one (a fixed-size ONNX export or TensorRT plan), else to
+        the size its metadata records (:func:`recorded_input_size`), else each image's own size;
+        ``backend_options`` go to the backend (see the module docstring), e.g.
+        ``engine_auto_build=True`` for ``tensorrt``.
         """
         if backend not in _BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(available_backends())}")
+        if arch is not None and backend == "torch":  # other backends' files always carry their architecture
+            backend_options = {**backend_options, "arch": arch}
         engine = _BACKENDS[backend](path, device=device, smoothing=smoothing, input_size=input_size, **backend_options)
+        if arch is not None and engine.metadata.get("arch") != arch:
+            raise ValueError(f"{path} holds architecture {engine.metadata.get('arch')!r}, not the {arch!r} asked for")
         return cls(engine, input_size or engine.input_size or recorded_input_size(engine.metadata))
 
     @classmethod
     def default(cls, **kwargs: object) -> Predictor:
-        """The shipped default model (torch backend unless ``backend=`` says otherwise)."""
-        return cls.from_checkpoint(default_model_path(), **kwargs)
+        """The shipped default model (``pebal_core.model_store``; torch backend unless ``backend=`` says
+        otherwise)."""
+        return cls.from_checkpoint(model_path(), **kwargs)
 
     @property
     def metadata(self) -> dict:

@@ -150,7 +150,25 @@ def _add_play(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="wait up to this long until every played topic has a subscriber (default: 0, don't wait)",
     )
+    p.add_argument(
+        "--subscribers",
+        action="append",
+        default=[],
+        metavar="TOPIC:N",
+        help="with --wait-for-subscribers: wait for N subscribers on TOPIC (repeatable; other topics: 1)",
+    )
     p.add_argument("--delay", type=float, default=0.0, help="seconds to sleep before the first message")
+
+
+def _subscriber_counts(items: list[str]) -> dict[str, int]:
+    """``["/topic:2", ...]`` -> ``{"/topic": 2}``."""
+    out = {}
+    for item in items:
+        topic, sep, count = item.rpartition(":")
+        if not sep or not count.isdigit():
+            raise ValueError(f"--subscribers takes TOPIC:N like /camera/camera_info:2, got {item!r}")
+        out[topic] = int(count)
+    return out
 
 
 def _run_play(args: argparse.Namespace) -> int:
@@ -166,6 +184,7 @@ def _run_play(args: argparse.Namespace) -> int:
         remap=parse_remaps(args.remap),
         max_gap=args.max_gap,
         wait_for_subscribers=args.wait_for_subscribers,
+        subscribers=_subscriber_counts(args.subscribers),
         delay=args.delay,
     )
     from rclpy.signals import SignalHandlerOptions
@@ -301,7 +320,9 @@ def _add_score(p: argparse.ArgumentParser) -> None:
         choices=BASELINES,
         help="also score this baseline offline on the same frames with --model (repeatable)",
     )
-    p.add_argument("--model", type=Path, help="checkpoint the node ran (default: the shipped default model)")
+    p.add_argument(
+        "--model", help="checkpoint the node ran, or a shipped model's name (default: the shipped default model)"
+    )
     p.add_argument("--input-size", type=_size, help="HEIGHTxWIDTH the node ran the network at (default: native)")
     p.add_argument("--non-hazards", choices=("void", "anomaly"), default="void", help="LostAndFound non-hazard objects")
     p.add_argument("--streaming", action="store_true", help="bounded-memory metrics (certified error bound)")
@@ -311,13 +332,11 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 
 def _run_score(args: argparse.Namespace) -> int:
     from pebal_core.fileio import atomic_write_text
-    from pebal_core.runtime import default_model_path
+    from pebal_core.model_store import resolve_model
     from pebal_ros.bag_score import ScoreOptions, format_table, score_bag
     from pebal_ros.bag_storage import find_bags
 
-    model = args.model
-    if args.baseline and model is None:
-        model = default_model_path()
+    model = resolve_model(args.model) if args.baseline or args.model else None
     inputs = [bag for path in args.input for bag in find_bags(path)]
     options = ScoreOptions(
         score_topic=args.score_topic,

@@ -1,7 +1,20 @@
-"""LostAndFound (or any tree in its layout) -> ROS 2 bags of camera images and CameraInfo.
+"""Image datasets in two real layouts -> ROS 2 bags of camera images (and CameraInfo).
 
-Each frame of :func:`pebal_core.data.lostandfound.list_frames` becomes, at bag time = header
-stamp:
+Layouts (``ConvertOptions.layout``; ``auto`` recognises them by their folders):
+
+``lostandfound``
+    A LostAndFound tree (``leftImg8bit/<split>/<seq>/<seq>_<seqnum>_<frame>_leftImg8bit.png`` with
+    ``gtCoarse/``, ``camera/`` and ``timestamp/`` beside it;
+    :func:`pebal_core.data.lostandfound.list_frames`): video sequences with camera files.
+``validation``
+    The anomaly-segmentation ``Validation_Dataset`` bundle (``<SET>/images/<N>.<ext>`` with
+    ``<SET>/labels_masks/<N>.png``; :class:`pebal_core.data.validation_dataset.ValidationDataset`):
+    single real frames (RoadAnomaly, RoadAnomaly21, RoadObsticle21, FS_LostFound_full, ...). Each
+    set plays the part of a sequence (``sequences`` selects sets), frames are named
+    ``<SET>_<N>``, every image of a set is converted (also those without anomaly pixels), and as
+    the bundle has no camera or timestamp files the frames get no CameraInfo and rate stamps.
+
+Each selected frame becomes, at bag time = header stamp:
 
 * ``sensor_msgs/CameraInfo`` on ``info_topic`` from the frame's Cityscapes camera JSON: ``K =
   [fx 0 u0; 0 fy v0; 0 0 1]``, ``P = [K | 0]`` (the left camera of the rectified stereo pair),
@@ -18,8 +31,9 @@ order, so stamps are unique across every bag of one conversion. A partial set of
 files, duplicate stamps, unreadable images or camera files are errors naming the file.
 
 Each bag carries the frame index in ``metadata.yaml`` ``custom_data`` (key
-:data:`INDEX_KEY`): dataset root, split, topics and ``[stamp_ns, sequence, frame name]`` per
-frame; :mod:`pebal_ros.bag_score` matches recorded outputs to ground truth through it.
+:data:`INDEX_KEY`): dataset layout and root, split, topics and ``[stamp_ns, sequence, frame name]``
+per frame; :func:`labelled_frames` finds each frame's image and evaluation label (0 inlier,
+1 anomaly, 255 void) through it, for :mod:`pebal_ros.bag_score`.
 """
 
 from __future__ import annotations
@@ -34,8 +48,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pebal_core.data.base import DatasetError
-from pebal_core.data.lostandfound import Frame, list_frames
-from pebal_core.images import read_rgb
+from pebal_core.data.lostandfound import Frame, eval_lut, list_frames
+from pebal_core.images import read_label, read_rgb
 from pebal_ros.bag_storage import BagError, BagWriter, bag_writer, make_qos, split_ns, typestore
 from pebal_ros.conversions import ImageConverter, compressed_size
 
@@ -44,6 +58,7 @@ INDEX_KEY = "pebal.frame_index"
 IMAGE_FORMATS = ("raw", "png", "jpeg")
 RAW_ENCODINGS = ("rgb8", "bgr8")
 TIMESTAMP_MODES = ("auto", "files", "rate")
+LAYOUTS = ("auto", "lostandfound", "validation")
 DEFAULT_START_TIME = 1_000_000_000.0
 """Seconds since the epoch of the first synthetic stamp (fixed, so converting twice gives equal bags)."""
 
@@ -53,8 +68,9 @@ class ConvertOptions:
     """What :func:`convert` writes (the ``pebal_bag convert`` options)."""
 
     split: str = "test"
+    """LostAndFound split (the validation layout has none)."""
     sequences: tuple[str, ...] | None = None
-    """Sequences to convert (None = all of the split)."""
+    """Sequences (validation layout: sets) to convert (None = all of the split / bundle)."""
     limit: int | None = None
     """At most this many frames (the first ones in sequence/frame order)."""
     per_sequence: bool = True
@@ -70,9 +86,12 @@ class ConvertOptions:
     rate: float = 10.0
     """Frames per second of the synthetic stamps (timestamps ``rate`` or ``auto`` without files)."""
     start_time: float = DEFAULT_START_TIME
+    layout: str = "auto"
+    """``lostandfound``, ``validation`` or ``auto`` (see the module docstring)."""
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
+            ("layout", self.layout, LAYOUTS),
             ("image_format", self.image_format, IMAGE_FORMATS),
             ("encoding", self.encoding, RAW_ENCODINGS),
             ("timestamps", self.timestamps, TIMESTAMP_MODES),
@@ -115,6 +134,72 @@ class ConvertedBag:
     """Names of frames that had no camera JSON (no CameraInfo written)."""
 
 
+@dataclass(frozen=True)
+class ValidationFrame:
+    """One image of a ``Validation_Dataset`` set, with the interface of a LostAndFound :class:`Frame`
+    that conversion uses (no camera or timestamp file)."""
+
+    sequence: str
+    """The set (``FS_LostFound_full``, ``RoadObsticle21``, ...)."""
+    number: str
+    """``<N>`` of ``images/<N>.<ext>``."""
+    image: Path
+    label: Path
+    camera_file = None
+    timestamp_file = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.sequence}_{self.number}"
+
+    def camera(self) -> None:
+        return None
+
+    def timestamp_ns(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class LabelledFrame:
+    """A converted frame found again in its dataset: image file and evaluation label (0/1/255)."""
+
+    name: str
+    sequence: str
+    image: Path
+    labelled: bool
+    """Whether the frame has a label file (LostAndFound frames may lack one)."""
+    _read: object = field(repr=False, compare=False)
+
+    def label(self) -> np.ndarray:
+        """``uint8 H x W``: 0 inlier, 1 anomaly, 255 void (only when ``labelled``)."""
+        return self._read()
+
+
+def detect_layout(root: str | os.PathLike) -> str:
+    """``lostandfound`` or ``validation``, from the folders under ``root`` (an error naming both)."""
+    root = Path(root)
+    if (root / "leftImg8bit").is_dir():
+        return "lostandfound"
+    from pebal_core.data.validation_dataset import validation_sets  # imports torch: only for this layout
+
+    if root.is_dir() and validation_sets(root):
+        return "validation"
+    raise DatasetError(
+        f"{root} is in no layout pebal_bag convert knows: expected a LostAndFound tree (<root>/leftImg8bit/<split>/"
+        "<seq>/...) or a Validation_Dataset bundle (<root>/<SET>/images/<N>.<ext> with <SET>/labels_masks/<N>.png)"
+    )
+
+
+def _validation_frames(root: Path, sets: tuple[str, ...] | None) -> list[ValidationFrame]:
+    from pebal_core.data.validation_dataset import ValidationDataset, validation_sets
+
+    frames = []
+    for name in sets or validation_sets(root):
+        data = ValidationDataset(root, name, skip_without_anomaly=False)
+        frames += [ValidationFrame(name, s.image.stem, s.image, s.label) for s in data.samples]
+    return frames
+
+
 # ---------------------------------------------------------------------------------------- pieces
 def camera_info_fields(camera: dict, height: int, width: int, source: object = "camera JSON") -> dict:
     """CameraInfo fields (``k``, ``p``, ``r``, ``d``, ``distortion_model``, size) from a Cityscapes camera JSON."""
@@ -136,7 +221,7 @@ def camera_info_fields(camera: dict, height: int, width: int, source: object = "
     }
 
 
-def frame_stamps(frames: list[Frame], options: ConvertOptions) -> tuple[list[int], str]:
+def frame_stamps(frames: list[Frame | ValidationFrame], options: ConvertOptions) -> tuple[list[int], str]:
     """Header stamps (ns) of ``frames`` and where they came from (see the module docstring)."""
     with_files = [f for f in frames if f.timestamp_file is not None]
     mode = options.timestamps
@@ -167,8 +252,13 @@ def frame_stamps(frames: list[Frame], options: ConvertOptions) -> tuple[list[int
     return stamps, "timestamp files"
 
 
-def select_frames(root: str | os.PathLike, options: ConvertOptions) -> list[Frame]:
-    """The frames :func:`convert` writes: the chosen sequences of the split, cut to ``limit``."""
+def select_frames(root: str | os.PathLike, options: ConvertOptions) -> list[Frame | ValidationFrame]:
+    """The frames :func:`convert` writes: the chosen sequences of the split (validation layout: the
+    chosen sets, in set order then numeric order), cut to ``limit``."""
+    layout = detect_layout(root) if options.layout == "auto" else options.layout
+    if layout == "validation":
+        frames = _validation_frames(Path(root), options.sequences)
+        return frames[: options.limit] if options.limit else frames
     if options.sequences:
         frames = [f for seq in options.sequences for f in list_frames(root, options.split, seq)]
     else:
@@ -196,7 +286,7 @@ class _FrameWriter:
             stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=self.o.frame_id
         )
 
-    def image(self, frame: Frame, ns: int) -> tuple[object, int, int]:
+    def image(self, frame: Frame | ValidationFrame, ns: int) -> tuple[object, int, int]:
         """The image message and the image's ``(height, width)``."""
         t = self.types
         if self.o.image_format == "png":
@@ -230,7 +320,7 @@ class _FrameWriter:
         )
         return msg, h, w
 
-    def camera_info(self, frame: Frame, ns: int, height: int, width: int) -> object | None:
+    def camera_info(self, frame: Frame | ValidationFrame, ns: int, height: int, width: int) -> object | None:
         camera = frame.camera()
         if camera is None:
             return None
@@ -241,7 +331,12 @@ class _FrameWriter:
 
 
 def _write_bag(
-    path: Path, frames: list[Frame], stamps: list[int], root: Path, options: ConvertOptions, progress: tqdm | None
+    path: Path,
+    frames: list[Frame | ValidationFrame],
+    stamps: list[int],
+    root: Path,
+    options: ConvertOptions,
+    progress: tqdm | None,
 ) -> list[str]:
     fw = _FrameWriter(options)
     without_camera = []
@@ -261,6 +356,7 @@ def _write_bag(
             if progress is not None:
                 progress.update(1)
         index = {
+            "layout": "validation" if isinstance(frames[0], ValidationFrame) else "lostandfound",
             "root": str(root.resolve()),
             "split": options.split,
             "image_topic": options.image_topic_written,
@@ -274,7 +370,7 @@ def _write_bag(
 def convert(
     root: str | os.PathLike, out: str | os.PathLike, options: ConvertOptions | None = None, progress: bool = True
 ) -> list[ConvertedBag]:
-    """Write the bag(s) of a LostAndFound tree; see the module docstring. Returns one entry per bag."""
+    """Write the bag(s) of a dataset tree; see the module docstring. Returns one entry per bag."""
     options = options or ConvertOptions()
     root, out = Path(root), Path(out)
     frames = select_frames(root, options)
@@ -313,4 +409,53 @@ def read_index(info: dict, bag: object = "bag") -> dict:
         index["frames"] = [(int(ns), str(seq), str(name)) for ns, seq, name in index["frames"]]
     except (ValueError, KeyError, TypeError) as e:
         raise BagError(f"{bag}: the frame index in metadata.yaml is damaged ({e}); re-convert the dataset") from e
+    index.setdefault("layout", "lostandfound")  # bags converted before the validation layout existed
+    if index["layout"] not in LAYOUTS[1:]:
+        raise BagError(f"{bag}: the frame index names an unknown dataset layout {index['layout']!r}")
     return index
+
+
+def labelled_frames(
+    entries: dict[int, tuple[str, str, str, str, str]], data_root: Path | None = None, non_hazards: str = "void"
+) -> dict[int, LabelledFrame]:
+    """Stamp -> :class:`LabelledFrame` for index entries ``stamp -> (layout, root, split, sequence, name)``.
+
+    The dataset root comes from the index unless ``data_root`` is given. LostAndFound labels are
+    mapped with the test protocol (free space 0, hazards 1, the rest void; ``non_hazards`` as in
+    :func:`pebal_core.data.lostandfound.eval_lut`); Validation_Dataset labels with the bundle's
+    own convention (RoadAnomaly's 2 -> 1).
+    """
+    listed: dict[tuple[str, str, str], dict[str, LabelledFrame]] = {}
+    lut_ids, lut_train = eval_lut(non_hazards), eval_lut(non_hazards, train_ids=True)
+    out = {}
+    for ns, (layout, root, split, sequence, name) in entries.items():
+        root = str(data_root) if data_root is not None else root
+        key = (layout, root, split if layout == "lostandfound" else sequence)
+        if key not in listed:
+            if not Path(root).is_dir():
+                raise DatasetError(
+                    f"dataset root {root} (from the converted bag) does not exist; pass --data with its location"
+                )
+            found: dict[str, LabelledFrame] = {}
+            if layout == "validation":
+                from pebal_core.data.validation_dataset import ValidationDataset  # imports torch
+
+                data = ValidationDataset(root, sequence, skip_without_anomaly=False)
+                for i, s in enumerate(data.samples):
+                    found[f"{sequence}_{s.image.stem}"] = LabelledFrame(
+                        f"{sequence}_{s.image.stem}", sequence, s.image, True, lambda d=data, i=i: d.read_label(i)
+                    )
+            else:
+                for f in list_frames(root, split):
+                    file = f.label_ids or f.label_train_ids
+                    lut = lut_ids if f.label_ids is not None else lut_train
+                    found[f.name] = LabelledFrame(
+                        f.name, f.sequence, f.image, file is not None, lambda p=file, t=lut: t[read_label(p)]
+                    )
+            listed[key] = found
+        frame = listed[key].get(name)
+        if frame is None:
+            where = f"({split})" if layout == "lostandfound" else f"(set {sequence})"
+            raise DatasetError(f"frame {name} of the converted bag is not in {root} {where}; pass the right --data")
+        out[ns] = frame
+    return out

@@ -86,6 +86,9 @@ class PlayOptions:
     """Longest pause between two messages in bag seconds (None = as recorded)."""
     wait_for_subscribers: float = 0.0
     """Before publishing, wait up to this many seconds until every topic has a subscriber (0 = don't)."""
+    subscribers: dict[str, int] = field(default_factory=dict)
+    """Published topic -> how many subscribers the wait needs on it (other topics: 1); e.g. a
+    node and a recorder on one topic, so that the recorder cannot miss the first messages."""
     delay: float = 0.0
     """Seconds to sleep after the publishers are created (and matched) before the first message."""
 
@@ -100,6 +103,9 @@ class PlayOptions:
             raise ValueError(f"max gap must be > 0 seconds, got {self.max_gap}")
         if self.wait_for_subscribers < 0 or self.delay < 0:
             raise ValueError("wait and delay times must be >= 0 seconds")
+        bad = {t: n for t, n in self.subscribers.items() if not t.startswith("/") or int(n) < 1}
+        if bad:
+            raise ValueError(f"subscriber counts need absolute topics and counts >= 1, got {bad}")
 
 
 @dataclass
@@ -158,13 +164,19 @@ class Player:
         if timeout <= 0:
             return
         deadline = time.monotonic() + timeout
+        need = {p.topic_name: int(self.options.subscribers.get(p.topic_name, 1)) for p in self.publishers.values()}
         while True:
-            lacking = [p.topic_name for p in self.publishers.values() if p.get_subscription_count() == 0]
+            counts = {p.topic_name: p.get_subscription_count() for p in self.publishers.values()}
+            lacking = [t for t, n in counts.items() if n < need[t]]
             if not lacking:
                 return
             if time.monotonic() > deadline:
+                if all(counts[t] == 0 for t in lacking):
+                    what = f"no subscriber on {', '.join(lacking)}"
+                else:
+                    what = "too few subscribers: " + ", ".join(f"{t} {counts[t]} of {need[t]}" for t in lacking)
                 raise BagError(
-                    f"no subscriber on {', '.join(lacking)} after {timeout:g} s; start the consumer first, "
+                    f"{what} after {timeout:g} s; start the consumer first, "
                     "check remaps and ROS_DOMAIN_ID, or leave those topics out with --topics"
                 )
             if self._stop.wait(0.02):

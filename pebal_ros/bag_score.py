@@ -1,13 +1,13 @@
-"""Score a recorded output bag against LostAndFound ground truth (``pebal_bag score``).
+"""Score a recorded output bag against the ground truth of the converted dataset (``pebal_bag score``).
 
 Inputs: the bag(s) written by :mod:`pebal_ros.bag_convert` (their frame index maps header
-stamps to frames and names the dataset root) and a bag recorded from the node
+stamps to frames and names the dataset layout and root) and a bag recorded from the node
 (:mod:`pebal_ros.bag_record`) holding ``anomaly_score`` (``sensor_msgs/Image`` 32FC1, higher =
 more anomalous) and, for latency, the camera topic the frames were played on.
 
-Every score image is matched to its frame by header stamp; its label is mapped with the
-LostAndFound test protocol (free space -> 0, hazards -> 1, rest -> 255 void;
-:func:`pebal_core.data.lostandfound.eval_lut`) and the pixels feed
+Every score image is matched to its frame by header stamp; its label is mapped to 0 inlier /
+1 anomaly / 255 void (:func:`pebal_ros.bag_convert.labelled_frames`: for LostAndFound the test
+protocol, free space -> 0, hazards -> 1, rest -> void) and the pixels feed
 :class:`pebal_core.metrics.AnomalyMetrics`, per sequence and pooled over all frames (AUROC, AP,
 FPR95 in the PEBAL definition). Nothing is guessed: frames of the index without an output are
 counted as *missing* (e.g. dropped by the node), outputs whose stamp is in no index as
@@ -47,13 +47,11 @@ from tqdm import tqdm
 
 from pebal_core.alarms.frame_counts import ObstacleCounts
 from pebal_core.alarms.pipeline import AlarmPipeline
-from pebal_core.data.base import DatasetError
-from pebal_core.data.lostandfound import Frame, eval_lut, list_frames
-from pebal_core.images import read_label, read_rgb
+from pebal_core.images import read_rgb
 from pebal_core.metrics import DEFAULT_MAX_CELLS, AnomalyMetrics
 from pebal_core.percentiles import percentiles
 from pebal_core.scoring import BASELINES
-from pebal_ros.bag_convert import read_index
+from pebal_ros.bag_convert import labelled_frames, read_index
 from pebal_ros.bag_storage import BagError, BagReader, metadata, stamp_ns
 from pebal_ros.conversions import ImageConverter, ImageError
 
@@ -143,18 +141,18 @@ def _summary(metrics: AnomalyMetrics) -> dict:
     }
 
 
-def load_index(input_bags: list[Path]) -> tuple[dict[int, tuple[str, str, str, str]], set[str]]:
-    """Stamp -> (root, split, sequence, name) over all converted bags, and their CameraInfo topics."""
-    frames: dict[int, tuple[str, str, str, str]] = {}
+def load_index(input_bags: list[Path]) -> tuple[dict[int, tuple[str, str, str, str, str]], set[str]]:
+    """Stamp -> (layout, root, split, sequence, name) over all converted bags, and their CameraInfo topics."""
+    frames: dict[int, tuple[str, str, str, str, str]] = {}
     info_topics = set()
     for path in input_bags:
         index = read_index(metadata(path), path)
         info_topics.add(index["info_topic"])
         for ns, seq, name in index["frames"]:
-            entry = (index["root"], index["split"], seq, name)
+            entry = (index["layout"], index["root"], index["split"], seq, name)
             if frames.setdefault(ns, entry) != entry:
                 raise BagError(
-                    f"stamp {ns} ns names frame {frames[ns][3]} in one converted bag and {name} in {path}; "
+                    f"stamp {ns} ns names frame {frames[ns][4]} in one converted bag and {name} in {path}; "
                     "score bags of one conversion together"
                 )
     return frames, info_topics
@@ -165,10 +163,9 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
     o = options or ScoreOptions()
     index, info_topics = load_index([Path(p) for p in input_bags])
     reference = o.reference_topic or (next(iter(info_topics)) if len(info_topics) == 1 else None)
-    frames = _dataset_frames(index, o.data_root)
-    lut_ids, lut_train = eval_lut(o.non_hazards), eval_lut(o.non_hazards, train_ids=True)
+    frames = labelled_frames(index, o.data_root, o.non_hazards)
     methods = ("pebal", *o.baselines)
-    sequences = sorted({entry[2] for entry in index.values()})
+    sequences = sorted({entry[3] for entry in index.values()})
     overall = {m: AnomalyMetrics(o.exact, max_cells=o.max_cells) for m in methods}
     per_seq = {m: {s: AnomalyMetrics(o.exact, max_cells=o.max_cells) for s in sequences} for m in methods}
     scorer = OfflineScorer(o.model, o.input_size) if o.baselines else None
@@ -208,8 +205,7 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
                 counts.duplicates += 1
                 continue
             frame = frames[stamp]
-            label_file = frame.label_ids or frame.label_train_ids
-            if label_file is None:
+            if not frame.labelled:
                 counts.unlabelled.append(frame.name)
                 scored_rx[stamp] = ts
                 continue
@@ -219,18 +215,17 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
                 raise BagError(f"{o.score_topic} message for frame {frame.name} in {output_bag}: {e}") from e
             if msg.encoding != "32FC1":
                 raise BagError(f"{o.score_topic} has encoding {msg.encoding}; an anomaly score is 32FC1")
-            raw = read_label(label_file)
-            if score.shape != raw.shape:
+            label = frame.label()
+            if score.shape != label.shape:
                 raise BagError(
                     f"{o.score_topic} of frame {frame.name} is {score.shape[1]} x {score.shape[0]} pixels but its "
-                    f"label is {raw.shape[1]} x {raw.shape[0]} (width x height): scores must come at the label "
+                    f"label is {label.shape[1]} x {label.shape[0]} (width x height): scores must come at the label "
                     "resolution (the node returns scores at the input image size)"
                 )
             if not np.isfinite(score).all():
                 raise BagError(
                     f"{o.score_topic} of frame {frame.name} holds non-finite scores; the model output is broken"
                 )
-            label = (lut_ids if frame.label_ids is not None else lut_train)[raw]
             scored_rx[stamp] = ts
             maps = {"pebal": score}
             if scorer is not None:
@@ -298,26 +293,6 @@ def _alarm_half(
     score, label = entry["score"]
     frame = pipeline.process(entry["semantic"], score, o.alarm_threshold, stamp / 1e9)
     counts.update(frame, label)
-
-
-def _dataset_frames(index: dict[int, tuple[str, str, str, str]], data_root: Path | None) -> dict[int, Frame]:
-    """Stamp -> :class:`Frame`, looked up in the dataset (root from the index unless overridden)."""
-    listed: dict[tuple[str, str], dict[str, Frame]] = {}
-    out = {}
-    for ns, (root, split, _, name) in index.items():
-        root = str(data_root) if data_root is not None else root
-        key = (root, split)
-        if key not in listed:
-            if not Path(root).is_dir():
-                raise DatasetError(
-                    f"LostAndFound root {root} (from the converted bag) does not exist; pass --data with its location"
-                )
-            listed[key] = {f.name: f for f in list_frames(root, split)}
-        frame = listed[key].get(name)
-        if frame is None:
-            raise DatasetError(f"frame {name} of the converted bag is not in {root} ({split}); pass the right --data")
-        out[ns] = frame
-    return out
 
 
 # ---------------------------------------------------------------------------------------- table

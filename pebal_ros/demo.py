@@ -1,4 +1,9 @@
-"""``pebal_demo``: the whole chain on one LostAndFound-style tree, end to end over real ROS 2.
+"""``pebal_demo``: the whole chain on one dataset tree, end to end over real ROS 2.
+
+The tree is a LostAndFound-style one (video sequences) or a ``Validation_Dataset`` bundle of
+single real frames (``<SET>/images/<N>.<ext>`` + ``<SET>/labels_masks/<N>.png``; ``--sequence``
+picks sets); the model is the shipped default one unless ``--model`` names another (a file or
+``synthetic``), run at the input size its metadata records unless ``--input-size`` says otherwise.
 
 1. **convert** the frames into one bag (``<out>/bags/input``; :mod:`pebal_ros.bag_convert`);
 2. start the perception node as its console script ``pebal_node`` (namespace ``/pebal``, reliable
@@ -7,11 +12,13 @@
    the CameraInfo topic (latency reference) and ``/diagnostics`` (``<out>/bags/output``);
 3. ``pebal_bag play`` the input bag into the node at the recorded pace times ``--rate``
    (``auto``: slowed down, never sped up, so that the node can keep up with every frame on this
-   machine — three timed inferences decide);
+   machine — three timed inferences decide), once both the node and the recorder subscribe to the
+   CameraInfo topic (on a loaded machine discovery can take longer than any fixed delay);
 4. stop the recorder and the node, **score** the recording against the labels
    (:mod:`pebal_ros.bag_score`: PEBAL from the node, MaxLogit offline on the same frames with the
    same model; obstacle-level alarm counts at the threshold the node reported) and print the table;
-5. write the node's overlay frames to ``<out>/overlays/`` and ``<out>/anomaly_overlay.gif``.
+5. write the node's overlay frames to ``<out>/overlays/`` and ``<out>/anomaly_overlay.gif``
+   (and, with ``--sheet``, several of them, evenly spaced over the run, in one picture).
 
 Outputs under ``--out``: ``bags/``, ``overlays/``, ``anomaly_overlay.gif``, ``score.json``,
 ``score.md`` and ``logs/`` (each process's output). The outputs of an earlier run in the same
@@ -49,6 +56,8 @@ OUTPUT_NAMES = ("bags", "overlays", "logs", "anomaly_overlay.gif", "score.json",
 """What a run writes under ``--out`` (and replaces on the next run)."""
 GIF_WIDTH = 640
 """GIF frames wider than this are scaled down."""
+SHEET_WIDTH = 480
+"""Width of each frame on a ``--sheet`` picture (pixels)."""
 PROFILE = "fastdds_large_images.xml"
 AUTO_MARGIN = 2.0
 """``--rate auto`` leaves the node this many times its measured inference time per frame."""
@@ -189,17 +198,58 @@ def write_overlays(output_bag: Path, index: dict, out: Path, fps: float) -> tupl
     if not frames:
         return 0, None
     frames.sort(key=lambda f: f[0])
-    pictures = []
-    for _, rgb in frames:
-        pic = PILImage.fromarray(rgb)
-        if pic.width > GIF_WIDTH:
-            pic = pic.resize((GIF_WIDTH, round(pic.height * GIF_WIDTH / pic.width)), PILImage.Resampling.BILINEAR)
-        pictures.append(pic)
+    pictures = [_scaled(PILImage.fromarray(rgb)) for _, rgb in frames]
     gif = out / "anomaly_overlay.gif"
     tmp = out / ".anomaly_overlay.gif.partial"
     pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=round(1000 / fps), loop=0)
     os.replace(tmp, gif)
     return len(frames), gif
+
+
+def _scaled(pic: object, width: int = GIF_WIDTH) -> object:
+    """A PIL image scaled down to ``width`` when wider."""
+    from PIL import Image as PILImage
+
+    if pic.width <= width:
+        return pic
+    return pic.resize((width, round(pic.height * width / pic.width)), PILImage.Resampling.BILINEAR)
+
+
+def write_sheet(overlays: Path, index: dict, sheet: Path, count: int, columns: int = 2) -> list[str]:
+    """``count`` overlay frames evenly spaced over the run (index order), captioned with their names,
+    in a grid of ``columns`` (each scaled to :data:`SHEET_WIDTH` wide; rows as tall as their tallest
+    frame), saved as a 256-colour PNG; returns the frame names shown."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    names = [name for _, _, name in index["frames"] if (overlays / f"{name}.png").is_file()]
+    if not names:
+        raise DemoError(f"no overlay frames under {overlays} to put on the sheet")
+    picks = [names[round(i)] for i in np.linspace(0, len(names) - 1, min(count, len(names)))]
+    pictures = [_scaled(PILImage.open(overlays / f"{name}.png").convert("RGB"), SHEET_WIDTH) for name in picks]
+    rows = [pictures[i : i + columns] for i in range(0, len(pictures), columns)]
+    heights = [max(p.height for p in row) for row in rows]
+    canvas = PILImage.new("RGB", (columns * SHEET_WIDTH, sum(heights)), "white")
+    draw = ImageDraw.Draw(canvas)
+    y = 0
+    for row, height in zip(rows, heights, strict=True):
+        for col, pic in enumerate(row):
+            canvas.paste(pic, (col * SHEET_WIDTH, y))
+        y += height
+    y = 0
+    for r, (row, height) in enumerate(zip(rows, heights, strict=True)):
+        for col in range(len(row)):
+            name = picks[r * columns + col]
+            box = draw.textbbox((0, 0), name)
+            x0, y0 = col * SHEET_WIDTH + 6, y + 6
+            draw.rectangle((x0 - 3, y0 - 3, x0 + box[2] + 3, y0 + box[3] + 3), fill="black")
+            draw.text((x0, y0), name, fill="white")
+        y += height
+    sheet.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sheet.with_name(f".{sheet.name}.partial")
+    canvas.quantize(256).save(tmp, format="PNG", optimize=True)
+    os.replace(tmp, sheet)
+    return picks
 
 
 def _node_diagnostics(output_bag: Path) -> dict[str, str]:
@@ -226,16 +276,19 @@ def _node_threshold(diag: dict[str, str]) -> float | None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from pebal_core.runtime import default_model_path
-    from pebal_ros.bag_convert import ConvertOptions, convert, read_index
+    from pebal_core.model_store import resolve_model
+    from pebal_core.models.checkpoint import read_checkpoint
+    from pebal_core.runtime import recorded_input_size
+    from pebal_ros.bag_convert import ConvertOptions, convert, read_index, select_frames
     from pebal_ros.bag_score import ScoreOptions, format_table, score_bag
     from pebal_ros.bag_storage import metadata
 
     t_total = time.perf_counter()
     out: Path = args.out
-    model = (args.model or default_model_path()).resolve()
+    model = resolve_model(args.model).resolve()
     if not model.is_file():
         raise FileNotFoundError(f"model {model} does not exist")
+    input_size = args.input_size or recorded_input_size(read_checkpoint(model).metadata)
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUT_NAMES:
         target = out / name
@@ -261,6 +314,7 @@ def run_demo(args: argparse.Namespace) -> int:
         info_topic=INFO_TOPIC,
     )
     (converted,) = convert(args.data, input_bag, options, progress=False)
+    first_image = select_frames(args.data, options)[0].image
     index = read_index(metadata(input_bag), input_bag)
     timings["convert"] = time.perf_counter() - t
     print(
@@ -272,10 +326,7 @@ def run_demo(args: argparse.Namespace) -> int:
     # pace
     interval = _frame_interval(index["frames"])
     if args.rate == "auto":
-        from pebal_core.data.lostandfound import list_frames
-
-        first = next(f for f in list_frames(args.data, args.split, index["frames"][0][1]))
-        rate, t_infer = auto_rate(model, first.image, interval, args.input_size)
+        rate, t_infer = auto_rate(model, first_image, interval, input_size)
         pace = f"node needs ~{1000 * t_infer:.0f} ms/frame here"
     else:
         rate, t_infer = float(args.rate), interval
@@ -299,8 +350,8 @@ def run_demo(args: argparse.Namespace) -> int:
         "-p", "input_reliability:=reliable",
         "-p", f"subscribe_compressed:={'false' if args.image_format == 'raw' else 'true'}",
     ]  # fmt: skip
-    if args.input_size:
-        node_cmd += ["-p", f"input_height:={args.input_size[0]}", "-p", f"input_width:={args.input_size[1]}"]
+    if input_size:
+        node_cmd += ["-p", f"input_height:={input_size[0]}", "-p", f"input_width:={input_size[1]}"]
     bag_cmd = _script("pebal_bag", "pebal_ros.bag")
     record_cmd = [
         *bag_cmd, "record", "-o", str(output_bag), "--storage", args.storage,
@@ -310,7 +361,7 @@ def run_demo(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     play_cmd = [
         *bag_cmd, "play", str(input_bag), "--rate", f"{rate:.6g}", "--max-gap", str(args.max_gap),
-        "--wait-for-subscribers", "120", "--delay", "1.0",
+        "--wait-for-subscribers", "120", "--subscribers", f"{INFO_TOPIC}:2", "--delay", "1.0",
     ]  # fmt: skip
     t = time.perf_counter()
     procs: list[Process] = []
@@ -364,7 +415,7 @@ def run_demo(args: argparse.Namespace) -> int:
             score_topic=f"{NAMESPACE}/anomaly_score",
             baselines=tuple(args.baseline),
             model=model,
-            input_size=args.input_size,
+            input_size=input_size,
             exact=not args.streaming,
             alarm_threshold=_node_threshold(diag),
             semantic_topic=f"{NAMESPACE}/semantic",
@@ -372,7 +423,13 @@ def run_demo(args: argparse.Namespace) -> int:
         ),
     )
     report["node_diagnostics"] = diag
-    report["demo"] = {"rate": rate, "recorded_fps": 1 / interval, "model": str(model), "data": str(args.data)}
+    report["demo"] = {
+        "rate": rate,
+        "recorded_fps": 1 / interval,
+        "model": str(model),
+        "input_size": list(input_size) if input_size else None,
+        "data": str(args.data),
+    }
     timings["score"] = time.perf_counter() - t
     print("[4/5] scored", flush=True)
 
@@ -380,10 +437,16 @@ def run_demo(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     fps_out = report["throughput"]["output_fps"] or rate / interval
     n_overlays, gif = write_overlays(output_bag, index, out, fps_out)
+    if args.sheet and n_overlays:
+        report["demo"]["sheet"] = {
+            "path": str(args.sheet),
+            "frames": write_sheet(out / "overlays", index, args.sheet, args.sheet_frames),
+        }
     timings["overlays + GIF"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_total
     report["timings_s"] = timings
-    print(f"[5/5] {n_overlays} overlay frames -> {out / 'overlays'}" + (f", {gif}" if gif else ""), flush=True)
+    sheet = f", {args.sheet}" if args.sheet and n_overlays else ""
+    print(f"[5/5] {n_overlays} overlay frames -> {out / 'overlays'}" + (f", {gif}" if gif else "") + sheet, flush=True)
 
     table = format_table(report, per_sequence=args.per_sequence)
     extra = []
@@ -426,21 +489,37 @@ def build_parser() -> argparse.ArgumentParser:
         description=text[0].upper() + text[1:],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", type=Path, required=True, help="LostAndFound root (leftImg8bit/, gtCoarse/, camera/, ...)")
-    p.add_argument("--model", type=Path, help="checkpoint for the node (default: the shipped default model)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="LostAndFound root (leftImg8bit/, gtCoarse/, camera/, ...) or Validation_Dataset bundle (<SET>/images/)",
+    )
+    p.add_argument(
+        "--model",
+        default="default",
+        help="checkpoint for the node, or a shipped model's name: default (the real-camera model; the default) "
+        "or synthetic (see `pebal models`)",
+    )
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
     p.add_argument("--split", default="test", help="dataset split (default: test)")
-    p.add_argument("--sequence", action="append", help="only this sequence (repeatable)")
+    p.add_argument("--sequence", action="append", help="only this sequence (Validation_Dataset: set; repeatable)")
     p.add_argument("--frames", type=int, help="at most this many frames")
     p.add_argument("--rate", type=_rate, default="auto", help="playback speed factor, or auto (default: auto)")
     p.add_argument("--max-gap", type=float, default=1.0, help="longest pause between frames, bag seconds (default: 1)")
-    p.add_argument("--input-size", type=_size, help="HEIGHTxWIDTH for the network (default: native)")
+    p.add_argument(
+        "--input-size",
+        type=_size,
+        help="HEIGHTxWIDTH for the network (default: the model's recorded input size, else each image's own)",
+    )
     p.add_argument("--image-format", choices=("raw", "png", "jpeg"), default="raw", help="(default: raw)")
     p.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="(default: mcap)")
     p.add_argument(
         "--baseline", action="append", choices=BASELINES, help="offline baseline(s) to compare (default: maxlogit)"
     )
     p.add_argument("--per-sequence", action="store_true", help="also print per-sequence AP / FPR95")
+    p.add_argument("--sheet", type=Path, help="also write this PNG: overlay frames evenly spaced over the run")
+    p.add_argument("--sheet-frames", type=int, default=6, help="frames on the --sheet picture (default: 6)")
     p.add_argument(
         "--streaming", action="store_true", help="bounded-memory metrics (for the full real dataset; certified bound)"
     )

@@ -95,6 +95,8 @@ from pebal_core.alarms.region import REGIONS
 from pebal_core.calibration import DEFAULT_PROBABILITY_SCALE, resolve_threshold
 from pebal_core.ground import CameraMount, GroundGrid, image_to_ground_homography
 from pebal_core.labels import colorize
+from pebal_core.model_store import is_model_name, model_names, resolve_model
+from pebal_core.models import list_models
 from pebal_core.percentiles import percentiles
 from pebal_core.runtime import Predictor
 from pebal_core.visualize import alarm_overlay
@@ -173,7 +175,20 @@ class ParamSpec:
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("model", "", "checkpoint/engine path for the backend; empty = the shipped default model", True),
+    ParamSpec(
+        "model",
+        "",
+        "checkpoint/engine path for the backend, or a shipped model's name (default, synthetic; `pebal models`); "
+        "empty = the shipped default model",
+        True,
+    ),
+    ParamSpec(
+        "arch",
+        "",
+        "architecture of a model file without metadata (a bare state_dict, e.g. espnet_p2q8; `pebal models`); "
+        "empty = the file's own",
+        True,
+    ),
     ParamSpec("backend", "torch", "inference backend", True, choices=BACKENDS),
     ParamSpec("device", "cpu", "cpu, cuda or cuda:N (onnxruntime also tensorrt[:N])", True),
     ParamSpec(
@@ -336,8 +351,13 @@ def _check_value(name: str, value: object) -> str | None:
         return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if name == "device" and not _DEVICE.match(str(value)):
         return f"device must be cpu, cuda, cuda:N (or tensorrt[:N] for onnxruntime), got {value!r}"
-    if name == "model" and value and not Path(str(value)).expanduser().exists():
-        return f"model file {value} does not exist (leave model empty for the shipped default model)"
+    if name == "model" and value and not is_model_name(value) and not Path(str(value)).expanduser().exists():
+        return (
+            f"model file {value} does not exist (leave model empty for the shipped default model, or name a shipped "
+            f"model: {', '.join(model_names())})"
+        )
+    if name == "arch" and value and value not in list_models():
+        return f"arch must be empty or one of {', '.join(list_models())}, got {value!r}"
     if name == "score_threshold" and math.isinf(float(value)):
         return "score_threshold must be a finite energy value, or NaN for the model's own threshold"
     if name == "grid.frame_id" and not str(value).strip():
@@ -600,9 +620,7 @@ class PebalNode(Node):
             options["engine_auto_build"] = bool(p["engine_auto_build"])
         size = (p["input_height"], p["input_width"]) if p["input_height"] else None
         kwargs = dict(backend=p["backend"], device=p["device"], input_size=size, smoothing=p["smoothing"], **options)
-        if p["model"]:
-            return Predictor.from_checkpoint(Path(p["model"]).expanduser(), **kwargs)
-        return Predictor.default(**kwargs)
+        return Predictor.from_checkpoint(resolve_model(p["model"]), arch=p["arch"] or None, **kwargs)
 
     def _input_size_text(self) -> str:
         if self.predictor.input_size is not None:

@@ -40,7 +40,11 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "pebal_core.assets",
         ),
     ),
-    ("models", "the network zoo and checkpoint files", ("pebal_core.models",)),
+    (
+        "models",
+        "the network zoo, checkpoint files and the shipped models by name",
+        ("pebal_core.models", "pebal_core.model_store"),
+    ),
     (
         "scoring",
         "logits -> anomaly scores; scores + labels -> metrics",

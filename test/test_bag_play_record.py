@@ -420,3 +420,28 @@ print("torch imported:", "torch" in sys.modules)
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "torch imported: False" in out.stdout
+
+
+def test_play_waits_for_the_subscriber_count_asked_per_topic(ros_env, bag):
+    """A node and a recorder on one topic: playing starts only once both are matched, so the one
+    discovered later still gets the first messages (``pebal_demo`` waits so for its CameraInfo)."""
+    with RosSession() as session:
+        node_like = Sink(session, {"/camera/image_raw": Image, "/camera/camera_info": CameraInfo})
+        player = Player(
+            bag, PlayOptions(wait_for_subscribers=0.5, subscribers={"/camera/camera_info": 2}), context=session.context
+        )
+        try:
+            with pytest.raises(BagError, match="too few subscribers: /camera/camera_info 1 of 2"):
+                player.play()
+        finally:
+            player.close()
+        recorder_like = Sink(session, {"/camera/camera_info": CameraInfo})
+        _, result = _play(session, bag, subscribers={"/camera/camera_info": 2})
+        wait_until(
+            lambda: recorder_like.count("/camera/camera_info") == node_like.count("/camera/camera_info") == 5,
+            10,
+            "every CameraInfo at both subscribers",
+        )
+    assert result.published == {"/camera/camera_info": 5, "/camera/image_raw": 5}
+    with pytest.raises(ValueError, match="counts >= 1"):
+        PlayOptions(subscribers={"/camera/camera_info": 0})

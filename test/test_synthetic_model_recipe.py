@@ -1,9 +1,9 @@
-"""The `make default-model` recipe on a tiny world: the shipped configurations run as written.
+"""The `make synthetic-model` recipe on a tiny world: the shipped configurations run as written.
 
 The two stages (`config/synthetic_pretrain.yaml`, `config/synthetic_pebal.yaml`) and the
 threshold step run through the same `pebal` commands the Makefile uses, with only sizes and step
 counts overridden, so a configuration that no longer matches the synthetic world (a category
-filter, a missing key) fails here rather than an hour into `make default-model`.
+filter, a missing key) fails here rather than an hour into `make synthetic-model`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ TINY = ["data.crop=[64,128]", "batch_size=2", "data.workers=0", "max_steps=2", "
 
 def _makefile_recipe() -> str:
     text = (ROOT / "Makefile").read_text()
-    return text[text.index("default-model: $(STAMP)") :].split("\n\n")[0]
+    return text[text.index("synthetic-model: $(STAMP)") :].split("\n\n")[0]
 
 
 def test_makefile_recipe_uses_the_configurations_tested_here():
@@ -32,7 +32,7 @@ def test_makefile_recipe_uses_the_configurations_tested_here():
     assert "config/synthetic_pretrain.yaml" in recipe and "config/synthetic_pebal.yaml" in recipe
     assert re.search(r"eval .*--dataset synthetic --split LostAndFound", recipe)
     assert re.search(r"threshold .*--dataset synthetic --split LostAndFound", recipe)
-    assert "--write $(DEFAULT_MODEL)" in recipe
+    assert "--write $(SYNTHETIC_MODEL)" in recipe
 
 
 @pytest.mark.slow
@@ -46,7 +46,7 @@ def test_both_stages_and_the_threshold_step_run_on_a_synthetic_world(tmp_path):
     assert cli.main(["train", "--config", str(ROOT / "config/synthetic_pebal.yaml"),
                      f"out_dir={pebal}", f"model.base={pretrain / 'model.safetensors'}",
                      f"data.cityscapes={world / 'cityscapes'}", f"data.coco={world / 'coco'}", *TINY]) == 0
-    shipped = tmp_path / "default_model.safetensors"
+    shipped = tmp_path / "synthetic_model.safetensors"
     assert cli.main(["threshold", "--model", str(pebal / "model.safetensors"), "--dataset", "synthetic",
                      "--split", "LostAndFound", "--root", str(world), "--no-progress",
                      "--region", "all",  # two training steps predict no road: no drivable region yet

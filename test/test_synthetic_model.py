@@ -1,9 +1,9 @@
-"""The shipped default model (`pebal_core/assets/default_model.safetensors`).
+"""The shipped synthetic-world model (`pebal_core/assets/synthetic_model.safetensors`, `--model synthetic`).
 
-`Predictor.default()`, the node with an empty `model` parameter and `make demo` load it. These
-tests check what it is (the documented real-time model with its own alarm threshold, small enough
-to commit) and that it does its job on a synthetic world drawn from a seed that neither training
-(seed 0), the threshold (seed 1) nor the benchmark used, with AUROC from scikit-learn.
+`make demo` runs it on the synthetic world. These tests check what it is (the documented real-time
+model with its own alarm threshold, small enough to commit) and that it does its job on a
+synthetic world drawn from a seed that neither training (seed 0), the threshold (seed 1) nor the
+benchmark used, with AUROC from scikit-learn.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from sklearn.metrics import roc_auc_score
 
 from pebal_core.data.anomaly_sets import build_anomaly_dataset
 from pebal_core.data.synthetic import WorldConfig, generate_world
+from pebal_core.model_store import model_path
 from pebal_core.models.checkpoint import read_checkpoint
-from pebal_core.runtime import Predictor, default_model_path
+from pebal_core.runtime import Predictor
 
 UNSEEN_SEED = 2
 
@@ -27,8 +28,8 @@ def unseen_world(tmp_path_factory):
     return root
 
 
-def test_default_model_is_the_documented_real_time_model_with_a_threshold():
-    path = default_model_path()
+def test_synthetic_model_is_the_documented_real_time_model_with_a_threshold():
+    path = model_path("synthetic")
     assert path.suffix == ".safetensors" and path.stat().st_size < 10 * 2**20
     meta = read_checkpoint(path).metadata
     assert meta["arch"] == "resnet18" and meta["arch_kwargs"] == {"width": 0.5} and meta["num_classes"] == 20
@@ -41,13 +42,13 @@ def test_default_model_is_the_documented_real_time_model_with_a_threshold():
     assert points["points"]["fa:0.1"]["threshold"] == meta["score_threshold"]
     assert abs(points["points"]["tpr95"]["tpr"] - 0.95) < 0.01
     assert points["points"]["tpr95"]["threshold"] < meta["score_threshold"]
-    predictor = Predictor.default()
+    predictor = Predictor.from_checkpoint(path)
     assert predictor.score_threshold == meta["score_threshold"]
 
 
 @pytest.mark.parametrize("split", ["LostAndFound", "Static"])
-def test_default_model_finds_unseen_anomalies(unseen_world, split):
-    predictor = Predictor.default()
+def test_synthetic_model_finds_unseen_anomalies(unseen_world, split):
+    predictor = Predictor.from_checkpoint(model_path("synthetic"))
     tpr95_threshold = predictor.metadata["alarm_operating_points"]["points"]["tpr95"]["threshold"]
     data = build_anomaly_dataset("synthetic", unseen_world, split=split)
     scores, truth, flagged_inliers, flagged_anomalies = [], [], [], []
