@@ -133,13 +133,20 @@ def camvid_eval(model, realdata: Path, split: str) -> dict:
 
 def holdout_row(checkpoint: Path, args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
-    model = load_model(checkpoint, arch=args.arch if checkpoint.suffix == ".pth" else None).eval()
+    model = load_model(checkpoint, arch=args.arch).eval()
     if model.num_classes != 20:
         raise SystemExit(f"{checkpoint}: expected a 20-channel model")
     t0 = time.time()
-    fs = evaluate(model, holdout_fs_static(Path(args.realdata)), course_options((512, 1024)))
+    methods = None if checkpoint.suffix != ".safetensors" or "step_" not in checkpoint.name else ("pebal",)
+    fs = evaluate(model, holdout_fs_static(Path(args.realdata)), course_options((512, 1024), methods))
+    t1 = time.time()
     cv = camvid_eval(model, Path(args.realdata), "val")
-    return {"fs_static_holdout": summary(fs), "camvid_val": cv, "n_images": fs["n_images"], "seconds": time.time() - t0}
+    return {
+        "fs_static_holdout": summary(fs),
+        "camvid_val": cv,
+        "n_images": fs["n_images"],
+        "seconds": {"fs_static": t1 - t0, "camvid": time.time() - t1},
+    }
 
 
 def stage_select(args: argparse.Namespace) -> dict:
@@ -235,7 +242,7 @@ def stage_test(args: argparse.Namespace) -> dict:
     base = Path(args.realdata) / BASES[args.arch]["file"]
     torch.set_num_threads(1)
     for who, ckpt in (("pebal", shipped), ("base", base)):
-        model = load_model(ckpt, arch=args.arch if ckpt.suffix == ".pth" else None).eval()
+        model = load_model(ckpt, arch=args.arch).eval()
         key = f"{who}/camvid_test"
         if key not in results:
             results[key] = camvid_eval(model, Path(args.realdata), "test")
