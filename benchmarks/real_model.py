@@ -107,6 +107,39 @@ def stage_train(args: argparse.Namespace) -> None:
     subprocess.run(cmd, check=True, env=env)
 
 
+# ----------------------------------------------------------------------------- margins
+def energy_stats(args: argparse.Namespace, n: int = 40) -> dict:
+    """Quantiles (5, 25, 50, 75, 95 %) of the base network's energy ``-logsumexp`` of the 19 inlier
+    logits on CamVid train pixels and on pasted COCO panoptic pixels: the first ``n`` mixed samples
+    of AnomalyMix (training data only), without augmentation. The margins are set from these."""
+    from pebal_core.config import TrainConfig, load_config
+    from pebal_core.data.anomalymix import AnomalyMix
+    from pebal_core.labels import ANOMALY_ID, NUM_CLASSES
+    from pebal_core.preprocessing import normalize_images
+    from pebal_core.train import build_inliers, build_outliers
+
+    cfg = load_config(TrainConfig, config_path(args.arch), overrides(args))
+    model = load_model(Path(args.realdata) / BASES[args.arch]["file"], arch=args.arch).eval()
+    mix = AnomalyMix(build_inliers(cfg.data, "train"), build_outliers(cfg.data), ratio=1.0, seed=0)
+    inl, out = [], []
+    torch.set_num_threads(1)
+    for i in range(len(mix.inliers), len(mix.inliers) + n):
+        item = mix[i]
+        x = torch.from_numpy(item["image"]).permute(2, 0, 1)[None]
+        with torch.inference_mode():
+            e = -torch.logsumexp(model(normalize_images(x, model.normalization))[0, :NUM_CLASSES], 0).numpy()
+        label = item["label"]
+        inl.append(e[label < NUM_CLASSES])
+        out.append(e[label == ANOMALY_ID])
+    q = (5, 25, 50, 75, 95)
+    return {
+        "quantiles": list(q),
+        "inlier": np.percentile(np.concatenate(inl), q).round(2).tolist(),
+        "pasted": np.percentile(np.concatenate(out), q).round(2).tolist(),
+        "n_samples": n,
+    }
+
+
 # ----------------------------------------------------------------------------- hold-out
 def holdout_fs_static(realdata: Path) -> ValidationDataset:
     """The fs_static hold-out: images :data:`HOLDOUT_FS_STATIC` that hold anomaly pixels."""
@@ -259,9 +292,7 @@ def stage_test(args: argparse.Namespace) -> dict:
                     "methods": summary(report),
                     "n_images": report["n_images"],
                     "seconds": time.time() - t0,
-                    "per_image": per_image_pebal(model, ds, RESOLUTIONS[res])
-                    if who == "pebal" and res == "512x1024"
-                    else None,
+                    "per_image": per_image(model, ds, RESOLUTIONS[res]) if res == "512x1024" else None,
                 }
                 atomic_write_text(path, json.dumps(results, indent=1) + "\n")
                 m = results[key]["methods"]
@@ -272,8 +303,9 @@ def stage_test(args: argparse.Namespace) -> dict:
     return results
 
 
-def per_image_pebal(model, ds: ValidationDataset, size) -> list[dict]:
-    """Per-image AP of the PEBAL score (course protocol) and the base-rate, for the evidence tables."""
+def per_image(model, ds: ValidationDataset, size) -> list[dict]:
+    """Per-image anomaly prevalence and AP of every score (course protocol), for the evidence tables;
+    images whose evaluated pixels are all anomalous get no AP."""
     from sklearn.metrics import average_precision_score
 
     from pebal_core.evaluate import image_logits, resize_labels
@@ -284,12 +316,13 @@ def per_image_pebal(model, ds: ValidationDataset, size) -> list[dict]:
         item = ds[i]
         logits = image_logits(model, item["image"], course_options(size))
         label = resize_labels(item["label"], tuple(logits.shape[-2:]))
-        s = all_scores(logits, ("pebal", "maxlogit"))
+        methods = ("pebal", "energy", "msp", "maxlogit", "entropy", "abstention")
+        s = all_scores(logits, methods)
         keep = label != 255
         y = (label[keep] == 1).astype(np.uint8)
         row = {"name": item["name"], "prevalence": float(y.mean())}
         for m, score in s.items():
-            row[m] = float(average_precision_score(y, score[0].float().numpy()[keep]))
+            row[m] = float(average_precision_score(y, score[0].float().numpy()[keep])) if 0 < y.mean() < 1 else None
         out.append(row)
     return out
 
@@ -317,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     stages = args.stages.split(",")
     t0 = time.time()
+    if "energy" in stages:
+        stats = energy_stats(args)
+        atomic_write_text(run_dir(args) / "energy_stats.json", json.dumps(stats, indent=1) + "\n")
+        print(json.dumps(stats), file=sys.stderr)
     if "train" in stages:
         stage_train(args)
     if "select" in stages:

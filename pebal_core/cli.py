@@ -320,7 +320,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
             "results.json (all numbers, the three FPR95 definitions, operating points), roc.png and pr.png, and "
             "prints the table and the PEBAL score threshold at 95% TPR (what the ROS node alarms on; "
             "--write-threshold stores it in a copy of the checkpoint).\n\n"
-            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)"
+            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n\n"
+            "camvid/<split> (train, val or test; --root = the CamVid folder in the SegNet layout) measures the "
+            "inlier segmentation instead: mIoU over the 9 Cityscapes classes CamVid labels, written to "
+            "results.json"
         ),
     )
     p.add_argument("--model", default="default", help="checkpoint path, or 'default' for the shipped model")
@@ -382,11 +385,47 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _run_camvid_eval(args: argparse.Namespace, checkpoint: Path) -> int:
+    """``pebal eval --dataset camvid/<split>``: inlier mIoU over the classes CamVid labels."""
+    import json
+
+    from pebal_core.data.camvid import CamVid, camvid_miou
+    from pebal_core.evaluate import EvalOptions, inlier_confusion
+    from pebal_core.fileio import atomic_write_text
+    from pebal_core.models.checkpoint import load_model
+
+    split = args.dataset.split("/", 1)[1]
+    options = EvalOptions(
+        input_size=tuple(args.input_size) if args.input_size else None,
+        size_multiple=args.size_multiple,
+        fit=args.fit,
+        resize_protocol=args.resize_protocol,
+        device=args.device,
+        limit=args.limit,
+        progress=not args.no_progress,
+    )
+    model = load_model(checkpoint, arch=args.arch).to(args.device)
+    dataset = CamVid(args.root, split)
+    miou, per_class = camvid_miou(inlier_confusion(model, dataset, options, desc=f"CamVid {split}"))
+    n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    report = {"dataset": args.dataset, "checkpoint": str(checkpoint), "n_images": n, "miou": miou}
+    report["per_class_iou"] = per_class
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "results.json", json.dumps(report, indent=2) + "\n")
+    print("| class | IoU % |\n|---|---:|")
+    for name, iou in per_class.items():
+        print(f"| {name} | {100 * iou:.2f} |")
+    print(f"CamVid {split}: mIoU over the 9 mapped classes {100 * miou:.2f} % ({n} images) -> {args.out}/results.json")
+    return 0
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     from pebal_core.evaluate import EvalOptions, markdown_table, run_evaluation, save_with_threshold, write_report
     from pebal_core.runtime import default_model_path
 
     checkpoint = default_model_path() if args.model == "default" else Path(args.model)
+    if args.dataset.startswith("camvid/"):
+        return _run_camvid_eval(args, checkpoint)
     dataset_options = {}
     if args.split is not None:
         if args.dataset not in ("lost_and_found", "synthetic"):
