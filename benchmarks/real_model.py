@@ -82,7 +82,7 @@ TRAINING_DATA = {
 
 
 def config_path(arch: str) -> Path:
-    return ROOT / "config" / f"realdata_pebal_{arch.split('_')[0]}.yaml"
+    return ROOT / "config" / f"realdata_camvid_{arch.split('_')[0]}.yaml"
 
 
 def run_dir(args: argparse.Namespace) -> Path:
