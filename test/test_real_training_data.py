@@ -255,3 +255,36 @@ def test_real_espnet_camvid_val_miou_of_the_base(realdata):
     miou, per_class = camvid_miou(conf)
     assert per_class["road"] > 0.7 and per_class["sky"] > 0.8  # a Cityscapes network sees streets
     assert 0.3 < miou < 0.7
+
+
+def test_pebal_eval_camvid_reports_the_nine_class_miou(tmp_path):
+    """``pebal eval --dataset camvid/val`` against IoUs counted here from the model's own argmax."""
+    from pebal_core.cli import main
+    from pebal_core.preprocessing import normalize_images
+
+    written = make_camvid(tmp_path / "camvid", {"val": 2}, size=(48, 64))
+    torch.manual_seed(0)
+    model = build_model("espnet_p2q8", num_classes=20).eval()
+    save_checkpoint(model, tmp_path / "m.safetensors")
+    assert (
+        main(
+            ["eval", "--model", str(tmp_path / "m.safetensors"), "--dataset", "camvid/val"]
+            + ["--root", str(tmp_path / "camvid"), "--out", str(tmp_path / "out"), "--no-progress"]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    tp, fp, fn = {}, {}, {}
+    for _, rgb, raw in written["val"]:
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            pred = model(normalize_images(x, model.normalization))[0, :19].argmax(0).numpy()
+        gt = hand_map(raw)
+        for c in CAMVID_TRAINIDS:
+            labelled = gt != 255
+            tp[c] = tp.get(c, 0) + int(((pred == c) & (gt == c)).sum())
+            fp[c] = fp.get(c, 0) + int(((pred == c) & (gt != c) & labelled).sum())
+            fn[c] = fn.get(c, 0) + int(((pred != c) & (gt == c)).sum())
+    ious = [tp[c] / (tp[c] + fp[c] + fn[c]) for c in CAMVID_TRAINIDS if tp[c] + fp[c] + fn[c]]
+    assert report["n_images"] == 2
+    assert report["miou"] == pytest.approx(float(np.mean(ious)), rel=1e-9)
