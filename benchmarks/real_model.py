@@ -274,13 +274,14 @@ def stage_test(args: argparse.Namespace) -> dict:
     shipped = Path(args.ship) if args.ship else d / "real_pebal.safetensors"
     base = Path(args.realdata) / BASES[args.arch]["file"]
     torch.set_num_threads(1)
-    for who, ckpt in (("pebal", shipped), ("base", base)):
-        model = load_model(ckpt, arch=args.arch).eval()
+    models = {"pebal": load_model(shipped).eval(), "base": load_model(base, arch=args.arch).eval()}
+    for who, model in models.items():
         key = f"{who}/camvid_test"
         if key not in results:
             results[key] = camvid_eval(model, Path(args.realdata), "test")
             atomic_write_text(path, json.dumps(results, indent=1) + "\n")
-        for res in args.resolutions:
+    for res in args.resolutions:
+        for who, model in models.items():
             for name in TEST_SETS:
                 key = f"{who}/{res}/{name}"
                 if key in results:
