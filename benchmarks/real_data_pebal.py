@@ -1,7 +1,7 @@
 """Tables of the real-data PEBAL models for ``docs/real_data_results.md``.
 
 Reads what ``benchmarks/real_model.py`` wrote under ``--out/<arch>/`` (``selection.json``,
-``chosen.json``, ``energy_stats.json``, ``test.json``) for every base network that has been
+``chosen.json``, ``energy_stats.json``, ``test.json``, ``evidence.json``) for every base network that has been
 through its ``test`` stage, and rewrites the section between the ``real_data_pebal`` markers of
 ``--doc``: the hold-out selection, the test sets at 512x1024 and native (course protocol, AP /
 FPR95 of the fine-tuned model's PEBAL score against every score of the same pretrained network),
@@ -109,27 +109,22 @@ def full_table(test: dict, res: str, arch: str) -> list[str]:
     return lines
 
 
-def per_image_section(test: dict, s: str) -> list[str]:
-    ours = test.get(f"pebal/512x1024/{s}", {}).get("per_image")
-    base = test.get(f"base/512x1024/{s}", {}).get("per_image")
-    if not ours or not base:
+def per_image_section(evidence: dict, s: str, arch: str) -> list[str]:
+    if s not in evidence:
         return []
-    (bm, _) = best(test[f"base/512x1024/{s}"]["methods"], "ap")
+    e = evidence[s]
+    bm = e["base_method"]
     lines = [
-        f"Per-image AP at 512x1024, {SET_TITLES[s]}: PEBAL score of the fine-tuned model vs the pretrained "
-        f"model's {label(bm)} (the best pretrained score on this set).",
+        f"Per-image AP at 512x1024, {SET_TITLES[s]}: the fine-tuned model's PEBAL score vs the pretrained "
+        f"model's {label(bm)} (its best score by AP on this set).",
         "",
         "| image | anomaly px % | PEBAL AP | pretrained AP |",
         "|---|---:|---:|---:|",
     ]
-    wins = 0
-    for o, b in zip(ours, base, strict=True):
-        if o["pebal"] is None:
-            continue
-        wins += o["pebal"] > b[bm]
-        lines.append(f"| {o['name']} | {pct(o['prevalence'])} | {pct(o['pebal'])} | {pct(b[bm])} |")
-    n = sum(o["pebal"] is not None for o in ours)
-    lines += ["", f"The fine-tuned PEBAL score has the higher AP on {wins} of {n} images."]
+    for r in e["rows"]:
+        lines.append(f"| {r['name']} | {pct(r['prevalence'])} | {pct(r['pebal'])} | {pct(r['base'])} |")
+    wins = sum(r["pebal"] > r["base"] for r in e["rows"])
+    lines += ["", f"The fine-tuned PEBAL score has the higher AP on {wins} of {len(e['rows'])} images."]
     return lines
 
 
@@ -164,8 +159,17 @@ def arch_section(arch: str, run: Path) -> list[str]:
             "| PEBAL | " + pct(o["miou"]) + " | " + " | ".join(pct(v) for v in o["per_class"].values()) + " |",
             "",
         ]
+    evidence = json.loads((run / "evidence.json").read_text()) if (run / "evidence.json").is_file() else {}
     for s in all_lost.get("512x1024", []):
-        lines += [*per_image_section(test, s), ""]
+        lines += [*per_image_section(evidence, s, arch), ""]
+    if evidence:
+        lines += [
+            f"![examples](real_evidence_{arch}.png)",
+            "",
+            f"`real_evidence_{arch}.png`: per set not won, the image where the fine-tuned PEBAL score trails the "
+            "pretrained network's best score the most (512x1024).",
+            "",
+        ]
     return lines
 
 

@@ -293,7 +293,6 @@ def stage_test(args: argparse.Namespace) -> dict:
                     "methods": summary(report),
                     "n_images": report["n_images"],
                     "seconds": time.time() - t0,
-                    "per_image": per_image(model, ds, RESOLUTIONS[res]) if res == "512x1024" else None,
                 }
                 atomic_write_text(path, json.dumps(results, indent=1) + "\n")
                 m = results[key]["methods"]
@@ -304,28 +303,98 @@ def stage_test(args: argparse.Namespace) -> dict:
     return results
 
 
-def per_image(model, ds: ValidationDataset, size) -> list[dict]:
-    """Per-image anomaly prevalence and AP of every score (course protocol), for the evidence tables;
-    images whose evaluated pixels are all anomalous get no AP."""
-    from sklearn.metrics import average_precision_score
-
+def score_maps(model, item: dict, size, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(score, label)`` of one test item at network resolution (course protocol)."""
     from pebal_core.evaluate import image_logits, resize_labels
     from pebal_core.scoring import all_scores
 
-    out = []
-    for i in range(len(ds)):
-        item = ds[i]
-        logits = image_logits(model, item["image"], course_options(size))
-        label = resize_labels(item["label"], tuple(logits.shape[-2:]))
-        methods = ("pebal", "energy", "msp", "maxlogit", "entropy", "abstention")
-        s = all_scores(logits, methods)
-        keep = label != 255
-        y = (label[keep] == 1).astype(np.uint8)
-        row = {"name": item["name"], "prevalence": float(y.mean())}
-        for m, score in s.items():
-            row[m] = float(average_precision_score(y, score[0].float().numpy()[keep])) if 0 < y.mean() < 1 else None
-        out.append(row)
-    return out
+    logits = image_logits(model, item["image"], course_options(size))
+    label = resize_labels(item["label"], tuple(logits.shape[-2:]))
+    return all_scores(logits, (method,))[method][0].float().numpy(), label
+
+
+def stage_evidence(args: argparse.Namespace) -> dict:
+    """For each test set not won at 512x1024: per-image AP of the fine-tuned model's PEBAL score
+    and of the pretrained network's best score on that set (``evidence.json``), and a figure with
+    the image where the fine-tuned model falls furthest behind (``docs/real_evidence_<arch>.png``)."""
+    from sklearn.metrics import average_precision_score
+
+    d = run_dir(args)
+    test = json.loads((d / "test.json").read_text())
+    shipped = Path(args.ship) if args.ship else d / "real_pebal.safetensors"
+    models = {
+        "pebal": load_model(shipped).eval(),
+        "base": load_model(Path(args.realdata) / BASES[args.arch]["file"], arch=args.arch).eval(),
+    }
+    torch.set_num_threads(1)
+    evidence, worst = {}, []
+    for name in TEST_SETS:
+        ours = test.get(f"pebal/512x1024/{name}", {}).get("methods")
+        base = test.get(f"base/512x1024/{name}", {}).get("methods")
+        if not ours or not base:
+            continue
+        best_ap = max(base, key=lambda m: base[m]["ap"])
+        best_fpr = min(base, key=lambda m: base[m]["fpr95"])
+        if ours["pebal"]["ap"] > base[best_ap]["ap"] and ours["pebal"]["fpr95"] < base[best_fpr]["fpr95"]:
+            continue
+        ds = ValidationDataset(Path(args.realdata) / "Validation_Dataset", name)
+        rows = []
+        for i in range(len(ds)):
+            item = ds[i]
+            s_ours, label = score_maps(models["pebal"], item, (512, 1024), "pebal")
+            s_base, _ = score_maps(models["base"], item, (512, 1024), best_ap)
+            keep = label != 255
+            y = (label[keep] == 1).astype(np.uint8)
+            if not 0 < y.mean() < 1:
+                continue
+            row = {
+                "name": item["name"],
+                "prevalence": float(y.mean()),
+                "pebal": float(average_precision_score(y, s_ours[keep])),
+                "base": float(average_precision_score(y, s_base[keep])),
+            }
+            rows.append(row)
+            worst.append((row["base"] - row["pebal"], name, i, best_ap))
+        evidence[name] = {"base_method": best_ap, "rows": rows}
+        atomic_write_text(d / "evidence.json", json.dumps(evidence, indent=1) + "\n")
+    if worst:
+        example_figure(args, models, sorted(worst, reverse=True), ROOT / "docs" / f"real_evidence_{args.arch}.png")
+    return evidence
+
+
+def example_figure(args: argparse.Namespace, models: dict, worst: list, path: Path) -> None:
+    """One row per test set (its image where the fine-tuned PEBAL score trails the pretrained best
+    score the most): image, ground truth, the fine-tuned PEBAL score, the pretrained best score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from pebal_core.evaluate import resize_image
+
+    picked, seen = [], set()
+    for gap, name, i, method in worst:
+        if name not in seen:
+            seen.add(name)
+            picked.append((gap, name, i, method))
+    fig, axes = plt.subplots(len(picked), 4, figsize=(16, 2.4 * len(picked)), squeeze=False)
+    for row, (gap, name, i, method) in zip(axes, picked, strict=True):
+        item = ValidationDataset(Path(args.realdata) / "Validation_Dataset", name)[i]
+        s_ours, label = score_maps(models["pebal"], item, (512, 1024), "pebal")
+        s_base, _ = score_maps(models["base"], item, (512, 1024), method)
+        row[0].imshow(resize_image(item["image"], (512, 1024), "course"))
+        row[0].set_title(f"{item['name']}", fontsize=8)
+        row[1].imshow(np.where(label == 255, 0.5, label), cmap="gray", vmin=0, vmax=1)
+        row[1].set_title("anomaly (white), void (grey)", fontsize=8)
+        row[2].imshow(s_ours, cmap="magma")
+        row[2].set_title("fine-tuned: PEBAL score", fontsize=8)
+        row[3].imshow(s_base, cmap="magma")
+        row[3].set_title(f"pretrained: {method} (AP gap {100 * gap:.1f} points)", fontsize=8)
+        for ax in row:
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", default="runs/real_model", help="working folder (runs, selection, test results)")
     p.add_argument(
-        "--stages", default="train,select,ship,test", help="comma-separated subset of train,select,ship,test"
+        "--stages", default="train,select,ship,test,evidence", help="comma-separated subset of train,select,ship,test"
     )
     p.add_argument(
         "--ship", default=None, help="where to write the model (default <out>/<arch>/real_pebal.safetensors)"
@@ -363,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         stage_ship(args)
     if "test" in stages:
         stage_test(args)
+    if "evidence" in stages:
+        stage_evidence(args)
     print(f"done in {time.time() - t0:.0f} s", file=sys.stderr)
     return 0
 
