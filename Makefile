@@ -79,7 +79,7 @@ REAL_MODEL ?= $(if $(filter espnet_p2q8,$(ARCH)),pebal_core/assets/real_espnet_p
 
 real-model: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/real_model.py --arch $(ARCH) --realdata $(REALDATA) --out $(REAL_RUN) \
-		--ship $(REAL_MODEL) --stages energy,train,select,ship,test
+		--ship $(REAL_MODEL) --stages energy,train,select,ship,test,evidence
 	$(PY) benchmarks/real_data_pebal.py --out $(REAL_RUN) --doc docs/real_data_results.md
 
 lint: $(STAMP)

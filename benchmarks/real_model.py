@@ -420,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     stages = args.stages.split(",")
     t0 = time.time()
+    run_dir(args).mkdir(parents=True, exist_ok=True)
     if "energy" in stages:
         stats = energy_stats(args)
         atomic_write_text(run_dir(args) / "energy_stats.json", json.dumps(stats, indent=1) + "\n")

@@ -288,3 +288,45 @@ def test_pebal_eval_camvid_reports_the_nine_class_miou(tmp_path):
     ious = [tp[c] / (tp[c] + fp[c] + fn[c]) for c in CAMVID_TRAINIDS if tp[c] + fp[c] + fn[c]]
     assert report["n_images"] == 2
     assert report["miou"] == pytest.approx(float(np.mean(ious)), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- the shipped real model
+def test_shipped_real_model_metadata_and_threshold(realdata):
+    """The committed ESPNet PEBAL model says what it is, and its alarm threshold is the PEBAL score
+    at 95 % TPR on the fs_static hold-out it names (recomputed here from the pooled scores)."""
+    from pathlib import Path
+
+    import cv2
+
+    from pebal_core.data.validation_dataset import ValidationDataset
+    from pebal_core.evaluate import EvalOptions, image_logits
+    from pebal_core.models.checkpoint import load_model, read_checkpoint
+    from pebal_core.scoring import all_scores
+
+    path = Path(__file__).resolve().parents[1] / "pebal_core" / "assets" / "real_espnet_pebal.safetensors"
+    meta = read_checkpoint(path).metadata
+    assert meta["arch"] == "espnet_p2q8" and meta["num_classes"] == 20
+    assert meta["base_model"]["licence"] == "MIT" and "sacmehta/ESPNet" in meta["base_model"]["source"]
+    assert "CamVid" in meta["training_data"]["inliers"] and "COCO panoptic" in meta["training_data"]["outliers"]
+    assert meta["input_size"] == [512, 1024]
+    assert meta["train_config"]["model"]["finetune"] == "decoder"
+    source = meta["score_threshold_source"]
+    assert source["images"] == [0, 1, 4, 5, 6, 7, 8, 9, 10, 12, 13]  # fs_static 0-14 with anomaly pixels
+    assert meta["selection"]["chosen"] in meta["selection"]["holdout"]
+
+    torch.set_num_threads(1)
+    model = load_model(path).eval()
+    ds = ValidationDataset(realdata / "Validation_Dataset", "fs_static")
+    anomalous = []
+    for i in range(len(ds)):
+        if int(ds.samples[i].name.split("/")[-1]) not in source["images"]:
+            continue
+        item = ds[i]
+        logits = image_logits(model, item["image"], EvalOptions(input_size=(512, 1024), progress=False))
+        score = all_scores(logits, ("pebal",))["pebal"][0].float().numpy()
+        h, w = item["label"].shape
+        score = cv2.resize(score, (w, h), interpolation=cv2.INTER_LINEAR)
+        anomalous.append(score[item["label"] == 1])
+    pooled = np.sort(np.concatenate(anomalous))[::-1]
+    k = int(np.ceil(0.95 * pooled.size)) - 1  # the k+1 highest scores are >= 95 % of the anomalous pixels
+    assert meta["score_threshold"] == pytest.approx(float(pooled[k]), abs=1e-4)
