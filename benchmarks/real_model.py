@@ -13,9 +13,10 @@ Stages (``--stages``, default all four, each resumable):
     480x360). Rule: the highest hold-out AP among the snapshots whose CamVid val mIoU is at most
     ``--max-miou-drop`` points below the base's (ties: the later step).
 ``ship``
-    The chosen snapshot with its alarm threshold: the PEBAL score at 95 % TPR on the fs_static
-    hold-out, measured at 512x1024 the way :class:`~pebal_core.runtime.Predictor` runs (OpenCV
-    resize, scores resized back), and the metadata ``input_size``, ``base_model``,
+    The chosen snapshot with its alarm threshold: the PEBAL score with the best pixel F1 on the
+    fs_static hold-out (the 95 % TPR point is kept as ``score_threshold_tpr95``), measured at
+    512x1024 the way :class:`~pebal_core.runtime.Predictor` runs (OpenCV resize, scores resized
+    back), and the metadata ``input_size``, ``base_model``,
     ``training_data``, ``score_threshold_source``, the selection table and the training config.
 ``test``
     The shipped model and its base network on the test sets (course protocol, 512x1024 and
@@ -227,7 +228,8 @@ def stage_ship(args: argparse.Namespace) -> Path:
     model = load_model(chosen).eval()
     options = EvalOptions(input_size=(512, 1024), methods=("pebal",), progress=False)
     report = evaluate(model, holdout_fs_static(Path(args.realdata)), options)
-    t = report["score_threshold"]
+    t = report["methods"]["pebal"]["best_f1"]
+    tpr95 = report["score_threshold"]
     train_meta = model.checkpoint_metadata
     rows = selection["rows"]
     meta = {
@@ -241,8 +243,13 @@ def stage_ship(args: argparse.Namespace) -> Path:
             "resize": "as the Predictor: OpenCV bilinear image resize, scores resized back to the label size",
             "tpr": t["tpr"],
             "fpr": t["fpr"],
-            "rule": "score >= threshold flags >= 95% of the anomalous pixels of the hold-out (highest such threshold)",
+            "precision": t["precision"],
+            "f1": t["f1"],
+            "rule": "the threshold (score >= threshold flags) with the highest pixel F1 on the hold-out; the 95% TPR "
+            "point (score_threshold_tpr95) sits at a hold-out FPR near 18% and flags about a fifth of the pixels "
+            "of ordinary Cityscapes frames, too many for an alarm",
         },
+        "score_threshold_tpr95": {"score": float(tpr95["score"]), "tpr": tpr95["tpr"], "fpr": tpr95["fpr"]},
         "base_model": BASES[args.arch]["base_model"],
         "training_data": TRAINING_DATA,
         "selection": {
@@ -262,7 +269,10 @@ def stage_ship(args: argparse.Namespace) -> Path:
     }
     out = Path(args.ship) if args.ship else d / "real_pebal.safetensors"
     save_checkpoint(model, out, **meta)
-    print(f"wrote {out} (threshold {t['score']:.6g} at TPR {t['tpr']:.4f}, FPR {t['fpr']:.4f})", file=sys.stderr)
+    print(
+        f"wrote {out} (threshold {t['score']:.6g}, best F1 {t['f1']:.4f}: TPR {t['tpr']:.4f}, FPR {t['fpr']:.4f})",
+        file=sys.stderr,
+    )
     return out
 
 
