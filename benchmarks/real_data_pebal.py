@@ -78,7 +78,7 @@ def test_section(test: dict, res: str) -> tuple[list[str], list[str]]:
     ]
     lost = []
     for s, title in SET_TITLES.items():
-        if f"pebal/{res}/{s}" not in test:
+        if f"pebal/{res}/{s}" not in test or f"base/{res}/{s}" not in test:
             continue
         ours = test[f"pebal/{res}/{s}"]["methods"]["pebal"]
         base = test[f"base/{res}/{s}"]["methods"]
@@ -95,7 +95,9 @@ def test_section(test: dict, res: str) -> tuple[list[str], list[str]]:
 
 
 def full_table(test: dict, res: str, arch: str) -> list[str]:
-    sets = [s for s in SET_TITLES if f"pebal/{res}/{s}" in test]
+    sets = [s for s in SET_TITLES if f"pebal/{res}/{s}" in test and f"base/{res}/{s}" in test]
+    if not sets:
+        return ["(not measured yet)"]
     lines = [
         "| model | score | " + " | ".join(SET_TITLES[s] for s in sets) + " |",
         "|---|---|" + "---:|" * len(sets),
@@ -171,7 +173,7 @@ def arch_section(arch: str, run: Path) -> list[str]:
     lines += ["#### Selection on the hold-out data", "", *selection_section(arch, run), ""]
     all_lost = {}
     for res in ("512x1024", "native"):
-        if not any(k.startswith(f"pebal/{res}/") for k in test):
+        if not any(k.startswith(f"base/{res}/") for k in test):
             continue
         summary, lost = test_section(test, res)
         all_lost[res] = lost
