@@ -44,7 +44,7 @@ endif
 
 # `make default-model`: the shipped default model from nothing, with the commands a user runs on
 # real data. World seed 0 trains (and is the benchmark's test set); world seed 1's Fishyscapes
-# split is the validation set the alarm threshold is taken from. Writes the run under
+# split is the validation set the alarm operating points (`pebal threshold`) are taken from. Writes the run under
 # $(MODEL_RUN), the model to $(DEFAULT_MODEL), the benchmark table to docs/synthetic_results.md.
 MODEL_RUN     ?= runs/default_model
 DEFAULT_MODEL ?= pebal_core/assets/default_model.safetensors
@@ -60,8 +60,9 @@ default-model: $(STAMP)
 		model.base=$(MODEL_RUN)/pretrain/model.safetensors \
 		data.cityscapes=$(MODEL_RUN)/world/cityscapes data.coco=$(MODEL_RUN)/world/coco
 	$(PEBAL) eval --model $(MODEL_RUN)/pebal/model.safetensors --dataset synthetic --split LostAndFound \
-		--root $(MODEL_RUN)/val_world --methods pebal --out $(MODEL_RUN)/threshold \
-		--write-threshold $(DEFAULT_MODEL)
+		--root $(MODEL_RUN)/val_world --methods pebal --out $(MODEL_RUN)/threshold
+	$(PEBAL) threshold --model $(MODEL_RUN)/pebal/model.safetensors --dataset synthetic --split LostAndFound \
+		--root $(MODEL_RUN)/val_world --json $(MODEL_RUN)/threshold/operating_points.json --write $(DEFAULT_MODEL)
 	$(PY) benchmarks/bench_synthetic.py --world $(MODEL_RUN)/world --pretrained $(MODEL_RUN)/pretrain/model.safetensors \
 		--finetuned $(DEFAULT_MODEL) --json $(MODEL_RUN)/synthetic_results.json --markdown docs/synthetic_results.md
 

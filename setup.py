@@ -16,7 +16,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 PACKAGE = "pebal_ros"
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent  # resolved: colcon --symlink-install runs a symlink in build/
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "pebal_core" / "version.py").read_text()).group(1)
 
 setup(

@@ -26,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from pebal_core.data.realdata_inliers import ENET_CHECKPOINT
+from realdata_inliers import ENET_CHECKPOINT
+
 from pebal_core.evaluate import METHOD_NAMES, EvalOptions, run_evaluation, write_report
 from pebal_core.fileio import replace_between_markers
 from pebal_core.scoring import METHODS

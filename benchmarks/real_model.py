@@ -314,13 +314,12 @@ def stage_test(args: argparse.Namespace) -> dict:
 
 
 def score_maps(model, item: dict, size, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(score, label)`` of one test item at network resolution (course protocol)."""
-    from pebal_core.evaluate import image_logits, resize_labels
-    from pebal_core.scoring import all_scores
+    """``(score, label)`` of one test item at network resolution (course protocol), as :func:`evaluate` scores it."""
+    from pebal_core.evaluate import predictor_for, score_item
 
-    logits = image_logits(model, item["image"], course_options(size))
-    label = resize_labels(item["label"], tuple(logits.shape[-2:]))
-    return all_scores(logits, (method,))[method][0].float().numpy(), label
+    options = course_options(size)
+    scored = score_item(predictor_for(model, options), item, (method,), options)
+    return scored.scores[method], scored.label
 
 
 def stage_evidence(args: argparse.Namespace) -> dict:
@@ -380,7 +379,7 @@ def example_figure(args: argparse.Namespace, models: dict, worst: list, path: Pa
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from pebal_core.evaluate import resize_image
+    from pebal_core.protocols import resize_image
 
     picked, seen = [], set()
     for gap, name, i, method in worst:

@@ -305,27 +305,8 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- eval
-def _add_eval(sub: argparse._SubParsersAction) -> None:
-    from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
-    from pebal_core.metrics import DEFAULT_MAX_CELLS, FPR95_DEFINITIONS
-
-    p = sub.add_parser(
-        "eval",
-        help="anomaly metrics of a model on an evaluation dataset",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Run a model over an anomaly dataset (one forward pass per image) and score every pixel with the "
-            "PEBAL score and the baselines (MSP, MaxLogit, entropy, energy; abstention for 20-channel models). "
-            "Void pixels are ignored. Writes to --out: results.md (AUROC / AP / FPR95 table in %), "
-            "results.json (all numbers, the three FPR95 definitions, operating points), roc.png and pr.png, and "
-            "prints the table and the PEBAL score threshold at 95% TPR (what the ROS node alarms on; "
-            "--write-threshold stores it in a copy of the checkpoint).\n\n"
-            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n\n"
-            "camvid/<split> (train, val or test; --root = the CamVid folder in the SegNet layout) measures the "
-            "inlier segmentation instead: mIoU over the 9 Cityscapes classes CamVid labels, written to "
-            "results.json"
-        ),
-    )
+def _add_model_and_dataset(p: argparse.ArgumentParser) -> None:
+    """The model and dataset arguments `pebal eval` and `pebal threshold` share."""
     p.add_argument("--model", default="default", help="checkpoint path, or 'default' for the shipped model")
     p.add_argument(
         "--arch",
@@ -345,26 +326,87 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="validation/<SET>: keep images without anomaly pixels (the published protocol skips them)",
     )
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="resize images to this for the network")
-    p.add_argument(
-        "--size-multiple", type=int, default=8, help="native inputs are brought to a multiple of this (default 8)"
+
+
+def _dataset_options(args: argparse.Namespace) -> dict:
+    """``build_anomaly_dataset`` options from the shared arguments (refusing those the dataset lacks)."""
+    options = {}
+    if args.split is not None:
+        if args.dataset not in ("lost_and_found", "synthetic"):
+            raise UserError(f"--split applies to lost_and_found and synthetic, not {args.dataset}")
+        options["split"] = args.split
+    if args.non_hazards is not None:
+        if args.dataset != "lost_and_found":
+            raise UserError("--non-hazards applies to lost_and_found only")
+        options["non_hazards"] = args.non_hazards
+    if args.keep_all_images:
+        if not args.dataset.startswith("validation/"):
+            raise UserError("--keep-all-images applies to validation/<SET> datasets only")
+        options["skip_without_anomaly"] = False
+    return options
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
+    from pebal_core.metrics import DEFAULT_MAX_CELLS, FPR95_DEFINITIONS
+    from pebal_core.protocols import EVAL_PROTOCOLS, RESIZE_PROTOCOLS
+
+    def preset(p) -> str:
+        size = "(no --input-size)" if p.input_size is None else f"--input-size {p.input_size[0]} {p.input_size[1]}"
+        return f"  {p.name}: {size} --resize-protocol {p.resize_protocol} --fpr95 {p.fpr95}\n    ({p.description})"
+
+    protocols = "\n".join(preset(p) for p in EVAL_PROTOCOLS.values())
+    p = sub.add_parser(
+        "eval",
+        help="anomaly metrics of a model on an evaluation dataset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run a model over an anomaly dataset (one forward pass per image) and score every pixel with the "
+            "PEBAL score and the baselines (MSP, MaxLogit, entropy, energy; abstention for 20-channel models). "
+            "Void pixels are ignored. Writes to --out: results.md (AUROC / AP / FPR95 table in %), "
+            "results.json (all numbers, the three FPR95 definitions, operating points), roc.png and pr.png, and "
+            "prints the table and the PEBAL score threshold at 95% TPR (the paper's operating point; "
+            "--write-threshold stores it in a copy of the checkpoint, `pebal threshold` chooses and stores the "
+            "alarm operating points pebal_node uses).\n\n"
+            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n\n"
+            "camvid/<split> (train, val or test; --root = the CamVid folder in the SegNet layout) measures the "
+            "inlier segmentation instead: mIoU over the 9 Cityscapes classes CamVid labels, written to "
+            "results.json\n\n"
+            f"protocols (--protocol NAME; --input-size, --resize-protocol and --fpr95 given explicitly win):\n"
+            f"{protocols}\n\n"
+            "A model whose metadata records an input size (written by --write-threshold) runs at it unless "
+            "--input-size (or --protocol course) sets a size, as the ROS node does.\n\n"
+            "example (the published Cityscapes-ENet table for one set):\n"
+            "  pebal eval --model model_best.pth --arch enet --protocol course \\\n"
+            "      --dataset validation/RoadAnomaly21 --root Validation_Dataset"
+        ),
     )
-    p.add_argument("--fit", choices=("pad", "resize"), default="pad", help="how to reach --size-multiple (default pad)")
+    _add_model_and_dataset(p)
+    p.add_argument(
+        "--protocol",
+        choices=tuple(EVAL_PROTOCOLS),
+        help="a named preset of --input-size, --resize-protocol and --fpr95 (see above); default: paper",
+    )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="resize images to this for the network (default: the size the model's metadata records, else native; "
+        "native images are zero-padded to the model's size divisor)",
+    )
     p.add_argument(
         "--resize-protocol",
-        choices=("predictor", "course"),
-        default="predictor",
-        help="when images are resized: 'predictor' (default; OpenCV bilinear, scores resized back to the label size, "
-        "as the deployed Predictor) or 'course' (PIL bilinear, labels resized nearest to the network size: the "
-        "published course evaluations with --input-size 512 1024)",
+        choices=tuple(RESIZE_PROTOCOLS),
+        help="when images are resized: 'predictor' (OpenCV bilinear, scores resized back to the label size, "
+        "as the deployed Predictor) or 'course' (PIL bilinear, labels resized nearest to the network size, metrics "
+        "there); default: the protocol's",
     )
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="dataloader worker processes (default 0)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("--out", type=Path, default=Path("eval_out"), help="output directory (default ./eval_out)")
-    p.add_argument(
-        "--fpr95", choices=FPR95_DEFINITIONS, default="pebal", help="FPR95 definition reported (default pebal)"
-    )
+    p.add_argument("--fpr95", choices=FPR95_DEFINITIONS, help="FPR95 definition reported (default: the protocol's)")
     p.add_argument("--streaming", action="store_true", help="bounded-memory metrics with a certified error bound")
     p.add_argument("--max-cells", type=int, default=DEFAULT_MAX_CELLS, help="streaming cell budget")
     p.add_argument(
@@ -397,9 +439,7 @@ def _run_camvid_eval(args: argparse.Namespace, checkpoint: Path) -> int:
     split = args.dataset.split("/", 1)[1]
     options = EvalOptions(
         input_size=tuple(args.input_size) if args.input_size else None,
-        size_multiple=args.size_multiple,
-        fit=args.fit,
-        resize_protocol=args.resize_protocol,
+        resize_protocol=args.resize_protocol or "predictor",
         device=args.device,
         limit=args.limit,
         progress=not args.no_progress,
@@ -420,34 +460,31 @@ def _run_camvid_eval(args: argparse.Namespace, checkpoint: Path) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from pebal_core.evaluate import EvalOptions, markdown_table, run_evaluation, save_with_threshold, write_report
+    from pebal_core.evaluate import (
+        EvalOptions,
+        markdown_table,
+        run_evaluation,
+        save_with_threshold,
+        skipped_line,
+        write_report,
+    )
+    from pebal_core.protocols import EVAL_PROTOCOLS
     from pebal_core.runtime import default_model_path
 
     checkpoint = default_model_path() if args.model == "default" else Path(args.model)
     if args.dataset.startswith("camvid/"):
         return _run_camvid_eval(args, checkpoint)
-    dataset_options = {}
-    if args.split is not None:
-        if args.dataset not in ("lost_and_found", "synthetic"):
-            raise UserError(f"--split applies to lost_and_found and synthetic, not {args.dataset}")
-        dataset_options["split"] = args.split
-    if args.non_hazards is not None:
-        if args.dataset != "lost_and_found":
-            raise UserError("--non-hazards applies to lost_and_found only")
-        dataset_options["non_hazards"] = args.non_hazards
-    if args.keep_all_images:
-        if not args.dataset.startswith("validation/"):
-            raise UserError("--keep-all-images applies to validation/<SET> datasets only")
-        dataset_options["skip_without_anomaly"] = False
+    dataset_options = _dataset_options(args)
+    preset = EVAL_PROTOCOLS[args.protocol or "paper"]
+    input_size = tuple(args.input_size) if args.input_size else preset.input_size
     options = EvalOptions(
-        input_size=tuple(args.input_size) if args.input_size else None,
-        size_multiple=args.size_multiple,
-        fit=args.fit,
-        resize_protocol=args.resize_protocol,
+        input_size=input_size,
+        resize_protocol=args.resize_protocol or preset.resize_protocol,
+        protocol=args.protocol,
         device=args.device,
         workers=args.workers,
         limit=args.limit,
-        fpr95=args.fpr95,
+        fpr95=args.fpr95 or preset.fpr95,
         exact=not args.streaming,
         max_cells=args.max_cells,
         **({"methods": tuple(args.methods)} if args.methods else {}),
@@ -457,6 +494,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     report = run_evaluation(checkpoint, args.dataset, args.root, options, dataset_options, arch=args.arch)
     paths = write_report(report, args.out, plots=not args.no_plots)
     print(markdown_table(report))
+    if skipped_line(report):
+        print(skipped_line(report))
     if "score_threshold" in report:
         t = report["score_threshold"]
         print(
@@ -466,10 +505,108 @@ def _run_eval(args: argparse.Namespace) -> int:
         c = report["components"]
         print(f"components: sIoU {100 * c['siou']:.2f}  PPV {100 * c['ppv']:.2f}  mean F1 {100 * c['f1_mean']:.2f}")
     written = ", ".join(map(str, paths.values()))
-    print(f"{report['n_images']} images, {report['mode']}, {report['seconds']:.1f} s -> {written}")
+    size = report["input_size"]
+    at = "native size" if size is None else f"{size[0]}x{size[1]} ({options.resize_protocol} resize)"
+    print(
+        f"{report['n_images']} images at {at}, FPR95 {report['fpr95_definition']}, {report['mode']}, "
+        f"{report['seconds']:.1f} s -> {written}"
+    )
     if args.write_threshold is not None:
         threshold_file = save_with_threshold(checkpoint, args.write_threshold, report, arch=args.arch)
         print(f"wrote {threshold_file} (score_threshold set)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- threshold
+def _add_threshold(sub: argparse._SubParsersAction) -> None:
+    from pebal_core.alarms.operating_point import DEFAULT_POLICY, POLICIES_HELP
+    from pebal_core.alarms.region import REGIONS
+    from pebal_core.alarms.selection import DEFAULT_POLICIES
+    from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
+
+    p = sub.add_parser(
+        "threshold",
+        help="choose alarm operating points on validation data and store them in a copy of a model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run a model over a validation dataset (any dataset `pebal eval` reads), compute the score threshold "
+            f"of each policy ({POLICIES_HELP}) and print them. With --write, write a copy of the model whose "
+            "metadata stores every point and how it was chosen (alarm_operating_points) and, as score_threshold, "
+            "the --default policy's threshold: what pebal_node alarms on. The region of fpr:<x> and fa:<x> is the "
+            "drivable area of the model's own prediction (docs/alarms.md). Choose on validation data, never on "
+            "the test set you report.\n\n"
+            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n"
+            "example: pebal threshold --model runs/pebal/model.safetensors --dataset synthetic --split LostAndFound "
+            "--root val_world --write model_with_alarms.safetensors"
+        ),
+    )
+    _add_model_and_dataset(p)
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="resize images to this for the network (default: the size the model's metadata records, else native)",
+    )
+    p.add_argument(
+        "--policy",
+        action="append",
+        metavar="POLICY",
+        help=f"policy to compute (repeatable; default: {', '.join(DEFAULT_POLICIES)})",
+    )
+    p.add_argument("--default", default=DEFAULT_POLICY, help=f"policy stored as score_threshold ({DEFAULT_POLICY})")
+    p.add_argument("--region", choices=REGIONS, default="drivable", help="region of fpr/fa policies (default drivable)")
+    p.add_argument("--include-sidewalk", action="store_true", help="the drivable area includes sidewalk")
+    p.add_argument("--min-pixels", type=int, default=20, help="smallest false-alarm obstacle counted by fa:<x> (20)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    p.add_argument("--limit", type=int, help="use only the first N images")
+    p.add_argument("--write", type=Path, metavar="CKPT", help="write a copy of the model with the operating points")
+    p.add_argument("--json", type=Path, help="also write the points as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_threshold(args: argparse.Namespace) -> int:
+    import json
+
+    from pebal_core.alarms.selection import (
+        DEFAULT_POLICIES,
+        choose_operating_points,
+        format_points,
+        save_with_operating_points,
+    )
+    from pebal_core.evaluate import EvalOptions
+    from pebal_core.fileio import atomic_write_text
+    from pebal_core.runtime import default_model_path
+
+    checkpoint = default_model_path() if args.model == "default" else Path(args.model)
+    dataset_options = _dataset_options(args)
+    options = EvalOptions(
+        input_size=tuple(args.input_size) if args.input_size else None,
+        device=args.device,
+        limit=args.limit,
+        progress=not args.no_progress,
+    )
+    report = choose_operating_points(
+        checkpoint,
+        args.dataset,
+        args.root,
+        options,
+        dataset_options,
+        policies=tuple(args.policy or DEFAULT_POLICIES),
+        default=args.default,
+        region=args.region,
+        include_sidewalk=args.include_sidewalk,
+        min_pixels=args.min_pixels,
+        arch=args.arch,
+    )
+    print(format_points(report))
+    print(f"{report['source']['n_images']} images of {args.dataset} ({args.root}), region {args.region}")
+    if args.json is not None:
+        payload = {**report, "points": [p.to_dict() for p in report["points"]]}
+        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+    if args.write is not None:
+        written = save_with_operating_points(checkpoint, args.write, report, arch=args.arch)
+        print(f"wrote {written} (score_threshold = the {report['default']} point)")
     return 0
 
 
@@ -623,6 +760,7 @@ COMMANDS = {
     "predict": (_add_predict, _run_predict),
     "export": (_add_export, _run_export),
     "eval": (_add_eval, _run_eval),
+    "threshold": (_add_threshold, _run_threshold),
     "train": (_add_train, _run_train),
     "synth": (_add_synth, _run_synth),
 }
@@ -643,9 +781,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_command(args: argparse.Namespace) -> int:
+    from pebal_core.models.checkpoint import MissingArchitectureError
+
+    try:
+        return COMMANDS[args.command][1](args)
+    except MissingArchitectureError as e:  # the Python API's arch= is the command line's --arch
+        raise UserError(str(MissingArchitectureError(e.path, e.source_format, how="pass --arch NAME"))) from e
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_reporting_errors("pebal", lambda: COMMANDS[args.command][1](args), _user_errors())
+    return run_reporting_errors("pebal", lambda: _run_command(args), _user_errors())
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import yaml
 
 from pebal_core.fileio import atomic_write_text
+from pebal_core.labels import COCO_CITYSCAPES_LIKE
 
 T = TypeVar("T")
 
@@ -174,11 +175,7 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
 
 # ----------------------------------------------------------------------------- training
 # The configuration of `pebal train` (pebal_core.train). Defaults are the paper's
-# hyperparameters (DESIGN §4); dataset paths are placeholders a user replaces.
-
-COCO_CITYSCAPES_LIKE = ("person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic light", "stop sign")
-"""COCO categories that are Cityscapes classes: images containing any of them are no outliers
-(Meta-OoD's ``prepare_coco_segmentation.py`` exclusion list)."""
+# hyperparameters (Tian et al., ECCV 2022); dataset paths are placeholders a user replaces.
 
 
 @dataclasses.dataclass

@@ -8,19 +8,18 @@ threshold at 95 % TPR and the best-F1 operating point; optionally inlier mIoU (i
 ``semantic`` trainId map) and SegmentMeIfYouCan component metrics for the PEBAL score at its
 best-F1 threshold.
 
-Input pipeline (``resize_protocol="predictor"``, the default: what the deployed
-:class:`~pebal_core.runtime.Predictor` does): the RGB image is normalised with the model's own
-:class:`~pebal_core.preprocessing.Normalization`; with ``input_size`` the image is resized
-(OpenCV bilinear) for the network and each score map is resized back to the label resolution
-(bilinear), so a threshold measured here applies to the Predictor's output. At native
-resolution, sizes that are not a multiple of ``size_multiple`` are padded (zeros after
-normalisation, cropped away from the logits) or resized (``fit="resize"``).
+Input pipeline: every image goes through a :class:`~pebal_core.runtime.Predictor` (torch
+backend), the same code the ROS node runs, so a threshold measured here applies to the node's
+output: the model's own normalisation, zero padding to the model's ``size_divisor`` at native
+resolution, and with ``input_size`` the image resized for the network as the resize protocol
+says (:mod:`pebal_core.protocols`): ``predictor`` (default) resizes with OpenCV bilinear and
+brings every score map back to the label resolution (bilinear); ``course`` resizes with PIL
+bilinear and brings the label maps to the network size (PIL nearest), so the metrics are
+computed at network resolution. At native resolution both protocols are the same. Named
+presets (``pebal eval --protocol``) are :data:`pebal_core.protocols.EVAL_PROTOCOLS`.
 
-``resize_protocol="course"`` reproduces the published course evaluations (DESIGN §4b,
-realdata README §1/§5) whenever the image is resized: the image goes through PIL's bilinear
-resize (antialiased, torchvision's ``Resize`` on a PIL image) and the label maps are resized to
-the network size with PIL's nearest rule (pixel centres; OpenCV ``INTER_NEAREST_EXACT``), so
-the metrics are computed at network resolution. At native resolution both protocols are the same.
+Images a dataset leaves out (``Validation_Dataset`` sets skip images without an anomaly pixel)
+are listed in the report (``skipped_images``: count, reason and names).
 
 Outputs of :func:`write_report`: ``results.json``, ``results.md`` (a table like the paper's
 Table 3, values in %), ``roc.png`` and ``pr.png``.
@@ -34,10 +33,9 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -49,8 +47,9 @@ from pebal_core.fileio import atomic_write, atomic_write_text
 from pebal_core.labels import ABSTENTION_CHANNEL, NUM_CLASSES
 from pebal_core.metrics import DEFAULT_MAX_CELLS, AnomalyMetrics, confusion_matrix, mean_iou
 from pebal_core.models.base import SegmentationModel
-from pebal_core.preprocessing import normalize_images
-from pebal_core.scoring import METHODS, all_scores, inlier_labels
+from pebal_core.protocols import RESIZE_PROTOCOLS, resize_label_map, resize_labels, resize_protocol
+from pebal_core.runtime import Predictor, recorded_input_size
+from pebal_core.scoring import METHODS
 
 METHOD_NAMES = {
     "msp": "MSP",
@@ -61,7 +60,8 @@ METHOD_NAMES = {
     "pebal": "PEBAL (smoothed energy)",
 }
 COMPONENT_TRACKS = {"anomaly": ANOMALY_TRACK, "obstacle": OBSTACLE_TRACK}
-RESIZE_PROTOCOLS = ("predictor", "course")
+SKIPPED_LISTED = 20
+"""Skipped image names printed and written to ``results.md`` (``results.json`` lists all)."""
 
 
 @dataclass
@@ -69,14 +69,13 @@ class EvalOptions:
     """How to run an evaluation (the ``pebal eval`` options)."""
 
     input_size: tuple[int, int] | None = None
-    """(height, width) the network runs at; None = each image's native size."""
-    size_multiple: int = 8
-    """Native-resolution inputs are brought to a multiple of this (1 = no constraint)."""
-    fit: str = "pad"
-    """``pad`` (zeros after normalisation, cropped from the logits) or ``resize``."""
+    """(height, width) the network runs at; None = each image's native size (padded to the
+    model's ``size_divisor``)."""
     resize_protocol: str = "predictor"
     """Where an image is resized: ``predictor`` (OpenCV bilinear, scores resized back to the label
     size) or ``course`` (PIL bilinear, labels resized nearest to the network size); module docstring."""
+    protocol: str | None = None
+    """The named preset these options came from (``pebal eval --protocol``), for the report."""
     device: str = "cpu"
     workers: int = 0
     limit: int | None = None
@@ -89,14 +88,10 @@ class EvalOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.fit not in ("pad", "resize"):
-            raise ValueError(f"fit must be 'pad' or 'resize', got {self.fit!r}")
         if self.resize_protocol not in RESIZE_PROTOCOLS:
             raise ValueError(
                 f"resize_protocol must be one of {', '.join(RESIZE_PROTOCOLS)}, got {self.resize_protocol!r}"
             )
-        if self.size_multiple < 1:
-            raise ValueError(f"size_multiple must be >= 1, got {self.size_multiple}")
         unknown = set(self.methods) - set(METHODS)
         if unknown:
             raise ValueError(f"unknown score methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
@@ -104,53 +99,41 @@ class EvalOptions:
             raise ValueError(f"components must be one of {', '.join(COMPONENT_TRACKS)}, got {self.components!r}")
 
 
-def network_size(h: int, w: int, options: EvalOptions) -> tuple[int, int]:
-    """The (height, width) an ``h x w`` image is run at."""
-    if options.input_size is not None:
-        return tuple(options.input_size)
-    m = options.size_multiple
-    if options.fit == "resize":
-        return max(m, round(h / m) * m), max(m, round(w / m) * m)
-    return math.ceil(h / m) * m, math.ceil(w / m) * m
+def predictor_for(model: SegmentationModel, options: EvalOptions) -> Predictor:
+    """The :class:`~pebal_core.runtime.Predictor` an evaluation runs ``model`` through."""
+    return Predictor.from_model(model, options.input_size, options.resize_protocol)
 
 
-@torch.inference_mode()
-def image_logits(model: SegmentationModel, rgb: np.ndarray, options: EvalOptions) -> torch.Tensor:
-    """``1 x C x h x w`` logits of one RGB image, at network resolution (padding cropped away)."""
-    h, w = rgb.shape[:2]
-    nh, nw = network_size(h, w, options)
-    pad = options.input_size is None and options.fit == "pad"
-    if not pad and (nh, nw) != (h, w):
-        rgb = resize_image(rgb, (nh, nw), options.resize_protocol)
-    device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).to(device)
-    x = normalize_images(x, model.normalization)
-    if pad:
-        return model.forward_padded(x, options.size_multiple)
-    return model(x)
+@dataclass
+class ScoredItem:
+    """One dataset item as :func:`evaluate` scores it.
+
+    Attributes:
+        scores: ``{method: float32 h x w}`` at the resolution the metrics are computed at (the
+            label's own for the ``predictor`` protocol, the network's for ``course``).
+        label: the evaluation label map (0/1/255) at that resolution.
+        semantic: the item's ``semantic`` trainId map at that resolution (``None`` without one).
+        semantic_pred: the predicted trainIds at the size of ``semantic`` (``None`` without one).
+        network_size: ``(height, width)`` the network ran at.
+    """
+
+    scores: dict[str, np.ndarray]
+    label: np.ndarray
+    semantic: np.ndarray | None
+    semantic_pred: np.ndarray | None
+    network_size: tuple[int, int]
 
 
-def resize_image(rgb: np.ndarray, size: tuple[int, int], protocol: str) -> np.ndarray:
-    """``rgb`` (uint8 H x W x 3) resized to ``size`` = (height, width) the way ``protocol`` does."""
-    if protocol == "course":  # PIL bilinear with its antialiasing filter when shrinking
-        from PIL import Image  # pillow: the eval extra (a matplotlib dependency)
-
-        return np.array(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
-    return cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-
-
-def resize_labels(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A label map resized to ``size`` = (height, width) with PIL's nearest rule (pixel centres)."""
-    if label.shape == size:
-        return label
-    return cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST_EXACT)
-
-
-def _to_label_size(score: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np.ndarray:
-    if score.shape == shape:
-        return score
-    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
-    return cv2.resize(score, (shape[1], shape[0]), interpolation=interp)
+def score_item(predictor: Predictor, item: dict, methods: tuple[str, ...], options: EvalOptions) -> ScoredItem:
+    """Scores (and, for items with a ``semantic`` map, labels) of one dataset item, one forward pass."""
+    label, semantic = item["label"], item.get("semantic")
+    if resize_protocol(options.resize_protocol).metrics_at_network_size:
+        size = predictor.network_size(item["image"].shape[:2])
+        label = resize_labels(label, size)
+        semantic = None if semantic is None else resize_labels(semantic, size)
+    pred = predictor.scores(item["image"], methods, labels=semantic is not None, output_size=label.shape)
+    labels = None if semantic is None else resize_label_map(pred.labels, semantic.shape)
+    return ScoredItem(pred.scores, label, semantic, labels, pred.network_size)
 
 
 def inlier_confusion(
@@ -158,24 +141,25 @@ def inlier_confusion(
 ) -> np.ndarray:
     """``19 x 19`` confusion matrix of the model's inlier labels on a trainId-labelled dataset.
 
-    ``dataset`` items carry ``label`` as Cityscapes trainIds (254/255 ignored), e.g.
-    :class:`~pebal_core.data.cityscapes.Cityscapes`; images run as :func:`image_logits` runs them
-    (native resolution by default). Feed the result to :func:`pebal_core.metrics.mean_iou`.
+    ``dataset`` items carry ``label`` as Cityscapes trainIds (``ANOMALY_ID``/``VOID_ID``
+    ignored), e.g. :class:`~pebal_core.data.cityscapes.Cityscapes`; images run through the
+    Predictor as in :func:`evaluate` (native resolution by default), labels compared at the label
+    resolution. Feed the result to :func:`pebal_core.metrics.mean_iou`.
     """
     options = options or EvalOptions()
     conf = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    model.eval()
+    predictor = predictor_for(model, options)
     n = len(dataset) if options.limit is None else min(options.limit, len(dataset))
     for i in tqdm(range(n), desc=desc, unit="img", disable=not options.progress, leave=False):
         item = dataset[i]
-        pred = inlier_labels(image_logits(model, item["image"], options))[0].cpu().numpy()
-        conf += confusion_matrix(_to_label_size(pred, item["label"].shape, nearest=True), item["label"])
+        pred = predictor.scores(item["image"], (), labels=True, output_size=item["label"].shape).labels
+        conf += confusion_matrix(pred, item["label"])
     return conf
 
 
 def evaluate(model: SegmentationModel, dataset: Dataset, options: EvalOptions) -> dict:
     """Run ``model`` over ``dataset`` and return the report dict (see the module docstring)."""
-    model.eval()
+    predictor = predictor_for(model, options)
     has_abstention = model.num_classes > ABSTENTION_CHANNEL
     methods = tuple(m for m in options.methods if m != "abstention" or has_abstention)
     metrics = {
@@ -194,26 +178,20 @@ def evaluate(model: SegmentationModel, dataset: Dataset, options: EvalOptions) -
         multiprocessing_context="forkserver" if options.workers else None,
     )
     conf = None
+    network_sizes: set[tuple[int, int]] = set()
     cache = tempfile.mkdtemp(prefix="pebal_eval_") if options.components and "pebal" in methods else None
     t0 = time.perf_counter()
     try:
         for i, item in enumerate(tqdm(loader, total=n, desc="pebal eval", unit="img", disable=not options.progress)):
-            label = item["label"]
-            semantic = item.get("semantic")
-            logits = image_logits(model, item["image"], options)
-            if options.resize_protocol == "course":  # metrics at network resolution
-                label = resize_labels(label, tuple(logits.shape[-2:]))
-                semantic = None if semantic is None else resize_labels(semantic, tuple(logits.shape[-2:]))
-            scores = all_scores(logits, methods)
-            for m, score in scores.items():
-                s = _to_label_size(score[0].float().cpu().numpy(), label.shape)
-                metrics[m].update(s, label)
+            scored = score_item(predictor, item, methods, options)
+            network_sizes.add(scored.network_size)
+            for m, score in scored.scores.items():
+                metrics[m].update(score, scored.label)
                 if cache and m == "pebal":
-                    np.save(os.path.join(cache, f"{i}_score.npy"), s)
-                    np.save(os.path.join(cache, f"{i}_label.npy"), label)
-            if semantic is not None:
-                pred = _to_label_size(inlier_labels(logits)[0].cpu().numpy(), semantic.shape, nearest=True)
-                c = confusion_matrix(pred, semantic, NUM_CLASSES)
+                    np.save(os.path.join(cache, f"{i}_score.npy"), score)
+                    np.save(os.path.join(cache, f"{i}_label.npy"), scored.label)
+            if scored.semantic is not None:
+                c = confusion_matrix(scored.semantic_pred, scored.semantic, NUM_CLASSES)
                 conf = c if conf is None else conf + c
         seconds = time.perf_counter() - t0
         results = {m: metrics[m].compute(curves=True) for m in methods}
@@ -223,6 +201,9 @@ def evaluate(model: SegmentationModel, dataset: Dataset, options: EvalOptions) -
             "methods": results,
             "fpr95_definition": options.fpr95,
             "mode": results[methods[0]]["mode"],
+            "input_size": None if options.input_size is None else list(options.input_size),
+            "network_sizes": [list(size) for size in sorted(network_sizes)],
+            "skipped_images": skipped_images(dataset),
         }
         if "pebal" in results and results["pebal"]["threshold_tpr95"] is not None:
             report["score_threshold"] = {"method": "pebal", **results["pebal"]["threshold_tpr95"]}
@@ -240,6 +221,14 @@ def evaluate(model: SegmentationModel, dataset: Dataset, options: EvalOptions) -
         if cache:
             shutil.rmtree(cache, ignore_errors=True)
     return report
+
+
+def skipped_images(dataset: Dataset) -> dict:
+    """What a dataset left out when it was built: ``{"count", "reason", "names"}`` (0, ``None``
+    and no names when it left out nothing)."""
+    base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
+    names = list(getattr(base, "skipped", ()))
+    return {"count": len(names), "reason": getattr(base, "skip_reason", None) if names else None, "names": names}
 
 
 # ----------------------------------------------------------------------------- report files
@@ -304,6 +293,15 @@ def _plot(report: dict, path: Path, kind: str) -> None:
     plt.close(fig)
 
 
+def skipped_line(report: dict) -> str | None:
+    """One sentence naming the images the dataset skipped (``None`` when it skipped none)."""
+    s = report.get("skipped_images") or {}
+    if not s.get("count"):
+        return None
+    shown = ", ".join(s["names"][:SKIPPED_LISTED]) + (", ..." if s["count"] > SKIPPED_LISTED else "")
+    return f"Skipped {s['count']} images ({s['reason']}): {shown}."
+
+
 def write_report(report: dict, out_dir: str | os.PathLike, plots: bool = True) -> dict[str, Path]:
     """Write ``results.json``, ``results.md`` and (``plots``) ``roc.png`` / ``pr.png`` into ``out_dir``."""
     out = Path(out_dir)
@@ -324,6 +322,9 @@ def write_report(report: dict, out_dir: str | os.PathLike, plots: bool = True) -
         )
     if "inlier_miou" in report:
         md.append(f"Inlier mIoU: {_pct(report['inlier_miou']['miou'])} %.")
+    skipped = skipped_line(report)
+    if skipped:
+        md.append(skipped)
     if "components" in report:
         c = report["components"]
         md.append(
@@ -346,20 +347,6 @@ def options_dict(options: EvalOptions) -> dict:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-_REGENERATED_METADATA = (
-    "format_version",
-    "arch",
-    "arch_kwargs",
-    "num_classes",
-    "normalization",
-    "pebal_version",
-    "created",
-    "source_format",
-    "sha256",
-    "dropped_keys",
-)
-
-
 def run_evaluation(
     checkpoint: str | os.PathLike,
     dataset_name: str,
@@ -371,7 +358,8 @@ def run_evaluation(
     """Load a checkpoint and a registered dataset, evaluate, and describe both in the report.
 
     ``arch`` names the architecture of a bare state_dict (e.g. the realdata ENet ``model_best.pth``);
-    files in this project's format carry it in their metadata."""
+    files in this project's format carry it in their metadata. Without ``options.input_size`` the
+    model runs at the size its metadata records (what the Predictor does), else at native size."""
     from pebal_core.data.anomaly_sets import build_anomaly_dataset
     from pebal_core.models.checkpoint import load_model
 
@@ -380,8 +368,10 @@ def run_evaluation(
         raise ValueError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
     dataset = build_anomaly_dataset(dataset_name, root, **(dataset_options or {}))
     model = load_model(checkpoint, arch=arch).to(device)
-    report = evaluate(model, dataset, options)
     meta = model.checkpoint_metadata
+    if options.input_size is None and recorded_input_size(meta) is not None:
+        options = replace(options, input_size=recorded_input_size(meta))
+    report = evaluate(model, dataset, options)
     report.update(
         dataset=dataset_name,
         dataset_root=str(root),
@@ -403,20 +393,21 @@ def save_with_threshold(
     checkpoint: str | os.PathLike, dst: str | os.PathLike, report: dict, arch: str | None = None
 ) -> Path:
     """Copy ``checkpoint`` to ``dst`` with metadata ``score_threshold`` = the report's PEBAL score
-    at 95 % TPR (the ROS node's alarm threshold) and ``score_threshold_source`` saying where it
-    came from. Other metadata (training configuration, ...) is kept; float16 files stay float16.
+    at 95 % TPR (the ROS node's alarm threshold), ``score_threshold_source`` saying where it
+    came from and ``input_size`` = the (height, width) the network ran at when every image ran
+    at the same size (absent otherwise), which the Predictor then runs the model at by default,
+    so the threshold holds and the cost does not grow with the camera's resolution. Other metadata (training
+    configuration, ...) is kept; float16 files stay float16.
     ``arch`` as in :func:`run_evaluation` (bare state_dicts)."""
-    from pebal_core.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+    from pebal_core.models.checkpoint import copy_with_metadata
 
     if "score_threshold" not in report:
         raise ValueError("the evaluation produced no PEBAL threshold (no 'pebal' method or no anomalous pixels)")
-    if Path(dst).resolve() == Path(checkpoint).resolve():
-        raise ValueError(f"refusing to overwrite the evaluated checkpoint {checkpoint}; choose another output file")
-    model = load_model(checkpoint, arch=arch)
-    half = any(t.dtype == torch.float16 for t in read_checkpoint(checkpoint).state_dict.values())
-    meta = {k: v for k, v in model.checkpoint_metadata.items() if k not in _REGENERATED_METADATA}
     t = report["score_threshold"]
-    meta["score_threshold"] = float(t["score"])
+    meta = {"score_threshold": float(t["score"])}
+    sizes = report.get("network_sizes") or []
+    if len(sizes) == 1:  # one network size: the threshold holds there; the Predictor's default from now on
+        meta["input_size"] = list(sizes[0])
     meta["score_threshold_source"] = {
         "dataset": report.get("dataset"),
         "dataset_options": report.get("dataset_options", {}),
@@ -426,4 +417,4 @@ def save_with_threshold(
         "rule": "score >= threshold flags >= 95% of the anomalous pixels (highest such threshold)",
         "evaluated_checkpoint_sha256": report.get("model", {}).get("sha256"),
     }
-    return save_checkpoint(model, dst, half=half, **meta)
+    return copy_with_metadata(checkpoint, dst, meta, remove=() if len(sizes) == 1 else ("input_size",), arch=arch)

@@ -32,6 +32,10 @@ EVAL_INLIER = 0
 EVAL_ANOMALY = 1
 EVAL_VOID = 255
 
+COCO_CITYSCAPES_LIKE = ("person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic light", "stop sign")
+"""COCO categories that are Cityscapes classes: images containing any of them are no outliers
+(Meta-OoD's ``prepare_coco_segmentation.py`` exclusion list)."""
+
 
 class Label(NamedTuple):
     """One row of the Cityscapes label table (field names as in cityscapesscripts)."""

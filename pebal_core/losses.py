@@ -5,7 +5,8 @@ channel 19) and ``targets`` int64 ``B x H x W`` with trainIds 0..18, ``ANOMALY_I
 pasted outlier pixels and ``VOID_ID`` (255) for ignored pixels. Notation: ``p`` = softmax over
 all 20 channels, ``lse`` = logsumexp over the 19 inlier logits, free energy ``E = -lse``.
 
-Terms (DESIGN §4; :class:`~pebal_core.config.LossConfig` selects them):
+Terms (equation numbers of the PEBAL paper, Tian et al., ECCV 2022; :class:`~pebal_core.config.LossConfig`
+selects them):
 
 Penalty ``a`` (Eq. 5)
     ``a = lse^2``, the energy-biased abstention penalty; the reference implementation blurs it
@@ -65,7 +66,7 @@ from torch import nn
 
 from pebal_core.config import LossConfig
 from pebal_core.labels import ABSTENTION_CHANNEL, ANOMALY_ID, NUM_CLASSES, VOID_ID
-from pebal_core.scoring import GAUSSIAN_SIZE, gaussian_kernel1d, separable_correlate
+from pebal_core.scoring import GAUSSIAN_SIZE, exp_, gaussian_kernel1d, lse_from_shifted, separable_correlate
 
 PENALTY_FLOOR = 1e-12
 """Smallest abstention penalty ``a`` used (guards ``p_19 / a`` where ``lse == 0``)."""
@@ -128,14 +129,11 @@ class PixelTerms:
         return self.x_target - self.lse20
 
 
-_LOG2E = 1.0 / math.log(2.0)
-
-
 class _PixelLogits(torch.autograd.Function):
     """``(logsumexp of the 19 inlier logits, x_19, x_index)`` of ``B x 20 x H x W`` logits, each ``B x H x W``.
 
-    The same values as ``torch.logsumexp``, a slice and ``gather`` (``exp`` evaluated as
-    ``exp2(d * log2 e)``, several times faster on the CPU), but the backward pass writes one
+    The same values as ``torch.logsumexp``, a slice and ``gather`` (``exp`` evaluated by
+    :func:`pebal_core.scoring.exp_`, several times faster on the CPU), but the backward pass writes one
     gradient buffer, ``softmax_19 * g_lse`` on the inlier channels plus the slice and gather
     gradients, instead of one zero-filled full-size buffer per output.
     """
@@ -144,7 +142,7 @@ class _PixelLogits(torch.autograd.Function):
     def forward(ctx, logits: torch.Tensor, index: torch.Tensor):
         inl = logits[:, :NUM_CLASSES]
         top = inl.amax(dim=1, keepdim=True)
-        lse = (inl - top).mul_(_LOG2E).exp2_().sum(dim=1).log_().add_(top.squeeze(1))
+        lse = lse_from_shifted(top, inl - top)
         x19 = logits[:, ABSTENTION_CHANNEL].clone()
         x_index = logits.gather(1, index.unsqueeze(1)).squeeze(1)
         ctx.save_for_backward(logits, lse, index)
@@ -156,7 +154,7 @@ class _PixelLogits(torch.autograd.Function):
         grad = torch.empty_like(logits)
         inl = grad[:, :NUM_CLASSES]
         torch.sub(logits[:, :NUM_CLASSES], lse.unsqueeze(1), out=inl)
-        inl.mul_(_LOG2E).exp2_().mul_(g_lse.unsqueeze(1))
+        exp_(inl).mul_(g_lse.unsqueeze(1))
         grad[:, ABSTENTION_CHANNEL] = g_x19
         grad.scatter_add_(1, index.unsqueeze(1), g_index.unsqueeze(1))
         return grad, None

@@ -3,9 +3,19 @@
 ``Predictor.predict(rgb)`` takes one RGB ``uint8`` image ``H x W x 3`` and returns
 ``(labels uint8 H x W, score float32 H x W)`` at the image's own resolution: labels are
 Cityscapes trainIds 0..18, the score is the PEBAL anomaly score (inlier free energy, Gaussian
-smoothed; higher = more anomalous). When an ``input_size`` is configured the image is resized
-to it for the network (bilinear) and the outputs are resized back (labels nearest, score
-bilinear).
+smoothed; higher = more anomalous). When an ``input_size`` is configured (by the caller, or
+recorded in the model's metadata as the size it was evaluated at) the image is resized to it
+for the network and the outputs are resized back, as the resize protocol says
+(:mod:`pebal_core.protocols`; ``predictor``: OpenCV bilinear, labels nearest, score bilinear).
+
+This is the project's one inference path: ``pebal eval`` (:mod:`pebal_core.evaluate`), the
+offline scorer of recorded bags, the real-data benchmarks and the ROS node all run images
+through a ``Predictor``. :meth:`Predictor.scores` gives any set of
+:data:`pebal_core.scoring.METHODS` (and the labels) at the image's size, the network's or a
+requested one; :meth:`Predictor.logits` the raw logits (torch backend). At the network size
+the torch backend pads the normalised image with zeros to the model's ``size_divisor``
+(:meth:`~pebal_core.models.base.SegmentationModel.forward_padded`) and crops the padding
+from the logits.
 
 Backends implement :class:`Backend`; this module registers three (each imports its toolkit
 only when constructed, so importing this module never loads onnxruntime, tensorrt or pycuda):
@@ -30,17 +40,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from pebal_core.fileio import sha256_file
+from pebal_core.models.base import SegmentationModel
 from pebal_core.models.checkpoint import load_model
+from pebal_core.onnx_contract import OUTPUT_NAMES, parse_metadata
 from pebal_core.preprocessing import image_to_tensor
-from pebal_core.scoring import labels_and_score
+from pebal_core.protocols import resize_image, resize_label_map, resize_protocol, resize_score
+from pebal_core.scoring import METHODS, all_scores, inlier_labels, labels_and_score
 
 DEFAULT_MODEL_RESOURCE = "default_model.safetensors"
 """File name of the shipped default model inside the ``pebal_core.assets`` package."""
@@ -63,24 +76,48 @@ class Backend:
         """``rgb`` uint8 ``H x W x 3`` (already at network size) -> ``(labels uint8, score float32)``."""
         raise NotImplementedError
 
+    def logits(self, rgb: np.ndarray) -> torch.Tensor:
+        """``1 x C x H x W`` float logits of ``rgb`` (at network size); only backends that keep them."""
+        raise BackendError(
+            f"the {self.name} backend returns labels and the PEBAL score only; scores other than 'pebal' "
+            "and logits need the torch backend (backend='torch')"
+        )
+
 
 class TorchBackend(Backend):
-    """Eager PyTorch inference (CPU or CUDA)."""
+    """Eager PyTorch inference (CPU or CUDA) of a checkpoint file, or of a loaded model
+    (:meth:`from_model`)."""
 
     name = "torch"
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", smoothing: bool = True, **_: object) -> None:
+        self._setup(load_model(path), device, smoothing)
+
+    @classmethod
+    def from_model(cls, model: SegmentationModel, device: str | None = None, smoothing: bool = True) -> TorchBackend:
+        """A backend over an already loaded ``model`` (moved to ``device``, default: where it is)."""
+        backend = cls.__new__(cls)
+        backend._setup(model, device or str(next(model.parameters()).device), smoothing)
+        return backend
+
+    def _setup(self, model: SegmentationModel, device: str, smoothing: bool) -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' requested but torch sees no CUDA GPU; use device 'cpu'")
-        self.model = load_model(path).to(self.device).eval()
-        self.metadata = self.model.checkpoint_metadata
+        self.model = model.to(self.device).eval()
+        self.metadata = getattr(model, "checkpoint_metadata", {})
         self.smoothing = smoothing
 
     @torch.inference_mode()
-    def run(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def logits(self, rgb: np.ndarray) -> torch.Tensor:
+        """Normalised with the model's normalisation, zero-padded to its ``size_divisor``, run,
+        padding cropped: ``1 x C x H x W`` logits on the backend's device."""
         x = image_to_tensor(rgb, self.model.normalization).to(self.device)
-        labels, score = labels_and_score(self.model.forward_padded(x), self.smoothing)
+        return self.model.forward_padded(x)
+
+    @torch.inference_mode()
+    def run(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        labels, score = labels_and_score(self.logits(rgb), self.smoothing)
         return labels[0].cpu().numpy(), score[0].float().cpu().numpy()
 
 
@@ -157,8 +194,6 @@ class OnnxRuntimeBackend(Backend):
         trt_cache_dir: str | os.PathLike | None = None,
         **_: object,
     ) -> None:
-        from pebal_core.export.onnx import OUTPUT_NAMES, read_metadata
-
         path = Path(path)
         if path.suffix != ".onnx":
             raise ValueError(
@@ -168,11 +203,8 @@ class OnnxRuntimeBackend(Backend):
             import onnxruntime as ort
         except ImportError as e:
             raise BackendError(f"the onnxruntime backend needs onnxruntime ({e}); pip install .[export]") from e
-        meta = read_metadata(path)
-        _check_smoothing(path, meta["smoothing"], smoothing)
-        _check_fixed_size(path, meta["input_size"], input_size)
-        self.input_size = meta["input_size"]
-        self.metadata = {**meta, "sha256": sha256_file(path), "source_format": "onnx"}
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX file not found: {path}")
 
         kind, index = parse_device(device, ("cpu", "cuda", "tensorrt"))
         cuda = ("CUDAExecutionProvider", {"device_id": index})
@@ -202,7 +234,17 @@ class OnnxRuntimeBackend(Backend):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = int(threads) if threads else usable_cores()
         options.log_severity_level = 3  # errors only
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as e:  # onnxruntime raises its own classes (Fail, InvalidProtobuf, ...)
+            raise BackendError(
+                f"onnxruntime cannot load {path} ({e}); export the model again with `pebal export onnx CHECKPOINT`"
+            ) from e
+        meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map)
+        _check_smoothing(path, meta["smoothing"], smoothing)
+        _check_fixed_size(path, meta["input_size"], input_size)
+        self.input_size = meta["input_size"]
+        self.metadata = {**meta, "sha256": sha256_file(path), "source_format": "onnx"}
         if wanted not in self.session.get_providers():
             raise BackendError(
                 f"onnxruntime could not start {wanted} for {path} (it fell back to {self.session.get_providers()}); "
@@ -366,15 +408,48 @@ def default_model_path() -> Path:
     return path
 
 
+def recorded_input_size(metadata: dict) -> tuple[int, int] | None:
+    """The ``(height, width)`` a model's metadata records as its input size, or ``None``.
+
+    ``input_size`` in a checkpoint's metadata is the size its score threshold was measured at
+    (``pebal eval --write-threshold``); in an ONNX export's metadata it is the graph's fixed
+    size, and a dynamic export carries the checkpoint's in ``checkpoint_metadata``."""
+    for meta in (metadata, metadata.get("checkpoint_metadata") or {}):
+        size = meta.get("input_size")
+        if size:
+            return tuple(int(v) for v in size)
+    return None
+
+
+@dataclass
+class Prediction:
+    """What :meth:`Predictor.scores` returns, every map at one size ``H x W``.
+
+    Attributes:
+        scores: ``{method: float32 H x W}`` (higher = more anomalous; see ``pebal_core.scoring``).
+        labels: uint8 ``H x W`` inlier trainIds 0..18 (``None`` unless asked for).
+        network_size: ``(height, width)`` the network ran at.
+    """
+
+    scores: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    network_size: tuple[int, int]
+
+
 class Predictor:
     """Labels and anomaly scores for RGB images, whatever the backend.
 
     Args:
         backend: a constructed :class:`Backend`.
         input_size: ``(height, width)`` the network runs at; ``None`` = each image's own size.
+        protocol: the resize protocol (:data:`pebal_core.protocols.RESIZE_PROTOCOLS`) used when
+            ``input_size`` differs from the image's size: ``predictor`` (OpenCV bilinear, the
+            deployed behaviour) or ``course`` (PIL bilinear).
     """
 
-    def __init__(self, backend: Backend, input_size: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, backend: Backend, input_size: tuple[int, int] | None = None, protocol: str = "predictor"
+    ) -> None:
         self.backend = backend
         if input_size is not None:
             h, w = (int(v) for v in input_size)
@@ -382,6 +457,19 @@ class Predictor:
                 raise ValueError(f"input_size must be positive (height, width), got {input_size}")
             input_size = (h, w)
         self.input_size = input_size
+        self.protocol = resize_protocol(protocol).name
+
+    @classmethod
+    def from_model(
+        cls,
+        model: SegmentationModel,
+        input_size: tuple[int, int] | None = None,
+        protocol: str = "predictor",
+        device: str | None = None,
+        smoothing: bool = True,
+    ) -> Predictor:
+        """A torch-backend Predictor over a loaded model (``input_size`` as given: no default)."""
+        return cls(TorchBackend.from_model(model, device, smoothing), input_size, protocol)
 
     @classmethod
     def from_checkpoint(
@@ -396,13 +484,14 @@ class Predictor:
         """Load a model file with the named backend (``torch`` takes any checkpoint format).
 
         ``input_size`` defaults to the model's fixed size when it has one (a fixed-size ONNX
-        export or TensorRT plan); ``backend_options`` go to the backend (see the module
-        docstring), e.g. ``engine_auto_build=True`` for ``tensorrt``.
+        export or TensorRT plan), else to the size its metadata records
+        (:func:`recorded_input_size`), else each image's own size; ``backend_options`` go to the
+        backend (see the module docstring), e.g. ``engine_auto_build=True`` for ``tensorrt``.
         """
         if backend not in _BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(available_backends())}")
         engine = _BACKENDS[backend](path, device=device, smoothing=smoothing, input_size=input_size, **backend_options)
-        return cls(engine, input_size if input_size is not None else engine.input_size)
+        return cls(engine, input_size or engine.input_size or recorded_input_size(engine.metadata))
 
     @classmethod
     def default(cls, **kwargs: object) -> Predictor:
@@ -425,16 +514,60 @@ class Predictor:
         value = self.metadata.get("score_threshold")
         return None if value is None else float(value)
 
-    def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``rgb`` uint8 ``H x W x 3`` -> ``(labels uint8 H x W, score float32 H x W)``."""
+    def network_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """``(height, width)`` the network runs an image of ``image_size`` (height, width) at."""
+        return self.input_size or (int(image_size[0]), int(image_size[1]))
+
+    def network_image(self, rgb: np.ndarray) -> np.ndarray:
+        """``rgb`` checked (non-empty uint8 ``H x W x 3``) and resized to :meth:`network_size`."""
         rgb = np.asarray(rgb)
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
             raise ValueError(f"predict expects a non-empty uint8 H x W x 3 RGB image, got {rgb.dtype} {rgb.shape}")
-        h, w = rgb.shape[:2]
-        if self.input_size is None or self.input_size == (h, w):
-            return self.backend.run(rgb)
-        nh, nw = self.input_size
-        labels, score = self.backend.run(cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR))
-        labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
-        score = cv2.resize(score, (w, h), interpolation=cv2.INTER_LINEAR)
-        return labels, score
+        return resize_image(rgb, self.network_size(rgb.shape[:2]), self.protocol)
+
+    def logits(self, rgb: np.ndarray) -> torch.Tensor:
+        """``1 x C x h x w`` logits at the network size (torch backend only)."""
+        return self.backend.logits(self.network_image(rgb))
+
+    def scores(
+        self,
+        rgb: np.ndarray,
+        methods: tuple[str, ...] = ("pebal",),
+        labels: bool = False,
+        output_size: tuple[int, int] | str | None = None,
+    ) -> Prediction:
+        """Any set of :data:`pebal_core.scoring.METHODS` for one image, from one forward pass.
+
+        Args:
+            rgb: uint8 ``H x W x 3``.
+            methods: score names; ``abstention`` is left out for models without channel 19.
+                Scores other than ``pebal`` need the torch backend.
+            labels: also return the inlier labels.
+            output_size: ``(height, width)`` of the returned maps; ``None`` = the image's
+                (what :meth:`predict` returns), ``"network"`` = the network's.
+        """
+        unknown = set(methods) - set(METHODS)
+        if unknown:
+            raise ValueError(f"unknown score methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+        x = self.network_image(rgb)
+        net = (int(x.shape[0]), int(x.shape[1]))
+        size = net if output_size == "network" else tuple(output_size or np.asarray(rgb).shape[:2])
+        if set(methods) <= {"pebal"} and not isinstance(self.backend, TorchBackend):  # what run() returns
+            lab, score = self.backend.run(x)
+            maps, lab = ({"pebal": score} if methods else {}), (lab if labels else None)
+        else:
+            with torch.inference_mode():
+                logits = self.backend.logits(x)
+                maps = {m: s[0].float().cpu().numpy() for m, s in all_scores(logits, tuple(methods)).items()}
+                lab = inlier_labels(logits)[0].cpu().numpy() if labels else None
+        return Prediction(
+            {m: resize_score(s, size) for m, s in maps.items()},
+            None if lab is None else resize_label_map(lab, size),
+            net,
+        )
+
+    def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``rgb`` uint8 ``H x W x 3`` -> ``(labels uint8 H x W, score float32 H x W)``."""
+        h, w = np.asarray(rgb).shape[:2]
+        labels, score = self.backend.run(self.network_image(rgb))
+        return resize_label_map(labels, (h, w)), resize_score(score, (h, w))

@@ -55,12 +55,18 @@ def _inliers(logits: torch.Tensor) -> torch.Tensor:
 _LOG2E = 1.0 / math.log(2.0)
 
 
+def exp_(x: torch.Tensor) -> torch.Tensor:
+    """``exp(x)`` in place, computed as ``exp2(x * log2 e)``: PyTorch's CPU kernels evaluate
+    ``exp2`` several times faster than ``exp``; equal to ``torch.exp`` to float32 rounding."""
+    return x.mul_(_LOG2E).exp2_()
+
+
 def _energy_and_top(inl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(max, inl - max)`` over the channels: the one full-size temporary of the head.
 
     The shifted logits are ``<= 0`` and exactly 0 at every maximal channel (``x - y == 0`` iff
     ``x == y`` for finite floats), which :func:`_first_max` uses for the labels before
-    :func:`_lse_from_shifted` overwrites them.
+    :func:`lse_from_shifted` overwrites them.
     """
     top = inl.amax(dim=1, keepdim=True)
     return top, inl - top
@@ -80,18 +86,18 @@ def _first_max(shifted: torch.Tensor) -> torch.Tensor:
     return NUM_CLASSES - (shifted >= 0).to(torch.uint8).mul_(weights).amax(dim=1)
 
 
-def _lse_from_shifted(top: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:
+def lse_from_shifted(top: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:
     """``logsumexp`` over dim 1 given ``top = max`` and ``shifted = x - top`` (overwritten).
 
-    ``exp(d)`` is computed as ``exp2(d * log2 e)``, which PyTorch's CPU kernels evaluate several
-    times faster than ``exp``; the result agrees with ``torch.logsumexp`` to float32 rounding.
+    ``exp(d)`` is :func:`exp_` (``exp2`` based); the result agrees with ``torch.logsumexp`` to
+    float32 rounding.
     During ONNX export (which has no ``exp2`` operator) the graph uses ``exp`` on the shifted
     logits: the max-shifted form written out, because TensorRT imports ONNX ``ReduceLogSumExp``
     as ``log(sum(exp(x)))``, which overflows in FP16 for logits above ~11.
     """
     if torch.onnx.is_in_onnx_export():
         return shifted.exp_().sum(dim=1).log_().add_(top.squeeze(1))
-    return shifted.mul_(_LOG2E).exp2_().sum(dim=1).log_().add_(top.squeeze(1))
+    return exp_(shifted).sum(dim=1).log_().add_(top.squeeze(1))
 
 
 def free_energy(logits: torch.Tensor) -> torch.Tensor:
@@ -101,7 +107,7 @@ def free_energy(logits: torch.Tensor) -> torch.Tensor:
     it is finite for any finite logits, however large. Logits must be finite.
     """
     top, shifted = _energy_and_top(_inliers(logits))
-    return _lse_from_shifted(top, shifted).neg_()
+    return lse_from_shifted(top, shifted).neg_()
 
 
 def separable_correlate(padded: torch.Tensor, taps: list[float]) -> torch.Tensor:
@@ -186,7 +192,7 @@ def labels_and_score(logits: torch.Tensor, smoothing: bool = True) -> tuple[torc
     """
     top, shifted = _energy_and_top(_inliers(logits))
     labels = _first_max(shifted)
-    energy = _lse_from_shifted(top, shifted).neg_()
+    energy = lse_from_shifted(top, shifted).neg_()
     return labels, (smooth(energy) if smoothing else energy)
 
 

@@ -565,7 +565,7 @@ class Trainer:
         if not self.dist.main:
             return float("nan")
         val = build_inliers(self.cfg.data, self.cfg.data.val_split)
-        options = EvalOptions(size_multiple=self.model.size_divisor, progress=self.progress)
+        options = EvalOptions(progress=self.progress)
         conf = inlier_confusion(self.model, val, options, desc="validation")
         miou, _ = mean_iou(conf)
         self._log(

@@ -1,4 +1,4 @@
-"""Images people look at: colour heat maps of anomaly scores and tinted overlays.
+"""Images people look at: colour heat maps of anomaly scores, tinted overlays, alarm overlays.
 
 All inputs and outputs are numpy arrays; RGB images are ``uint8 H x W x 3``.
 """
@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from pebal_core.alarms.pipeline import AlarmFrame
+from pebal_core.calibration import anomaly_probability
 
 ANOMALY_TINT = (255, 0, 0)
 """RGB colour blended over anomalous pixels in overlays."""
@@ -42,3 +45,67 @@ def overlay(
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     out = rgb.copy()
     return cv2.copyTo(cv2.LUT(rgb, table.reshape(256, 1, 3)), np.asarray(mask).astype(np.uint8), out)
+
+
+REGION_COLOR = (0, 200, 255)
+"""RGB outline of the alarm region in :func:`alarm_overlay` (cyan: not an alarm colour)."""
+CONTOUR_COLOR = (255, 230, 0)
+"""RGB outline of each obstacle (yellow)."""
+BOX_COLOR = (255, 32, 32)
+"""RGB box around each obstacle (red: only alarms are red)."""
+
+
+def alarm_tint(probability: np.ndarray) -> np.ndarray:
+    """RGB tint (uint8 ``N x 3``) of alarm pixels by calibrated probability: orange at 0.5, red at 1."""
+    p = np.clip((np.asarray(probability, dtype=np.float32) - 0.5) * 2.0, 0.0, 1.0)
+    green = (170.0 * (1.0 - p)).round().astype(np.uint8)
+    return np.stack([np.full_like(green, 255), green, np.zeros_like(green)], axis=-1)
+
+
+def alarm_overlay(
+    rgb: np.ndarray,
+    frame: AlarmFrame,
+    score: np.ndarray,
+    probability_scale: float = 1.0,
+    alpha: float = 0.55,
+) -> np.ndarray:
+    """The camera image with what a driver needs: the alarm region outlined (cyan), the alarm
+    pixels tinted by their calibrated probability (orange at the threshold, red well above it),
+    each obstacle's outline (yellow) and box (red) with its distance when known. Pixels outside
+    the alarms keep their colours, so nothing is red where there is no alarm.
+
+    Args:
+        rgb: ``uint8 H x W x 3`` camera image.
+        frame: the frame's alarms (:meth:`pebal_core.alarms.pipeline.AlarmPipeline.process`).
+        score: ``float32 H x W`` anomaly score (energy) the alarms were made from.
+        probability_scale: energy units per logit of the probability (see
+            :func:`pebal_core.calibration.anomaly_probability`).
+        alpha: tint strength of alarm pixels.
+    """
+    if rgb.shape[:2] != frame.alarms.shape or score.shape != frame.alarms.shape:
+        raise ValueError(f"image {rgb.shape[:2]}, score {score.shape} and alarms {frame.alarms.shape} differ in size")
+    out = np.ascontiguousarray(rgb, dtype=np.uint8).copy()
+    if frame.region is not None:
+        contours, _ = cv2.findContours(frame.region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, REGION_COLOR, 1, cv2.LINE_AA)
+    alarm = frame.alarms
+    if alarm.any():
+        p = anomaly_probability(score[alarm], frame.threshold, probability_scale)
+        blended = out[alarm].astype(np.float32) * (1.0 - alpha) + alarm_tint(p).astype(np.float32) * alpha
+        out[alarm] = blended.round().astype(np.uint8)
+    thickness = max(1, round(out.shape[0] / 256))
+    for ob in frame.obstacles:
+        contours, _ = cv2.findContours(
+            (frame.components == ob.index + 1).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
+        cv2.drawContours(out, contours, -1, CONTOUR_COLOR, 1, cv2.LINE_AA)
+        u0, v0, u1, v1 = ob.box
+        cv2.rectangle(out, (u0 - 2, v0 - 2), (u1 + 2, v1 + 2), BOX_COLOR, thickness)
+        if ob.distance is not None:
+            text = f"{ob.distance:.0f} m"
+            scale = 0.35 * thickness
+            (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+            y = v0 - 4 if v0 - 4 - h >= 0 else v1 + 4 + h
+            cv2.rectangle(out, (u0 - 2, y - h - 2), (u0 - 2 + w + 2, y + 2), (0, 0, 0), -1)
+            cv2.putText(out, text, (u0 - 1, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out

@@ -9,6 +9,8 @@ Subcommands (``pebal_bag COMMAND --help`` for all options):
     Publish a bag at the recorded pace with rclpy (:mod:`pebal_ros.bag_play`).
 ``record -o OUT TOPIC...``
     Write what arrives on topics to a bag (:mod:`pebal_ros.bag_record`).
+``recover PARTIAL [-o OUT]``
+    Turn the partial data a killed recorder left into a bag (:mod:`pebal_ros.bag_recover`).
 ``score OUTPUT_BAG --input CONVERTED``
     AUROC / AP / FPR95 of a recorded ``anomaly_score`` against the ground truth, per sequence and
     overall, optionally with offline baselines (:mod:`pebal_ros.bag_score`).
@@ -29,12 +31,19 @@ from pebal_core.console import run_reporting_errors
 ROS_TIME_NOTE = "Stamps and bag times are nanoseconds since the Unix epoch."
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def _user_errors(command: str) -> tuple[type[BaseException], ...]:
+    """Errors reported as one line. Only ``score`` loads models (and so torch): recording, playing,
+    recovering and converting must not import torch (slow start, and a Ctrl-C during its import
+    gave tracebacks or SIGABRT), so CheckpointError is imported for ``score`` alone."""
     from pebal_core.data.base import DatasetError
-    from pebal_core.models.checkpoint import CheckpointError
     from pebal_ros.bag_storage import BagError
 
-    return (BagError, DatasetError, CheckpointError, ValueError, FileNotFoundError, OSError)
+    errors = (BagError, DatasetError, ValueError, FileNotFoundError, OSError)
+    if command == "score":
+        from pebal_core.models.checkpoint import CheckpointError
+
+        errors += (CheckpointError,)
+    return errors
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -52,16 +61,14 @@ def _positive(text: str) -> float:
 
 
 # ----------------------------------------------------------------------------- convert
-def _add_convert(sub: argparse._SubParsersAction) -> None:
+def _add_convert(p: argparse.ArgumentParser) -> None:
     from pebal_ros.bag_convert import DEFAULT_START_TIME, IMAGE_FORMATS, RAW_ENCODINGS, TIMESTAMP_MODES
     from pebal_ros.bag_storage import STORAGES
 
-    p = sub.add_parser(
-        "convert",
-        help="LostAndFound tree -> ROS 2 bag(s)",
-        description="Write the frames of a LostAndFound tree (leftImg8bit/<split>/<seq>/..., camera/, timestamp/) "
+    p.description = (
+        "Write the frames of a LostAndFound tree (leftImg8bit/<split>/<seq>/..., camera/, timestamp/) "
         "as sensor_msgs/Image (or CompressedImage) + sensor_msgs/CameraInfo into ROS 2 bags, one per sequence "
-        "(OUT/<sequence>) or one for all (--single). " + ROS_TIME_NOTE,
+        "(OUT/<sequence>) or one for all (--single). " + ROS_TIME_NOTE
     )
     p.add_argument("root", type=Path, help="LostAndFound folder (holding leftImg8bit/, gtCoarse/, camera/, ...)")
     p.add_argument("out", type=Path, help="output folder of per-sequence bags, or the bag itself with --single")
@@ -124,12 +131,10 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- play
-def _add_play(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "play",
-        help="publish a bag with rclpy at the recorded pace",
-        description="Publish a bag's messages (raw CDR, header stamps unchanged) at the recorded pace. "
-        "ROS arguments may follow --ros-args.",
+def _add_play(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Publish a bag's messages (raw CDR, header stamps unchanged) at the recorded pace. "
+        "ROS arguments may follow --ros-args."
     )
     p.add_argument("bag", type=Path, help="bag folder")
     p.add_argument("--rate", type=_positive, default=1.0, help="speed factor (default: 1)")
@@ -163,7 +168,11 @@ def _run_play(args: argparse.Namespace) -> int:
         wait_for_subscribers=args.wait_for_subscribers,
         delay=args.delay,
     )
-    rclpy.init(args=args.ros_args)
+    from rclpy.signals import SignalHandlerOptions
+
+    # Ctrl-C raises KeyboardInterrupt here; rclpy's signal handling (which would shut the context
+    # down from another thread while this one closes the player) stays off.
+    rclpy.init(args=args.ros_args, signal_handler_options=SignalHandlerOptions.NO)
     player = None
     try:
         player = Player(args.bag, options)
@@ -182,15 +191,13 @@ def _run_play(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- record
-def _add_record(sub: argparse._SubParsersAction) -> None:
+def _add_record(p: argparse.ArgumentParser) -> None:
     from pebal_ros.bag_storage import STORAGES
 
-    p = sub.add_parser(
-        "record",
-        help="write topics to a bag",
-        description="Subscribe to topics and write the raw messages (bag time = receive time) to a bag, which "
+    p.description = (
+        "Subscribe to topics and write the raw messages (bag time = receive time) to a bag, which "
         "appears at OUT when recording ends (Ctrl-C, SIGTERM, --duration or --idle-timeout). A topic is /name "
-        "(type discovered from its publishers) or /name:pkg/msg/Type (subscribed at once, reliable).",
+        "(type discovered from its publishers) or /name:pkg/msg/Type (subscribed at once, reliable)."
     )
     p.add_argument("topics", nargs="+", help="topics to record")
     p.add_argument("-o", "--output", type=Path, required=True, help="bag folder to create")
@@ -201,34 +208,39 @@ def _add_record(sub: argparse._SubParsersAction) -> None:
 
 def _run_record(args: argparse.Namespace) -> int:
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
-    from pebal_ros.bag_record import Recorder, RecordOptions
+    from pebal_ros.bag_record import Recorder, RecordOptions, stop_on_signals
 
     options = RecordOptions(
         topics=tuple(args.topics), storage=args.storage, duration=args.duration, idle_timeout=args.idle_timeout
     )
-    rclpy.init(args=args.ros_args)
-    recorder = Recorder(args.output, options)
-    executor = SingleThreadedExecutor()
-    executor.add_node(recorder.node)
-    announced = False
-    matched: set[str] = set()
-    try:
-        while not recorder.done():
-            executor.spin_once(timeout_sec=0.05)
-            if recorder.ready and not announced:
-                print(f"recording {len(options.topics)} topics to {args.output}", flush=True)
-                announced = True
-            for topic in recorder.matched_topics() - matched:
-                print(f"matched a publisher on {topic}", flush=True)
-                matched.add(topic)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown(timeout_sec=1.0)
-        recorder.close()
-        rclpy.try_shutdown()
+    # Ctrl-C / SIGTERM only set `stop`; the bag is closed here, in this order: no callback runs
+    # after the loop (this thread is the only one spinning), the node goes, the bag is written,
+    # and only then is the context shut down (see pebal_ros.bag_record).
+    with stop_on_signals() as stop:
+        rclpy.init(args=args.ros_args, signal_handler_options=SignalHandlerOptions.NO)
+        try:
+            recorder = Recorder(args.output, options)
+            executor = SingleThreadedExecutor()
+            try:
+                executor.add_node(recorder.node)
+                announced = False
+                matched: set[str] = set()
+                while not stop.is_set() and not recorder.done():
+                    executor.spin_once(timeout_sec=0.05)
+                    if recorder.ready and not announced:
+                        print(f"recording {len(options.topics)} topics to {args.output}", flush=True)
+                        announced = True
+                    for topic in recorder.matched_topics() - matched:
+                        print(f"matched a publisher on {topic}", flush=True)
+                        matched.add(topic)
+            finally:
+                executor.shutdown(timeout_sec=1.0)
+                recorder.close()
+        finally:
+            rclpy.try_shutdown()
     if recorder.pending_topics:
         print(f"never saw a publisher of {', '.join(recorder.pending_topics)}", file=sys.stderr)
     counts = ", ".join(f"{t} {n}" for t, n in recorder.counts.items())
@@ -236,16 +248,44 @@ def _run_record(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- recover
+def _add_recover(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "A recorder that was killed leaves its .mcap/.db3 file without metadata.yaml in "
+        "<parent>/.<name>.partial/<name>. Write every complete message of it into a new bag (MCAP: every message "
+        "whose bytes all reached the disk; SQLite: every committed message). The partial data is only read; "
+        "remove it yourself once the recovered bag is checked."
+    )
+    p.add_argument("partial", type=Path, help="the partial recording folder (or its .mcap/.db3 file)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="bag folder to create (default: <name>_recovered beside the bag the recording was meant for)",
+    )
+
+
+def _run_recover(args: argparse.Namespace) -> int:
+    from pebal_ros.bag_recover import recover
+    from pebal_ros.bag_storage import recovered_path
+
+    out = args.output or recovered_path(args.partial)
+    result = recover(args.partial, out, progress=sys.stderr.isatty())
+    for what in result.lost:
+        print(f"not recovered: {what}", file=sys.stderr)
+    counts = ", ".join(f"{t} {n}" for t, n in result.counts.items())
+    print(f"recovered {sum(result.counts.values())} messages into {out} ({counts}); {args.partial} is unchanged")
+    return 0
+
+
 # ----------------------------------------------------------------------------- score
-def _add_score(sub: argparse._SubParsersAction) -> None:
+def _add_score(p: argparse.ArgumentParser) -> None:
     from pebal_core.scoring import BASELINES
 
-    p = sub.add_parser(
-        "score",
-        help="AUROC / AP / FPR95 of a recorded anomaly_score bag",
-        description="Match the recorded anomaly_score images to LostAndFound frames by header stamp (through the "
+    p.description = (
+        "Match the recorded anomaly_score images to LostAndFound frames by header stamp (through the "
         "frame index of the converted input bags) and compute pixel AUROC, AP and FPR95 per sequence and overall. "
-        "Frames without output, outputs without a frame and frames without labels are counted and reported.",
+        "Frames without output, outputs without a frame and frames without labels are counted and reported."
     )
     p.add_argument("output_bag", type=Path, help="bag recorded from the node")
     p.add_argument(
@@ -297,22 +337,28 @@ def _run_score(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "convert": (_add_convert, _run_convert),
-    "play": (_add_play, _run_play),
-    "record": (_add_record, _run_record),
-    "score": (_add_score, _run_score),
+    "convert": ("LostAndFound tree -> ROS 2 bag(s)", _add_convert, _run_convert),
+    "play": ("publish a bag with rclpy at the recorded pace", _add_play, _run_play),
+    "record": ("write topics to a bag", _add_record, _run_record),
+    "recover": ("turn a partial recording (killed recorder) into a bag", _add_recover, _run_recover),
+    "score": ("AUROC / AP / FPR95 of a recorded anomaly_score bag", _add_score, _run_score),
 }
+"""Command -> (one-line help, adds its options to its parser, runs it)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``pebal_bag`` parser; only ``command``'s options are added (the others' imports, e.g. torch
+    for ``score``, are not needed to record, play, recover or convert)."""
     parser = argparse.ArgumentParser(
         prog="pebal_bag",
         description=__doc__.split("\n\n", 1)[0].split(": ", 1)[1],
         epilog="Run `pebal_bag COMMAND --help` for the options of each command.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add, _ in COMMANDS.values():
-        add(sub)
+    for name, (text, add, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=text)
+        if name == command:
+            add(p)
     return parser
 
 
@@ -321,9 +367,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv if argv is None else [sys.argv[0], *argv]
     user_args = rclpy.utilities.remove_ros_args(argv)[1:]
-    args = build_parser().parse_args(user_args)
+    command = next((a for a in user_args if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(user_args)
     args.ros_args = argv
-    return run_reporting_errors("pebal_bag", lambda: COMMANDS[args.command][1](args), _user_errors())
+    return run_reporting_errors("pebal_bag", lambda: COMMANDS[args.command][2](args), _user_errors(args.command))
 
 
 if __name__ == "__main__":

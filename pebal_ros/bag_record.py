@@ -13,13 +13,26 @@ keep-last-100 subscription (for topics whose publisher starts later, so the firs
 not missed).
 
 The bag is written under a hidden temporary name and appears at the output path only when the
-recorder closes cleanly (Ctrl-C, SIGTERM, ``duration`` or ``idle_timeout``).
+recorder closes cleanly (Ctrl-C, SIGTERM, ``duration`` or ``idle_timeout``). Every
+``flush_period`` seconds what was received is put into the storage file, so a recorder that is
+killed (SIGKILL, power loss) loses at most that much: ``pebal_bag recover`` turns the partial
+data into a bag (:mod:`pebal_ros.bag_recover`).
+
+Stopping on a signal (:func:`stop_on_signals`): SIGINT and SIGTERM only set a flag; the loop that
+spins the recorder sees it between two callbacks and closes the bag. Nothing interrupts a write
+halfway (a ``KeyboardInterrupt`` raised between the storage write and the bookkeeping left bags
+holding one message more than their metadata said), and rclpy's own signal handling, which shuts
+the context down from a separate thread while this one may still be spinning or destroying the
+node, must be switched off (``rclpy.init(signal_handler_options=SignalHandlerOptions.NO)``).
 """
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,13 +69,19 @@ class RecordOptions:
     idle_timeout: float | None = None
     """Stop when nothing arrived for this many seconds after the first message (None = never)."""
     discovery_period: float = 0.1
+    flush_period: float = 1.0
+    """Seconds between flushes of the received messages into the storage file (what a kill can lose)."""
 
     def __post_init__(self) -> None:
         if not self.topics:
             raise ValueError("name at least one topic to record")
         for spec in self.topics:
             parse_topic(spec)
-        for value, what in ((self.duration, "duration"), (self.idle_timeout, "idle timeout")):
+        for value, what in (
+            (self.duration, "duration"),
+            (self.idle_timeout, "idle timeout"),
+            (self.flush_period, "flush period"),
+        ):
             if value is not None and not value > 0:
                 raise ValueError(f"{what} must be > 0 seconds, got {value}")
 
@@ -97,6 +116,7 @@ class Recorder:
                 if msgtype is not None:
                     self._subscribe(name, msgtype, reliable=True, transient=False, offered=())
             self._timer = self.node.create_timer(options.discovery_period, self._discover)
+            self._flush_timer = self.node.create_timer(options.flush_period, self.flush)
         except BaseException as e:
             self._abort(e)
             raise
@@ -171,6 +191,12 @@ class Recorder:
 
         return write
 
+    def flush(self) -> None:
+        """Put every message received so far into the storage file (see the module docstring)."""
+        with self._lock:
+            if not self._closed:
+                self.bag.flush()
+
     # ------------------------------------------------------------------ stopping
     def done(self) -> bool:
         """True once ``duration`` has passed or ``idle_timeout`` expired after the first message."""
@@ -183,13 +209,16 @@ class Recorder:
         return o.idle_timeout is not None and last is not None and now - last >= o.idle_timeout
 
     def close(self) -> Path:
-        """Finish the bag (renamed into place) and destroy the node; returns the bag path."""
+        """Destroy the node, then finish the bag (renamed into place); returns the bag path.
+
+        Call it after the executor stopped spinning :attr:`node` and before the context is shut down.
+        """
         with self._lock:
             if self._closed:
                 return self.out
             self._closed = True
-        self._bag_cm.__exit__(None, None, None)
         self.node.destroy_node()
+        self._bag_cm.__exit__(None, None, None)
         return self.out
 
     def _abort(self, e: BaseException) -> None:
@@ -199,3 +228,35 @@ class Recorder:
             self._bag_cm.__exit__(type(e), e, e.__traceback__)
         except BaseException:
             pass
+
+
+class StopFlag:
+    """Set by a signal handler, polled by the loop that spins the recorder.
+
+    A plain attribute, not a :class:`threading.Event`: ``Event.set`` takes a lock that the
+    interrupted main thread may hold, so calling it from a signal handler can deadlock.
+    """
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+@contextmanager
+def stop_on_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[StopFlag]:
+    """Within the block, ``signals`` set the yielded flag instead of raising or terminating.
+
+    Must be entered in the main thread. The previous handlers come back when the block ends.
+    """
+    stop = StopFlag()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

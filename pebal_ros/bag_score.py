@@ -22,6 +22,13 @@ PEBAL score is recomputed the same way and compared with the recorded one
 (``consistency.max_abs_diff``): a large difference means the node ran another model or input
 size than the one given here, and is reported as a warning.
 
+Alarms (``alarm_threshold`` set and the recording holds the node's ``semantic`` topic): the
+recorded trainIds and scores go through the node's alarm pipeline
+(:class:`pebal_core.alarms.pipeline.AlarmPipeline`: drivable region, persistence, obstacles) in
+receive order, and :class:`pebal_core.alarms.frame_counts.ObstacleCounts` compares the obstacles
+with the labelled hazards of each frame: obstacle detection rate per frame and false-alarm
+obstacles per frame.
+
 Throughput and latency come from bag (receive) times: output frames/s over the scored frames,
 input frames/s over the reference topic, and latency = receive time of ``anomaly_score`` minus
 receive time of the reference message (CameraInfo, published with each image) with the same
@@ -35,14 +42,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pebal_core.alarms.frame_counts import ObstacleCounts
+from pebal_core.alarms.pipeline import AlarmPipeline
 from pebal_core.data.base import DatasetError
 from pebal_core.data.lostandfound import Frame, eval_lut, list_frames
 from pebal_core.images import read_label, read_rgb
 from pebal_core.metrics import DEFAULT_MAX_CELLS, AnomalyMetrics
+from pebal_core.percentiles import percentiles
 from pebal_core.scoring import BASELINES
 from pebal_ros.bag_convert import read_index
 from pebal_ros.bag_storage import BagError, BagReader, metadata, stamp_ns
@@ -72,10 +81,14 @@ class ScoreOptions:
     model: Path | None = None
     """Checkpoint for the offline baselines (needed when ``baselines`` is not empty)."""
     input_size: tuple[int, int] | None = None
-    """(height, width) the node ran the network at (None = native), for the offline pass."""
+    """(height, width) the node ran the network at, for the offline pass (None = what the node's
+    Predictor defaults to: the size the model's metadata records, else native)."""
     data_root: Path | None = None
     """LostAndFound root (None = the one stored in the converted bags)."""
     non_hazards: str = "void"
+    alarm_threshold: float | None = None
+    """Energy threshold the node alarmed on; with ``semantic_topic`` recorded, obstacle-level counts."""
+    semantic_topic: str = "/pebal/semantic"
     exact: bool = True
     max_cells: int = DEFAULT_MAX_CELLS
     progress: bool = True
@@ -97,38 +110,17 @@ class _Counts:
 
 
 class OfflineScorer:
-    """Score maps of RGB frames by a checkpoint, computed as the node's torch backend does."""
+    """Score maps of RGB frames by a checkpoint, through the node's own
+    :class:`~pebal_core.runtime.Predictor` (torch backend)."""
 
     def __init__(self, model: str | os.PathLike, input_size: tuple[int, int] | None = None) -> None:
-        import torch  # noqa: F401  (heavy; only when baselines are asked for)
+        from pebal_core.runtime import Predictor  # torch: heavy, only when baselines are asked for
 
-        from pebal_core.evaluate import EvalOptions
-        from pebal_core.models.checkpoint import load_model
-
-        self.model = load_model(model).eval()
-        self.options = EvalOptions(input_size=input_size, size_multiple=1, progress=False)
+        self.predictor = Predictor.from_checkpoint(model, input_size=input_size)
 
     def __call__(self, rgb: np.ndarray, methods: tuple[str, ...]) -> dict[str, np.ndarray]:
         """``{method: float32 H x W}`` at the image's size."""
-        from pebal_core.evaluate import image_logits
-        from pebal_core.scoring import all_scores
-
-        logits = image_logits(self.model, rgb, self.options)
-        out = {}
-        for name, score in all_scores(logits, methods).items():
-            arr = score[0].float().cpu().numpy()
-            if arr.shape != rgb.shape[:2]:
-                arr = cv2.resize(arr, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
-            out[name] = arr
-        return out
-
-
-def _percentiles(values: list[float]) -> dict | None:
-    if not values:
-        return None
-    arr = np.asarray(values, dtype=np.float64)
-    p50, p95 = np.percentile(arr, [50, 95])
-    return {"p50": float(p50), "p95": float(p95), "max": float(arr.max()), "n": len(values)}
+        return self.predictor.scores(rgb, methods).scores
 
 
 def _rate(times_ns: list[int]) -> float | None:
@@ -193,12 +185,18 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
                 f"output bag {output_bag} has no {o.score_topic}; it holds {', '.join(topics) or 'nothing'} "
                 "(record the node's anomaly_score topic, or pass --score-topic)"
             )
+        alarms = o.alarm_threshold is not None and o.semantic_topic in topics
         wanted = [o.score_topic] + ([reference] if reference in topics else [])
+        wanted += [o.semantic_topic] if alarms else []
+        pipeline, counts_alarms, halves = AlarmPipeline(), ObstacleCounts(), {}
         total = topics[o.score_topic].count
         bar = tqdm(total=total, desc="score", unit="frame", disable=not o.progress)
         for i, (conn, ts, data) in enumerate(reader.messages(wanted)):
             msg = reader.deserialize(data, conn, i)
             stamp = stamp_ns(msg.header.stamp)
+            if alarms and conn.topic == o.semantic_topic:
+                _alarm_half(halves, stamp, "semantic", converter.to_numpy(msg), pipeline, counts_alarms, o)
+                continue
             if conn.topic != o.score_topic:
                 reference_rx.setdefault(stamp, ts)
                 continue
@@ -242,6 +240,8 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
             for m, arr in maps.items():
                 overall[m].update(arr, label)
                 per_seq[m][frame.sequence].update(arr, label)
+            if alarms:
+                _alarm_half(halves, stamp, "score", (score, label), pipeline, counts_alarms, o)
         bar.close()
 
     counts.missing = [frames[s].name for s in sorted(index) if s not in scored_rx]
@@ -267,13 +267,15 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
             "output_fps": _rate(list(scored_rx.values())),
             "input_fps": _rate([reference_rx[s] for s in index if s in reference_rx]),
         },
-        "latency_ms": _percentiles(latencies),
+        "latency_ms": {**percentiles(latencies, (50, 95)), "n": len(latencies)} if latencies else None,
         "methods": {
             m: {"overall": _summary(overall[m]), "sequences": {s: _summary(per_seq[m][s]) for s in sequences}}
             for m in methods
         },
         "model": None if o.model is None else str(o.model),
     }
+    if alarms:
+        report["alarms"] = {"threshold": o.alarm_threshold, **counts_alarms.summary()}
     if scorer is not None:
         report["consistency"] = {
             "max_abs_diff": max_diff,
@@ -281,6 +283,21 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
             "ok": max_diff <= CONSISTENCY_TOLERANCE,
         }
     return report
+
+
+def _alarm_half(
+    halves: dict, stamp: int, kind: str, value, pipeline: AlarmPipeline, counts: ObstacleCounts, o: ScoreOptions
+) -> None:
+    """Keep one half of a frame (``semantic`` trainIds or ``score`` with its label); once both
+    halves of a stamp are in, run the alarm pipeline on it and count its obstacles."""
+    entry = halves.setdefault(stamp, {})
+    entry[kind] = value
+    if len(entry) < 2:
+        return
+    del halves[stamp]
+    score, label = entry["score"]
+    frame = pipeline.process(entry["semantic"], score, o.alarm_threshold, stamp / 1e9)
+    counts.update(frame, label)
 
 
 def _dataset_frames(index: dict[int, tuple[str, str, str, str]], data_root: Path | None) -> dict[int, Frame]:
@@ -343,6 +360,14 @@ def format_table(report: dict, per_sequence: bool = False) -> str:
     if f["missing_names"]:
         lines.append(
             "missing: " + ", ".join(f["missing_names"]) + (" ..." if f["missing"] > len(f["missing_names"]) else "")
+        )
+    a = report.get("alarms")
+    if a is not None and a["frames"]:
+        rate = "–" if a["detection_rate"] is None else f"{100 * a['detection_rate']:.1f} %"
+        lines.append(
+            f"alarms at threshold {a['threshold']:.4g} (drivable region + persistence, as the node): "
+            f"{a['detected']} of {a['obstacles']} labelled obstacles (>= {a['min_visible']} px) detected per frame "
+            f"({rate}), {a['false_alarms_per_frame']:.3f} false-alarm obstacles per frame over {a['frames']} frames."
         )
     c = report.get("consistency")
     if c is not None:

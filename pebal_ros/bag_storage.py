@@ -4,9 +4,13 @@ Bags are rosbag2 directories (``metadata.yaml`` + one ``.mcap`` or ``.db3`` file
 version 9 with the ROS 2 *kilted* message definitions and type hashes (:data:`DISTRO`), so
 ``ros2 bag info`` / ``ros2 bag play`` of a jazzy-or-newer install open them.
 
-Writing (:func:`bag_writer`) goes to a hidden sibling folder that is renamed into place only
-after the bag is complete: an interrupted conversion or recording never leaves a bag that looks
-finished. Reading (:class:`BagReader`) turns every way a bag can be broken (missing or truncated
+Writing (:func:`bag_writer`) goes to a hidden sibling folder (:func:`partial_path`) that is
+renamed into place only after the bag is complete: an interrupted conversion or recording never
+leaves a bag that looks finished. A process that was killed leaves its data there; nothing
+deletes it implicitly (a new bag to the same path is refused until the user recovers it with
+``pebal_bag recover`` or removes it).
+
+Reading (:class:`BagReader`) turns every way a bag can be broken (missing or truncated
 storage file, corrupt chunks, a message that does not deserialize, fewer messages than the
 metadata promises) into a :class:`BagError` that names the bag and the problem.
 
@@ -27,6 +31,8 @@ from pathlib import Path
 import yaml
 from rosbags.interfaces import Connection, Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
+from rosbags.rosbag2.storage_mcap import McapWriter
+from rosbags.rosbag2.storage_sqlite3 import Sqlite3Writer
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
@@ -36,6 +42,8 @@ BAG_VERSION = 9
 """rosbag2 metadata version written (the jazzy/kilted format)."""
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 """Storage plugins by their ``ros2 bag`` names."""
+STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
+"""Storage file name suffix -> storage name."""
 
 
 class BagError(RuntimeError):
@@ -110,37 +118,95 @@ class BagWriter:
         """A ``custom_data`` entry of ``metadata.yaml`` (string values only)."""
         self.writer.set_custom_data(key, value)
 
+    def flush(self) -> None:
+        """Put every message written so far into the storage file, so that a crash loses none of them.
+
+        MCAP: the pending chunk (rosbags keeps up to 1 MiB of messages in memory) is closed and the
+        file buffer flushed; SQLite: the open transaction (rosbags commits only at close) is
+        committed. Reaches into the storage objects of the pinned rosbags version; a bag that is
+        closed normally is the same with or without flushes, except for MCAP chunk boundaries.
+        """
+        storage = self.writer.storage
+        if isinstance(storage, McapWriter):
+            if storage.chunk.msgs:  # a chunk without messages would carry an empty time range
+                storage.close_chunk()
+            storage.bio.flush()
+        elif isinstance(storage, Sqlite3Writer):
+            storage.conn.commit()
+        else:
+            raise BagError(f"cannot flush a bag with storage {type(storage).__name__}")
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where :func:`bag_writer` writes the bag for ``path`` until it is complete:
+    ``<parent>/.<name>.partial/<name>`` (a bag folder without ``metadata.yaml`` until closed)."""
+    path = Path(path)
+    return path.parent / f".{path.name}.partial" / path.name
+
+
+def recovered_path(partial: Path) -> Path:
+    """Default output of ``pebal_bag recover partial``: ``<parent>/<name>_recovered`` for the partial
+    data ``<parent>/.<name>.partial/<name>`` of a bag meant for ``<parent>/<name>`` (that path
+    itself stays blocked by the partial data until it is removed), else ``<partial>_recovered``."""
+    partial = Path(partial)
+    staging = partial.parent
+    base = staging.parent if staging.name == f".{partial.name}.partial" else staging
+    return base / f"{partial.name}_recovered"
+
+
+def recover_hint(partial: Path) -> str:
+    """How to turn the partial recording ``partial`` into a bag, or remove it."""
+    staging = partial.parent
+    removable = staging if staging.name == f".{partial.name}.partial" else partial
+    return (
+        f"recover its complete messages into a bag with `pebal_bag recover {partial} -o {recovered_path(partial)}`, "
+        f"or remove it with `rm -r {removable}`"
+    )
+
 
 @contextmanager
 def bag_writer(path: str | os.PathLike, storage: str = "mcap") -> Iterator[BagWriter]:
     """Write a bag at ``path`` atomically.
 
-    The bag is written to ``<parent>/.<name>.partial/<name>`` and moved to ``path`` when the
-    ``with`` block ends without an exception; on an exception the partial bag is deleted.
-    ``path`` must not exist (bags are never overwritten).
+    The bag is written to :func:`partial_path` and moved to ``path`` when the ``with`` block ends
+    without an exception; on an exception in the block the partial bag is deleted (the caller
+    abandoned it), while a failure to finish it (e.g. a full disk) keeps it for recovery.
+    ``path`` must not exist (bags are never overwritten), nor may a partial bag for it that a
+    killed process left (it is the user's data: recover it or remove it).
     """
     path = Path(path)
     plugin = _storage(storage)
     if path.exists():
         raise BagError(f"{path} exists already; remove it or choose another output path (bags are not overwritten)")
-    staging = path.parent / f".{path.name}.partial"
-    if staging.exists():  # left over by an interrupted run of ours
-        shutil.rmtree(staging)
+    partial = partial_path(path)
+    staging = partial.parent
+    if staging.exists():
+        raise BagError(
+            f"{staging} holds the partial data of an earlier bag for {path} that did not finish (the process "
+            f"was killed or crashed); it is not deleted implicitly: {recover_hint(partial)}"
+        )
     staging.mkdir(parents=True)
+    writer = None
     try:
-        writer = Writer(staging / path.name, version=BAG_VERSION, storage_plugin=plugin)
+        writer = Writer(partial, version=BAG_VERSION, storage_plugin=plugin)
         writer.open()
-        try:
-            yield BagWriter(writer)
-        except BaseException:
+        yield BagWriter(writer)
+    except BaseException as e:  # the caller abandoned the bag (or it could not be opened)
+        if writer is not None:
             writer.abort()
-            raise
-        writer.close()
-        os.replace(staging / path.name, path)
-    except WriterError as e:
-        raise BagError(f"cannot write bag {path}: {e}") from e
-    finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, WriterError):
+            raise BagError(f"cannot write bag {path}: {e}") from e
+        raise
+    try:
+        writer.close()
+    except Exception as e:  # e.g. a full disk: keep what was written
+        raise BagError(
+            f"cannot finish bag {path} ({type(e).__name__}: {e}); what was written stays in {partial}: "
+            f"{recover_hint(partial)}"
+        ) from e
+    os.replace(partial, path)
+    staging.rmdir()
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -155,9 +221,30 @@ class TopicSummary:
 def _broken(path: Path, e: BaseException) -> BagError:
     return BagError(
         f"bag {path} is truncated or corrupt ({type(e).__name__}: {e}); it cannot be read reliably. "
-        "Re-create it (convert/record again); a bag cut off by a crash can sometimes be repaired with "
-        "`ros2 bag reindex` (sqlite3) or `mcap recover` (mcap)"
+        f"Re-create it (convert/record again), or copy out its complete messages with "
+        f"`pebal_bag recover {path} -o {path}_recovered`"
     )
+
+
+def storage_files(path: Path) -> list[Path]:
+    """The ``.mcap`` / ``.db3`` files directly in the folder ``path`` (sorted)."""
+    return sorted(p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES) if path.is_dir() else []
+
+
+def _not_a_bag(path: Path) -> BagError:
+    partial = partial_path(path)
+    if not path.exists() and storage_files(partial):
+        return BagError(
+            f"bag {path} does not exist, but the recording or conversion to it did not finish: its partial data "
+            f"is in {partial}; {recover_hint(partial)}"
+        )
+    if storage_files(path):
+        return BagError(
+            f"{path} is a partial recording ({', '.join(p.name for p in storage_files(path))} without "
+            f"metadata.yaml: the recorder was killed or crashed); {recover_hint(path)}"
+        )
+    what = "is not a folder" if not path.is_dir() else "has no metadata.yaml"
+    return BagError(f"{path} {what}: a rosbag2 bag is a folder with metadata.yaml and its .mcap/.db3 file")
 
 
 def metadata(path: str | os.PathLike) -> dict:
@@ -165,11 +252,7 @@ def metadata(path: str | os.PathLike) -> dict:
     path = Path(path)
     meta_file = path / "metadata.yaml"
     if not meta_file.is_file():
-        what = "is not a folder" if not path.is_dir() else "has no metadata.yaml"
-        raise BagError(
-            f"{path} {what}: a rosbag2 bag is a folder with metadata.yaml and its .mcap/.db3 file "
-            "(an interrupted recording leaves none; re-record it)"
-        )
+        raise _not_a_bag(path)
     try:
         info = yaml.safe_load(meta_file.read_text())["rosbag2_bagfile_information"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
@@ -280,5 +363,7 @@ def find_bags(path: str | os.PathLike) -> list[Path]:
         return [path]
     bags = sorted(p for p in path.iterdir() if (p / "metadata.yaml").is_file()) if path.is_dir() else []
     if not bags:
+        if storage_files(path) or storage_files(partial_path(path)):
+            raise _not_a_bag(path)
         raise BagError(f"{path} is neither a bag (a folder with metadata.yaml) nor a folder of bags")
     return bags

@@ -22,7 +22,10 @@ or ``H x W x C`` in native byte order. Camera images for the network are RGB ``u
 CompressedImage: JPEG and PNG (recognised by their magic bytes; ``format`` follows the
 ``compressed_image_transport`` convention, e.g. ``"bgr8; jpeg compressed bgr8"``, or just
 ``"jpeg"``/``"png"``). The pixel size is read from the JPEG frame header / PNG ``IHDR`` chunk
-before decoding, so an oversized image is refused without allocating it.
+before decoding, so an oversized image is refused without allocating it. A compressed image whose
+data cannot hold the picture its header announces is refused before decoding as well (kind
+``truncated_compressed``, see :func:`compressed_truncation`): decoders fill the missing part with
+grey instead of failing, which both hides the fault and costs a full-size decode of a few bytes.
 """
 
 from __future__ import annotations
@@ -60,8 +63,11 @@ _TO_RGB = {
     "bgra8": cv2.COLOR_BGRA2RGB,
 }
 
-DEFAULT_MAX_PIXELS = 4096 * 4096
-"""Largest image (width * height) accepted unless the caller says otherwise."""
+DEFAULT_MAX_PIXELS = 4096 * 3072
+"""Largest image (width * height) accepted unless the caller says otherwise: 12.6 M pixels, a 12 MP
+4:3 sensor at full resolution, the largest frames real vehicle and machine-vision cameras send
+(automotive cameras: 1-8 MP, e.g. Cityscapes' 2048 x 1024, 4K 3840 x 2160 = 8.3 MP). Larger frames
+are far more likely a corrupt header than a camera, and one of them costs gigabytes to decode."""
 
 NATIVE_BIGENDIAN = int(sys.byteorder == "big")
 
@@ -70,12 +76,24 @@ class ImageError(ValueError):
     """An image message that cannot be converted; ``kind`` is a short machine-readable category.
 
     Kinds: ``unsupported_encoding``, ``empty_image``, ``too_large``, ``bad_step``,
-    ``truncated_data``, ``unsupported_format``, ``decode_failed``.
+    ``truncated_data``, ``unsupported_format``, ``decode_failed``, ``truncated_compressed``.
     """
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+def _check_size(width: int, height: int, max_pixels: int, what: str) -> None:
+    """``ImageError`` ``empty_image`` or ``too_large`` for a ``width x height`` (pixels) ``what``."""
+    if height == 0 or width == 0:
+        raise ImageError("empty_image", f"{what} has zero size ({width} x {height} pixels)")
+    if height * width > max_pixels:
+        raise ImageError(
+            "too_large",
+            f"{what} of {width} x {height} = {width * height} pixels exceeds max_image_pixels = {max_pixels}; "
+            "lower the camera resolution or raise the max_image_pixels parameter",
+        )
 
 
 def check_image(
@@ -91,14 +109,7 @@ def check_image(
         )
     dtype, channels = ENCODINGS[msg.encoding]
     height, width = int(msg.height), int(msg.width)
-    if height == 0 or width == 0:
-        raise ImageError("empty_image", f"image has zero size ({width} x {height} pixels)")
-    if height * width > max_pixels:
-        raise ImageError(
-            "too_large",
-            f"image of {width} x {height} = {width * height} pixels exceeds max_image_pixels = {max_pixels}; "
-            "lower the camera resolution or raise the max_image_pixels parameter",
-        )
+    _check_size(width, height, max_pixels, "image")
     row_bytes = width * channels * dtype.itemsize
     step = int(msg.step)
     if step < row_bytes or step % dtype.itemsize:
@@ -132,13 +143,19 @@ def compressed_size(data: bytes | np.ndarray | array.array) -> tuple[int, int] |
     """``(height, width)`` from a JPEG frame header or PNG ``IHDR`` without decoding; None if unreadable."""
     buf = np.frombuffer(data, dtype=np.uint8)
     codec = _sniff_codec(buf)
-    raw = buf.tobytes() if codec == "jpeg" else buf[:24].tobytes()
     if codec == "png":
+        raw = buf[:24].tobytes()
         if len(raw) < 24 or raw[12:16] != b"IHDR":
             return None
         return int.from_bytes(raw[20:24], "big"), int.from_bytes(raw[16:20], "big")
     if codec != "jpeg":
         return None
+    header = _jpeg_frame_header(memoryview(buf))
+    return None if header is None else header[1:]
+
+
+def _jpeg_frame_header(raw: bytes | memoryview) -> tuple[int, int, int] | None:
+    """``(SOF marker, height, width)`` of the first JPEG frame header, or None if there is none."""
     i = 2
     while i + 4 <= len(raw):
         if raw[i] != 0xFF:
@@ -156,7 +173,7 @@ def compressed_size(data: bytes | np.ndarray | array.array) -> tuple[int, int] |
         if marker in _JPEG_SOF:
             if i + 9 > len(raw):
                 return None
-            return int.from_bytes(raw[i + 5 : i + 7], "big"), int.from_bytes(raw[i + 7 : i + 9], "big")
+            return marker, int.from_bytes(raw[i + 5 : i + 7], "big"), int.from_bytes(raw[i + 7 : i + 9], "big")
         i += 2 + length
     return None
 
@@ -180,15 +197,98 @@ def _check_compressed(msg: CompressedImage, max_pixels: int) -> np.ndarray:
     if size is None:
         raise ImageError("decode_failed", f"corrupt compressed image (format '{fmt}'): no readable frame header")
     height, width = size
-    if height == 0 or width == 0:
-        raise ImageError("empty_image", f"compressed image header says zero size ({width} x {height})")
-    if height * width > max_pixels:
+    _check_size(width, height, max_pixels, "compressed image")
+    truncation = compressed_truncation(buf)
+    if truncation:
         raise ImageError(
-            "too_large",
-            f"compressed image of {width} x {height} = {width * height} pixels exceeds max_image_pixels = "
-            f"{max_pixels}; lower the camera resolution or raise the max_image_pixels parameter",
+            "truncated_compressed",
+            f"truncated compressed image (format '{fmt}', {width} x {height}): {truncation}; the message was "
+            "cut short (check the camera driver and the transport's maximum message size)",
         )
     return buf
+
+
+JPEG_MIN_BITS_PER_BLOCK = 2
+"""A baseline/sequential JPEG codes each 8 x 8 luminance block with at least a DC difference and
+an end-of-block code, each a Huffman code of at least one bit."""
+
+DEFLATE_MAX_RATIO = 1032
+"""DEFLATE's largest possible compression ratio (a 258-byte match coded in 2 bits, about 1032:1)."""
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples per pixel
+
+
+def compressed_truncation(data: bytes | np.ndarray | array.array) -> str | None:
+    """Why JPEG/PNG ``data`` cannot be complete, or None when nothing shows it is cut short.
+
+    Checked without decoding (a few header fields and the chunk/marker structure):
+
+    * JPEG: the data (ignoring trailing zero padding) must end with the end-of-image marker
+      ``FF D9``; a sequential (baseline) JPEG must hold at least
+      :data:`JPEG_MIN_BITS_PER_BLOCK` bits per 8 x 8 luminance block of the size its frame header
+      announces (progressive JPEGs can code whole runs of blocks in a few bits: no size bound).
+    * PNG: the chunks (4-byte length, type, data, CRC) must fit in the data and end with ``IEND``;
+      the ``IDAT`` bytes must be at least the raw scanlines' size / :data:`DEFLATE_MAX_RATIO`.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    codec = _sniff_codec(buf)
+    if codec == "png":
+        return _png_truncation(memoryview(buf))
+    if codec != "jpeg":
+        return None
+    end = _end_without_zero_padding(buf)
+    if end < 4 or buf[end - 2] != 0xFF or buf[end - 1] != 0xD9:
+        return f"the JPEG data ({buf.size} bytes) does not end with the end-of-image marker FF D9"
+    header = _jpeg_frame_header(memoryview(buf))
+    if header is not None and header[0] in (0xC0, 0xC1):
+        _, height, width = header
+        blocks = -(-height // 8) * -(-width // 8)
+        needed = blocks * JPEG_MIN_BITS_PER_BLOCK // 8
+        if buf.size < needed:
+            return (
+                f"a sequential JPEG of {width} x {height} needs at least {needed} bytes of scan data "
+                f"({blocks} blocks), the message holds {buf.size}"
+            )
+    return None
+
+
+def _end_without_zero_padding(buf: np.ndarray) -> int:
+    """Length of ``buf`` without its trailing zero bytes (looks at the tail first: padding is short)."""
+    start = max(0, buf.size - 4096)
+    nonzero = np.flatnonzero(buf[start:])
+    if not nonzero.size and start:
+        start, nonzero = 0, np.flatnonzero(buf)
+    return start + int(nonzero[-1]) + 1 if nonzero.size else 0
+
+
+def _png_truncation(raw: memoryview) -> str | None:
+    i, idat, ihdr = 8, 0, None
+    while i + 8 <= len(raw):
+        length = int.from_bytes(raw[i : i + 4], "big")
+        kind = bytes(raw[i + 4 : i + 8])
+        if i + 12 + length > len(raw):
+            name = kind.decode("latin-1")
+            return f"PNG chunk {name!r} of {length} bytes runs past the end of the data ({len(raw)} bytes)"
+        if kind == b"IHDR":
+            ihdr = raw[i + 8 : i + 8 + length]
+        elif kind == b"IDAT":
+            idat += length
+        elif kind == b"IEND":
+            break
+        i += 12 + length
+    else:
+        return f"the PNG data ({len(raw)} bytes) ends before its IEND chunk"
+    if ihdr is not None and len(ihdr) >= 10:
+        width, height = int.from_bytes(ihdr[0:4], "big"), int.from_bytes(ihdr[4:8], "big")
+        bits = ihdr[8] * _PNG_CHANNELS.get(ihdr[9], 1)
+        scanlines = height * (1 + (width * bits + 7) // 8)
+        needed = scanlines // DEFLATE_MAX_RATIO
+        if idat < needed:
+            return (
+                f"a PNG of {width} x {height} needs at least {needed} bytes of image data "
+                f"({scanlines} raw bytes at most {DEFLATE_MAX_RATIO}:1 compressed), the IDAT chunks hold {idat}"
+            )
+    return None
 
 
 def _to_message_data(arr: np.ndarray) -> array.array:

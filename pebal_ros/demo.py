@@ -3,14 +3,14 @@
 1. **convert** the frames into one bag (``<out>/bags/input``; :mod:`pebal_ros.bag_convert`);
 2. start the perception node as its console script ``pebal_node`` (namespace ``/pebal``, reliable
    input QoS, camera topics remapped to the bag's) and ``pebal_bag record`` of
-   ``/pebal/anomaly_score``, ``/pebal/anomaly_overlay``, the CameraInfo topic (latency reference)
-   and ``/diagnostics`` (``<out>/bags/output``);
+   ``/pebal/anomaly_score``, ``/pebal/anomaly_overlay``, ``/pebal/semantic`` (the alarm region),
+   the CameraInfo topic (latency reference) and ``/diagnostics`` (``<out>/bags/output``);
 3. ``pebal_bag play`` the input bag into the node at the recorded pace times ``--rate``
    (``auto``: slowed down, never sped up, so that the node can keep up with every frame on this
    machine — three timed inferences decide);
 4. stop the recorder and the node, **score** the recording against the labels
    (:mod:`pebal_ros.bag_score`: PEBAL from the node, MaxLogit offline on the same frames with the
-   same model) and print the table;
+   same model; obstacle-level alarm counts at the threshold the node reported) and print the table;
 5. write the node's overlay frames to ``<out>/overlays/`` and ``<out>/anomaly_overlay.gif``.
 
 Outputs under ``--out``: ``bags/``, ``overlays/``, ``anomaly_overlay.gif``, ``score.json``,
@@ -44,7 +44,7 @@ from pebal_core.fileio import atomic_write_text
 NAMESPACE = "/pebal"
 IMAGE_TOPIC = "/camera/image_raw"
 INFO_TOPIC = "/camera/camera_info"
-RECORDED = ("anomaly_score", "anomaly_overlay")
+RECORDED = ("anomaly_score", "anomaly_overlay", "semantic")
 OUTPUT_NAMES = ("bags", "overlays", "logs", "anomaly_overlay.gif", "score.json", "score.md")
 """What a run writes under ``--out`` (and replaces on the next run)."""
 GIF_WIDTH = 640
@@ -217,6 +217,14 @@ def _node_diagnostics(output_bag: Path) -> dict[str, str]:
     return last
 
 
+def _node_threshold(diag: dict[str, str]) -> float | None:
+    """The score threshold the node reported (``"-4.03 (model)"`` -> -4.03), None when unknown."""
+    try:
+        return float(diag["score_threshold"].split()[0])
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from pebal_core.runtime import default_model_path
     from pebal_ros.bag_convert import ConvertOptions, convert, read_index
@@ -348,6 +356,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     # 4. score
     t = time.perf_counter()
+    diag = _node_diagnostics(output_bag)
     report = score_bag(
         output_bag,
         [input_bag],
@@ -357,10 +366,11 @@ def run_demo(args: argparse.Namespace) -> int:
             model=model,
             input_size=args.input_size,
             exact=not args.streaming,
+            alarm_threshold=_node_threshold(diag),
+            semantic_topic=f"{NAMESPACE}/semantic",
             progress=False,
         ),
     )
-    diag = _node_diagnostics(output_bag)
     report["node_diagnostics"] = diag
     report["demo"] = {"rate": rate, "recorded_fps": 1 / interval, "model": str(model), "data": str(args.data)}
     timings["score"] = time.perf_counter() - t

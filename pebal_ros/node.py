@@ -11,11 +11,18 @@ topic                type                             content
 ``semantic``         sensor_msgs/Image mono8          Cityscapes trainIds 0..18
 ``semantic_color``   sensor_msgs/Image rgb8           trainIds in the Cityscapes palette
 ``anomaly_score``    sensor_msgs/Image 32FC1          PEBAL score (smoothed free energy; higher = more anomalous)
-``anomaly_mask``     sensor_msgs/Image mono8          255 where score >= threshold, else 0
-``anomaly_overlay``  sensor_msgs/Image rgb8           the camera image, anomalous pixels tinted red (RViz)
+``anomaly_mask``     sensor_msgs/Image mono8          255 where score >= threshold (every pixel, one frame), else 0
+``anomaly_overlay``  sensor_msgs/Image rgb8           the camera image, region outlined, alarms tinted, obstacles boxed
 ``anomaly_grid``     nav_msgs/OccupancyGrid           anomaly probability on the ground plane, 0..100, -1 unknown
-``/diagnostics``     diagnostic_msgs/DiagnosticArray  rates, drops, rejections, latency percentiles, model
+``obstacles``        visualization_msgs/MarkerArray   obstacles on the ground (grid.frame_id) for RViz
+``obstacle_detections`` vision_msgs/Detection2DArray  obstacle boxes in the image (when vision_msgs is installed)
+``/diagnostics``     diagnostic_msgs/DiagnosticArray  rates, drops, rejections, latency percentiles, model, obstacles
 ==================== ================================ =========================================================
+
+Alarms (:mod:`pebal_core.alarms`): ``score >= threshold`` inside ``alarms.region`` (the drivable
+area by default), kept by the ``persistence.*`` filter, grouped into obstacles of at least
+``alarms.min_pixels`` pixels with ground positions when CameraInfo is known. The grid applies its
+own persistence filter (``persistence.grid_radius``): non-persistent cells stay below 50.
 
 Every output carries the input header unchanged (stamp and frame_id); the grid keeps the stamp
 and uses ``grid.frame_id``.
@@ -27,6 +34,22 @@ dropped), so latency never accumulates behind a slow model and memory stays flat
 disabled, or (``compute_only_subscribed``) have no subscriber, are not computed; with none wanted
 the frame is not even run through the network.
 
+Network size: ``input_height`` x ``input_width`` when set; else the model's own input size
+(``Predictor.input_size``: a fixed-size export, or the size the model was trained and thresholded
+at when its metadata records one); else each frame's own size, scaled down (aspect ratio kept) to
+at most ``max_network_pixels``. So the cost of a frame never grows with the camera's resolution.
+
+Faults are reported, never silent: an exception while processing a frame is counted and logged
+and the worker goes on with the next frame; /diagnostics reports ERROR when the worker thread is
+not running, or one frame has been in flight (or frames have waited untaken) for longer than
+``watchdog_timeout``; WARN for rejected frames, frames lost before they reached the node (gaps in
+the publisher's sequence numbers, where the middleware reports them), silence on ``image`` for
+``input_timeout`` seconds while it has a publisher, and header stamps too far from the node's clock
+for a latency (:data:`LATENCY_WINDOW_MS`; counted, not averaged in). ``main`` handles
+SIGINT/SIGTERM itself: the first stops the node (waiting at most :data:`SHUTDOWN_JOIN_S` for the
+frame in flight), any further one while stopping is ignored, so a double Ctrl-C exits cleanly with
+status 0.
+
 Parameters are declared with descriptors and ranges (:data:`PARAMETERS`); every set, including the
 values from a ``--params-file`` at start-up, goes through :meth:`PebalNode._validate`, which refuses
 bad values with a reason. Model, backend, device, input size, smoothing and the QoS choices are
@@ -36,12 +59,15 @@ read-only (they take effect at start-up); thresholds, outputs and grid geometry 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import re
+import signal
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,31 +82,63 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.time import Time
+from rclpy.signals import SignalHandlerOptions
+from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
 
+from pebal_core.alarms.operating_point import POLICIES_HELP, parse_policy, policy_threshold
+from pebal_core.alarms.persistence import Persistence, PersistenceConfig
+from pebal_core.alarms.pipeline import AlarmConfig, AlarmFrame, AlarmPipeline, persist_grid
+from pebal_core.alarms.region import REGIONS
 from pebal_core.calibration import DEFAULT_PROBABILITY_SCALE, resolve_threshold
-from pebal_core.ground import CameraMount, GroundGrid
+from pebal_core.ground import CameraMount, GroundGrid, image_to_ground_homography
 from pebal_core.labels import colorize
+from pebal_core.percentiles import percentiles
 from pebal_core.runtime import Predictor
-from pebal_core.visualize import overlay
+from pebal_core.visualize import alarm_overlay
 from pebal_ros.conversions import (
     CONVERSION_METHODS,
     DEFAULT_MAX_PIXELS,
     ImageError,
     make_converter,
 )
+from pebal_ros.obstacle_msgs import DETECTIONS_AVAILABLE, Detection2DArray, obstacle_detections, obstacle_markers
 from pebal_ros.occupancy import OccupancyMapper, intrinsics_from_camera_info, occupancy_grid_msg
 
 NODE_NAME = "pebal_node"
-OUTPUTS = ("semantic", "semantic_color", "anomaly_score", "anomaly_mask", "anomaly_overlay", "anomaly_grid")
-"""Output topics, in publishing order."""
+IMAGE_OUTPUTS = ("semantic", "semantic_color", "anomaly_score", "anomaly_mask", "anomaly_overlay")
+ALL_OUTPUTS = (*IMAGE_OUTPUTS, "anomaly_grid", "obstacles", "obstacle_detections")
+"""Every output the node can publish; each has an ``outputs.<name>`` parameter."""
+OUTPUTS = ALL_OUTPUTS if DETECTIONS_AVAILABLE else ALL_OUTPUTS[:-1]
+"""Output topics of this install, in publishing order (``obstacle_detections`` needs vision_msgs)."""
+OUTPUT_TYPES = {
+    **dict.fromkeys(IMAGE_OUTPUTS, Image),
+    "anomaly_grid": OccupancyGrid,
+    "obstacles": MarkerArray,
+    **({"obstacle_detections": Detection2DArray} if DETECTIONS_AVAILABLE else {}),
+}
+ALARM_OUTPUTS = ("anomaly_overlay", "obstacles", "obstacle_detections")
+"""Outputs that need the alarm pipeline."""
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 RELIABILITY = ("best_effort", "reliable")
 _DEVICE = re.compile(r"^(cpu|(cuda|tensorrt)(:\d+)?)$")
 STATS_WINDOW = 300
 """Frames over which latency percentiles are computed."""
+MAX_NETWORK_PIXELS = 1024 * 2048
+"""Default of ``max_network_pixels``: the Cityscapes frame size (1024 x 2048), the largest size the
+shipped models are trained and evaluated at; larger network inputs cost memory and time and gain
+nothing for them."""
+LATENCY_WINDOW_MS = (-1000.0, 60000.0)
+"""Latencies (node clock minus header stamp, ms) outside this window are counted as bad stamps
+instead of being averaged in: a stamp of 0, or a camera clock far off the node's. The lower end
+allows clocks of two machines to differ by up to 1 s."""
+SHUTDOWN_JOIN_S = 3.0
+"""How long shutdown waits for the frame in flight before leaving the (daemon) worker behind;
+below the 5 s after which ``ros2 launch`` escalates SIGINT to SIGTERM."""
+SEQUENCE_PUBLISHERS = 64
+"""Publishers whose last sequence number is remembered (for gap counting)."""
 
 
 # ============================================================================ parameters
@@ -122,9 +180,22 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "engine_auto_build", True, "tensorrt only: build the engine from the ONNX file when missing or stale", True
     ),
     ParamSpec(
-        "input_height", 0, "network input height (px); 0 with input_width 0 = each image's size", True, (0, 8192)
+        "input_height",
+        0,
+        "network input height (px); 0 with input_width 0 = the model's input size, else each image's size "
+        "scaled down to at most max_network_pixels",
+        True,
+        (0, 8192),
     ),
-    ParamSpec("input_width", 0, "network input width (px); 0 with input_height 0 = each image's size", True, (0, 8192)),
+    ParamSpec("input_width", 0, "network input width (px); 0 with input_height 0: see input_height", True, (0, 8192)),
+    ParamSpec(
+        "max_network_pixels",
+        MAX_NETWORK_PIXELS,
+        "input_height/width 0 and a model without an input size: larger frames run at a scaled-down size "
+        "(aspect kept) of at most this many pixels",
+        True,
+        (1024, 1 << 26),
+    ),
     ParamSpec("smoothing", True, "7x7 sigma-1 Gaussian smoothing of the energy score (the reference score)", True),
     ParamSpec(
         "score_threshold",
@@ -132,10 +203,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "anomaly threshold, an energy value (score >= threshold is anomalous); NaN = the model's stored "
         "threshold, or -9.0 when the model has none",
     ),
-    *(ParamSpec(f"outputs.{name}", True, f"publish {name}") for name in OUTPUTS),
+    *(ParamSpec(f"outputs.{name}", True, f"publish {name}") for name in ALL_OUTPUTS),
     ParamSpec("compute_only_subscribed", True, "compute an enabled output only while it has subscribers"),
     ParamSpec("overlay_alpha", 0.55, "tint strength of anomalous pixels in anomaly_overlay", bounds=(0.0, 1.0)),
-    ParamSpec("max_image_pixels", DEFAULT_MAX_PIXELS, "larger input images are refused", bounds=(1, 1 << 28)),
+    ParamSpec(
+        "max_image_pixels",
+        DEFAULT_MAX_PIXELS,
+        "larger input images are refused (default 4096 x 3072, a 12 MP camera)",
+        bounds=(1, 1 << 28),
+    ),
     ParamSpec("subscribe_compressed", False, "also subscribe to image/compressed (JPEG/PNG)", True),
     ParamSpec("input_reliability", "best_effort", "QoS reliability of the inputs (depth 1)", True, choices=RELIABILITY),
     ParamSpec("output_reliability", "reliable", "QoS reliability of the outputs (depth 1)", True, choices=RELIABILITY),
@@ -144,6 +220,18 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", True, (0.05, 3600.0)),
     ParamSpec("warning_throttle", 5.0, "seconds between repeated warnings of one kind", bounds=(0.0, 3600.0)),
+    ParamSpec(
+        "input_timeout",
+        5.0,
+        "warn (log and diagnostics) when no frame arrived for this many seconds while image has a publisher; 0 = never",
+        bounds=(0.0, 3600.0),
+    ),
+    ParamSpec(
+        "watchdog_timeout",
+        10.0,
+        "diagnostics ERROR when one frame has been in processing for longer than this (s)",
+        bounds=(0.1, 3600.0),
+    ),
     ParamSpec("grid.frame_id", "base_footprint", "ground frame of anomaly_grid (x forward, y left, z up)"),
     ParamSpec("grid.resolution", 0.2, "cell size (m)", bounds=(0.01, 10.0)),
     ParamSpec("grid.size_x", 40.0, "grid extent along x, forward (m)", bounds=(0.1, 1000.0)),
@@ -154,6 +242,23 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("grid.camera_pitch", 0.05, "downward tilt of the optical axis (rad)", bounds=(-1.5, 1.5)),
     ParamSpec("grid.camera_x", 0.0, "optical centre x in the ground frame (m)", bounds=(-100.0, 100.0)),
     ParamSpec("grid.camera_y", 0.0, "optical centre y in the ground frame (m)", bounds=(-100.0, 100.0)),
+    ParamSpec(
+        "alarms.policy",
+        "",
+        f"operating point stored in the model ({POLICIES_HELP}); empty = the model's default "
+        "(score_threshold, when set, wins)",
+    ),
+    ParamSpec("alarms.region", "drivable", "where alarms are raised: drivable area or every pixel", choices=REGIONS),
+    ParamSpec("alarms.include_sidewalk", False, "the drivable area includes sidewalk"),
+    ParamSpec("alarms.min_pixels", 20, "smallest obstacle (pixels, 8-connected)", bounds=(1, 1 << 24)),
+    ParamSpec("persistence.k", 2, "frames of the newest n that must alarm to raise an alarm", bounds=(1, 100)),
+    ParamSpec("persistence.n", 3, "window (received frames); k = n = 1 turns the filter off", bounds=(1, 100)),
+    ParamSpec("persistence.k_off", 1, "an alarm that is on stays on while k_off of n frames alarm", bounds=(1, 100)),
+    ParamSpec("persistence.radius", 4, "image motion tolerated between frames (px)", bounds=(0, 100)),
+    ParamSpec("persistence.grid_radius", 3, "ground-grid motion tolerated between frames (cells)", bounds=(0, 100)),
+    ParamSpec(
+        "persistence.max_gap", 0.5, "seconds between frames after which the filters start over", bounds=(0.0, 3600.0)
+    ),
     ParamSpec(
         "grid.probability_scale",
         DEFAULT_PROBABILITY_SCALE,
@@ -175,10 +280,14 @@ class Settings:
     overlay_alpha: float
     max_image_pixels: int
     warning_throttle: float
+    input_timeout: float
+    watchdog_timeout: float
     grid: GroundGrid
     mount: CameraMount
     grid_frame: str
     probability_scale: float
+    alarms: AlarmConfig
+    grid_persistence: PersistenceConfig
 
 
 def _grid_from(values: dict) -> GroundGrid:
@@ -197,6 +306,27 @@ def _mount_from(values: dict) -> CameraMount:
     )
 
 
+def _alarm_config_from(values: dict) -> tuple[AlarmConfig, PersistenceConfig]:
+    """The image alarm configuration and the grid's persistence filter."""
+    persistence = PersistenceConfig(
+        values["persistence.k"],
+        values["persistence.n"],
+        values["persistence.k_off"],
+        values["persistence.radius"],
+        values["persistence.max_gap"],
+    )
+    alarms = AlarmConfig(
+        region=values["alarms.region"],
+        include_sidewalk=values["alarms.include_sidewalk"],
+        min_pixels=values["alarms.min_pixels"],
+        persistence=persistence,
+    )
+    grid = PersistenceConfig(
+        persistence.k, persistence.n, persistence.k_off, values["persistence.grid_radius"], persistence.max_gap
+    )
+    return alarms, grid
+
+
 def _check_value(name: str, value: object) -> str | None:
     """Why ``value`` is not acceptable for parameter ``name`` (None if it is)."""
     spec = _SPECS.get(name)
@@ -212,6 +342,11 @@ def _check_value(name: str, value: object) -> str | None:
         return "score_threshold must be a finite energy value, or NaN for the model's own threshold"
     if name == "grid.frame_id" and not str(value).strip():
         return "grid.frame_id must name a frame (e.g. base_footprint)"
+    if name == "alarms.policy" and value:
+        try:
+            parse_policy(str(value))
+        except ValueError as e:
+            return str(e)
     return None
 
 
@@ -225,6 +360,7 @@ def _check_combination(values: dict) -> str | None:
     try:
         _grid_from(values)
         _mount_from(values)
+        _alarm_config_from(values)
     except ValueError as e:
         return str(e)
     return None
@@ -283,20 +419,43 @@ class Stats:
     published: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTPUTS, 0))
     rejected: dict[str, int] = field(default_factory=dict)
     inference_errors: int = 0
+    sequence_gaps: int = 0
+    sequence_measured: bool = False
+    bad_stamps: int = 0
+    last_frame: float = -math.inf  # time.monotonic() of the last frame received
+    busy_since: float | None = None  # time.monotonic() when the worker took the frame in flight
+    waiting_since: float | None = None  # time.monotonic() when a frame arrived that no worker has taken yet
+    worker_failure: str = ""
     last_problem: str = ""
     problems_since_report: int = 0
     errors_since_report: int = 0
     inference_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     processing_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
+    obstacles_last: int = 0
+    obstacles_total: int = 0
+    frames_with_obstacles: int = 0
 
 
-def _percentiles(values: deque) -> dict[str, float]:
-    if not values:
-        return {}
-    arr = np.asarray(values, dtype=np.float64)
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {"p50": p50, "p90": p90, "p99": p99, "max": float(arr.max())}
+def network_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:
+    """The network input for a ``height`` x ``width`` frame: the frame's own size when it has at
+    most ``max_pixels`` pixels, else both sides scaled by ``sqrt(max_pixels / (height * width))``
+    and rounded down (aspect ratio kept within rounding, each side at least 1)."""
+    if height * width <= max_pixels:
+        return height, width
+    scale = math.sqrt(max_pixels / (height * width))
+    h, w = max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
+    while h * w > max_pixels:  # floating-point rounding at the boundary
+        if h >= w:
+            h -= 1
+        else:
+            w -= 1
+    return h, w
+
+
+def stamp_latency_ms(now_ns: int, sec: int, nanosec: int) -> float:
+    """Node clock minus a header stamp, in ms (any stamp, negative or zero, gives a number)."""
+    return (now_ns - (int(sec) * 1_000_000_000 + int(nanosec))) / 1e6
 
 
 def _qos(reliability: str) -> QoSProfile:
@@ -323,6 +482,7 @@ class PebalNode(Node):
     def __init__(self, predictor: Predictor | None = None, node_name: str = NODE_NAME, **node_kwargs: object) -> None:
         self._slot = LatestFrame()
         self._worker: threading.Thread | None = None
+        self._destroyed = False
         super().__init__(node_name, **node_kwargs)
         self._declared = False
         self.add_on_set_parameters_callback(self._validate)
@@ -340,7 +500,14 @@ class PebalNode(Node):
         self._info_lock = threading.Lock()
         self._mapper = OccupancyMapper()
         self._last_warning: dict[str, tuple[float, int]] = {}
+        self._warn_lock = threading.Lock()
+        self._sequence: dict[bytes, int] = {}
+        self._max_network_pixels = int(p["max_network_pixels"])
+        self._size_source = "parameter" if p["input_height"] else "model"
+        self._scaled: dict[tuple[int, int], Predictor] = {}
         self._settings = self._build_settings(p)
+        self._alarms = AlarmPipeline(self._settings.alarms)
+        self._grid_persistence = Persistence(self._settings.grid_persistence)
         if self._settings.threshold_source == "default":
             self.get_logger().warning(
                 f"model {self.predictor.model_id} carries no score_threshold and the parameter is unset: "
@@ -349,24 +516,25 @@ class PebalNode(Node):
         self.add_post_set_parameters_callback(self._apply)
 
         qos_in, qos_out = _qos(p["input_reliability"]), _qos(p["output_reliability"])
-        self._outputs = {
-            name: self.create_publisher(OccupancyGrid if name == "anomaly_grid" else Image, name, qos_out)
-            for name in OUTPUTS
-        }
+        self._outputs = {name: self.create_publisher(OUTPUT_TYPES[name], name, qos_out) for name in OUTPUTS}
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(Image, "image", self._on_image, qos_in)
+        self._image_subs = [self.create_subscription(Image, "image", self._on_image, qos_in)]
         if p["subscribe_compressed"]:
-            self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos_in)
+            self._image_subs.append(
+                self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos_in)
+            )
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_in)
         self._diag_period = float(p["diagnostics_period"])
         self._last_report = (time.monotonic(), 0, 0)
+        self._publisher_since: float | None = None  # when image was first seen with a publisher
         self.create_timer(self._diag_period, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name="pebal_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
             f"model {self.predictor.model_id} on {self.predictor.backend.name}, threshold "
             f"{self._settings.threshold:.4g} ({self._settings.threshold_source}), images via "
-            f"{self._converter.name}; listening on {self.resolve_topic_name('image')}"
+            f"{self._converter.name}, network input {self._input_size_text()}; listening on "
+            f"{self.resolve_topic_name('image')}"
         )
 
     # ------------------------------------------------------------------ parameters
@@ -377,6 +545,11 @@ class PebalNode(Node):
         """Refuse bad values with a reason (runs for start-up values as well as later sets)."""
         for param in params:
             reason = _check_value(param.name, param.value)
+            if not reason and param.name == "alarms.policy" and hasattr(self, "predictor"):
+                try:
+                    policy_threshold(self.predictor.metadata, str(param.value))
+                except ValueError as e:
+                    reason = str(e)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         if self._declared:  # combinations are checked once all parameters exist (see __init__)
@@ -387,12 +560,22 @@ class PebalNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply(self, params: list[Parameter]) -> None:
+        previous = self._settings
         self._settings = self._build_settings(self._values())
+        if self._settings.alarms != previous.alarms:
+            self._alarms = AlarmPipeline(self._settings.alarms)
+        if self._settings.grid_persistence != previous.grid_persistence:
+            self._grid_persistence = Persistence(self._settings.grid_persistence)
         changed = ", ".join(f"{p.name}={p.value}" for p in params)
         self.get_logger().info(f"parameters changed: {changed}")
 
     def _build_settings(self, p: dict) -> Settings:
-        threshold, source = resolve_threshold(p["score_threshold"], self.predictor.score_threshold)
+        policy = str(p["alarms.policy"])
+        model_threshold = policy_threshold(self.predictor.metadata, policy)
+        threshold, source = resolve_threshold(p["score_threshold"], model_threshold)
+        if source == "model" and policy:
+            source = f"model, policy {policy}"
+        alarms, grid_persistence = _alarm_config_from(p)
         return Settings(
             outputs=frozenset(name for name in OUTPUTS if p[f"outputs.{name}"]),
             compute_only_subscribed=bool(p["compute_only_subscribed"]),
@@ -401,10 +584,14 @@ class PebalNode(Node):
             overlay_alpha=float(p["overlay_alpha"]),
             max_image_pixels=int(p["max_image_pixels"]),
             warning_throttle=float(p["warning_throttle"]),
+            input_timeout=float(p["input_timeout"]),
+            watchdog_timeout=float(p["watchdog_timeout"]),
             grid=_grid_from(p),
             mount=_mount_from(p),
             grid_frame=str(p["grid.frame_id"]),
             probability_scale=float(p["grid.probability_scale"]),
+            alarms=alarms,
+            grid_persistence=grid_persistence,
         )
 
     def _load_predictor(self, p: dict) -> Predictor:
@@ -417,12 +604,63 @@ class PebalNode(Node):
             return Predictor.from_checkpoint(Path(p["model"]).expanduser(), **kwargs)
         return Predictor.default(**kwargs)
 
+    def _input_size_text(self) -> str:
+        if self.predictor.input_size is not None:
+            return f"{'x'.join(map(str, self.predictor.input_size))} ({self._size_source})"
+        return f"each frame's size, at most {self._max_network_pixels} pixels"
+
+    def _predictor_for(self, height: int, width: int) -> Predictor:
+        """The predictor for a frame: the node's own one, or (no input size anywhere and the frame
+        above ``max_network_pixels``) a copy of it that runs the network at a bounded size."""
+        if self.predictor.input_size is not None:
+            return self.predictor
+        size = network_size(height, width, self._max_network_pixels)
+        if size == (height, width):
+            return self.predictor
+        scaled = self._scaled.get(size)
+        if scaled is None:
+            scaled = copy.copy(self.predictor)  # shares the backend (the loaded network)
+            scaled.input_size = size
+            self._scaled = {size: scaled}  # a camera keeps its size: remember only the last one
+        return scaled
+
     # ------------------------------------------------------------------ callbacks (executor thread)
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    def _on_image(self, msg: Image | CompressedImage, info: MessageInfo) -> None:
         dropped = self._slot.put(Frame(msg, time.perf_counter()))
+        gap = self._sequence_gap(info)
         with self._stats.lock:
             self._stats.frames_in += 1
             self._stats.dropped += int(dropped)
+            self._stats.last_frame = time.monotonic()
+            if self._stats.waiting_since is None:
+                self._stats.waiting_since = self._stats.last_frame
+            if gap is not None:
+                self._stats.sequence_measured = True
+                self._stats.sequence_gaps += gap
+                if gap:
+                    self._stats.problems_since_report += 1
+                    self._stats.last_problem = f"{gap} frame(s) lost before reaching the node (publisher sequence gap)"
+        if gap:
+            self._warn(
+                "lost",
+                f"{gap} frame(s) lost before reaching the node (gap in the publisher's sequence numbers): the "
+                "transport dropped them (best_effort QoS and large images) or they were overwritten in the "
+                "depth-1 queue before the executor took them",
+            )
+
+    def _sequence_gap(self, info: MessageInfo) -> int | None:
+        """Frames this publisher sent between its previous frame and this one that never arrived
+        (0 for consecutive frames and a publisher's first frame); None when the middleware gives no
+        publication sequence numbers."""
+        seq, gid = info.get("publication_sequence_number"), info.get("publisher_gid")
+        if not seq or not gid:
+            return None
+        key = bytes(gid["data"]) if isinstance(gid, dict) else bytes(gid)
+        last = self._sequence.pop(key, None)
+        self._sequence[key] = max(seq, last or 0)  # re-inserted: the dict's order is least recently seen first
+        if len(self._sequence) > SEQUENCE_PUBLISHERS:
+            del self._sequence[next(iter(self._sequence))]
+        return seq - last - 1 if last is not None and seq > last else 0
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._info_lock:
@@ -430,20 +668,41 @@ class PebalNode(Node):
 
     # ------------------------------------------------------------------ worker thread
     def _work(self) -> None:
-        while True:
-            frame = self._slot.take()
-            if frame is None:
-                return
-            try:
-                self._process(frame)
-            except Exception as e:  # keep serving: one bad frame must not stop the node
-                if not self.context.ok():
+        """The worker loop: every Exception from one frame is counted and logged, and the loop goes
+        on; anything else (SystemExit, an asynchronous KeyboardInterrupt) ends the thread, and the
+        cause is kept for diagnostics (which then say ERROR)."""
+        try:
+            while True:
+                frame = self._slot.take()
+                if frame is None:
                     return
                 with self._stats.lock:
-                    self._stats.inference_errors += 1
-                    self._stats.errors_since_report += 1
-                    self._stats.last_problem = f"{type(e).__name__}: {e}"
-                self._warn("error", f"frame failed: {type(e).__name__}: {e}", error=True)
+                    self._stats.busy_since = time.monotonic()
+                    self._stats.waiting_since = None
+                try:
+                    self._process(frame)
+                except Exception as e:  # keep serving: one bad frame must not stop the node
+                    if not self.context.ok():
+                        return
+                    self._count_error(e)
+                finally:
+                    with self._stats.lock:
+                        self._stats.busy_since = None
+        except BaseException as e:
+            with self._stats.lock:
+                self._stats.worker_failure = f"{type(e).__name__}: {e}"
+            raise
+
+    def _count_error(self, e: Exception) -> None:
+        text = f"{type(e).__name__}: {e}"
+        with self._stats.lock:
+            self._stats.inference_errors += 1
+            self._stats.errors_since_report += 1
+            self._stats.last_problem = text
+        try:
+            self._warn("error", f"frame failed: {text}", error=True)
+        except Exception:  # logging itself failed: the count above still reaches diagnostics
+            traceback.print_exc()
 
     def _wanted(self, s: Settings) -> list[str]:
         return [
@@ -471,12 +730,13 @@ class PebalNode(Node):
             self._reject(e)
             return
         t0 = time.perf_counter()
-        labels, score = self.predictor.predict(rgb)
+        labels, score = self._predictor_for(*rgb.shape[:2]).predict(rgb)
         t1 = time.perf_counter()
         header = msg.header
         conv = self._converter
         published = []
-        mask = score >= s.threshold if ("anomaly_mask" in wanted or "anomaly_overlay" in wanted) else None
+        mask = score >= s.threshold if "anomaly_mask" in wanted else None
+        alarm = self._alarm_frame(labels, score, header, s) if set(wanted) & set(ALARM_OUTPUTS) else None
         for name in wanted:
             if name == "semantic":
                 out = conv.to_image(labels, "mono8", header)
@@ -487,7 +747,13 @@ class PebalNode(Node):
             elif name == "anomaly_mask":
                 out = conv.to_image(mask.view(np.uint8) * np.uint8(255), "mono8", header)
             elif name == "anomaly_overlay":
-                out = conv.to_image(overlay(rgb, mask, alpha=s.overlay_alpha), "rgb8", header)
+                pic = alarm_overlay(rgb, alarm, score, s.probability_scale, s.overlay_alpha)
+                out = conv.to_image(pic, "rgb8", header)
+            elif name == "obstacles":
+                ground = Header(stamp=header.stamp, frame_id=s.grid_frame)
+                out = obstacle_markers(alarm.obstacles, ground, s.threshold, s.probability_scale)
+            elif name == "obstacle_detections":
+                out = obstacle_detections(alarm.obstacles, header, s.threshold, s.probability_scale)
             else:
                 out = self._grid_message(score, header, s)
                 if out is None:
@@ -495,14 +761,45 @@ class PebalNode(Node):
             self._outputs[name].publish(out)
             published.append(name)
         done = time.perf_counter()
-        latency = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds / 1e6
+        latency = stamp_latency_ms(self.get_clock().now().nanoseconds, header.stamp.sec, header.stamp.nanosec)
+        sane = LATENCY_WINDOW_MS[0] <= latency <= LATENCY_WINDOW_MS[1]
         with self._stats.lock:
             self._stats.frames_out += 1
             for name in published:
                 self._stats.published[name] += 1
             self._stats.inference_ms.append((t1 - t0) * 1e3)
             self._stats.processing_ms.append((done - frame.received) * 1e3)
-            self._stats.latency_ms.append(latency)
+            if sane:
+                self._stats.latency_ms.append(latency)
+            else:
+                self._stats.bad_stamps += 1
+                self._stats.problems_since_report += 1
+                self._stats.last_problem = f"bad header stamp: node clock - stamp = {latency / 1e3:.6g} s"
+            if alarm is not None:
+                self._stats.obstacles_last = len(alarm.obstacles)
+                self._stats.obstacles_total += len(alarm.obstacles)
+                self._stats.frames_with_obstacles += int(bool(alarm.obstacles))
+        if not sane:
+            self._warn(
+                "stamp",
+                f"header stamp {header.stamp.sec}.{header.stamp.nanosec:09d}: node clock - stamp = "
+                f"{latency / 1e3:.6g} s, outside the latency window {LATENCY_WINDOW_MS} ms, so not counted in the "
+                "latency; stamp frames with their capture time (and set use_sim_time when playing bags)",
+            )
+
+    def _alarm_frame(self, labels: np.ndarray, score: np.ndarray, header: Header, s: Settings) -> AlarmFrame:
+        """Region, persistence and obstacles of this frame (:class:`pebal_core.alarms.pipeline.AlarmPipeline`);
+        obstacles get ground positions once a usable CameraInfo arrived (anomaly_grid warns when none does)."""
+        with self._info_lock:
+            info = self._camera_info
+        homography = None
+        if info is not None:
+            try:
+                homography = image_to_ground_homography(intrinsics_from_camera_info(info, score.shape), s.mount)
+            except ValueError:
+                pass
+        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+        return self._alarms.process(labels, score, s.threshold, stamp, homography, s.mount)
 
     def _grid_message(self, score: np.ndarray, header: Header, s: Settings) -> OccupancyGrid | None:
         with self._info_lock:
@@ -519,6 +816,7 @@ class PebalNode(Node):
             self._warn("camera_info", str(e))
             return None
         values = self._mapper.values(score, k, s.grid, s.mount, s.threshold, s.probability_scale)
+        values = persist_grid(values, self._grid_persistence, header.stamp.sec + header.stamp.nanosec * 1e-9)
         return occupancy_grid_msg(values, s.grid, Header(stamp=header.stamp, frame_id=s.grid_frame))
 
     # ------------------------------------------------------------------ problems
@@ -530,23 +828,72 @@ class PebalNode(Node):
         self._warn(e.kind, f"frame rejected ({e.kind}): {e}")
 
     def _warn(self, kind: str, text: str, error: bool = False) -> None:
-        """Log ``text`` at most once per ``warning_throttle`` seconds per ``kind``, counting the rest."""
+        """Log ``text`` at most once per ``warning_throttle`` seconds per ``kind``, counting the rest.
+
+        Called from the worker and the executor thread. rclpy fixes a logging call site's severity
+        at its first call, so errors and warnings are logged from two separate lines."""
         now = time.monotonic()
-        last, suppressed = self._last_warning.get(kind, (-math.inf, 0))
-        if now - last < self._settings.warning_throttle:
-            self._last_warning[kind] = (last, suppressed + 1)
-            return
-        self._last_warning[kind] = (now, 0)
+        with self._warn_lock:
+            last, suppressed = self._last_warning.get(kind, (-math.inf, 0))
+            if now - last < self._settings.warning_throttle:
+                self._last_warning[kind] = (last, suppressed + 1)
+                return
+            self._last_warning[kind] = (now, 0)
         if suppressed:
             text += f" ({suppressed} more like this since the last warning)"
-        (self.get_logger().error if error else self.get_logger().warning)(text)
+        if error:
+            self.get_logger().error(text)
+        else:
+            self.get_logger().warning(text)
 
     # ------------------------------------------------------------------ diagnostics
+    def _watchdog(self, now: float, busy_since: float | None, waiting_since: float | None, failure: str) -> str | None:
+        """Why the worker is not producing output (None when it is running normally)."""
+        if self._worker is not None and not self._worker.is_alive() and not self._destroyed:
+            return (
+                f"the inference thread has stopped ({failure or 'no exception recorded'}): frames are not "
+                "processed; restart the node"
+            )
+        if busy_since is not None and now - busy_since > self._settings.watchdog_timeout:
+            return (
+                f"no output for {now - busy_since:.1f} s: one frame has been in processing for longer than "
+                f"watchdog_timeout = {self._settings.watchdog_timeout} s (the backend hangs or the model is far "
+                "too slow for this device)"
+            )
+        if waiting_since is not None and now - waiting_since > self._settings.watchdog_timeout:
+            return (
+                f"frames arrive but none has been taken for processing for {now - waiting_since:.1f} s "
+                f"(watchdog_timeout = {self._settings.watchdog_timeout} s): the inference thread is stuck"
+            )
+        return None
+
+    def _silence(self, now: float, last_frame: float) -> str | None:
+        """Why no frame arriving is suspicious (None when frames arrive or nobody publishes)."""
+        counts = {sub.topic_name: sub.get_publisher_count() for sub in self._image_subs}
+        publishers = sum(counts.values())
+        if not publishers:
+            self._publisher_since = None
+            return None
+        if self._publisher_since is None:
+            self._publisher_since = now
+        timeout = self._settings.input_timeout
+        silent = now - max(last_frame, self._publisher_since)
+        if not timeout or silent <= timeout:
+            return None
+        topics = ", ".join(topic for topic, n in counts.items() if n)
+        return (
+            f"no frame on {topics} for {silent:.1f} s although {publishers} publisher(s) are matched: frames are "
+            "lost before the node (messages larger than the transport delivers with best_effort QoS) or the "
+            "camera driver stalled"
+        )
+
     def diagnostic_status(self) -> DiagnosticStatus:
         """The node's current DiagnosticStatus (also resets the per-period problem counters)."""
         now = time.monotonic()
         st = self._stats
         with st.lock:
+            busy_since, failure, last_frame = st.busy_since, st.worker_failure, st.last_frame
+            waiting_since = st.waiting_since
             t_prev, in_prev, out_prev = self._last_report
             dt = max(now - t_prev, 1e-9)
             rate_in = (st.frames_in - in_prev) / dt
@@ -562,13 +909,20 @@ class PebalNode(Node):
                 "frames_rejected": sum(st.rejected.values()),
                 **{f"rejected_{kind}": n for kind, n in sorted(st.rejected.items())},
                 "inference_errors": st.inference_errors,
+                "frames_lost_before_node": st.sequence_gaps
+                if st.sequence_measured or not st.frames_in
+                else "not measurable",
+                "bad_stamps": st.bad_stamps,
                 "pending_frames": self._slot.pending,
                 **{f"published_{name}": n for name, n in st.published.items()},
                 "rate_in_hz": f"{rate_in:.2f}",
                 "rate_out_hz": f"{rate_out:.2f}",
-                **{f"inference_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.inference_ms).items()},
-                **{f"processing_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.processing_ms).items()},
-                **{f"latency_ms_{k}": f"{v:.2f}" for k, v in _percentiles(st.latency_ms).items()},
+                **{f"inference_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.inference_ms, (50, 90, 99)).items()},
+                **{f"processing_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.processing_ms, (50, 90, 99)).items()},
+                **{f"latency_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.latency_ms, (50, 90, 99)).items()},
+                "obstacles_last_frame": st.obstacles_last,
+                "obstacles_total": st.obstacles_total,
+                "frames_with_obstacles": st.frames_with_obstacles,
                 "last_problem": st.last_problem,
             }
         s = self._settings
@@ -576,16 +930,24 @@ class PebalNode(Node):
             {
                 "backend": self.predictor.backend.name,
                 "model_id": self.predictor.model_id,
-                "input_size": "native"
-                if self.predictor.input_size is None
-                else "x".join(map(str, self.predictor.input_size)),
+                "input_size": self._input_size_text(),
+                "worker": "running" if self.worker_alive else "stopped",
                 "score_threshold": f"{s.threshold:.6g} ({s.threshold_source})",
+                "alarm_region": s.alarms.region,
                 "image_conversion": self._converter.name,
                 "camera_info": "received" if self._camera_info is not None else "none yet",
             }
         )
-        if errors:
+        stalled = self._watchdog(now, busy_since, waiting_since, failure)
+        silence = self._silence(now, last_frame)
+        if stalled:
+            level, message = DiagnosticStatus.ERROR, stalled
+            self._warn("watchdog", stalled, error=True)
+        elif errors:
             level, message = DiagnosticStatus.ERROR, values["last_problem"]
+        elif silence:
+            level, message = DiagnosticStatus.WARN, silence
+            self._warn("silence", silence)
         elif problems:
             level, message = DiagnosticStatus.WARN, values["last_problem"]
         elif values["frames_in"] == 0:
@@ -607,11 +969,24 @@ class PebalNode(Node):
         self._diag_pub.publish(msg)
 
     # ------------------------------------------------------------------ shutdown
+    @property
+    def worker_alive(self) -> bool:
+        """Whether the inference thread is still running."""
+        return self._worker is not None and self._worker.is_alive()
+
     def destroy_node(self) -> None:
-        """Stop the worker (finishing the frame in flight), then destroy the ROS entities."""
+        """Stop the worker (waiting at most :data:`SHUTDOWN_JOIN_S` for the frame in flight), then
+        destroy the ROS entities. Calling it again does nothing."""
+        if self._destroyed:
+            return
+        self._destroyed = True
         self._slot.close()
-        if self._worker is not None and self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join()
+        if self.worker_alive and threading.current_thread() is not self._worker:
+            self._worker.join(SHUTDOWN_JOIN_S)
+            if self._worker.is_alive():
+                self.get_logger().warning(
+                    f"the frame in flight did not finish within {SHUTDOWN_JOIN_S} s; shutting down without it"
+                )
         super().destroy_node()
 
 
@@ -644,7 +1019,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.parse_args(user_args)
-    rclpy.init(args=argv)
+    stop = StopRequest()
+    # rclpy's own handlers would raise KeyboardInterrupt wherever the main thread is, shutdown included
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = PebalNode()
     except (ValueError, OSError, RuntimeError, rclpy.exceptions.ParameterException) as e:
@@ -658,14 +1035,48 @@ def main(argv: list[str] | None = None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.requested:
+            executor.spin_once(timeout_sec=StopRequest.POLL_S)
+    except ExternalShutdownException:
         pass
     finally:
+        if stop.requested:
+            node.get_logger().info(f"{stop.signal_name}: shutting down")
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
+    if node.worker_alive:
+        # the frame in flight outlived SHUTDOWN_JOIN_S: interpreter finalisation would tear the
+        # libraries down under the still-running inference (seen as SIGABRT, "terminate called
+        # without an active exception"), so leave without it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
+
+
+class StopRequest:
+    """SIGINT/SIGTERM handling for :func:`main`: the first signal asks the spin loop to stop, later
+    ones (a second Ctrl-C, ``ros2 launch``'s own SIGINT next to the terminal's) are ignored, so a
+    shutdown in progress is never interrupted by a KeyboardInterrupt. The handlers stay installed
+    until the process ends (unlike ``pebal_ros.bag_record.stop_on_signals``, which restores the
+    previous ones after its block): a signal after ``main`` returned would otherwise raise during
+    interpreter exit. ``requested`` is a plain attribute, not a ``threading.Event``: a handler
+    that takes a lock the interrupted main thread holds would deadlock."""
+
+    POLL_S = 0.1
+    """Longest time between a signal and the spin loop noticing it (s)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name = ""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if not self.requested:
+            self.signal_name = signal.Signals(signum).name
+            self.requested = True
 
 
 if __name__ == "__main__":

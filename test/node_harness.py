@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import Log
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
@@ -22,9 +21,15 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from pebal_ros.node import OUTPUTS
+from pebal_ros.node import OUTPUT_TYPES, OUTPUTS
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def header_of(msg):
+    """The header of an output: its own, or (MarkerArray) that of its first marker, the DELETEALL
+    the node always sends first."""
+    return msg.header if hasattr(msg, "header") else msg.markers[0].header
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
@@ -92,9 +97,7 @@ class Probe:
         self.diagnostics: list[DiagnosticArray] = []
         self.logs: list[Log] = []
         self.subscriptions = [
-            self.node.create_subscription(
-                OccupancyGrid if name == "anomaly_grid" else Image, prefix + name, self._recorder(name), RELIABLE
-            )
+            self.node.create_subscription(OUTPUT_TYPES[name], prefix + name, self._recorder(name), RELIABLE)
             for name in outputs
         ]
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, RELIABLE)
@@ -106,7 +109,7 @@ class Probe:
     def _recorder(self, name: str):
         def record(msg) -> None:
             with self.cond:
-                self.received[name].append(msg if self.keep_messages else SimpleNamespace(header=msg.header))
+                self.received[name].append(msg if self.keep_messages else SimpleNamespace(header=header_of(msg)))
                 self.arrival[name].append(time.perf_counter())
                 self.cond.notify_all()
 
@@ -143,13 +146,14 @@ class Probe:
     def outputs_with_stamp(self, stamp) -> dict[str, object]:
         with self.cond:
             return {
-                name: next((m for m in msgs if m.header.stamp == stamp), None) for name, msgs in self.received.items()
+                name: next((m for m in msgs if header_of(m).stamp == stamp), None)
+                for name, msgs in self.received.items()
             }
 
     def wait_outputs(self, stamp, names: tuple[str, ...] | None = None, timeout: float = 20.0) -> dict[str, object]:
         names = tuple(self.received) if names is None else names
         self.wait(
-            lambda: all(any(m.header.stamp == stamp for m in self.received[n]) for n in names),
+            lambda: all(any(header_of(m).stamp == stamp for m in self.received[n]) for n in names),
             timeout,
             f"outputs {names} for stamp {stamp.sec}.{stamp.nanosec:09d}",
         )

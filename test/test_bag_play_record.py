@@ -29,7 +29,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from pebal_ros.bag_convert import ConvertOptions, convert
 from pebal_ros.bag_play import Player, PlayOptions, parse_remaps
 from pebal_ros.bag_record import Recorder, RecordOptions
-from pebal_ros.bag_storage import BagError
+from pebal_ros.bag_storage import BagError, BagReader
 
 pytestmark = pytest.mark.ros
 
@@ -235,16 +235,26 @@ def test_record_stops_on_idle_timeout_and_duration(ros_env, tmp_path):
         RecordOptions(("relative",))
 
 
-def test_record_console_script_finishes_the_bag_on_ctrl_c(ros_env, tmp_path):
+def _pebal_bag(*args: str, env: dict) -> subprocess.Popen:
     script = os.path.join(os.path.dirname(sys.executable), "pebal_bag")
-    out = tmp_path / "rec"
-    proc = subprocess.Popen(
-        [script, "record", "-o", str(out), "--storage", "sqlite3", "/src/image:sensor_msgs/msg/Image"],
-        env={**os.environ, **ros_env, "PYTHONUNBUFFERED": "1"},
+    return subprocess.Popen(
+        [script, *args],
+        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_record_console_script_finishes_the_bag_on_ctrl_c(ros_env, tmp_path):
+    """Ctrl-C while messages keep arriving: the bag is complete and its metadata matches its messages.
+
+    Before the signal became a flag, a KeyboardInterrupt could land between the storage write and
+    the count (a bag with one message more than its metadata.yaml: refused by BagReader), and
+    rclpy's signal thread shut the context down while the main thread destroyed the node (SIGSEGV).
+    """
+    out = tmp_path / "rec"
+    proc = _pebal_bag("record", "-o", str(out), "--storage", "sqlite3", "/src/image:sensor_msgs/msg/Image", env=ros_env)
     try:
         assert "recording 1 topics" in proc.stdout.readline()
         with RosSession() as session:
@@ -255,13 +265,158 @@ def test_record_console_script_finishes_the_bag_on_ctrl_c(ros_env, tmp_path):
             for k in range(3):
                 pub.publish(_image(k))
             time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
+            for k in range(3, 60):  # the signal arrives while messages keep coming
+                pub.publish(_image(k))
+                if k == 20:
+                    proc.send_signal(signal.SIGINT)
+                time.sleep(0.002)
         rc = proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     log = proc.stdout.read()
     assert rc == 0, log
-    assert "wrote 3 messages" in log
-    with Reader(out) as reader:
-        assert reader.message_count == 3
+    with BagReader(out) as reader:  # checks the messages against metadata.yaml
+        stamps = [_stamp(reader.deserialize(raw, conn)) for conn, _, raw in reader.messages()]
+    assert f"wrote {len(stamps)} messages" in log
+    assert 3 <= len(stamps) <= 60
+    assert stamps == [(1000 + k) * 10**9 + 7 * k for k in range(len(stamps))]  # reliable: none lost or reordered
+
+
+def _big_image(k: int, rng: np.random.Generator) -> Image:
+    """A 100 KB mono8 image with random pixels (its bytes occur nowhere else)."""
+    msg = Image(height=200, width=500, encoding="mono8", step=500)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 2000 + k, k
+    msg.data = byte_array(rng.integers(0, 256, 200 * 500, dtype=np.uint8))
+    return msg
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_killed_recording_is_kept_refused_and_recovered(ros_env, bag, tmp_path, storage, capsys):
+    """SIGKILL a real recorder mid-stream: the partial data stays, nothing overwrites it, `score`/`play`
+    say what it is, and `pebal_bag recover` turns it into a bag that plays back every complete message."""
+    out = tmp_path / "rec"
+    rng = np.random.default_rng(0)
+    sent = [_big_image(k, rng) for k in range(60)]
+    proc = _pebal_bag("record", "-o", str(out), "--storage", storage, "/src/image:sensor_msgs/msg/Image", env=ros_env)
+    try:
+        assert "recording 1 topics" in proc.stdout.readline()
+        with RosSession() as session:
+            source = session.add(rclpy.create_node("source", context=session.context))
+            pub = source.create_publisher(Image, "/src/image", RELIABLE)
+            wait_until(lambda: pub.get_subscription_count() > 0, 30, "the recorder's subscription")
+            time.sleep(0.3)
+            for msg in sent[:20]:
+                pub.publish(msg)
+                time.sleep(0.01)
+            time.sleep(2.5)  # > flush period (1 s): these 20 are on disk
+            for k, msg in enumerate(sent[20:]):
+                pub.publish(msg)
+                if k == 15:
+                    proc.kill()  # SIGKILL while messages arrive
+                time.sleep(0.01)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    partial = tmp_path / ".rec.partial" / "rec"
+    (file,) = [p for p in partial.iterdir() if p.suffix in (".mcap", ".db3")]
+    assert not out.exists()
+
+    # score / play / a new recording to the same path: say where the data is, delete nothing
+    from pebal_ros.bag import main
+
+    for argv in (["play", str(out)], ["score", str(out), "--input", str(bag)], ["record", "-o", str(out), "/x"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert str(partial.parent) in err and "pebal_bag recover" in err, (argv, err)
+    assert main(["play", str(partial)]) == 2
+    assert "is a partial recording" in capsys.readouterr().err
+    assert file.exists()
+
+    assert main(["recover", str(partial)]) == 0
+    assert file.exists(), "the partial data is only read"
+    out = tmp_path / "rec_recovered"  # the default output
+    with BagReader(out) as reader:
+        rows = [(ts, reader.deserialize(raw, conn)) for conn, ts, raw in reader.messages()]
+    got = [bytes(m.data) for _, m in rows]
+    sent_bytes = [bytes(m.data) for m in sent]
+    assert len(got) >= 20, "the flushed messages are all recovered"
+    assert got == sent_bytes[: len(got)], "recovered: the first messages, in order, byte for byte"
+    if storage == "mcap":  # independent of the parser: every payload that reached the disk is recovered
+        on_disk = file.read_bytes()
+        assert len(got) == sum(payload in on_disk for payload in sent_bytes)
+    assert [_stamp(m) for _, m in rows] == [_stamp(m) for m in sent[: len(got)]]
+
+    with RosSession() as session:  # and it plays
+        sink = Sink(session, {"/src/image": Image})
+        _, result = _play(session, out, rate=20.0)
+        wait_until(lambda: sink.count("/src/image") == len(got), 20, "the recovered messages")
+    assert result.published == {"/src/image": len(got)}
+    assert [bytes(m.data) for m in sink.got["/src/image"]] == got
+
+
+def test_recover_reads_every_complete_message_of_a_cut_off_mcap_file(tmp_path):
+    """An MCAP file cut at any byte: exactly the messages whose bytes all lie before the cut come back."""
+    from pebal_ros.bag_recover import recover
+    from pebal_ros.bag_storage import bag_writer
+
+    rng = np.random.default_rng(1)
+    payloads = [bytes(TYPESTORE.serialize_cdr(_typestore_image(k, rng), "sensor_msgs/msg/Image")) for k in range(30)]
+    with bag_writer(tmp_path / "full", "mcap") as bag:
+        bag.add_topic("/img", "sensor_msgs/msg/Image")
+        for k, data in enumerate(payloads):
+            bag.write_raw("/img", T0_NS + k, data)
+            if k % 7 == 6:
+                bag.flush()  # several chunks
+    data = (tmp_path / "full" / "full.mcap").read_bytes()
+    for cut in (len(data) // 3, len(data) // 2 + 17, data.find(payloads[-1]) + 50):
+        folder = tmp_path / f"cut{cut}"
+        folder.mkdir()
+        (folder / "cut.mcap").write_bytes(data[:cut])
+        expected = [p for p in payloads if 0 <= data.find(p) and data.find(p) + len(p) <= cut]
+        result = recover(folder, tmp_path / f"bag{cut}")
+        with BagReader(tmp_path / f"bag{cut}") as reader:
+            got = [(ts, bytes(raw)) for _, ts, raw in reader.messages()]
+        assert [raw for _, raw in got] == expected and result.counts == {"/img": len(expected)}
+        assert [ts for ts, _ in got] == [T0_NS + payloads.index(p) for p in expected]
+        assert 0 < len(expected) < 30 and result.lost  # the cut-off record is reported
+    with pytest.raises(BagError, match="not an MCAP file"):
+        (tmp_path / "junk").mkdir()
+        (tmp_path / "junk" / "x.mcap").write_bytes(b"not mcap" * 10)
+        recover(tmp_path / "junk", tmp_path / "never")
+
+
+def _typestore_image(k: int, rng: np.random.Generator):
+    Img = TYPESTORE.types["sensor_msgs/msg/Image"]
+    Header = TYPESTORE.types["std_msgs/msg/Header"]
+    Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
+    return Img(
+        header=Header(stamp=Time(sec=k, nanosec=0), frame_id="cam"),
+        height=100,
+        width=100,
+        encoding="mono8",
+        is_bigendian=0,
+        step=100,
+        data=rng.integers(0, 256, 10_000, dtype=np.uint8),
+    )
+
+
+def test_recording_playing_recovering_and_converting_do_not_import_torch(ros_env, tmp_path):
+    make_tree(tmp_path / "laf", {"01_Hanns_Klemm_Str_45": 2})
+    code = f"""
+import sys
+from pebal_ros.bag import main
+root = {str(tmp_path)!r}
+assert main(["convert", root + "/laf", root + "/bag", "--single"]) == 0
+assert main(["play", root + "/bag", "--rate", "50"]) == 0
+assert main(["record", "-o", root + "/rec", "/x:sensor_msgs/msg/Image", "--duration", "0.3"]) == 0
+assert main(["recover", root + "/bag", "-o", root + "/copy"]) == 0
+print("torch imported:", "torch" in sys.modules)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **ros_env}, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "torch imported: False" in out.stdout

@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 from laf_tree import make_tree
+from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pebal_core.data.base import DatasetError
@@ -271,3 +272,51 @@ def test_wrong_inputs_are_named(converted, tmp_path):
         )
     with pytest.raises(BagError, match="metadata.yaml"):
         score_bag(tmp_path / "nothing", [input_bag], ScoreOptions(score_topic=TOPIC, progress=False))
+
+
+def _semantic_msg(ns: int, labels: np.ndarray):
+    t = typestore().types
+    h, w = labels.shape
+    data = np.ascontiguousarray(labels, dtype=np.uint8).ravel()
+    return t["sensor_msgs/msg/Image"](
+        header=_header(ns), height=h, width=w, encoding="mono8", is_bigendian=0, step=w, data=data
+    )
+
+
+def test_alarm_counts_from_recorded_semantic_labels_and_scores(converted, tmp_path):
+    """Scores alarm exactly on the labelled hazards and the node saw road everywhere: every hazard of
+    >= 20 px is reported once persistence allows it (not in the first frame after a gap), and there
+    is no false alarm; a second run with a threshold above every score reports nothing."""
+    root, input_bag, frames = converted
+    semantic = "/pebal/semantic"
+    outputs = []
+    with bag_writer(tmp_path / "out", "mcap") as bag:
+        bag.add_topic(TOPIC, "sensor_msgs/msg/Image")
+        bag.add_topic(semantic, "sensor_msgs/msg/Image")
+        for k, (stamp, _, name) in enumerate(frames):
+            label = _label(root, name)
+            score = np.where(label == 1, 5.0, -10.0).astype(np.float32)
+            rx = 3_000_000_000_000_000_000 + k * 100_000_000
+            bag.write(TOPIC, rx, _score_msg(stamp, score))
+            bag.write(semantic, rx + 1, _semantic_msg(stamp, np.zeros(label.shape, np.uint8)))
+            outputs.append((stamp, label))
+    expected_obstacles = expected_detected = 0
+    previous = None
+    for stamp, label in outputs:
+        cc, n = ndimage.label(label == 1, structure=np.ones((3, 3)))
+        big = int((np.bincount(cc.ravel())[1:] >= 20).sum())
+        expected_obstacles += big
+        first_after_gap = previous is None or stamp - previous > 0.5e9
+        expected_detected += 0 if first_after_gap else big
+        previous = stamp
+    assert expected_detected > 0
+    options = ScoreOptions(score_topic=TOPIC, alarm_threshold=0.0, semantic_topic=semantic, progress=False)
+    alarms = score_bag(tmp_path / "out", [input_bag], options)["alarms"]
+    assert (alarms["frames"], alarms["obstacles"], alarms["detected"]) == (6, expected_obstacles, expected_detected)
+    assert alarms["false_alarms"] == 0 and alarms["reported"] == expected_detected
+    quiet = ScoreOptions(score_topic=TOPIC, alarm_threshold=100.0, semantic_topic=semantic, progress=False)
+    report = score_bag(tmp_path / "out", [input_bag], quiet)
+    assert (report["alarms"]["reported"], report["alarms"]["detected"]) == (0, 0)
+    assert "false-alarm obstacles per frame over 6 frames" in format_table(report)
+    # without a threshold (or without the semantic topic) there are no alarm counts
+    assert "alarms" not in score_bag(tmp_path / "out", [input_bag], ScoreOptions(score_topic=TOPIC, progress=False))

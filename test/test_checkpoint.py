@@ -1,6 +1,7 @@
-"""Checkpoint formats (DESIGN §5), 19->20 extension, clear errors, and refusal of code-running pickles."""
+"""Checkpoint formats, 19->20 extension, clear errors, and refusal of code-running pickles."""
 
 import os
+import zipfile
 
 import pytest
 import torch
@@ -178,3 +179,64 @@ def test_failed_save_leaves_previous_file_intact(tmp_path, monkeypatch):
         ck.save_checkpoint(model, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"], "temporary file left behind"
+
+
+def _broken_files(tmp_path) -> dict[str, tuple]:
+    """Each way a checkpoint file breaks in practice, with the words its error must contain."""
+    from safetensors.torch import save_file
+
+    good = ck.save_checkpoint(build_model("resnet18", width=0.25), tmp_path / "good.pt")
+    data = good.read_bytes()
+    files = {}
+    (tmp_path / "empty.pt").write_bytes(b"")
+    files["empty.pt"] = ("empty (0 bytes)",)
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    files["cut.pt"] = ("zip archive", "truncated")
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(tmp_path / "badpickle.pt", "w") as zout:
+        for name in zin.namelist():  # a well-formed archive whose pickle is cut in the middle
+            body = zin.read(name)
+            zout.writestr(name, body[: len(body) // 2] if name.endswith("data.pkl") else body)
+    files["badpickle.pt"] = ("EOFError", "truncated")
+    (tmp_path / "noise.pt").write_bytes(bytes(range(256)) * 8)  # neither zip nor pickle
+    files["noise.pt"] = ("pickled data is corrupt",)
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "badjson.safetensors"), metadata={"pebal": "{arch: resnet18"})
+    files["badjson.safetensors"] = ("not valid JSON", "header key 'pebal'")
+    return files
+
+
+def test_every_broken_file_is_one_checkpoint_error_naming_file_and_cause(tmp_path):
+    for name, words in _broken_files(tmp_path).items():
+        with pytest.raises(ck.CheckpointError) as err:
+            ck.read_checkpoint(tmp_path / name)
+        text = str(err.value)
+        assert str(tmp_path / name) in text, text
+        assert all(w in text for w in words), (name, text)
+        assert "could execute code" not in text, (name, text)  # only the unsafe pickle says so
+
+
+def test_code_executing_legacy_pickle_is_refused_as_unsafe(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil_legacy.pth"
+    torch.save({"payload": _Payload(marker)}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(ck.CheckpointError, match=r"imports posix\.system.*could execute code"):
+        ck.read_checkpoint(path)
+    assert not marker.exists(), "the pickle's payload ran"
+
+
+@pytest.mark.parametrize("command", ["info", "predict"])
+def test_cli_reports_a_broken_checkpoint_in_one_line(tmp_path, capsys, command):
+    from pebal_core import cli
+
+    files = _broken_files(tmp_path)
+    image = tmp_path / "img.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(image), np.zeros((16, 16, 3), np.uint8))
+    for name, words in files.items():
+        path = tmp_path / name
+        argv = ["checkpoint", "info", str(path)] if command == "info" else ["predict", "--model", str(path), str(image)]
+        assert cli.main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("pebal: error:") and err.count("\n") == 1, err
+        assert str(path) in err and all(w in err for w in words), err

@@ -54,3 +54,41 @@ def test_user_errors_are_one_line_exit_2(tmp_path):
     out = run("predict", str(tmp_path / "x.png"), "--model", str(tmp_path / "missing.pt"), check=False)
     assert out.returncode == 2
     assert out.stderr.startswith("pebal: error: checkpoint file not found") and "Traceback" not in out.stderr
+
+
+def test_threshold_writes_operating_points_into_a_copy(tmp_path, model_file):
+    from sklearn.metrics import roc_curve
+
+    from pebal_core.data.anomaly_sets import build_anomaly_dataset
+    from pebal_core.data.synthetic import SMALL, WorldConfig, generate_world
+    from pebal_core.models.checkpoint import read_checkpoint
+    from pebal_core.runtime import Predictor
+
+    world = tmp_path / "world"
+    generate_world(world, WorldConfig(seed=4, **{**SMALL, "parts": ("fishyscapes",)}), progress=False)
+    out = tmp_path / "with_points.safetensors"
+    args = ("threshold", "--model", str(model_file), "--dataset", "synthetic", "--split", "LostAndFound",
+            "--root", str(world), "--region", "all", "--policy", "tpr95", "--policy", "fpr:0.05",
+            "--default", "fpr:0.05", "--no-progress")  # fmt: skip
+    text = run(*args, "--write", str(out)).stdout
+    assert "| fpr:0.05 (default) |" in text and "| tpr95 |" in text
+    meta = read_checkpoint(out).metadata
+    points = meta["alarm_operating_points"]
+    assert points["default"] == "fpr:0.05" and meta["score_threshold"] == points["points"]["fpr:0.05"]["threshold"]
+    assert meta["score_threshold_source"]["policy"] == "fpr:0.05" and points["source"]["region"] == "all"
+    # the 95 %-TPR point, recomputed with the deployed predictor and scikit-learn
+    predictor = Predictor.from_checkpoint(model_file)
+    data = build_anomaly_dataset("synthetic", world, split="LostAndFound")
+    scores, truth = [], []
+    for i in range(len(data)):
+        item = data[i]
+        score = predictor.predict(item["image"])[1]
+        scores.append(score[item["label"] != 255])
+        truth.append(item["label"][item["label"] != 255] == 1)
+    _, tpr, thresholds = roc_curve(np.concatenate(truth), np.concatenate(scores), drop_intermediate=False)
+    assert points["points"]["tpr95"]["threshold"] == pytest.approx(thresholds[np.flatnonzero(tpr >= 0.95)[0]])
+    # the evaluated file is never overwritten, and a policy the model lacks is named
+    refused = run(*args, "--write", str(model_file), check=False)
+    assert refused.returncode == 2 and "refusing to overwrite" in refused.stderr
+    bad = run(*args[:-1], "--policy", "fpr:2", check=False)
+    assert bad.returncode == 2 and "unknown alarm policy 'fpr:2'" in bad.stderr

@@ -23,6 +23,7 @@ from pebal_ros.conversions import (
     ImageConverter,
     ImageError,
     compressed_size,
+    compressed_truncation,
     cv_bridge_available,
     make_converter,
 )
@@ -231,18 +232,53 @@ def test_corrupt_compressed_images(conv, payload):
     assert e.value.kind == "decode_failed"
 
 
-def test_truncated_jpeg_body_after_valid_header_still_refused_or_decoded_to_size(conv):
-    """libjpeg fills a truncated scan with grey; the result must still have the header's size."""
-    ok, enc = cv2.imencode(".jpg", _scene(40, 60))
-    raw = enc.tobytes()
-    msg = CompressedImage(format="jpeg")
-    msg.data = array.array("B", raw[: len(raw) // 2])
-    try:
-        out = conv.compressed_to_rgb(msg)
-    except ImageError as e:
-        assert e.kind == "decode_failed"
-    else:
-        assert out.shape == (40, 60, 3)
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+@pytest.mark.parametrize("keep", [0.5, 0.95])
+def test_truncated_compressed_image_refused_before_decoding(conv, fmt, keep):
+    """A JPEG/PNG cut short is refused as its own kind (decoders would fill it with grey)."""
+    rgb = RNG.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    raw = conv.to_compressed(rgb, fmt).data.tobytes()
+    msg = CompressedImage(format=fmt)
+    msg.data = array.array("B", raw[: int(len(raw) * keep)])
+    assert compressed_size(msg.data) == (40, 60)  # the header is intact
+    with pytest.raises(ImageError, match="truncated compressed image") as e:
+        conv.compressed_to_rgb(msg)
+    assert e.value.kind == "truncated_compressed"
+    assert compressed_truncation(raw) is None  # the complete image passes
+    # trailing zero padding after a complete JPEG (some drivers pad buffers) is accepted
+    if fmt == "jpeg":
+        padded = CompressedImage(format=fmt, data=array.array("B", raw + bytes(16)))
+        assert conv.compressed_to_rgb(padded).shape == (40, 60, 3)
+
+
+def test_small_jpeg_claiming_a_huge_size_is_refused_without_decoding(conv):
+    """A complete 16 x 16 JPEG whose frame header is patched to claim 3000 x 4000 (12 M pixels,
+    under max_image_pixels): a baseline JPEG of that size needs >= 2 bits per 8 x 8 block =
+    375 x 500 blocks * 2 / 8 = 46875 bytes; these ~700 bytes cannot hold it."""
+    ok, enc = cv2.imencode(".jpg", _scene(16, 16))
+    raw = bytearray(enc.tobytes())
+    sof = raw.index(b"\xff\xc0")
+    raw[sof + 5 : sof + 9] = (3000).to_bytes(2, "big") + (4000).to_bytes(2, "big")
+    assert len(raw) < 46875
+    msg = CompressedImage(format="jpeg", data=array.array("B", bytes(raw)))
+    with pytest.raises(ImageError, match="at least 46875 bytes") as e:
+        conv.compressed_to_rgb(msg, max_pixels=4096 * 3072)
+    assert e.value.kind == "truncated_compressed"
+    # the bound is a true lower bound: the most compressible real 3000 x 4000 JPEG (flat grey,
+    # optimised Huffman tables) is larger than it and passes
+    ok, flat = cv2.imencode(".jpg", np.zeros((3000, 4000), np.uint8), [cv2.IMWRITE_JPEG_OPTIMIZE, 1])
+    assert len(flat) >= 46875 and compressed_truncation(flat.tobytes()) is None
+
+
+def test_png_with_too_little_image_data_for_its_header_is_refused():
+    """IHDR patched from 16 x 16 to 4000 x 4000 RGB: 4000 * (1 + 12000) raw bytes need at least
+    48004000 // 1032 = 46515 bytes of DEFLATE data."""
+    ok, enc = cv2.imencode(".png", _scene(16, 16))
+    raw = bytearray(enc.tobytes())
+    raw[16:24] = (4000).to_bytes(4, "big") + (4000).to_bytes(4, "big")
+    assert "at least 46515 bytes" in compressed_truncation(bytes(raw))
+    ok, flat = cv2.imencode(".png", np.zeros((4000, 4000, 3), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    assert len(flat) >= 46515 and compressed_truncation(flat.tobytes()) is None
 
 
 def test_oversized_compressed_image_refused_from_its_header(conv):
@@ -278,3 +314,21 @@ def test_make_converter():
             make_converter("cv_bridge")
     with pytest.raises(ValueError, match="auto, cv_bridge, numpy"):
         make_converter("magic")
+
+
+def test_default_max_pixels_is_a_12_mp_camera(conv):
+    """4096 x 3072 passes the size check (and fails later, on its missing data); the issue's 6 KB
+    JPEG whose header claims 4000 x 4000 (16 M pixels) is refused from its header by default."""
+    with pytest.raises(ImageError) as e:
+        conv.to_rgb(_msg("mono8", b"", 3072, 4096, 4096))
+    assert e.value.kind == "truncated_data"
+    with pytest.raises(ImageError) as e:
+        conv.to_rgb(_msg("mono8", b"", 3073, 4096, 4096))
+    assert e.value.kind == "too_large"
+    ok, enc = cv2.imencode(".jpg", _scene(16, 16))
+    raw = bytearray(enc.tobytes())
+    sof = raw.index(b"\xff\xc0")
+    raw[sof + 5 : sof + 9] = (4000).to_bytes(2, "big") + (4000).to_bytes(2, "big")
+    with pytest.raises(ImageError, match="4000 x 4000") as e:
+        conv.compressed_to_rgb(CompressedImage(format="jpeg", data=array.array("B", bytes(raw))))
+    assert e.value.kind == "too_large"

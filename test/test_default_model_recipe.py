@@ -31,7 +31,8 @@ def test_makefile_recipe_uses_the_configurations_tested_here():
     recipe = _makefile_recipe()
     assert "config/synthetic_pretrain.yaml" in recipe and "config/synthetic_pebal.yaml" in recipe
     assert re.search(r"eval .*--dataset synthetic --split LostAndFound", recipe)
-    assert "--write-threshold $(DEFAULT_MODEL)" in recipe
+    assert re.search(r"threshold .*--dataset synthetic --split LostAndFound", recipe)
+    assert "--write $(DEFAULT_MODEL)" in recipe
 
 
 @pytest.mark.slow
@@ -46,16 +47,17 @@ def test_both_stages_and_the_threshold_step_run_on_a_synthetic_world(tmp_path):
                      f"out_dir={pebal}", f"model.base={pretrain / 'model.safetensors'}",
                      f"data.cityscapes={world / 'cityscapes'}", f"data.coco={world / 'coco'}", *TINY]) == 0
     shipped = tmp_path / "default_model.safetensors"
-    assert cli.main(["eval", "--model", str(pebal / "model.safetensors"), "--dataset", "synthetic",
-                     "--split", "LostAndFound", "--root", str(world), "--methods", "pebal",
-                     "--out", str(tmp_path / "threshold"), "--no-plots", "--no-progress",
-                     "--write-threshold", str(shipped)]) == 0
+    assert cli.main(["threshold", "--model", str(pebal / "model.safetensors"), "--dataset", "synthetic",
+                     "--split", "LostAndFound", "--root", str(world), "--no-progress",
+                     "--region", "all",  # two training steps predict no road: no drivable region yet
+                     "--write", str(shipped)]) == 0
 
     before = load_model(pretrain / "model.safetensors").state_dict()
     after = read_checkpoint(shipped)
     floats = [t for t in after.state_dict.values() if t.is_floating_point()]
     assert floats and all(t.dtype == torch.float16 for t in floats)  # `half: true` keeps the file small
     assert isinstance(after.metadata["score_threshold"], float)
+    assert after.metadata["alarm_operating_points"]["default"] == "fa:0.1"
     model = load_model(shipped)
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v.float(), before[k].half().float())}
     assert changed and all(k.startswith("final.") for k in changed)  # stage 2 trains the final block only

@@ -105,6 +105,12 @@ def test_demo_round_trip(ros_env, tmp_path):
     assert report["latency_ms"]["n"] >= 1 and report["latency_ms"]["p50"] > 0
     assert report["throughput"]["output_fps"] > 0
     assert int(report["node_diagnostics"]["frames_out"]) == len(recorded)
+    # obstacle-level counts at the threshold the node reported (the tiny model carries none: -9.0),
+    # over the frames whose score and semantic labels were both recorded
+    alarms = report["alarms"]
+    assert alarms["threshold"] == -9.0 and report["node_diagnostics"]["score_threshold"].startswith("-9 ")
+    assert 1 <= alarms["frames"] <= len(recorded) and alarms["detected"] <= alarms["obstacles"]
+    assert alarms["false_alarms"] <= alarms["reported"]
 
     overlays = sorted(p.stem for p in (out / "overlays").glob("*.png"))
     assert overlays == sorted(recorded)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from tiny_trees import make_anomaly_pairs
 
 from pebal_core.data.anomaly_sets import build_anomaly_dataset
 from pebal_core.evaluate import EvalOptions, evaluate
@@ -36,18 +37,9 @@ def run(*args, check=True):
 def fs_root(tmp_path_factory):
     """Fishyscapes layout, 4 images 64x96 with void rows and a magenta square as the anomaly."""
     root = tmp_path_factory.mktemp("fishyscapes")
-    (root / "LostAndFound" / "original").mkdir(parents=True)
-    (root / "LostAndFound" / "labels").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        image = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
-        label = np.zeros((64, 96), np.uint8)
-        label[:6] = 255
-        y, x = 12 + 8 * i, 10 + 15 * i
-        label[y : y + 12, x : x + 20] = 1
-        image[y : y + 12, x : x + 20] = (255, 0, 255)
-        write_rgb(root / "LostAndFound" / "original" / f"{i:03d}.png", image)
-        write_label(root / "LostAndFound" / "labels" / f"{i:03d}.png", label)
+    boxes = [(12 + 8 * i, 10 + 15 * i, 12, 20) for i in range(4)]
+    fs = root / "LostAndFound"
+    make_anomaly_pairs(fs / "original", fs / "labels", (64, 96), boxes, 0, 6, (255, 0, 255), "{:03d}")
     return root
 
 
@@ -141,7 +133,6 @@ def test_padding_and_resizing_keep_label_resolution(tmp_path, fs_root):
     model = build_model("resnet18", width=0.125).eval()
     for options in (
         EvalOptions(progress=False),
-        EvalOptions(fit="resize", progress=False),
         EvalOptions(input_size=(32, 48), progress=False),
     ):
         report = evaluate(model, ds, options)
@@ -190,6 +181,7 @@ def test_bare_state_dict_needs_arch(tmp_path, fs_root):
     common = ("--out", str(tmp_path / "o"), "--no-plots", "--methods", "abstention", "--limit", "1")
     out = run(*eval_args(path, "fs_lost_and_found", fs_root, *common), check=False)
     assert out.returncode == 2 and "does not say which architecture" in out.stderr
+    assert "pass --arch NAME" in out.stderr and "arch=" not in out.stderr  # the command line's flag
     run(*eval_args(path, "fs_lost_and_found", fs_root, "--arch", "enet", *common))
     report = json.loads((tmp_path / "o" / "results.json").read_text())
     assert report["model"]["arch"] == "enet" and report["n_images"] == 1
@@ -227,3 +219,41 @@ def test_inlier_miou_when_items_carry_trainids(fs_root, model_file):
     report = evaluate(model, ds, EvalOptions(progress=False, methods=("pebal",)))
     assert report["inlier_miou"]["miou"] == pytest.approx(1.0)
     assert set(report["methods"]) == {"pebal"}
+
+
+@pytest.fixture(scope="module")
+def validation_root(tmp_path_factory):
+    """Validation_Dataset layout, set ``fs_static``: three 48x64 images, image 1 without anomaly pixels."""
+    root = tmp_path_factory.mktemp("validation")
+    fs = root / "fs_static"
+    make_anomaly_pairs(fs / "images", fs / "labels_masks", (48, 64), [(10, 20, 10, 16), None, (10, 20, 10, 16)], 5)
+    return root
+
+
+def test_protocol_presets_flags_override_and_skipped_images_reported(tmp_path, validation_root, model_file):
+    common = ("--no-plots", "--methods", "pebal", "msp")
+    out = run(*eval_args(model_file, "validation/fs_static", validation_root, "--protocol", "course",
+                         "--out", str(tmp_path / "c"), *common))  # fmt: skip
+    report = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert report["options"]["protocol"] == "course" and report["input_size"] == [512, 1024]
+    assert report["options"]["resize_protocol"] == "course" and report["fpr95_definition"] == "ood_metrics"
+    # metrics at the network size: every non-void pixel of the two kept images, resized to 512x1024
+    pixels = report["methods"]["pebal"]["n_anomaly_pixels"] + report["methods"]["pebal"]["n_inlier_pixels"]
+    assert report["n_images"] == 2 and pixels == 2 * 512 * 1024
+    skipped = {"count": 1, "reason": "no anomaly pixel in the mask", "names": ["fs_static/1"]}
+    assert report["skipped_images"] == skipped
+    assert "Skipped 1 images (no anomaly pixel in the mask): fs_static/1." in out.stdout
+    assert "fs_static/1" in (tmp_path / "c" / "results.md").read_text()
+
+    run(*eval_args(model_file, "validation/fs_static", validation_root, "--protocol", "course", "--fpr95", "pebal",
+                   "--input-size", "24", "32", "--out", str(tmp_path / "o"), *common))  # fmt: skip
+    report = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert report["input_size"] == [24, 32] and report["fpr95_definition"] == "pebal"
+    assert report["options"]["resize_protocol"] == "course"
+    assert report["methods"]["pebal"]["n_inlier_pixels"] + report["methods"]["pebal"]["n_anomaly_pixels"] == 2 * 768
+
+    run(*eval_args(model_file, "validation/fs_static", validation_root, "--keep-all-images",
+                   "--out", str(tmp_path / "p"), *common))  # fmt: skip
+    report = json.loads((tmp_path / "p" / "results.json").read_text())
+    assert report["input_size"] is None and report["fpr95_definition"] == "pebal" and report["n_images"] == 3
+    assert report["skipped_images"] == {"count": 0, "reason": None, "names": []}

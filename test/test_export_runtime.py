@@ -167,3 +167,43 @@ def test_cli_tensorrt_without_tensorrt_says_how_to_install(tmp_path, fixed_onnx)
     assert out.returncode == 2 and "pip install .[tensorrt]" in out.stderr and "Traceback" not in out.stderr
     out = run("predict", str(tmp_path / "x.png"), "--model", str(fixed_onnx), "--backend", "tensorrt", check=False)
     assert out.returncode == 2 and "pip install .[tensorrt]" in out.stderr
+
+
+def test_onnxruntime_backend_reads_metadata_without_onnx_or_the_exporter(fixed_onnx):
+    code = (
+        "import sys; from pebal_core.runtime import Predictor;"
+        f"p = Predictor.from_checkpoint({str(fixed_onnx)!r}, backend='onnxruntime');"
+        "mods = sorted(m for m in ('onnx', 'pebal_core.export.onnx') if m in sys.modules);"
+        "print(p.input_size, p.score_threshold, mods)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"{SIZE} -4.25 []"
+
+
+def test_unreadable_onnx_file_is_a_backend_error(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    with pytest.raises(BackendError, match="onnxruntime cannot load .*broken.onnx.*pebal export onnx"):
+        Predictor.from_checkpoint(bad, backend="onnxruntime")
+
+
+def test_dynamic_onnx_keeps_the_checkpoints_recorded_input_size(tmp_path, checkpoint):
+    from pebal_core.models.checkpoint import load_model, save_checkpoint
+
+    model = load_model(checkpoint)
+    sized = save_checkpoint(model, tmp_path / "sized.safetensors", input_size=[48, 80])
+    onnx_path = export_onnx(sized, tmp_path / "sized.onnx", input_size=SIZE, dynamic=True)
+    assert Predictor.from_checkpoint(onnx_path, backend="onnxruntime").input_size == (48, 80)
+    assert Predictor.from_checkpoint(sized).input_size == (48, 80)
+    assert Predictor.from_checkpoint(onnx_path, backend="onnxruntime", input_size=(64, 96)).input_size == (64, 96)
+
+
+def test_scores_through_onnxruntime_give_pebal_and_labels_only(checkpoint, dynamic_onnx):
+    onnx_pred = Predictor.from_checkpoint(dynamic_onnx, backend="onnxruntime")
+    rgb = rgb_image(64, 96, seed=3)
+    pred = onnx_pred.scores(rgb, ("pebal",), labels=True)
+    labels, score = onnx_pred.predict(rgb)
+    np.testing.assert_array_equal(pred.scores["pebal"], score)
+    np.testing.assert_array_equal(pred.labels, labels)
+    with pytest.raises(BackendError, match="need the torch backend"):
+        onnx_pred.scores(rgb, ("pebal", "msp"))

@@ -4,7 +4,10 @@ otherwise).
 
 Where a test below needs "a plan TensorRT built", a stand-in builder writes placeholder bytes
 and the sidecar TensorRT's builder would write: TensorRT cannot run on this machine, and the
-logic under test (refuse / rebuild / accept) only reads the sidecar.
+logic under test (refuse / rebuild / accept) only reads the sidecar. The ``build_engine`` tests
+without a GPU run it against recording stand-ins for the tensorrt and pycuda modules
+(``_fake_tensorrt``): they check which TensorRT calls it makes, in which order, and what it
+writes; that TensorRT builds a working engine from those calls is what the GPU tests check.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
+import _fake_tensorrt
 import numpy as np
 import pytest
 from _export_models import camera_like, realistic_checkpoint
@@ -22,6 +26,7 @@ from pebal_core.export.tensorrt import (
     DeviceEnv,
     EngineError,
     EngineInfo,
+    build_engine,
     calibration_batch,
     calibration_cache_path,
     calibration_files,
@@ -248,6 +253,122 @@ def test_calibration_batch_is_rgb_nchw_uint8_at_the_profile_size(tmp_path):
     assert batch.shape == (1, 3, 64, 96) and batch.dtype == np.uint8 and batch.flags.c_contiguous
     assert [int(batch[0, c].min()) for c in range(3)] == [10, 20, 30]
     assert [int(batch[0, c].max()) for c in range(3)] == [10, 20, 30]
+
+
+# ----------------------------------------------------------------------------- build_engine (stand-in TensorRT)
+def _builder_calls(onnx_path: Path, flag_calls: list[tuple], timing: bytes = b"", workspace_mb: int = 2048) -> list:
+    """The TensorRT calls of one build, written out by hand from the TensorRT builder API."""
+    shape = [1, 3, *SIZE]
+    return [
+        ("context.push",),
+        ("Logger", "WARNING"),
+        ("Builder",),
+        ("builder.create_network", 0),
+        ("OnnxParser", "network"),
+        ("parser.parse_from_file", str(onnx_path)),
+        ("builder.create_builder_config",),
+        ("config.set_memory_pool_limit", "WORKSPACE", workspace_mb * 1024 * 1024),
+        ("builder.create_optimization_profile",),
+        ("profile.set_shape", "image", shape, shape, shape),
+        ("config.add_optimization_profile",),
+        *flag_calls,
+        ("config.create_timing_cache", timing),
+        ("config.set_timing_cache", timing, False),
+        ("builder.build_serialized_network", "network"),
+        ("context.pop",),
+    ]
+
+
+def test_build_engine_makes_the_tensorrt_calls_in_order_and_writes_plan_timing_cache_and_sidecar(
+    monkeypatch, onnx_copy
+):
+    calls: list[tuple] = []
+    _fake_tensorrt.install(monkeypatch, calls)
+    info = build_engine(onnx_copy, precision="fp16")
+    assert calls == _builder_calls(onnx_copy, [("config.set_flag", "FP16")])
+    engine = onnx_copy.with_name("model.fp16.engine")
+    timing = onnx_copy.with_name("timing-trt10.3.0-orin-nvgpu-sm8.7.cache")
+    assert engine.read_bytes() == _fake_tensorrt.PLAN and timing.read_bytes() == b"timing:"
+    assert EngineInfo.read(sidecar_path(engine)) == info
+    assert (info.tensorrt_version, info.gpu_name, info.compute_capability) == ("10.3.0", "Orin (nvgpu)", "8.7")
+    assert info.onnx_file == "model.onnx" and info.onnx_sha256 == hashlib.sha256(onnx_copy.read_bytes()).hexdigest()
+    assert info.timing_cache == timing.name and info.calibration is None and info.workspace_mb == 2048
+    assert info.model == read_metadata(onnx_copy) | {"input_size": list(SIZE)}
+
+    calls.clear()  # fp32: IEEE kernels (TF32 off, no FP16); the timing cache of the first build is loaded
+    build_engine(onnx_copy, precision="fp32", workspace_mb=512)
+    assert calls == _builder_calls(onnx_copy, [("config.clear_flag", "TF32")], b"timing:", 512)
+    assert timing.read_bytes() == b"timing:timing:"
+
+
+def test_build_engine_int8_calibrates_on_the_images_then_reuses_the_cache(monkeypatch, onnx_copy, tmp_path):
+    images = tmp_path / "calib"
+    images.mkdir()
+    for value in (10, 20, 30):
+        write_rgb(images / f"{value}.png", np.full((40, 60, 3), value, np.uint8))
+    calls: list[tuple] = []
+    _fake_tensorrt.install(monkeypatch, calls)
+    info = build_engine(onnx_copy, precision="int8", calibration_images=images)
+    int8_calls = [
+        ("config.set_flag", "FP16"),
+        ("config.set_flag", "INT8"),
+        ("IInt8EntropyCalibrator2",),
+        ("config.int8_calibrator",),
+        ("config.set_calibration_profile",),
+    ]
+    batches = [c for c in calls if c[0] in ("memcpy_htod", "calibration batch")]
+    assert [c for c in calls if c not in batches] == _builder_calls(onnx_copy, int8_calls)
+    pixels = 3 * SIZE[0] * SIZE[1]  # each image resized to the profile's opt size, one per batch
+    assert batches == [
+        x for v in (10, 20, 30) for x in (("memcpy_htod", (1, 3, *SIZE), v * pixels), ("calibration batch",))
+    ]
+    assert calibration_cache_path(onnx_copy).read_bytes() == _fake_tensorrt.CALIBRATION_TABLE
+    assert info.calibration == {"cache": "model.int8.calib", "images": 3}
+
+    calls.clear()  # no images: the calibration cache of the first build is used
+    info = build_engine(onnx_copy, precision="int8")
+    assert not [c for c in calls if c[0] == "memcpy_htod"] and info.calibration == {
+        "cache": "model.int8.calib",
+        "images": None,
+    }
+    with pytest.raises(ValueError, match="INT8 needs calibration images"):
+        build_engine(onnx_copy, precision="int8", calibration_cache=tmp_path / "absent.calib")
+
+
+def test_build_engine_failures_name_the_cause_and_release_the_cuda_context(monkeypatch, onnx_copy):
+    engine = onnx_copy.with_name("model.fp16.engine")
+    calls: list[tuple] = []
+    _fake_tensorrt.install(monkeypatch, calls, version="11.0.0")
+    with pytest.raises(EngineError, match="TensorRT 11.0.0 removed the weakly-typed FP16/INT8 builder flags"):
+        build_engine(onnx_copy, precision="fp16")
+    assert calls == [("context.push",), ("context.pop",)]
+
+    calls.clear()
+    _fake_tensorrt.install(monkeypatch, calls, parse_ok=False)
+    with pytest.raises(EngineError, match="cannot parse .*model.onnx:\n  - unsupported node 0\n  - unsupported node 1"):
+        build_engine(onnx_copy, precision="fp16")
+    assert calls == _builder_calls(onnx_copy, [])[:6] + [("context.pop",)]
+
+    calls.clear()
+    _fake_tensorrt.install(monkeypatch, calls, build_ok=False)
+    with pytest.raises(EngineError, match="failed to build an engine .* larger --workspace-mb than 2048"):
+        build_engine(onnx_copy, precision="fp16")
+    assert calls[-1] == ("context.pop",) and not engine.exists() and not sidecar_path(engine).exists()
+
+
+def test_build_engine_replaces_a_foreign_timing_cache_and_sets_explicit_batch_before_tensorrt_10(
+    monkeypatch, onnx_copy, tmp_path
+):
+    stale = tmp_path / "elsewhere.cache"
+    stale.write_bytes(b"from another GPU")
+    calls: list[tuple] = []
+    _fake_tensorrt.install(monkeypatch, calls, version="8.6.1", accept_timing_cache=False)
+    info = build_engine(onnx_copy, precision="fp16", timing_cache=stale)
+    expected = _builder_calls(onnx_copy, [("config.set_flag", "FP16")], b"from another GPU")
+    expected[3] = ("builder.create_network", 1)  # 1 << EXPLICIT_BATCH
+    expected[-2:-2] = [("config.create_timing_cache", b""), ("config.set_timing_cache", b"", False)]
+    assert calls == expected
+    assert stale.read_bytes() == b"timing:" and info.timing_cache == "elsewhere.cache"
 
 
 # ----------------------------------------------------------------------------- real TensorRT (GPU)

@@ -1,89 +1,212 @@
-"""The launch file, the RViz layout and the parameter file, as a full ROS install will use them.
+"""The launch file run for real: ``ros2 launch pebal_ros pebal.launch.py`` against a colcon-built
+workspace, with ``ros2 launch`` installed from the unmodified ROS 2 sources (test/ros_workspace.py;
+skipped with a reason where ``../shared/ros2-launch`` is absent, required in CI). Plus the static
+facts about the files it installs (parameter file, RViz layout).
 
-Where ``launch_ros`` is importable the launch description is loaded and expanded; here (ROS from
-PyPI, no ``launch``) the file is checked statically: it must name the installed executable, the
-parameter file and the launch arguments, and setup.py must install all three files.
+The launch runs are marked ``colcon`` (they need the workspace build) and ``ros`` (DDS on loopback,
+random domain id).
 """
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import os
+import re
+import signal
+import subprocess
 import sys
+import time
+import uuid
 from glob import glob
 from importlib import metadata
+from pathlib import Path
 
+import numpy as np
+import psutil
 import pytest
 import yaml
 from conftest import ROOT
+from node_harness import RELIABLE, Probe, RosSession, as_array, camera_info_msg, first_outputs_from_process, wait_until
+from rcl_interfaces.srv import GetParameters
+from ros_workspace import colcon_workspace, launch_env, launch_tools
+from sensor_msgs.msg import CameraInfo, Image
 
+from pebal_core.models import build_model
+from pebal_core.models.checkpoint import save_checkpoint
+from pebal_core.runtime import Predictor
 from pebal_ros.node import OUTPUTS, PARAMETERS
 
-LAUNCH = ROOT / "launch" / "pebal.launch.py"
-LAUNCH_ARGUMENTS = {"params_file", "image_topic", "camera_info_topic", "model", "use_rviz"}
+LAUNCH_ARGUMENTS = {
+    "namespace",
+    "image_topic",
+    "camera_info_topic",
+    "params_file",
+    "model",
+    "use_sim_time",
+    "log_level",
+    "fastdds_profile",
+    "use_rviz",
+}
 
 
-def _launch_module():
-    spec = importlib.util.spec_from_file_location("pebal_launch", LAUNCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# --------------------------------------------------------------------------- real `ros2 launch`
+@pytest.fixture(scope="module")
+def launch_setup(tmp_path_factory):
+    """(workspace, launch tools folder) — the tools first: they skip when the sources are absent."""
+    base = tmp_path_factory.getbasetemp()
+    tools = launch_tools(base)
+    return colcon_workspace(base), tools
 
 
-def test_launch_description_loads_where_launch_ros_is_installed():
-    pytest.importorskip("launch_ros", reason="launch_ros comes with a full ROS install, not from PyPI")
-    from launch import LaunchContext
-    from launch.actions import DeclareLaunchArgument
-
-    module = _launch_module()
-    description = module.generate_launch_description()
-    declared = {e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)}
-    assert declared == LAUNCH_ARGUMENTS
-    context = LaunchContext()
-    context.launch_configurations.update(
-        {
-            "params_file": str(ROOT / "config" / "pebal.yaml"),
-            "image_topic": "/front/image_raw",
-            "camera_info_topic": "/front/camera_info",
-            "model": "/models/m.safetensors",
-            "use_rviz": "false",
-        }
+def _ros2_launch(launch_setup, *args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    ws, tools = launch_setup
+    return subprocess.Popen(
+        [str(tools / "bin" / "ros2"), "launch", "pebal_ros", "pebal.launch.py", *args],
+        env=launch_env(ws, tools, env),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: cleaned up as a whole if a test fails
     )
-    (node,) = module._pebal_node(context)
-    assert node.node_package == "pebal_ros" and node.node_executable == "pebal_node"
 
 
-def test_launch_file_names_installed_executable_parameters_and_arguments():
-    tree = ast.parse(LAUNCH.read_text())
-    constants = {
-        t.id: n.value.value
-        for n in tree.body
-        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
-        for t in n.targets
-        if isinstance(t, ast.Name)
-    }
-    assert constants["PACKAGE"] == "pebal_ros"
-    assert constants["EXECUTABLE"] == "pebal_node"
-    assert (ROOT / "config" / constants["PARAMS_FILE"]).is_file()
-    assert (ROOT / "config" / constants["RVIZ_FILE"]).is_file()
-    declared = {
-        call.args[0].value
-        for call in ast.walk(tree)
-        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "DeclareLaunchArgument"
-    }
-    assert declared == LAUNCH_ARGUMENTS
-    names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    assert "generate_launch_description" in names
-    # every launch argument is used
-    used = {
-        call.args[0].value
-        for call in ast.walk(tree)
-        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "LaunchConfiguration"
-    }
-    assert used == LAUNCH_ARGUMENTS
+def _finish(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, out
 
 
+def _processes_with(marker: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if any(marker in part for part in p.info["cmdline"] or ()):
+            found.append(p)
+    return found
+
+
+@pytest.mark.colcon
+def test_show_args_lists_every_argument_with_its_default(launch_setup):
+    rc, out = _finish(_ros2_launch(launch_setup, "--show-args"))
+    assert rc == 0, out
+    shown = dict(re.findall(r"^    '(\w+)':\n(?:.*\n)*?\s+\(default: (.*)\)$", out, re.M))
+    assert set(shown) == LAUNCH_ARGUMENTS, out
+    assert shown["image_topic"] == "'camera/image_raw'"  # relative: follows the namespace
+    assert "camera_info" in shown["camera_info_topic"] and "image_topic" in shown["camera_info_topic"]
+    assert "fastdds_large_images.xml" in shown["fastdds_profile"]
+    assert "model" in shown["model"] and "params_file" in shown["model"]
+
+
+@pytest.mark.colcon
+def test_print_shows_the_node(launch_setup):
+    """No OpaqueFunction hides the node: `ros2 launch --print` names its executable."""
+    ws, tools = launch_setup
+    proc = subprocess.Popen(
+        [str(tools / "bin" / "ros2"), "launch", "--print", "pebal_ros", "pebal.launch.py"],
+        env=launch_env(ws, tools),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    rc, out = _finish(proc)
+    assert rc == 0, out
+    assert "ExecInPkg(pkg='pebal_ros', exec='pebal_node')" in out
+    assert "OnProcessExit" in out
+
+
+def _get_parameters(session: RosSession, node: str, names: list[str]) -> list:
+    client = session.nodes[0].create_client(GetParameters, f"{node}/get_parameters")
+    assert client.wait_for_service(timeout_sec=30.0), f"{node}/get_parameters"
+    future = client.call_async(GetParameters.Request(names=names))
+    wait_until(future.done, 30.0, "get_parameters")
+    return list(future.result().values)
+
+
+@pytest.mark.colcon
+@pytest.mark.ros
+def test_namespaced_launch_with_arguments_serves_outputs(launch_setup, ros_env, tmp_path):
+    """namespace, image_topic (camera_info beside it), model, use_sim_time, log_level and the Fast DDS
+    profile reach the node; its outputs arrive over rclpy under the namespace; Ctrl-C ends the launch."""
+    ws, _ = launch_setup
+    model = save_checkpoint(build_model("resnet18", width=0.25), tmp_path / "tiny.safetensors")
+    h, w = 48, 64
+    rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    labels, score = Predictor.from_checkpoint(model).predict(rgb)
+    ns = f"car_{uuid.uuid4().hex[:8]}"
+    proc = _ros2_launch(
+        launch_setup,
+        f"namespace:={ns}",
+        "image_topic:=front/image_raw",
+        f"model:={model}",
+        "use_sim_time:=true",
+        "log_level:=debug",
+        env=ros_env,
+        cwd=tmp_path,
+    )
+    try:
+        with RosSession() as session:
+            probe = Probe(session, prefix=f"/{ns}/", outputs=("semantic", "anomaly_score", "anomaly_grid"))
+            # the camera: image_topic relative to the namespace, camera_info beside it by default
+            probe.image_pub = probe.node.create_publisher(Image, f"/{ns}/front/image_raw", RELIABLE)
+            probe.info_pub = probe.node.create_publisher(CameraInfo, f"/{ns}/front/camera_info", RELIABLE)
+            out = first_outputs_from_process(proc, probe, rgb, camera_info_msg(h, w, 60.0, 60.0), "cam")
+            np.testing.assert_array_equal(as_array(out["semantic"]), labels)
+            np.testing.assert_allclose(as_array(out["anomaly_score"]), score, rtol=1e-5, atol=1e-5)
+            assert out["anomaly_grid"].info.width > 0  # the grid needs the CameraInfo: it came on front/camera_info
+            model_value, sim_time = _get_parameters(session, f"/{ns}/pebal_node", ["model", "use_sim_time"])
+            assert model_value.string_value == str(model)
+            assert sim_time.bool_value is True
+        (node,) = [p for p in _processes_with(f"__ns:=/{ns}") if "pebal_node" in " ".join(p.cmdline())]
+        profile = node.environ().get("FASTRTPS_DEFAULT_PROFILES_FILE")
+        installed = ws / "install" / "pebal_ros" / "share" / "pebal_ros" / "config" / "fastdds_large_images.xml"
+        assert profile == str(installed)
+        proc.send_signal(signal.SIGINT)
+        rc, log = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "[DEBUG]" in log, "log_level:=debug reached the node"
+    assert rc == 0, log
+    assert not _processes_with(f"__ns:=/{ns}"), "the node outlived the launch"
+
+
+@pytest.mark.colcon
+@pytest.mark.ros
+def test_node_failure_fails_the_launch(launch_setup, ros_env, tmp_path):
+    """A node that exits (here: a model file that does not exist) ends the launch with a failure.
+    (`fastdds_profile:=none` leaves the environment alone: Fast DDS then says nothing about profiles.)"""
+    missing = tmp_path / "no_such_model.safetensors"
+    rc, log = _finish(_ros2_launch(launch_setup, f"model:={missing}", "fastdds_profile:=none", env=ros_env), 120)
+    assert rc == 1, log
+    assert "does not exist" in log and "pebal_node exited with status 2" in log
+    assert "PROFILES_FILE" not in log
+
+
+@pytest.mark.colcon
+@pytest.mark.ros
+def test_rviz_requested_but_missing_fails_before_starting_anything(launch_setup, ros_env):
+    ws, tools = launch_setup
+    probe_env = launch_env(ws, tools)
+    out = subprocess.run(
+        [sys.executable, "-c", "from ament_index_python.packages import get_package_prefix as g; g('rviz2')"],
+        env=probe_env,
+        capture_output=True,
+    )
+    if out.returncode == 0:
+        pytest.skip("rviz2 is installed here; this test is about its absence")
+    ns = f"rviz_{uuid.uuid4().hex[:8]}"
+    rc, log = _finish(_ros2_launch(launch_setup, "use_rviz:=true", f"namespace:={ns}", env=ros_env))
+    assert rc == 1, log
+    assert "RViz 2 is not installed" in log
+    assert "process started" not in log
+    time.sleep(1.0)
+    assert not _processes_with(f"__ns:=/{ns}"), "a node was left running"
+
+
+# --------------------------------------------------------------------------- the installed files
 def test_setup_installs_the_executable_launch_and_config_files():
     scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
     assert scripts.get("pebal_node") == "pebal_ros.node:main"
@@ -126,14 +249,19 @@ def test_parameter_file_matches_the_declared_parameters():
             assert value in spec.choices, name
 
 
-def test_rviz_layout_shows_overlay_labels_and_grid_with_matching_qos():
+def test_rviz_layout_shows_overlay_labels_and_grid_in_the_node_namespace():
     layout = yaml.safe_load((ROOT / "config" / "pebal.rviz").read_text())
     displays = layout["Visualization Manager"]["Displays"]
     topics = {(d["Class"], d["Topic"]["Value"]) for d in displays if "Topic" in d}
-    assert ("rviz_default_plugins/Image", "/anomaly_overlay") in topics
-    assert ("rviz_default_plugins/Image", "/semantic_color") in topics
-    assert ("rviz_default_plugins/Map", "/anomaly_grid") in topics
-    assert {t.lstrip("/") for _, t in topics} <= set(OUTPUTS)
+    assert ("rviz_default_plugins/Image", "anomaly_overlay") in topics
+    assert ("rviz_default_plugins/Image", "semantic_color") in topics
+    assert ("rviz_default_plugins/Map", "anomaly_grid") in topics
+    assert ("rviz_default_plugins/MarkerArray", "obstacles") in topics
+    # relative names: RViz runs in the node's namespace (launch argument `namespace`)
+    assert all(not t.startswith("/") for _, t in topics)
+    assert {t for _, t in topics} <= set(OUTPUTS)
+    updates = [d["Update Topic"]["Value"] for d in displays if "Update Topic" in d]
+    assert updates == ["anomaly_grid_updates"]
     for d in displays:
         if "Topic" in d:  # the node publishes reliable + volatile: a transient-local reader would not match
             assert d["Topic"]["Durability Policy"] == "Volatile" and d["Topic"]["Reliability Policy"] == "Reliable"

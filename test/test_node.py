@@ -32,13 +32,14 @@ from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import CompressedImage, Image
 
 from pebal_core import runtime
-from pebal_core.ground import CameraMount, GroundGrid, intrinsic_matrix
+from pebal_core.alarms.pipeline import AlarmPipeline
+from pebal_core.ground import CameraMount, GroundGrid, image_to_ground_homography, intrinsic_matrix
 from pebal_core.labels import PALETTE
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import save_checkpoint
 from pebal_core.runtime import Predictor, TorchBackend
-from pebal_core.visualize import overlay
-from pebal_ros.node import OUTPUTS, PebalNode
+from pebal_core.visualize import alarm_overlay
+from pebal_ros.node import IMAGE_OUTPUTS, OUTPUTS, PebalNode
 from pebal_ros.occupancy import OccupancyMapper
 
 pytestmark = pytest.mark.ros
@@ -109,7 +110,7 @@ def test_every_output_matches_the_predictor_and_keeps_the_header(ros_env, predic
         probe.image_pub.publish(image_msg(rgb, stamp, "cam_optical"))
         out = probe.wait_outputs(stamp)
 
-        for name in OUTPUTS[:-1]:
+        for name in IMAGE_OUTPUTS:
             msg = out[name]
             assert msg.header.frame_id == "cam_optical" and (msg.height, msg.width) == (H, W), name
         assert out["semantic"].encoding == "mono8" and out["semantic_color"].encoding == "rgb8"
@@ -120,20 +121,21 @@ def test_every_output_matches_the_predictor_and_keeps_the_header(ros_env, predic
         mask = score >= threshold
         assert 0 < mask.sum() < mask.size
         np.testing.assert_array_equal(as_array(out["anomaly_mask"]), np.where(mask, 255, 0))
-        np.testing.assert_array_equal(as_array(out["anomaly_overlay"]), overlay(rgb, mask, alpha=0.4))
+        k = intrinsic_matrix(FX, FY, (W - 1) / 2, (H - 1) / 2)
+        mount = CameraMount(1.5, 0.2)
+        alarms = AlarmPipeline().process(
+            labels, score, threshold, stamp.sec + stamp.nanosec * 1e-9, image_to_ground_homography(k, mount), mount
+        )
+        overlay = alarm_overlay(rgb, alarms, score, 1.0, 0.4)
+        np.testing.assert_array_equal(as_array(out["anomaly_overlay"]), overlay)
 
         grid = out["anomaly_grid"]
         assert grid.header.frame_id == "base_link" and grid.header.stamp == stamp
         assert (grid.info.width, grid.info.height, grid.info.resolution) == (30, 20, 1.0)
         assert (grid.info.origin.position.x, grid.info.origin.position.y) == (-2.0, -10.0)
-        expected = OccupancyMapper().values(
-            score,
-            intrinsic_matrix(FX, FY, (W - 1) / 2, (H - 1) / 2),
-            GroundGrid(1.0, 30, 20, -2.0, -10.0),
-            CameraMount(1.5, 0.2),
-            threshold,
-            1.0,
-        )
+        expected = OccupancyMapper().values(score, k, GroundGrid(1.0, 30, 20, -2.0, -10.0), mount, threshold, 1.0)
+        assert (expected >= 50).any()
+        expected[expected >= 50] = 49  # the first frame: no alarm cell has persistence yet (2 of 3 frames)
         np.testing.assert_array_equal(np.array(grid.data, dtype=np.int8).reshape(20, 30), expected)
         assert (expected[:, :2] == -1).all() and (expected >= 0).any()  # behind the camera unknown, ahead seen
 
@@ -187,12 +189,15 @@ def _bad_inputs(stamp) -> list[tuple[str, object]]:
     corrupt = CompressedImage(format="jpeg", data=byte_array(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4))
     huge = Image(height=8000, width=8000, encoding="mono8", step=8000)
     huge.data = byte_array(np.zeros(8000 * 8000, np.uint8))
+    ok, jpeg = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8))
+    cut = CompressedImage(format="jpeg", data=byte_array(jpeg.tobytes()[: len(jpeg) // 2]))
     cases = [
         ("unsupported_encoding", bayer),
         ("empty_image", empty),
         ("truncated_data", short),
         ("decode_failed", corrupt),
         ("too_large", huge),
+        ("truncated_compressed", cut),
     ]
     for _, msg in cases:
         msg.header.stamp = stamp
@@ -313,7 +318,8 @@ def test_outputs_computed_only_for_subscribers(ros_env, predictor, rgb):
         probe.image_pub.publish(image_msg(rgb, stamp))
         probe.wait_outputs(stamp)
         values = probe.wait_diag(lambda v: v["frames_out"] == "2")
-        assert all(values[f"published_{n}"] == ("2" if n == "semantic" else "1") for n in OUTPUTS[:-1])
+        without_grid = [n for n in OUTPUTS if n != "anomaly_grid"]
+        assert all(values[f"published_{n}"] == ("2" if n == "semantic" else "1") for n in without_grid)
         assert values["published_anomaly_grid"] == "0"  # no CameraInfo yet: the grid waits for intrinsics
         assert values["camera_info"] == "none yet"
 
@@ -347,7 +353,7 @@ def test_console_script_with_params_file(ros_env, checkpoint, predictor, rgb, re
             probe = Probe(session, prefix="/cam/")
             probe.image_pub = probe.node.create_publisher(Image, "/cam/image_raw", 10)
             out = first_outputs_from_process(proc, probe, rgb, camera_info_msg(H, W, FX, FY), "cam")
-            for name in OUTPUTS[:-1]:
+            for name in IMAGE_OUTPUTS:
                 assert out[name].header.frame_id == "cam" and (out[name].height, out[name].width) == (H, W)
             assert out["anomaly_grid"].header.frame_id == "base_footprint"
             assert out["anomaly_grid"].info.width == 200 and out["anomaly_grid"].info.height == 100  # pebal.yaml
@@ -375,10 +381,11 @@ def test_console_script_refuses_bad_parameters(ros_env, checkpoint):
     assert "device must be cpu, cuda, cuda:N" in out.stderr
 
 
-def test_console_script_refuses_a_file_that_is_no_model(ros_env, tmp_path):
+@pytest.mark.parametrize(("name", "content"), [("model.safetensors", b"this is not a checkpoint"), ("empty.pt", b"")])
+def test_console_script_refuses_a_file_that_is_no_model(ros_env, tmp_path, name, content):
     script = os.path.join(os.path.dirname(sys.executable), "pebal_node")
-    bogus = tmp_path / "model.safetensors"
-    bogus.write_bytes(b"this is not a checkpoint")
+    bogus = tmp_path / name
+    bogus.write_bytes(content)
     out = subprocess.run(
         [script, "--ros-args", "-p", f"model:={bogus}"],
         env=_node_env(ros_env),

@@ -13,7 +13,15 @@ from rcl_interfaces.msg import ParameterDescriptor
 
 from pebal_core.labels import LABELS, PALETTE, colorize
 from pebal_core.visualize import overlay
-from pebal_ros.node import OUTPUTS, PARAMETERS, LatestFrame, _check_combination, _check_value
+from pebal_ros.node import (
+    OUTPUTS,
+    PARAMETERS,
+    LatestFrame,
+    _check_combination,
+    _check_value,
+    network_size,
+    stamp_latency_ms,
+)
 
 
 def test_latest_frame_keeps_only_the_newest():
@@ -99,9 +107,8 @@ def test_overlay_equals_a_float64_blend(alpha):
     )
 
 
-def test_readme_documents_every_parameter_and_topic():
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Running the node") :]
+def test_node_docs_document_every_parameter_and_topic():
+    section = (ROOT / "docs" / "node.md").read_text()
     for spec in PARAMETERS:
         if spec.name.startswith("outputs."):
             assert "`outputs.<output>`" in section and f"`{spec.name.split('.', 1)[1]}`" in section
@@ -109,3 +116,25 @@ def test_readme_documents_every_parameter_and_topic():
             assert f"`{spec.name}`" in section, spec.name
     for topic in (*OUTPUTS, "image", "image/compressed", "camera_info", "/diagnostics"):
         assert f"| `{topic}` |" in section, topic
+
+
+def test_network_size_keeps_the_aspect_and_the_bound():
+    # a 12 MP 4:3 camera at the 1024 x 2048 bound: scale sqrt(2097152 / 12582912) = 0.408,
+    # 3072 x 4096 -> 1254.1 x 1672.2 -> 1254 x 1672
+    assert network_size(3072, 4096, 1024 * 2048) == (1254, 1672)
+    assert network_size(1024, 2048, 1024 * 2048) == (1024, 2048)  # at the bound: unchanged
+    assert network_size(10, 10, 1) == (1, 1)
+    for h, w, bound in [(3000, 4000, 10_000), (1080, 1920, 500_000), (7, 5000, 4096), (4097, 3, 1024)]:
+        nh, nw = network_size(h, w, bound)
+        assert nh * nw <= bound and nh >= 1 and nw >= 1
+        assert (nh + 1) * (nw + 1) > bound  # no larger size of one scale factor fits
+        if min(nh, nw) > 10:
+            assert abs(nh / nw - h / w) < 0.02 * h / w
+
+
+def test_stamp_latency_handles_any_stamp():
+    now = 1_700_000_000_500_000_000
+    assert stamp_latency_ms(now, 1_700_000_000, 400_000_000) == 100.0
+    assert stamp_latency_ms(now, 0, 0) == 1.7000000005e12  # a zero stamp: absurd, but a number
+    assert stamp_latency_ms(now, -5, 0) == (now + 5_000_000_000) / 1e6  # negative stamps do not raise
+    assert stamp_latency_ms(now, 1_700_000_001, 500_000_000) == -1000.0  # 1 s in the future

@@ -1,5 +1,5 @@
 """PEBAL on the real ENet: the pseudo-labelled Cityscapes tree of the realdata frames, and
-``pebal train`` on it (``pebal_core.data.realdata_inliers``, ``benchmarks/real_data_pebal.py``).
+``pebal train`` on it (``benchmarks/realdata_inliers.py``, ``benchmarks/real_data_pebal.py``).
 
 The tree is checked against independent computations: the stored images against PIL's resize
 of the source files, the void pixels against a 2x2 block reduction of the fs_static labels in
@@ -12,6 +12,7 @@ and compares the saved model with the real checkpoint key by key.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,14 @@ from PIL import Image
 
 from pebal_core.config import TrainConfig, load_config
 from pebal_core.data.cityscapes import Cityscapes
-from pebal_core.data.realdata_inliers import (
+from pebal_core.data.validation_dataset import ValidationDataset
+from pebal_core.models.checkpoint import load_model, read_checkpoint
+from pebal_core.preprocessing import image_to_tensor
+from pebal_core.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # realdata_inliers is a benchmark helper, not a package module
+from realdata_inliers import (  # noqa: E402
     ENET_CHECKPOINT,
     FS_STATIC,
     FS_STATIC_HOLDOUT,
@@ -31,12 +39,7 @@ from pebal_core.data.realdata_inliers import (
     labelled_frame_miou,
     void_at,
 )
-from pebal_core.data.validation_dataset import ValidationDataset
-from pebal_core.models.checkpoint import load_model, read_checkpoint
-from pebal_core.preprocessing import image_to_tensor
-from pebal_core.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
 ENET_FINAL = ("upsample5_0.", "regular5_1.", "transposed_conv.")
 
 

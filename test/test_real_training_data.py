@@ -297,12 +297,9 @@ def test_shipped_real_model_metadata_and_threshold(realdata):
     (both recomputed here from the pooled scores)."""
     from pathlib import Path
 
-    import cv2
-
     from pebal_core.data.validation_dataset import ValidationDataset
-    from pebal_core.evaluate import EvalOptions, image_logits
     from pebal_core.models.checkpoint import load_model, read_checkpoint
-    from pebal_core.scoring import all_scores
+    from pebal_core.runtime import Predictor
 
     path = Path(__file__).resolve().parents[1] / "pebal_core" / "assets" / "real_espnet_pebal.safetensors"
     meta = read_checkpoint(path).metadata
@@ -316,17 +313,14 @@ def test_shipped_real_model_metadata_and_threshold(realdata):
     assert meta["selection"]["chosen"] in meta["selection"]["holdout"]
 
     torch.set_num_threads(1)
-    model = load_model(path).eval()
+    predictor = Predictor.from_model(load_model(path).eval(), (512, 1024), "predictor")
     ds = ValidationDataset(realdata / "Validation_Dataset", "fs_static")
     scores, labels = [], []
     for i in range(len(ds)):
         if int(ds.samples[i].name.split("/")[-1]) not in source["images"]:
             continue
         item = ds[i]
-        logits = image_logits(model, item["image"], EvalOptions(input_size=(512, 1024), progress=False))
-        score = all_scores(logits, ("pebal",))["pebal"][0].float().numpy()
-        h, w = item["label"].shape
-        score = cv2.resize(score, (w, h), interpolation=cv2.INTER_LINEAR)
+        score = predictor.scores(item["image"], ("pebal",), output_size=item["label"].shape).scores["pebal"]
         keep = item["label"] != 255
         scores.append(score[keep])
         labels.append(item["label"][keep] == 1)

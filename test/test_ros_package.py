@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from node_harness import Probe, RosSession, as_array, camera_info_msg, first_outputs_from_process, stop_process
+from ros_workspace import colcon_workspace, sourced_env
 
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import save_checkpoint
@@ -41,6 +41,8 @@ ROSDEP_KEYS = {
     "nav_msgs": "nav_msgs",
     "std_msgs": "std_msgs",
     "diagnostic_msgs": "diagnostic_msgs",
+    "visualization_msgs": "visualization_msgs",
+    "vision_msgs": "vision_msgs",
     "cv_bridge": "cv_bridge",
     "numpy": "python3-numpy",
     "cv2": "python3-opencv",
@@ -80,6 +82,41 @@ def imported_modules() -> set[str]:
     return found - first_party - set(sys.stdlib_module_names)
 
 
+# What the launch files need at run time, by module they import (rosdep keys / ROS package names);
+# every package shipping launch files also needs `ros2launch` (the `ros2 launch` command), and a
+# `Node(package=...)` of another package needs that package (rviz2: the optional viewer).
+LAUNCH_IMPORT_KEYS = {
+    "launch": "launch",
+    "launch_ros": "launch_ros",
+    "ament_index_python": "ament_index_python",
+    "yaml": "python3-yaml",
+}
+
+
+def launch_file_depends() -> set[str]:
+    """Run-time dependencies of ``launch/*.launch.py``: their imports, ``ros2launch``, and the packages
+    of the nodes they start."""
+    files = sorted((ROOT / "launch").glob("*.launch.py"))
+    needed = {"ros2launch"} if files else set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Node":
+                package = next((k.value for k in node.keywords if k.arg == "package"), None)
+                if isinstance(package, ast.Constant) and package.value != "pebal_ros":
+                    needed.add(package.value)
+                continue
+            else:
+                continue
+            for top in {m.split(".")[0] for m in modules} - set(sys.stdlib_module_names):
+                assert top in LAUNCH_IMPORT_KEYS, f"{path.name} imports {top}: add its rosdep key to LAUNCH_IMPORT_KEYS"
+                needed.add(LAUNCH_IMPORT_KEYS[top])
+    return needed
+
+
 def exec_depends() -> set[str]:
     root = ET.parse(ROOT / "package.xml").getroot()
     return {e.text for e in root.findall("exec_depend")} | {e.text for e in root.findall("depend")}
@@ -107,9 +144,16 @@ def test_every_runtime_import_is_declared():
     assert all(f'"{pkg}"' in setup_py for pkg in GPU_EXTRAS.values()), "GPU extras must be declared in setup.py"
 
 
+def test_launch_file_depends_are_declared():
+    needed = launch_file_depends()
+    assert {"ros2launch", "launch", "launch_ros", "rviz2"} <= needed  # what pebal.launch.py uses today
+    missing = needed - exec_depends()
+    assert not missing, f"package.xml lacks <exec_depend> for {sorted(missing)} (used by launch/)"
+
+
 def test_no_stale_exec_depends():
-    used = {ROSDEP_KEYS[m] for m in imported_modules() & ROSDEP_KEYS.keys()}
-    assert exec_depends() <= used, f"declared but never imported: {sorted(exec_depends() - used)}"
+    used = {ROSDEP_KEYS[m] for m in imported_modules() & ROSDEP_KEYS.keys()} | launch_file_depends()
+    assert exec_depends() <= used, f"declared but never used: {sorted(exec_depends() - used)}"
 
 
 def test_requirements_ros_installs_no_ros_packages():
@@ -120,51 +164,10 @@ def test_requirements_ros_installs_no_ros_packages():
 
 
 # --------------------------------------------------------------------------- colcon
-COPY_IGNORE = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    "build",
-    "install",
-    "log",
-    "demo_out",
-    "__pycache__",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".hypothesis",
-    "*.egg-info",
-)
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> Path:
     """A colcon workspace with this package in ``src/``, built (``colcon build``)."""
-    colcon = Path(sys.executable).parent / "colcon"
-    assert colcon.exists(), "colcon is missing: it is pinned in requirements-dev.txt (make venv)"
-    ws = tmp_path_factory.mktemp("ws")
-    shutil.copytree(ROOT, ws / "src" / "pebal_ros", ignore=COPY_IGNORE)
-    env = {**os.environ, "PATH": f"{colcon.parent}{os.pathsep}{os.environ['PATH']}"}
-    out = subprocess.run(
-        [str(colcon), "build", "--event-handlers", "console_direct-"],
-        cwd=ws,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    return ws
-
-
-def sourced_env(ws: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment after ``source install/setup.bash`` (as a ROS user's shell has it)."""
-    out = subprocess.run(
-        ["bash", "-c", f"source {ws / 'install' / 'setup.bash'} && env -0"],
-        env={**os.environ, **(extra or {})},
-        capture_output=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr.decode()
-    return dict(item.split("=", 1) for item in out.stdout.decode().split("\0") if "=" in item)
+    return colcon_workspace(tmp_path_factory.getbasetemp())
 
 
 SCRIPTS = ("pebal_node", "pebal", "pebal_bag", "pebal_demo")
@@ -181,6 +184,28 @@ def test_installed_layout(workspace):
         assert (share / name).is_file(), name
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "pebal_ros").is_file()
     assert not (prefix / "bin").exists(), "console scripts belong in lib/pebal_ros, not bin/"
+
+
+@pytest.mark.colcon
+def test_symlink_install_builds_and_links_the_sources(tmp_path_factory, tmp_path):
+    """`colcon build --symlink-install` (setup.py must find its files through the build/ symlink)."""
+    ws = colcon_workspace(tmp_path_factory.getbasetemp(), symlink=True)
+    share = ws / "install" / "pebal_ros" / "share" / "pebal_ros"
+    src = ws / "src" / "pebal_ros"
+    for name in ("launch/pebal.launch.py", "config/pebal.yaml", "config/pebal.rviz", "package.xml"):
+        assert (share / name).is_symlink(), f"{name} is copied, not linked"
+        assert (share / name).resolve() == (src / name).resolve()
+    code = "import pebal_ros.bag_storage as m; print(m.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=sourced_env(ws), cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).resolve() == (src / "pebal_ros" / "bag_storage.py").resolve()
+    script = ws / "install" / "pebal_ros" / "lib" / "pebal_ros" / "pebal_bag"
+    out = subprocess.run(
+        [str(script), "--help"], env=sourced_env(ws), cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and "recover" in out.stdout, out.stdout + out.stderr
 
 
 @pytest.mark.colcon

@@ -263,3 +263,30 @@ def make_coco_panoptic(root: Path, split: str = "val2017", size: tuple[int, int]
     doc = {"images": images, "annotations": anns, "categories": PANOPTIC_CATEGORIES}
     (root / "annotations" / f"panoptic_{split}.json").write_text(json.dumps(doc))
     return {"usable": usable, "tiny": 71}
+
+
+def make_anomaly_pairs(
+    images: Path,
+    labels: Path,
+    size: tuple[int, int],
+    boxes: list[tuple[int, int, int, int] | None],
+    seed: int = 0,
+    void_rows: int = 0,
+    colour: tuple[int, int, int] | None = None,
+    name: str = "{}",
+) -> None:
+    """One random RGB image ``images/<name>.png`` and one 0/1/255 label ``labels/<name>.png`` per
+    box ``(y, x, height, width)`` (pixels): the box is the anomaly (1, painted ``colour`` when
+    given), the top ``void_rows`` rows are void (255), ``None`` = an image without anomaly."""
+    rng = np.random.default_rng(seed)
+    for i, box in enumerate(boxes):
+        image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        label = np.zeros(size, np.uint8)
+        label[:void_rows] = 255
+        if box is not None:
+            y, x, h, w = box
+            label[y : y + h, x : x + w] = 1
+            if colour is not None:
+                image[y : y + h, x : x + w] = colour
+        write_png_rgb(images / f"{name.format(i)}.png", image)
+        write_png_gray(labels / f"{name.format(i)}.png", label)

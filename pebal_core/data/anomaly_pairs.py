@@ -34,19 +34,23 @@ def label_lut(mapping: Mapping[int, int], default: int = EVAL_VOID) -> np.ndarra
 _IDENTITY_ALLOWED = (EVAL_INLIER, EVAL_ANOMALY, EVAL_VOID)
 
 
-def find_image(directory: Path, stem: str) -> Path | None:
-    """``directory/stem.<ext>`` for the first existing image extension, else None."""
-    for ext in IMAGE_EXTENSIONS:
-        path = directory / f"{stem}{ext}"
-        if path.is_file():
-            return path
-    return None
-
-
 def image_files(directory: Path) -> list[Path]:
     """Image files directly in ``directory``, sorted by name (numeric stems in numeric order)."""
     files = [p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
     return sorted(files, key=lambda p: (0, int(p.stem), "") if p.stem.isdigit() else (1, 0, p.stem))
+
+
+def pairs_by_stem(images: Path, labels: Path, what: str, name: str = "") -> list[Sample]:
+    """A :class:`Sample` per image of ``images`` (:func:`image_files` order) with the label
+    ``labels/<stem>.png``, named ``<name><stem>``; a missing label raises ``DatasetError``
+    naming ``what`` and the file."""
+    samples = []
+    for image in image_files(images):
+        label = labels / f"{image.stem}.png"
+        if not label.is_file():
+            raise DatasetError(f"{what}: image {image} has no label file {label}")
+        samples.append(Sample(image, label, f"{name}{image.stem}"))
+    return samples
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,15 @@ class AnomalyPairs(Dataset):
         description: what the dataset is, for error messages and ``repr``.
     """
 
+    skip_reason: str | None = None
+    """Why :attr:`skipped` images were left out (``None`` for datasets that keep every image)."""
+
     def __init__(self, samples: Iterable[Sample], lut: np.ndarray | None, description: str) -> None:
         self.samples = list(samples)
         self.lut = lut
         self.description = description
+        self.skipped: list[str] = []
+        """Names of the images found but left out (reported by ``pebal eval``)."""
 
     def __len__(self) -> int:
         return len(self.samples)

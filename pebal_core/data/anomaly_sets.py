@@ -51,7 +51,7 @@ def _synthetic(root: Path, split: str | None = None) -> FishyscapesDataset:
         if len(splits) != 1:
             raise DatasetError(
                 f"synthetic set at {base}: expected exactly one split folder with original/ and labels/, "
-                f"found {splits or 'none'}; pass split=<name>"
+                f"found {splits or 'none'}; pass split=<name> (on the command line: --split <name>)"
             )
         split = splits[0]
     return FishyscapesDataset(base, split)

@@ -6,7 +6,7 @@
     <root>/annotations/instances_<split>.json      (polygon or RLE instance masks)
 
 Images that contain an instance of an excluded category (default: the COCO categories that are
-Cityscapes classes, :data:`pebal_core.config.COCO_CITYSCAPES_LIKE`), images smaller than
+Cityscapes classes, :data:`pebal_core.labels.COCO_CITYSCAPES_LIKE`), images smaller than
 ``min_size`` in either dimension, and images without any instance are skipped; the outlier mask
 is the union of all instance masks (crowd regions included), as Meta-OoD prepares it.
 
@@ -35,10 +35,9 @@ from typing import Literal
 import numpy as np
 from torch.utils.data import Dataset
 
-from pebal_core.config import COCO_CITYSCAPES_LIKE
 from pebal_core.data.base import DatasetError, require_dir
 from pebal_core.images import read_label, read_rgb
-from pebal_core.labels import ANOMALY_ID, VOID_ID
+from pebal_core.labels import ANOMALY_ID, COCO_CITYSCAPES_LIKE, VOID_ID
 
 CocoFormat = Literal["auto", "instances", "ood_seg"]
 META_OOD_MIN_SIZE = 480
@@ -159,7 +158,7 @@ class CocoOutliers(Dataset):
             raw = read_label(source)
             if not np.isin(raw, (0, ANOMALY_ID)).all():
                 bad = sorted(set(np.unique(raw).tolist()) - {0, ANOMALY_ID})
-                raise DatasetError(f"{source} holds values {bad[:6]}; a Meta-OoD mask holds only 0 and 254")
+                raise DatasetError(f"{source} holds values {bad[:6]}; a Meta-OoD mask holds only 0 and {ANOMALY_ID}")
             return raw == ANOMALY_ID
         info = self.api.imgs[source]
         mask = np.zeros((info["height"], info["width"]), dtype=bool)

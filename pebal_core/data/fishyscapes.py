@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pebal_core.data.anomaly_pairs import AnomalyPairs, Sample, image_files, require_samples
-from pebal_core.data.base import DatasetError, require_dir
+from pebal_core.data.anomaly_pairs import AnomalyPairs, Sample, pairs_by_stem, require_samples
+from pebal_core.data.base import require_dir
 
 SPLITS = ("LostAndFound", "Static")
 
@@ -43,12 +43,7 @@ class FishyscapesDataset(AnomalyPairs):
         originals = split_dir / "original"
         if originals.is_dir():
             labels = require_dir(split_dir / "labels", f"Fishyscapes {split} labels")
-            samples = []
-            for image in image_files(originals):
-                label = labels / f"{image.stem}.png"
-                if not label.is_file():
-                    raise DatasetError(f"Fishyscapes {split}: image {image} has no label file {label}")
-                samples.append(Sample(image, label, image.stem))
+            samples = pairs_by_stem(originals, labels, f"Fishyscapes {split}")
         else:  # Meta-OoD layout: <name>.jpg (or .webp) next to its <name>.png label
             samples = []
             for label in sorted(split_dir.glob("*.png")):

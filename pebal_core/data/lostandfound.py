@@ -22,8 +22,9 @@ the non-hazard objects as anomalies instead. When only the prepared ``labelTrain
 the same way.
 
 :func:`list_frames` is the frame API (image, label, camera, timestamp per frame, sorted by
-sequence and frame number) that the rosbag converter uses; :class:`LostAndFoundDataset` is the
-evaluation dataset.
+sequence and frame number) that the rosbag converter uses; it does not import torch.
+``LostAndFoundDataset`` (:mod:`pebal_core.data.lostandfound_dataset`, also importable from here)
+is the evaluation dataset.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pebal_core.data.anomaly_pairs import AnomalyPairs, Sample, label_lut, require_samples
 from pebal_core.data.base import DatasetError, require_dir
 from pebal_core.labels import EVAL_ANOMALY, EVAL_INLIER
 
@@ -46,6 +46,8 @@ _FILE = re.compile(r"^(?P<seq>.+)_(?P<seqnum>\d{6})_(?P<frame>\d{6})_leftImg8bit
 
 def eval_lut(non_hazards: str = "void", train_ids: bool = False):
     """Raw LostAndFound label value -> 0/1/255 (see the module docstring)."""
+    from pebal_core.data.anomaly_pairs import label_lut
+
     if non_hazards not in ("void", "anomaly"):
         raise ValueError(f"non_hazards must be 'void' or 'anomaly', got {non_hazards!r}")
     if train_ids:
@@ -141,48 +143,11 @@ def list_frames(root: str | os.PathLike, split: str = "test", sequence: str | No
     return sorted(frames, key=lambda f: (f.sequence, f.sequence_number, f.frame))
 
 
-class LostAndFoundDataset(AnomalyPairs):
-    """LostAndFound under the anomaly test protocol.
+def __getattr__(name: str):
+    # The evaluation dataset is a torch Dataset; it is imported on first use so that the frame API
+    # (what the bag converter uses) does not import torch.
+    if name == "LostAndFoundDataset":
+        from pebal_core.data.lostandfound_dataset import LostAndFoundDataset
 
-    Items: ``{"image", "label" (0/1/255), "name", "sequence", "frame", "camera" (dict or None),
-    "timestamp_ns" (int or None)}``. Frames without a label file are an error (use
-    :func:`list_frames` to browse unlabelled sequences).
-
-    Args:
-        root: the LostAndFound folder (holding ``leftImg8bit/``, ``gtCoarse/``, ...).
-        split: ``test`` (the evaluation split, 1203 frames) or ``train``.
-        non_hazards: ``"void"`` (reference protocol) or ``"anomaly"``.
-    """
-
-    def __init__(self, root: str | os.PathLike, split: str = "test", non_hazards: str = "void") -> None:
-        frames = list_frames(root, split)
-        lut_ids, lut_train = eval_lut(non_hazards), eval_lut(non_hazards, train_ids=True)
-        samples = []
-        luts = []
-        for f in frames:
-            label = f.label_ids or f.label_train_ids
-            if label is None:
-                raise DatasetError(
-                    f"LostAndFound frame {f.image} has no label: expected "
-                    f"{Path(root) / 'gtCoarse' / split / f.sequence / (f.name + '_gtCoarse_labelIds.png')}"
-                )
-            luts.append(lut_ids if f.label_ids is not None else lut_train)
-            samples.append(Sample(f.image, label, f.name, {"sequence": f.sequence, "frame": f.frame}))
-        where = Path(root) / "leftImg8bit" / split
-        super().__init__(
-            require_samples(samples, where, "<seq>/<seq>_<seqnum>_<frame>_leftImg8bit.png files"),
-            lut_ids,
-            f"LostAndFound {split} at {root}",
-        )
-        self.frames = frames
-        self._luts = luts
-
-    def lut_for(self, index: int):
-        return self._luts[index]
-
-    def __getitem__(self, index: int) -> dict:
-        item = super().__getitem__(index)
-        frame = self.frames[index]
-        item["camera"] = frame.camera()
-        item["timestamp_ns"] = frame.timestamp_ns()
-        return item
+        return LostAndFoundDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pebal_core.data.anomaly_pairs import AnomalyPairs, Sample, image_files, label_lut, require_samples
+from pebal_core.data.anomaly_pairs import AnomalyPairs, label_lut, pairs_by_stem, require_samples
 from pebal_core.data.base import DatasetError, require_dir
 from pebal_core.labels import EVAL_ANOMALY, EVAL_INLIER
 
@@ -54,18 +54,19 @@ class ValidationDataset(AnomalyPairs):
             )
         images = require_dir(set_dir / "images", f"Validation_Dataset {subset} images")
         masks = require_dir(set_dir / "labels_masks", f"Validation_Dataset {subset} masks")
-        samples = []
-        for image in image_files(images):
-            label = masks / f"{image.stem}.png"
-            if not label.is_file():
-                raise DatasetError(f"Validation_Dataset {subset}: image {image} has no mask {label}")
-            samples.append(Sample(image, label, f"{subset}/{image.stem}"))
+        samples = pairs_by_stem(images, masks, f"Validation_Dataset {subset}", f"{subset}/")
         expected = "images/<N>.<ext> with labels_masks/<N>.png"
         lut = ROAD_ANOMALY_LUT if subset == "RoadAnomaly" else None
         super().__init__(require_samples(samples, set_dir, expected), lut, f"Validation_Dataset {subset} at {set_dir}")
         self.subset = subset
-        self.n_skipped = 0
         if skip_without_anomaly:
-            keep = [i for i in range(len(self.samples)) if np.any(self.read_label(i) == EVAL_ANOMALY)]
-            self.n_skipped = len(self.samples) - len(keep)
-            self.samples = [self.samples[i] for i in keep]
+            keep = [np.any(self.read_label(i) == EVAL_ANOMALY) for i in range(len(self.samples))]
+            self.skipped = [sample.name for sample, kept in zip(self.samples, keep, strict=True) if not kept]
+            self.samples = [sample for sample, kept in zip(self.samples, keep, strict=True) if kept]
+
+    skip_reason = "no anomaly pixel in the mask"
+
+    @property
+    def n_skipped(self) -> int:
+        """How many images were skipped for having no anomaly pixel."""
+        return len(self.skipped)

@@ -18,7 +18,7 @@ camera frame). The spatial size is either fixed (``input_size``) or dynamic (any
 
 Everything a runtime needs to interpret the file travels in the model's ``metadata_props``
 (string key/value pairs; JSON for structured values), see :func:`metadata_props` and
-:func:`parse_metadata`.
+:func:`pebal_core.onnx_contract.parse_metadata`, which also defines the tensor names and size limits.
 """
 
 from __future__ import annotations
@@ -36,28 +36,24 @@ from torch import nn
 
 from pebal_core.fileio import atomic_write
 from pebal_core.models.base import SegmentationModel
+from pebal_core.onnx_contract import (
+    DYNAMIC,
+    FORMAT_VERSION,
+    INPUT_NAME,
+    MAX_SIDE,
+    MIN_SIDE,
+    OUTPUT_NAMES,
+    ExportError,
+    parse_metadata,
+)
 from pebal_core.preprocessing import normalize_images
 from pebal_core.scoring import EnergyScoreHead
 from pebal_core.version import __version__
 
-FORMAT_VERSION = 1
-"""Version of the input/output/metadata contract below (``pebal_onnx_format`` in the metadata)."""
 DEFAULT_OPSET = 18
 """ONNX opset of exported files: 18 is the first with ``axes`` as an input for every Reduce op,
 and is read by onnxruntime >= 1.14 and TensorRT >= 8.6."""
 MIN_OPSET = 17
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("labels", "score", "logits")
-MIN_SIDE = 32
-"""Smallest height/width a dynamic-size export accepts."""
-MAX_SIDE = 8192
-"""Largest height/width a dynamic-size export accepts."""
-DYNAMIC = "dynamic"
-"""Value of the ``input_size`` metadata entry of a dynamic-size export."""
-
-
-class ExportError(RuntimeError):
-    """An ONNX file cannot be written, checked or read as a PEBAL export."""
 
 
 class DeployNetwork(nn.Module):
@@ -119,47 +115,6 @@ def metadata_props(
         ),
         "exporter": f"torch {torch.__version__} torch.onnx.export(dynamo=True)",
         "opset": str(opset),
-    }
-
-
-def parse_metadata(props: Mapping[str, str]) -> dict:
-    """Typed metadata of a PEBAL ONNX export from its ``metadata_props`` (see :func:`metadata_props`).
-
-    Returns a dict with ``arch`` (str), ``arch_kwargs`` (dict), ``num_classes`` (int),
-    ``input_size`` (``(H, W)`` or ``None`` for dynamic), ``normalization`` (dict),
-    ``score_threshold`` (float or None), ``smoothing`` (bool), ``outputs`` (list),
-    ``pebal_version``, ``source_checkpoint``, ``source_sha256`` and ``checkpoint_metadata``.
-
-    Raises:
-        ExportError: the file was not written by :func:`export_onnx` (no ``pebal_onnx_format``)
-            or by a newer, incompatible version.
-    """
-    if "pebal_onnx_format" not in props:
-        raise ExportError(
-            "the ONNX file carries no PEBAL metadata (metadata_props 'pebal_onnx_format'); export it with "
-            "`pebal export onnx CHECKPOINT`"
-        )
-    version = int(props["pebal_onnx_format"])
-    if version > FORMAT_VERSION:
-        raise ExportError(
-            f"the ONNX file uses PEBAL export format {version}, newer than this version's {FORMAT_VERSION}; "
-            "upgrade pebal or re-export the model"
-        )
-    size = props.get("input_size", DYNAMIC)
-    return {
-        "arch": props.get("arch"),
-        "arch_kwargs": json.loads(props.get("arch_kwargs", "{}")),
-        "num_classes": int(props.get("num_classes", 20)),
-        "input_size": None if size == DYNAMIC else tuple(int(v) for v in size.split("x")),
-        "normalization": json.loads(props["normalization"]),
-        "score_threshold": json.loads(props.get("score_threshold", "null")),
-        "smoothing": json.loads(props.get("smoothing", "true")),
-        "outputs": json.loads(props.get("outputs", json.dumps(list(OUTPUT_NAMES[:2])))),
-        "pebal_version": props.get("pebal_version"),
-        "source_checkpoint": props.get("source_checkpoint"),
-        "source_sha256": props.get("source_sha256"),
-        "checkpoint_metadata": json.loads(props.get("checkpoint_metadata", "{}")),
-        "opset": int(props.get("opset", 0)),
     }
 
 

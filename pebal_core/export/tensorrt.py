@@ -385,13 +385,138 @@ def _entropy_calibrator(trt, cuda, files: list[Path], shape: list[int], cache: P
             return cache.read_bytes() if cache.is_file() else None
 
         def write_calibration_cache(self, data) -> None:
-            with atomic_write(cache) as tmp:
-                tmp.write_bytes(bytes(data))
+            _write_bytes(cache, data)
 
     return ImageFolderCalibrator()
 
 
 # ----------------------------------------------------------------------------- build
+@dataclass
+class _TrtBuild:
+    """The TensorRT objects of one build, kept referenced together until the plan is serialised.
+
+    TensorRT's Python objects must outlive the build: the ONNX parser owns the network's
+    weights, the builder the network, and the config refers to the logger's builder, the
+    optimisation profile, the INT8 calibrator and the timing cache.
+    """
+
+    logger: object
+    builder: object
+    network: object
+    parser: object
+    config: object = None
+    profile: object = None
+    calibrator: object = None
+    timing_cache: object = None
+
+
+def _tensorrt_major_version(trt, precision: str) -> int:
+    """TensorRT's major version; refuses FP16/INT8 builds on TensorRT 11+ (weakly-typed flags removed)."""
+    major = int(trt.__version__.split(".")[0])
+    if major >= 11 and precision != "fp32":
+        raise EngineError(
+            f"TensorRT {trt.__version__} removed the weakly-typed FP16/INT8 builder flags this builder uses "
+            "(supported: TensorRT 8.6 to 10.x); build an fp32 plan, or use TensorRT 10"
+        )
+    return major
+
+
+def _int8_calibration_inputs(
+    onnx_path: Path,
+    precision: str,
+    images: str | os.PathLike | None,
+    cache: str | os.PathLike | None,
+    limit: int,
+) -> tuple[Path, list[Path]]:
+    """``(calibration cache path, calibration images)``; the images are empty unless ``precision`` is int8.
+
+    INT8 needs either images or an existing cache (default cache: :func:`calibration_cache_path`).
+    """
+    calib_cache = Path(cache) if cache else calibration_cache_path(onnx_path)
+    calib_files: list[Path] = []
+    if precision == "int8":
+        if images is not None:
+            calib_files = calibration_files(images, limit)
+        elif not calib_cache.is_file():
+            raise ValueError(
+                "INT8 needs calibration images (--calibration-images DIR) or an existing calibration cache "
+                f"{calib_cache}"
+            )
+    return calib_cache, calib_files
+
+
+def _parse_onnx(trt, onnx_path: Path, major: int) -> _TrtBuild:
+    """Builder and explicit-batch network parsed from the ONNX file (the flag is implicit from TensorRT 10)."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "\n".join(f"  - {parser.get_error(i)}" for i in range(parser.num_errors))
+        raise EngineError(f"TensorRT cannot parse {onnx_path}:\n{errors}")
+    return _TrtBuild(logger, builder, network, parser)
+
+
+def _configure(
+    build: _TrtBuild,
+    trt,
+    cuda,
+    precision: str,
+    shapes: dict[str, list[int]],
+    workspace_mb: int,
+    calib_files: list[Path],
+    calib_cache: Path,
+) -> None:
+    """The builder config: workspace pool (MiB), the input's optimisation profile and the precision flags.
+
+    ``fp32`` switches TF32 off (IEEE fp32 kernels); ``fp16`` and ``int8`` allow FP16 kernels;
+    ``int8`` adds the entropy calibrator over ``calib_files`` at the profile's ``opt`` shape.
+    """
+    config = build.builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    profile = build.builder.create_optimization_profile()
+    profile.set_shape(INPUT_NAME, shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default; fp32 here means IEEE fp32 kernels
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+        build.calibrator = _entropy_calibrator(trt, cuda, calib_files, shapes["opt"], calib_cache)
+        config.int8_calibrator = build.calibrator
+        config.set_calibration_profile(profile)
+    build.config, build.profile = config, profile
+
+
+def _load_timing_cache(build: _TrtBuild, timing: Path) -> None:
+    """Give the builder the timing cache in ``timing`` (an empty one when absent or from another device/version)."""
+    config = build.config
+    cache = config.create_timing_cache(timing.read_bytes() if timing.is_file() else b"")
+    if not config.set_timing_cache(cache, False):
+        cache = config.create_timing_cache(b"")  # a cache from another device/version: start afresh
+        config.set_timing_cache(cache, False)
+    build.timing_cache = cache
+
+
+def _serialize_plan(build: _TrtBuild, onnx_path: Path, workspace_mb: int):
+    """Build the engine; the serialised plan (TensorRT host memory)."""
+    plan = build.builder.build_serialized_network(build.network, build.config)
+    if plan is None:
+        raise EngineError(
+            f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above); "
+            f"a larger --workspace-mb than {workspace_mb} may help"
+        )
+    return plan
+
+
+def _write_bytes(path: Path, data) -> None:
+    """Write a bytes-like TensorRT buffer to ``path`` atomically."""
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(bytes(data))
+
+
 def build_engine(
     onnx_path: str | os.PathLike,
     engine_path: str | os.PathLike | None = None,
@@ -425,16 +550,9 @@ def build_engine(
     engine_path = Path(engine_path) if engine_path is not None else engine_path_for(onnx_path, precision)
     model_meta = read_metadata(onnx_path)
     shapes = profile_shapes(model_meta["input_size"], input_size, min_size, max_size)
-    calib_cache = Path(calibration_cache) if calibration_cache else calibration_cache_path(onnx_path)
-    calib_files: list[Path] = []
-    if precision == "int8":
-        if calibration_images is not None:
-            calib_files = calibration_files(calibration_images, calibration_limit)
-        elif not calib_cache.is_file():
-            raise ValueError(
-                "INT8 needs calibration images (--calibration-images DIR) or an existing calibration cache "
-                f"{calib_cache}"
-            )
+    calib_cache, calib_files = _int8_calibration_inputs(
+        onnx_path, precision, calibration_images, calibration_cache, calibration_limit
+    )
 
     env = DeviceEnv.current(device)
     import pycuda.driver as cuda
@@ -444,64 +562,23 @@ def build_engine(
     context = cuda.Device(device).retain_primary_context()
     context.push()
     try:
-        major = int(trt.__version__.split(".")[0])
-        if major >= 11 and precision != "fp32":
-            raise EngineError(
-                f"TensorRT {trt.__version__} removed the weakly-typed FP16/INT8 builder flags this builder uses "
-                "(supported: TensorRT 8.6 to 10.x); build an fp32 plan, or use TensorRT 10"
-            )
-        logger = trt.Logger(trt.Logger.WARNING)
-        builder = trt.Builder(logger)
-        flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(onnx_path)):
-            errors = "\n".join(f"  - {parser.get_error(i)}" for i in range(parser.num_errors))
-            raise EngineError(f"TensorRT cannot parse {onnx_path}:\n{errors}")
-
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-        profile = builder.create_optimization_profile()
-        profile.set_shape(INPUT_NAME, shapes["min"], shapes["opt"], shapes["max"])
-        config.add_optimization_profile(profile)
-        if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
-            config.clear_flag(trt.BuilderFlag.TF32)  # on by default; fp32 here means IEEE fp32 kernels
-        if precision in ("fp16", "int8"):
-            config.set_flag(trt.BuilderFlag.FP16)
-        calibrator = None  # referenced until the build has finished
-        if precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)
-            calibrator = _entropy_calibrator(trt, cuda, calib_files, shapes["opt"], calib_cache)
-            config.int8_calibrator = calibrator
-            config.set_calibration_profile(profile)
-
-        cache = config.create_timing_cache(timing.read_bytes() if timing.is_file() else b"")
-        if not config.set_timing_cache(cache, False):
-            cache = config.create_timing_cache(b"")  # a cache from another device/version: start afresh
-            config.set_timing_cache(cache, False)
-
-        plan = builder.build_serialized_network(network, config)
-        if plan is None:
-            raise EngineError(
-                f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above); "
-                f"a larger --workspace-mb than {workspace_mb} may help"
-            )
-        with atomic_write(timing) as tmp:
-            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-        with atomic_write(engine_path) as tmp:
-            tmp.write_bytes(bytes(plan))
+        build = _parse_onnx(trt, onnx_path, _tensorrt_major_version(trt, precision))
+        _configure(build, trt, cuda, precision, shapes, workspace_mb, calib_files, calib_cache)
+        _load_timing_cache(build, timing)
+        plan = _serialize_plan(build, onnx_path, workspace_mb)
+        _write_bytes(timing, build.config.get_timing_cache().serialize())
+        _write_bytes(engine_path, plan)
     finally:
         context.pop()
 
     same_dir = onnx_path.parent.resolve() == engine_path.parent.resolve()
-    onnx_file = onnx_path.name if same_dir else str(onnx_path.resolve())
     info = EngineInfo(
         tensorrt_version=env.tensorrt_version,
         gpu_name=env.gpu_name,
         compute_capability=env.compute_capability,
         precision=precision,
         input_shapes=shapes,
-        onnx_file=onnx_file,
+        onnx_file=onnx_path.name if same_dir else str(onnx_path.resolve()),
         onnx_sha256=sha256_file(onnx_path),
         workspace_mb=int(workspace_mb),
         calibration=({"cache": calib_cache.name, "images": len(calib_files) or None} if precision == "int8" else None),

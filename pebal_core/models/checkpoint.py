@@ -1,6 +1,6 @@
 """Reading, converting and writing model checkpoints, safely.
 
-Formats recognised by :func:`read_checkpoint` (DESIGN §5):
+Formats recognised by :func:`read_checkpoint`:
 
 ``pebal``
     This project's format. ``.pt``: ``{"pebal_format": 1, "state_dict": ..., "metadata": ...}``;
@@ -19,7 +19,9 @@ Formats recognised by :func:`read_checkpoint` (DESIGN §5):
     without project metadata (e.g. the real ENet/ESPNet Cityscapes models).
 
 Every torch file is read with ``torch.load(weights_only=True)``: a pickle that would construct
-arbitrary Python objects (and could run code) is refused with :class:`CheckpointError`.
+arbitrary Python objects (and could run code) is refused with :class:`CheckpointError`. Every
+other way a file can fail to load (empty, truncated or corrupt archive, corrupt pickle, metadata
+that is not JSON) is a :class:`CheckpointError` too, naming the file and the cause.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import pickletools
+import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +55,17 @@ class CheckpointError(RuntimeError):
     """A checkpoint file cannot be read, or does not fit the requested architecture."""
 
 
+class MissingArchitectureError(CheckpointError):
+    """A checkpoint without metadata was loaded without naming its architecture."""
+
+    def __init__(self, path: Path, source_format: str, how: str = "pass arch=NAME") -> None:
+        self.path, self.source_format = path, source_format
+        super().__init__(
+            f"{path} ({source_format} format) does not say which architecture it holds; {how} "
+            "(`pebal models` lists the names)"
+        )
+
+
 @dataclass
 class Checkpoint:
     """A checkpoint read from disk, with prefixes stripped and training-only extras dropped."""
@@ -69,20 +84,70 @@ def _strip_prefix(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.T
 
 
 def _torch_load(path: Path) -> object:
+    """``torch.load(weights_only=True)`` with every failure turned into a :class:`CheckpointError`
+    naming the file and the cause: empty file, corrupt/truncated zip archive, corrupt pickle data,
+    or (only when the pickle really imports functions or classes outside the tensor allowlist) a
+    pickle that could execute code."""
+    if path.stat().st_size == 0:
+        raise CheckpointError(
+            f"{path} is empty (0 bytes): an interrupted download, copy or save; fetch or write it again"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        unsafe = _unsafe_globals(path)
+        if unsafe:
+            raise CheckpointError(
+                f"refusing to load {path}: its pickle imports {', '.join(unsafe[:5])}, which is not a tensor "
+                "or plain container, and unpickling it could execute code. Only weights_only loading is "
+                "allowed. If you trust the file, re-save its state_dict (tensors only) or convert it to "
+                ".safetensors on a machine where you accept that risk."
+            ) from e
         raise CheckpointError(
-            f"refusing to load {path}: it contains pickled Python objects beyond tensors and plain "
-            "containers, and unpickling them could execute code. Only weights_only loading is "
-            "allowed. If you trust the file, re-save its state_dict (tensors only) or convert it "
-            f"to .safetensors on a machine where you accept that risk. (torch said: {str(e).splitlines()[0]})"
+            f"cannot read {path}: its pickled data is corrupt ({_first_line(e)}); the file is damaged or "
+            "not a PyTorch checkpoint"
         ) from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # torch reports damaged archives as RuntimeError, others as whatever broke
         raise CheckpointError(
-            f"cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}); "
+            f"cannot read {path} as a PyTorch checkpoint ({_first_line(e)}); "
             "the file may be truncated or not a checkpoint"
         ) from e
+
+
+def _first_line(e: BaseException) -> str:
+    """The cause in an exception's message, shortened to its first sentence (torch prefixes
+    weights_only errors with a paragraph about its defaults and appends advice to others)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    cause = [line for line in lines if line.startswith(("Unsupported", "Trying to load", "WeightsUnpickler"))]
+    text = (cause or lines or [""])[0].split(". ")[0]
+    return f"{type(e).__name__}: {text}" if text else f"{type(e).__name__}: the data ended early"
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """``module.name`` of every function/class the file's pickle imports beyond torch's
+    weights_only allowlist, found by disassembling it (nothing is executed); ``[]`` when the
+    pickle is corrupt instead (it cannot be disassembled) or imports only allowed names."""
+    if zipfile.is_zipfile(path):
+        try:
+            return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:  # the archive or its pickle is damaged: corrupt, not unsafe
+            return []
+    # legacy (pre-zip) format: a sequence of pickles; torch ships no static check for it
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        with path.open("rb") as f:
+            while f.peek(1):
+                for op, arg, _ in pickletools.genops(f):
+                    if isinstance(arg, str):
+                        strings.append(arg)
+                    if op.name in ("GLOBAL", "INST"):
+                        names.append(arg.replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        names.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # not a pickle stream: corrupt, not unsafe
+        return []
+    return sorted({n for n in names if not n.startswith(("torch.", "collections.OrderedDict"))})
 
 
 def _check_tensors(path: Path, sd: object, where: str) -> dict[str, torch.Tensor]:
@@ -92,6 +157,20 @@ def _check_tensors(path: Path, sd: object, where: str) -> dict[str, torch.Tensor
     if bad:
         raise CheckpointError(f"{path}: {where} holds non-tensor entries: {bad[:5]}")
     return sd
+
+
+def _metadata_json(path: Path, text: str) -> dict:
+    """The project metadata stored as JSON in a ``.safetensors`` header."""
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(
+            f"{path}: the project metadata (safetensors header key 'pebal') is not valid JSON ({e}); "
+            "the file was edited or written by another tool: re-save it with save_checkpoint"
+        ) from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the project metadata (header key 'pebal') must be a JSON object")
+    return meta
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -107,7 +186,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read {path} as safetensors: {e}") from e
         if "pebal" in header:
-            return Checkpoint(path, "pebal", _check_tensors(path, sd, "tensors"), json.loads(header["pebal"]))
+            return Checkpoint(path, "pebal", _check_tensors(path, sd, "tensors"), _metadata_json(path, header["pebal"]))
         return Checkpoint(path, "state_dict", _check_tensors(path, _strip_prefix(sd, "module."), "tensors"))
 
     obj = _torch_load(path)
@@ -115,7 +194,10 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path}: expected a dict at the top level, got {type(obj).__name__}")
     if "pebal_format" in obj:
         sd = _check_tensors(path, obj.get("state_dict"), "'state_dict'")
-        return Checkpoint(path, "pebal", sd, dict(obj.get("metadata") or {}))
+        meta = obj.get("metadata") or {}
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path}: 'metadata' must be a dict, got {type(meta).__name__}")
+        return Checkpoint(path, "pebal", sd, dict(meta))
     if "model" in obj and isinstance(obj["model"], dict):
         sd = _check_tensors(path, obj["model"], "'model'")
         sd = _strip_prefix(_strip_prefix(sd, "module."), "branch1.")
@@ -226,9 +308,7 @@ def load_model(
     meta = dict(ckpt.metadata)
     arch = arch or meta.get("arch")
     if arch is None:
-        raise CheckpointError(
-            f"{ckpt.path} ({ckpt.source_format} format) does not say which architecture it holds; pass arch=..."
-        )
+        raise MissingArchitectureError(ckpt.path, ckpt.source_format)
     if meta.get("arch") not in (None, arch):
         raise CheckpointError(f"{ckpt.path} holds architecture {meta['arch']!r}, not {arch!r}")
     kwargs = {**meta.get("arch_kwargs", {}), **arch_kwargs}
@@ -289,3 +369,41 @@ def save_checkpoint(model: SegmentationModel, path: str | os.PathLike, half: boo
         else:
             raise CheckpointError(f"unknown checkpoint suffix {path.suffix!r}: use .safetensors or .pt")
     return path
+
+
+_REGENERATED_METADATA = (
+    "format_version",
+    "arch",
+    "arch_kwargs",
+    "num_classes",
+    "normalization",
+    "pebal_version",
+    "created",
+    "source_format",
+    "sha256",
+    "dropped_keys",
+)
+"""Metadata that :func:`save_checkpoint` writes anew (never copied from the source file)."""
+
+
+def copy_with_metadata(
+    checkpoint: str | os.PathLike,
+    dst: str | os.PathLike,
+    updates: dict,
+    remove: tuple[str, ...] = (),
+    arch: str | None = None,
+) -> Path:
+    """Copy ``checkpoint`` to ``dst`` in the project format with metadata entries ``updates`` set
+    and the entries named in ``remove`` dropped.
+
+    Other metadata (training configuration, thresholds, ...) is kept; float16 files stay float16.
+    ``arch`` names the architecture of a bare state_dict (files in the project format carry it).
+    Refuses to overwrite ``checkpoint`` itself: write a copy, then replace the original yourself.
+    """
+    if Path(dst).resolve() == Path(checkpoint).resolve():
+        raise ValueError(f"refusing to overwrite the evaluated checkpoint {checkpoint}; choose another output file")
+    model = load_model(checkpoint, arch=arch)
+    half = any(t.dtype == torch.float16 for t in read_checkpoint(checkpoint).state_dict.values())
+    meta = {k: v for k, v in model.checkpoint_metadata.items() if k not in _REGENERATED_METADATA + remove}
+    meta.update(updates)
+    return save_checkpoint(model, dst, half=half, **meta)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from pebal_core.images import read_label, read_rgb
-from pebal_core.labels import EVAL_ANOMALY, colorize
+from pebal_core.labels import ANOMALY_ID, EVAL_ANOMALY, colorize
 from pebal_core.visualize import overlay
 
 
@@ -57,7 +57,7 @@ def write_contact_sheet(
     if coco.is_dir():
         objects = manifest.get("parts", {}).get("coco", {}).get("objects", [])
         for jpg in sorted((coco / "train2017").glob("*.jpg"))[:2]:
-            mask = read_label(coco / "annotations" / "ood_seg_train2017" / (jpg.stem + ".png")) == 254
+            mask = read_label(coco / "annotations" / "ood_seg_train2017" / (jpg.stem + ".png")) == ANOMALY_ID
             fams = sorted({o["family"] for o in objects if o["image_id"] == int(jpg.stem)})
             panels.append((_outline(read_rgb(jpg), mask), "COCO (OE): " + ", ".join(fams)))
     fs = root / "fishyscapes"

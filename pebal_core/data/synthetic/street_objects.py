@@ -8,12 +8,12 @@ with back-face culling, so they show correct perspective from any camera pose.
 
 from __future__ import annotations
 
-import colorsys
 import dataclasses
 
 import numpy as np
 
 from pebal_core.data.synthetic.sprites import Painter, Sprite, metric_noise
+from pebal_core.data.synthetic.textures import hsv_colour, palette_colour
 
 PERSON, VEGETATION, POLE, TRAFFIC_LIGHT, TRAFFIC_SIGN = 24, 21, 17, 19, 20
 CAR, TRUCK, BUS = 26, 27, 28
@@ -50,15 +50,13 @@ PAINTS = (
 
 
 def _pick(rng: np.random.Generator, palette, jit: float = 0.05) -> list[float]:
-    c = np.asarray(palette[int(rng.integers(len(palette)))], np.float32)
-    return [round(float(v), 4) for v in np.clip(c + rng.uniform(-jit, jit, 3), 0, 1)]
+    return [round(float(v), 4) for v in palette_colour(rng, palette, jit)]
 
 
 def _hsv(
     rng: np.random.Generator, h: tuple[float, float], s: tuple[float, float], v: tuple[float, float]
 ) -> list[float]:
-    rgb = colorsys.hsv_to_rgb(rng.uniform(*h) / 360.0, rng.uniform(*s), rng.uniform(*v))
-    return [round(float(c), 4) for c in rgb]
+    return [round(float(c), 4) for c in hsv_colour(rng, h, s, v)]
 
 
 # ----------------------------------------------------------------------------- billboards
@@ -295,6 +293,159 @@ BILLBOARDS = {
 
 
 # ----------------------------------------------------------------------------- vehicles
+Polygon = tuple[np.ndarray, np.ndarray]
+"""``(points N x 3, rgb)``: a planar polygon (metres) and its float32 RGB colour in [0, 1]."""
+
+
+def _rgb(r: float, g: float, b: float) -> np.ndarray:
+    """A read-only float32 RGB colour in [0, 1] (shared by many polygons, so it must not be changed in place)."""
+    colour = np.array([r, g, b], np.float32)
+    colour.setflags(write=False)
+    return colour
+
+
+GLASS = _rgb(0.1, 0.13, 0.17)
+"""Windows (scaled by each face's lighting; bus windows brighter)."""
+WHEEL, TYRE, HUB = _rgb(0.05, 0.05, 0.05), _rgb(0.07, 0.07, 0.07), _rgb(0.45, 0.46, 0.48)
+"""The wheel disc, the tyre tread and the hub cap."""
+TAIL_LIGHT, HEAD_LIGHT, NUMBER_PLATE = _rgb(0.75, 0.05, 0.05), _rgb(0.95, 0.92, 0.8), _rgb(0.9, 0.9, 0.88)
+"""The lamps on the back (-x) and front (+x) faces, and the number plates."""
+
+CAR_HEIGHTS = {"sedan": (0.95, 1.42), "hatchback": (0.95, 1.48), "suv": (1.1, 1.72), "van": (1.0, 1.95)}
+"""Height (metres) of the top of the lower body and of the roof, per car subtype."""
+CAR_CABINS = {
+    "sedan": (-0.3, 0.2, -0.2, 0.06),
+    "hatchback": (-0.47, 0.18, -0.42, 0.02),
+    "suv": (-0.46, 0.2, -0.43, 0.05),
+    "van": (-0.5, 0.28, -0.49, 0.12),
+}
+"""The cabin's rear and front ``x`` at its base, then at the roof, as fractions of the car's length
+(0 = centre, +0.5 = front bumper), per car subtype."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _FaceShader:
+    """Back-face test and lighting of polygons in a vehicle's own frame (x forward, y left, z up, metres).
+
+    ``eye``: the camera centre and ``light``: the unit vector towards the sun, both in that frame.
+    """
+
+    eye: tuple[float, float, float]
+    light: tuple[float, float, float]
+
+    def shade(self, face: np.ndarray) -> tuple[bool, float]:
+        """``(faces the camera, brightness factor)`` of a polygon (N x 3, counter-clockwise seen from outside).
+
+        The normal comes from the first three points; brightness is 0.6 ambient + 0.4 Lambertian
+        sun + 0.15 for faces looking up.
+        """
+        light, eye = self.light, self.eye
+        (x0, y0, z0), (x1, y1, z1), (x2, y2, z2) = face[0].tolist(), face[1].tolist(), face[2].tolist()
+        ax, ay, az, bx, by, bz = x1 - x0, y1 - y0, z1 - z0, x2 - x0, y2 - y0, z2 - z0
+        nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+        norm = max((nx * nx + ny * ny + nz * nz) ** 0.5, 1e-9)
+        nx, ny, nz = nx / norm, ny / norm, nz / norm
+        lit = 0.6 + 0.4 * max(0.0, nx * light[0] + ny * light[1] + nz * light[2]) + 0.15 * max(0.0, nz)
+        facing = nx * (eye[0] - x0) + ny * (eye[1] - y0) + nz * (eye[2] - z0) > 1e-6
+        return facing, lit
+
+
+def _lamps(face: np.ndarray, rear: bool, half_width: float) -> list[Polygon]:
+    """Two lamps near the top corners and a number plate near the bottom of a front or back face."""
+    zt = face[:, 2].max()
+    zb = face[:, 2].min()
+    xs = face[0, 0]
+    colour = TAIL_LIGHT if rear else HEAD_LIGHT
+    polys: list[Polygon] = []
+    for s in (-1, 1):
+        y0, y1 = sorted((s * (half_width - 0.08), s * (half_width - 0.35)))
+        z0, z1 = zt - 0.2, zt - 0.06
+        polys.append((np.array([[xs, y0, z0], [xs, y1, z0], [xs, y1, z1], [xs, y0, z1]]), colour))
+    plate = np.array([[xs, -0.26, zb + 0.08], [xs, 0.26, zb + 0.08], [xs, 0.26, zb + 0.2], [xs, -0.26, zb + 0.2]])
+    polys.append((plate, NUMBER_PLATE))
+    return polys
+
+
+def _box_polygons(
+    shader: _FaceShader,
+    faces: list[np.ndarray],
+    colour: np.ndarray,
+    half_width: float,
+    windows: bool = False,
+    lights: bool = False,
+) -> list[Polygon]:
+    """The visible faces of a box (:meth:`Vehicle._hexahedron` order), shaded, with optional details.
+
+    ``windows``: an inset glass pane on each visible side face (front, back, left, right);
+    ``lights``: lamps and a number plate on the visible front and back faces (:func:`_lamps`).
+    """
+    polys: list[Polygon] = []
+    for i, f in enumerate(faces):
+        facing, lit = shader.shade(f)
+        if not facing:
+            continue
+        polys.append((f, colour * lit))
+        if windows and i < 4:
+            c = f.mean(0)
+            inset = c + (f - c) * np.array([0.86, 0.86, 0.78])
+            polys.append((inset, GLASS * (0.8 + 0.5 * lit)))
+        if lights and i < 2:
+            polys += _lamps(f, rear=i == 1, half_width=half_width)
+    return polys
+
+
+def _visible_panes(shader: _FaceShader, faces: list[np.ndarray], colour: np.ndarray) -> list[Polygon]:
+    """The faces of ``faces`` that face the camera, each in ``colour`` (unshaded)."""
+    return [(f, colour) for f in faces if shader.shade(f)[0]]
+
+
+def _bus_windows(shader: _FaceShader, half_length: float, half_width: float, length: float) -> list[Polygon]:
+    """Window bands along both sides (1.4 m panes every 1.6 m) and the front and rear windscreens."""
+    sides = []
+    for side in (-1, 1):
+        y = side * (half_width + 0.01)
+        for k in range(int(length // 1.6)):
+            x0 = -half_length + 0.5 + k * 1.6
+            face = np.array([[x0, y, 1.35], [x0 + 1.4, y, 1.35], [x0 + 1.4, y, 2.6], [x0, y, 2.6]])
+            sides.append(face[::-1] if side > 0 else face)
+    screens = []
+    for fx in (half_length + 0.01, -half_length - 0.01):
+        y0, y1 = -half_width + 0.15, half_width - 0.15
+        face = np.array([[fx, y0, 1.3], [fx, y1, 1.3], [fx, y1, 2.8], [fx, y0, 2.8]])
+        screens.append(face[::-1] if fx < 0 else face)
+    return _visible_panes(shader, sides, GLASS * 1.2) + _visible_panes(shader, screens, GLASS * 1.3)
+
+
+def _wheels(
+    shader: _FaceShader, wheel_x: tuple[float, ...], r: float, half_width: float
+) -> tuple[list[Polygon], list[Polygon]]:
+    """``(treads, discs)`` of the wheels at ``wheel_x`` (metres along the vehicle) with radius ``r``.
+
+    Treads are the tyre's front and back faces as seen from ahead or behind; discs are the
+    visible outer wheel discs (14-gons) with their hub caps.
+    """
+    t = np.linspace(0, 2 * np.pi, 14, endpoint=False)
+    tread_faces: list[np.ndarray] = []
+    discs: list[Polygon] = []
+    for side in (-1, 1):
+        for wx in wheel_x:
+            y_in, y_out = side * (half_width - 0.25), side * (half_width + 0.02)
+            for fx, sgn in ((wx + 0.75 * r, 1), (wx - 0.75 * r, -1)):
+                face = np.array([[fx, y_in, 0.0], [fx, y_out, 0.0], [fx, y_out, 1.8 * r], [fx, y_in, 1.8 * r]])
+                tread_faces.append(face[::-1] if (sgn > 0) != (side > 0) else face)
+            ring = np.stack([wx + r * np.cos(t), np.full_like(t, side * (half_width + 0.02)), r + r * np.sin(t)], 1)
+            if side > 0:
+                ring = ring[::-1]
+            if shader.shade(ring)[0]:
+                discs.append((ring, WHEEL))
+                hub = np.stack(
+                    [wx + 0.55 * r * np.cos(t), np.full_like(t, side * (half_width + 0.03)), r + 0.55 * r * np.sin(t)],
+                    1,
+                )
+                discs.append((hub, HUB))
+    return _visible_panes(shader, tread_faces, TYRE), discs
+
+
 @dataclasses.dataclass
 class Vehicle:
     """A car, truck or bus standing on the ground.
@@ -346,149 +497,68 @@ class Vehicle:
             t,  # top
         ]
 
-    def polygons(self, camera_centre: np.ndarray, sun: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``(points N x 3 world, rgb)`` polygons in drawing order, back faces culled."""
-        paint = np.asarray(self.paint, np.float32)
-        glass = np.array([0.1, 0.13, 0.17], np.float32)
-        dark = np.array([0.05, 0.05, 0.05], np.float32)
-        hl, hw = self.length / 2, self.width / 2
-        out: list[tuple[np.ndarray, np.ndarray]] = []
+    def polygons(self, camera_centre: np.ndarray, sun: np.ndarray) -> list[Polygon]:
+        """``(points N x 3 world, rgb)`` polygons in drawing order, back faces culled.
 
-        # culling and shading happen in the vehicle's own frame; points go to the world frame once, at the end
+        ``camera_centre``: the camera position and ``sun``: the unit vector towards the sun, both
+        in the world frame. Drawing order: wheel treads (the body hides their upper part), the
+        body with its windows and lamps, then the wheel discs.
+        """
+        shader = self._shader(camera_centre, sun)
+        half_width = self.width / 2
+        if self.kind == "car":
+            body, wheel_x, r = self._car_body(shader)
+        elif self.kind == "truck":
+            body, wheel_x, r = self._truck_body(shader)
+        else:
+            body, wheel_x, r = self._bus_body(shader)
+        treads, discs = _wheels(shader, wheel_x, r, half_width)
+        return self._polygons_to_world(treads + body + discs)
+
+    def _shader(self, camera_centre: np.ndarray, sun: np.ndarray) -> _FaceShader:
+        """Culling and shading happen in the vehicle's own frame: the camera and sun rotated into it."""
         ch, sh = np.cos(self.heading), np.sin(self.heading)
         ex, ey = camera_centre[0] - self.x, camera_centre[1] - self.y
         eye = (ch * ex + sh * ey, -sh * ex + ch * ey, float(camera_centre[2]))
         light = (ch * sun[0] + sh * sun[1], -sh * sun[0] + ch * sun[1], float(sun[2]))
+        return _FaceShader(eye, light)
 
-        def visible(face: np.ndarray) -> tuple[bool, np.ndarray, float]:
-            (x0, y0, z0), (x1, y1, z1), (x2, y2, z2) = face[0].tolist(), face[1].tolist(), face[2].tolist()
-            ax, ay, az, bx, by, bz = x1 - x0, y1 - y0, z1 - z0, x2 - x0, y2 - y0, z2 - z0
-            nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
-            norm = max((nx * nx + ny * ny + nz * nz) ** 0.5, 1e-9)
-            nx, ny, nz = nx / norm, ny / norm, nz / norm
-            lit = 0.6 + 0.4 * max(0.0, nx * light[0] + ny * light[1] + nz * light[2]) + 0.15 * max(0.0, nz)
-            facing = nx * (eye[0] - x0) + ny * (eye[1] - y0) + nz * (eye[2] - z0) > 1e-6
-            return facing, face, lit
+    def _car_body(self, shader: _FaceShader) -> tuple[list[Polygon], tuple[float, ...], float]:
+        """``(polygons, wheel x positions, wheel radius)`` of a car: lower body with lamps, cabin with windows."""
+        hl, hw, length = self.length / 2, self.width / 2, self.length
+        paint = np.asarray(self.paint, np.float32)
+        z_body, z_top = CAR_HEIGHTS[self.subtype]
+        x0, x1, x0t, x1t = (f * length for f in CAR_CABINS[self.subtype])
+        polys = _box_polygons(shader, self._hexahedron(-hl, hl, -hl, hl, hw, hw, 0.28, z_body), paint, hw, lights=True)
+        cabin = self._hexahedron(x0, x1, x0t, x1t, hw * 0.93, hw * 0.8, z_body, z_top)
+        polys += _box_polygons(shader, cabin, paint, hw, windows=True)
+        return polys, (-hl + 0.8, hl - 0.8), 0.32
 
-        def add_box(faces, colour, windows: bool = False, lights: bool = False):
-            for i, f in enumerate(faces):
-                vis, w, lit = visible(f)
-                if not vis:
-                    continue
-                out.append((w, colour * lit))
-                if windows and i < 4:
-                    c = f.mean(0)
-                    inset = c + (f - c) * np.array([0.86, 0.86, 0.78])
-                    out.append((inset, glass * (0.8 + 0.5 * lit)))
-                if lights and i < 2:
-                    zt = f[:, 2].max()
-                    zb = f[:, 2].min()
-                    xs = f[0, 0]
-                    colr = np.array([0.75, 0.05, 0.05] if i == 1 else [0.95, 0.92, 0.8], np.float32)
-                    for s in (-1, 1):
-                        y0, y1 = sorted((s * (hw - 0.08), s * (hw - 0.35)))
-                        z0, z1 = zt - 0.2, zt - 0.06
-                        q = np.array([[xs, y0, z0], [xs, y1, z0], [xs, y1, z1], [xs, y0, z1]])
-                        out.append((q, colr))
-                    q = np.array(
-                        [[xs, -0.26, zb + 0.08], [xs, 0.26, zb + 0.08], [xs, 0.26, zb + 0.2], [xs, -0.26, zb + 0.2]]
-                    )
-                    out.append((q, np.array([0.9, 0.9, 0.88], np.float32)))
+    def _truck_body(self, shader: _FaceShader) -> tuple[list[Polygon], tuple[float, ...], float]:
+        """``(polygons, wheel x positions, wheel radius)`` of a truck: a 2.2 m cab in front of a load box."""
+        hl, hw = self.length / 2, self.width / 2
+        paint = np.asarray(self.paint, np.float32)
+        cab_len = 2.2
+        cab = self._hexahedron(hl - cab_len, hl, hl - cab_len, hl - 0.2, hw, hw * 0.95, 0.5, 2.9)
+        polys = _box_polygons(shader, cab, paint, hw, windows=True, lights=True)
+        box_colour = np.asarray([0.88, 0.88, 0.86] if self.subtype == "box" else paint, np.float32) * 0.95
+        box = self._hexahedron(-hl, hl - cab_len - 0.2, -hl, hl - cab_len - 0.2, hw, hw, 0.9, 3.5)
+        polys += _box_polygons(shader, box, box_colour, hw, lights=True)
+        return polys, (-hl + 1.2, -hl + 2.6, hl - 1.3), 0.5
 
-        if self.kind == "car":
-            z_body, z_top = {"sedan": (0.95, 1.42), "hatchback": (0.95, 1.48), "suv": (1.1, 1.72), "van": (1.0, 1.95)}[
-                self.subtype
-            ]
-            cab = {
-                "sedan": (-0.3, 0.2, -0.2, 0.06),
-                "hatchback": (-0.47, 0.18, -0.42, 0.02),
-                "suv": (-0.46, 0.2, -0.43, 0.05),
-                "van": (-0.5, 0.28, -0.49, 0.12),
-            }[self.subtype]
-            add_box(self._hexahedron(-hl, hl, -hl, hl, hw, hw, 0.28, z_body), paint, lights=True)
-            add_box(
-                self._hexahedron(
-                    cab[0] * self.length,
-                    cab[1] * self.length,
-                    cab[2] * self.length,
-                    cab[3] * self.length,
-                    hw * 0.93,
-                    hw * 0.8,
-                    z_body,
-                    z_top,
-                ),
-                paint,
-                windows=True,
-            )
-            wheels, r = (-hl + 0.8, hl - 0.8), 0.32
-        elif self.kind == "truck":
-            cab_len = 2.2
-            add_box(
-                self._hexahedron(hl - cab_len, hl, hl - cab_len, hl - 0.2, hw, hw * 0.95, 0.5, 2.9),
-                paint,
-                windows=True,
-                lights=True,
-            )
-            box = np.asarray([0.88, 0.88, 0.86] if self.subtype == "box" else paint, np.float32) * 0.95
-            add_box(
-                self._hexahedron(-hl, hl - cab_len - 0.2, -hl, hl - cab_len - 0.2, hw, hw, 0.9, 3.5), box, lights=True
-            )
-            wheels, r = (-hl + 1.2, -hl + 2.6, hl - 1.3), 0.5
-        else:  # bus
-            add_box(self._hexahedron(-hl, hl, -hl, hl, hw, hw, 0.3, 3.1), paint, lights=True)
-            for side in (-1, 1):  # window band along both sides
-                for k in range(int(self.length // 1.6)):
-                    x0 = -hl + 0.5 + k * 1.6
-                    face = np.array(
-                        [
-                            [x0, side * (hw + 0.01), 1.35],
-                            [x0 + 1.4, side * (hw + 0.01), 1.35],
-                            [x0 + 1.4, side * (hw + 0.01), 2.6],
-                            [x0, side * (hw + 0.01), 2.6],
-                        ]
-                    )
-                    if side > 0:
-                        face = face[::-1]
-                    vis, w, _ = visible(face)
-                    if vis:
-                        out.append((w, glass * 1.2))
-            for fx in (hl + 0.01, -hl - 0.01):
-                face = np.array(
-                    [[fx, -hw + 0.15, 1.3], [fx, hw - 0.15, 1.3], [fx, hw - 0.15, 2.8], [fx, -hw + 0.15, 2.8]]
-                )
-                if fx < 0:
-                    face = face[::-1]
-                vis, w, _ = visible(face)
-                if vis:
-                    out.append((w, glass * 1.3))
-            wheels, r = (-hl + 2.5, hl - 2.8), 0.5
-        t = np.linspace(0, 2 * np.pi, 14, endpoint=False)
-        tyre = np.array([0.07, 0.07, 0.07], np.float32)
-        treads = []  # drawn first: the body in front of them hides their upper part
-        for side in (-1, 1):
-            for wx in wheels:
-                y_in, y_out = side * (hw - 0.25), side * (hw + 0.02)
-                for fx, sgn in ((wx + 0.75 * r, 1), (wx - 0.75 * r, -1)):  # tread seen from front/behind
-                    face = np.array([[fx, y_in, 0.0], [fx, y_out, 0.0], [fx, y_out, 1.8 * r], [fx, y_in, 1.8 * r]])
-                    if (sgn > 0) != (side > 0):
-                        face = face[::-1]
-                    vis, w, _ = visible(face)
-                    if vis:
-                        treads.append((w, tyre))
-                ring = np.stack([wx + r * np.cos(t), np.full_like(t, side * (hw + 0.02)), r + r * np.sin(t)], 1)
-                if side > 0:
-                    ring = ring[::-1]
-                vis, w, _ = visible(ring)
-                if vis:
-                    out.append((w, dark))
-                    hub = np.stack(
-                        [wx + 0.55 * r * np.cos(t), np.full_like(t, side * (hw + 0.03)), r + 0.55 * r * np.sin(t)], 1
-                    )
-                    out.append((hub, np.array([0.45, 0.46, 0.48], np.float32)))
-        out[:0] = treads
-        world = self._to_world(np.concatenate([pts for pts, _ in out]))
-        ends = np.cumsum([len(pts) for pts, _ in out])
-        return [(world[e - len(pts) : e], colour) for e, (pts, colour) in zip(ends, out, strict=True)]
+    def _bus_body(self, shader: _FaceShader) -> tuple[list[Polygon], tuple[float, ...], float]:
+        """``(polygons, wheel x positions, wheel radius)`` of a bus: one box with lamps and window bands."""
+        hl, hw = self.length / 2, self.width / 2
+        paint = np.asarray(self.paint, np.float32)
+        polys = _box_polygons(shader, self._hexahedron(-hl, hl, -hl, hl, hw, hw, 0.3, 3.1), paint, hw, lights=True)
+        polys += _bus_windows(shader, hl, hw, self.length)
+        return polys, (-hl + 2.5, hl - 2.8), 0.5
+
+    def _polygons_to_world(self, polys: list[Polygon]) -> list[Polygon]:
+        """The polygons with their points moved from the vehicle frame to the world frame (one transform for all)."""
+        world = self._to_world(np.concatenate([pts for pts, _ in polys]))
+        ends = np.cumsum([len(pts) for pts, _ in polys])
+        return [(world[e - len(pts) : e], colour) for e, (pts, colour) in zip(ends, polys, strict=True)]
 
 
 VEHICLE_DIMS = {

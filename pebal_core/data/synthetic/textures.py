@@ -14,48 +14,69 @@ import cv2
 import numpy as np
 
 
-def value_noise(rng: np.random.Generator, shape: tuple[int, int], cells: float, octaves: int = 3) -> np.ndarray:
-    """Smooth noise in ``[0, 1]``, float32 ``shape``; ``cells`` = features across the shorter side.
+def _octave_sum(shape: tuple[int, int], octaves: int, cells, layer) -> np.ndarray:
+    """Sum of ``octaves`` noise layers, each twice as fine and half as strong, stretched to ``[0, 1]``.
 
-    Sum of bicubically upsampled random grids, each octave twice as fine and half as strong.
+    ``layer(c)`` returns one float32 ``shape`` layer with ``c`` features across the shorter side
+    (``c`` doubles each octave, starting at ``cells``).
     """
-    h, w = shape
-    out = np.zeros((h, w), np.float32)
+    out = np.zeros(shape, np.float32)
     total = 0.0
     amp = 1.0
-    c = max(cells, 1.0)
+    c = cells
     for _ in range(octaves):
-        gh = max(2, int(round(c * h / min(h, w))) + 2)
-        gw = max(2, int(round(c * w / min(h, w))) + 2)
-        grid = rng.random((gh, gw), dtype=np.float32)
-        out += amp * cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
-        total += amp
-        amp *= 0.5
-        c *= 2.0
-    out /= total
-    lo, hi = float(out.min()), float(out.max())
-    return (out - lo) / max(hi - lo, 1e-6)
-
-
-def tile_noise(rng: np.random.Generator, size: int, cells: int, octaves: int = 3) -> np.ndarray:
-    """Seamlessly tileable noise in ``[0, 1]`` (``size x size`` float32), for world-space textures."""
-    out = np.zeros((size, size), np.float32)
-    total = 0.0
-    amp = 1.0
-    c = max(int(cells), 1)
-    for _ in range(octaves):
-        grid = rng.random((c, c), dtype=np.float32)
-        # wrap-pad then crop so the upsampled field tiles without a seam
-        padded = np.pad(grid, 2, mode="wrap")
-        big = cv2.resize(padded, ((c + 4) * size // c, (c + 4) * size // c), interpolation=cv2.INTER_CUBIC)
-        off = 2 * size // c
-        out += amp * big[off : off + size, off : off + size]
+        out += amp * layer(c)
         total += amp
         amp *= 0.5
         c *= 2
     out /= total
     lo, hi = float(out.min()), float(out.max())
     return (out - lo) / max(hi - lo, 1e-6)
+
+
+def value_noise(rng: np.random.Generator, shape: tuple[int, int], cells: float, octaves: int = 3) -> np.ndarray:
+    """Smooth noise in ``[0, 1]``, float32 ``shape``; ``cells`` = features across the shorter side.
+
+    Sum of bicubically upsampled random grids, each octave twice as fine and half as strong.
+    """
+    h, w = shape
+
+    def layer(c: float) -> np.ndarray:
+        gh = max(2, int(round(c * h / min(h, w))) + 2)
+        gw = max(2, int(round(c * w / min(h, w))) + 2)
+        grid = rng.random((gh, gw), dtype=np.float32)
+        return cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
+
+    return _octave_sum((h, w), octaves, max(cells, 1.0), layer)
+
+
+def tile_noise(rng: np.random.Generator, size: int, cells: int, octaves: int = 3) -> np.ndarray:
+    """Seamlessly tileable noise in ``[0, 1]`` (``size x size`` float32), for world-space textures."""
+
+    def layer(c: int) -> np.ndarray:
+        grid = rng.random((c, c), dtype=np.float32)
+        # wrap-pad then crop so the upsampled field tiles without a seam
+        padded = np.pad(grid, 2, mode="wrap")
+        big = cv2.resize(padded, ((c + 4) * size // c, (c + 4) * size // c), interpolation=cv2.INTER_CUBIC)
+        off = 2 * size // c
+        return big[off : off + size, off : off + size]
+
+    return _octave_sum((size, size), octaves, max(int(cells), 1), layer)
+
+
+def hsv_colour(
+    rng: np.random.Generator, h: tuple[float, float], s: tuple[float, float], v: tuple[float, float]
+) -> tuple[float, float, float]:
+    """RGB in ``[0, 1]`` of a colour drawn uniformly from an HSV box (hue ``h`` in degrees, ``s``, ``v`` in [0, 1])."""
+    return colorsys.hsv_to_rgb(rng.uniform(*h) / 360.0, rng.uniform(*s), rng.uniform(*v))
+
+
+def palette_colour(rng: np.random.Generator, palette, jit: float, dtype=np.float64) -> np.ndarray:
+    """A random entry of ``palette`` (RGB triples in [0, 1]) plus uniform jitter in ``[-jit, jit]`` per channel,
+    clipped to ``[0, 1]``: shape ``(3,)``, the sum computed in ``dtype`` (float32 for colours the renderer
+    uses directly, float64 for colours rounded into an object's JSON parameters)."""
+    c = np.asarray(palette[int(rng.integers(len(palette)))], np.float32)
+    return np.clip(c + rng.uniform(-jit, jit, 3).astype(dtype), 0, 1)
 
 
 @dataclasses.dataclass(frozen=True)

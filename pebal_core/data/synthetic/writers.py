@@ -46,7 +46,7 @@ from pebal_core.data.synthetic import scenes
 from pebal_core.data.synthetic.config import WorldConfig
 from pebal_core.data.synthetic.families import COLOUR_FAMILIES, FAMILIES, TEXTURE_ROLES, check_disjoint
 from pebal_core.fileio import atomic_write_text
-from pebal_core.labels import CLASS_NAMES, NUM_CLASSES, label_ids_to_train_ids
+from pebal_core.labels import ANOMALY_ID, CLASS_NAMES, NUM_CLASSES, label_ids_to_train_ids
 from pebal_core.version import __version__
 
 FORMAT = "pebal-synthetic-world"
@@ -101,7 +101,7 @@ def _coco_job(args: tuple) -> tuple[dict[str, bytes], dict]:
     ood = np.zeros((h, w), np.uint8)
     anns = []
     for m, r in zip(masks, records, strict=True):
-        ood[m] = 254
+        ood[m] = ANOMALY_ID
         rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
         anns.append(
             {
@@ -381,7 +381,7 @@ def generate_world(
             "fishyscapes": "labels 0 inlier, 1 anomaly (test families only), 255 void (ego bonnet, border)",
             "lostandfound": "gtCoarse labelIds 0 void, 1 free space, >=2 LostAndFound obstacle id of the family; "
             "labelTrainIds 255 / 1 free / 2 obstacle; camera JSON = Cityscapes convention (x fwd, y left, z up)",
-            "coco": "every annotation is an outlier-exposure family; ood_seg PNG 254 = object",
+            "coco": f"every annotation is an outlier-exposure family; ood_seg PNG {ANOMALY_ID} = object",
         },
         "parts": parts,
     }

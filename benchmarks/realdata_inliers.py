@@ -1,8 +1,10 @@
 """The real Cityscapes frames of the ``realdata`` bundle as a Cityscapes-layout training tree.
 
-PEBAL fine-tunes on inlier road scenes with AnomalyMix outliers pasted in. The real Cityscapes
-training set is not available here; ``realdata`` (``../shared/realdata``, its README) holds a
-few real Cityscapes **val** frames that may serve as inliers:
+Used by ``benchmarks/real_data_pebal.py`` (a benchmark helper, not part of the ``pebal_core``
+package). PEBAL fine-tunes on inlier road scenes with AnomalyMix outliers pasted in. The real
+Cityscapes training set is not available here; the ``realdata`` folder (described in
+``docs/evaluation_protocols.md``) holds a few real Cityscapes **val** frames that may serve as
+inliers:
 
 * ``Validation_Dataset/fs_static``: 30 Cityscapes val frames (2048x1024) with objects pasted in
   by Fishyscapes, labels 0 = inlier, 1 = pasted object, 255 = Cityscapes void. Four base frames
@@ -22,7 +24,8 @@ void channel 19 (what Cityscapes' void, on which the real ENet's channel 19 was 
 label void).
 
 Resolution: the real ENet was trained at 1024x512, so every frame is resized to
-:data:`TREE_SIZE` = (512, 1024) with PIL bilinear (the course evaluation's resize) and the
+:data:`TREE_SIZE` = (512, 1024) with PIL bilinear (the ``course`` resize protocol of
+:mod:`pebal_core.protocols`) and the
 pseudo-labels are the model's predictions on exactly the stored image. A target pixel is void
 when any source pixel under it (2x2 at half resolution) is a pasted object or void.
 
@@ -52,15 +55,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pebal_core.evaluate import EvalOptions, image_logits, resize_image, resize_labels
 from pebal_core.fileio import sha256_file
 from pebal_core.images import read_label, read_rgb, write_label, write_rgb
 from pebal_core.labels import ABSTENTION_CHANNEL, NUM_CLASSES, VOID_ID
 from pebal_core.metrics import confusion_matrix, mean_iou
 from pebal_core.models.base import SegmentationModel
+from pebal_core.protocols import resize_image, resize_labels
+from pebal_core.runtime import Predictor
 
 ENET_CHECKPOINT = "models/enet_cityscapes_void_yurnero14/model_best.pth"
-"""The real ENet (realdata README §2a), relative to the realdata folder."""
+"""The real Cityscapes ENet (20 channels, channel 19 = void), relative to the realdata folder."""
 FS_STATIC = "Validation_Dataset/fs_static"
 FULLRES_FRAMES = "cityscapes_frames/fullres_unlabeled"
 LABELLED_FRAME = "frankfurt_000000_000294"
@@ -94,7 +98,7 @@ def pseudo_labels(model: SegmentationModel, rgb: np.ndarray) -> np.ndarray:
     """The model's own segmentation of ``rgb`` (uint8 ``H x W x 3``, run at its native size) as
     trainIds: argmax over the 19 inlier channels (lowest index wins ties), and ``VOID_ID`` where
     the argmax over all channels is the void/abstention channel 19 (20-channel models)."""
-    logits = image_logits(model, rgb, EvalOptions(size_multiple=1, progress=False))[0]
+    logits = Predictor.from_model(model).logits(rgb)[0]
     labels = logits[:NUM_CLASSES].argmax(0).to(torch.uint8)
     if logits.shape[0] > ABSTENTION_CHANNEL:
         labels[logits.argmax(0) == ABSTENTION_CHANNEL] = VOID_ID
@@ -105,7 +109,7 @@ def fs_static_indices(realdata: str | os.PathLike) -> list[int]:
     """Indices ``N`` of the fs_static images present (``images/<N>.jpg``), sorted."""
     images = Path(realdata) / FS_STATIC / "images"
     if not images.is_dir():
-        raise FileNotFoundError(f"{images} not found: expected the realdata bundle (realdata README §1)")
+        raise FileNotFoundError(f"{images} not found: expected the realdata folder (docs/evaluation_protocols.md)")
     return sorted(int(p.stem) for p in images.glob("*.jpg"))
 
 
@@ -194,22 +198,19 @@ def build_inlier_tree(
 
 
 def labelled_frame_miou(model: SegmentationModel, realdata: str | os.PathLike) -> dict[str, float]:
-    """Inlier segmentation quality on the one labelled real frame (realdata README §2 protocol).
+    """Inlier segmentation quality on the one labelled real frame (docs/evaluation_protocols.md).
 
     ``frankfurt_000000_000294`` at full resolution, PIL bilinear to 1024x512, the model's own
     normalisation, the prediction subsampled to the 256x128 ground truth with PIL's nearest rule
     (pixel ``4i+2``). Returns, in %: ``miou_20`` and ``acc_20`` for the 20-way argmax (a void /
-    abstention prediction counts as wrong; the README's 62.5 % for the real ENet) and ``miou_19``
+    abstention prediction counts as wrong; 62.5 % published for the real ENet) and ``miou_19``
     and ``acc_19`` for the 19-way inlier argmax (what the Predictor outputs); mIoU averaged over
     the classes present in the ground truth (``mean_iou(average_over="gt")``).
     """
     realdata = Path(realdata)
     rgb = read_rgb(realdata / FULLRES_FRAMES / f"{LABELLED_FRAME}_leftImg8bit.png")
     gt = read_label(realdata / LABELLED_GT)
-    options = EvalOptions(input_size=TREE_SIZE, resize_protocol="course", progress=False)
-    model.eval()
-    with torch.inference_mode():
-        logits = image_logits(model, rgb, options)[0]
+    logits = Predictor.from_model(model, TREE_SIZE, "course").logits(rgb)[0]
     out = {}
     for tag, channels in (("20", logits.shape[0]), ("19", NUM_CLASSES)):
         pred = logits[:channels].argmax(0).to(torch.uint8).cpu().numpy()

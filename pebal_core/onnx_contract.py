@@ -1,0 +1,69 @@
+"""The contract of a PEBAL ONNX export that runtimes read: tensor names, size limits, metadata.
+
+:mod:`pebal_core.export.onnx` writes files to this contract; :mod:`pebal_core.runtime` and
+:mod:`pebal_core.export.tensorrt` read them. The metadata travels in the model's
+``metadata_props`` (string key/value pairs, JSON for structured values); :func:`parse_metadata`
+types them. Reading needs neither the exporter nor the ``onnx`` package: onnxruntime returns the
+same pairs (``InferenceSession.get_modelmeta().custom_metadata_map``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+FORMAT_VERSION = 1
+"""Version of the input/output/metadata contract below (``pebal_onnx_format`` in the metadata)."""
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("labels", "score", "logits")
+MIN_SIDE = 32
+"""Smallest height/width a dynamic-size export accepts."""
+MAX_SIDE = 8192
+"""Largest height/width a dynamic-size export accepts."""
+DYNAMIC = "dynamic"
+"""Value of the ``input_size`` metadata entry of a dynamic-size export."""
+
+
+class ExportError(RuntimeError):
+    """An ONNX file cannot be written, checked or read as a PEBAL export."""
+
+
+def parse_metadata(props: Mapping[str, str]) -> dict:
+    """Typed metadata of a PEBAL ONNX export from its ``metadata_props`` (see :func:`metadata_props`).
+
+    Returns a dict with ``arch`` (str), ``arch_kwargs`` (dict), ``num_classes`` (int),
+    ``input_size`` (``(H, W)`` or ``None`` for dynamic), ``normalization`` (dict),
+    ``score_threshold`` (float or None), ``smoothing`` (bool), ``outputs`` (list),
+    ``pebal_version``, ``source_checkpoint``, ``source_sha256`` and ``checkpoint_metadata``.
+
+    Raises:
+        ExportError: the file was not written by :func:`export_onnx` (no ``pebal_onnx_format``)
+            or by a newer, incompatible version.
+    """
+    if "pebal_onnx_format" not in props:
+        raise ExportError(
+            "the ONNX file carries no PEBAL metadata (metadata_props 'pebal_onnx_format'); export it with "
+            "`pebal export onnx CHECKPOINT`"
+        )
+    version = int(props["pebal_onnx_format"])
+    if version > FORMAT_VERSION:
+        raise ExportError(
+            f"the ONNX file uses PEBAL export format {version}, newer than this version's {FORMAT_VERSION}; "
+            "upgrade pebal or re-export the model"
+        )
+    size = props.get("input_size", DYNAMIC)
+    return {
+        "arch": props.get("arch"),
+        "arch_kwargs": json.loads(props.get("arch_kwargs", "{}")),
+        "num_classes": int(props.get("num_classes", 20)),
+        "input_size": None if size == DYNAMIC else tuple(int(v) for v in size.split("x")),
+        "normalization": json.loads(props["normalization"]),
+        "score_threshold": json.loads(props.get("score_threshold", "null")),
+        "smoothing": json.loads(props.get("smoothing", "true")),
+        "outputs": json.loads(props.get("outputs", json.dumps(list(OUTPUT_NAMES[:2])))),
+        "pebal_version": props.get("pebal_version"),
+        "source_checkpoint": props.get("source_checkpoint"),
+        "source_sha256": props.get("source_sha256"),
+        "checkpoint_metadata": json.loads(props.get("checkpoint_metadata", "{}")),
+        "opset": int(props.get("opset", 0)),
+    }

@@ -1,0 +1,29 @@
+"""No module imports a layer above its own (the table is ``test/layers.py`` ``LAYERS``), and
+``docs/architecture.md`` shows that table and the import graph as they are."""
+
+from layers import BEGIN, END, LAYERS, ROOT, graph, layer_of, markdown, modules, upward_edges
+
+
+def test_every_module_has_a_layer():
+    for module in modules():
+        layer_of(module)  # KeyError names a module missing from the table
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    assert upward_edges() == []
+
+
+def test_the_check_sees_imports_inside_functions_and_from_package_imports():
+    """The graph is read from the source: imports inside functions count, and ``from pebal_core
+    import cli`` is an edge to ``pebal_core.cli``, so hiding an upward import there fails too."""
+    g = graph()
+    assert "pebal_core.export.tensorrt" in g["pebal_core.runtime"]  # imported inside TensorRTBackend
+    assert "pebal_core.data.anomaly_sets" in g["pebal_core.evaluate"]  # imported inside run_evaluation
+    assert layer_of("pebal_core.runtime") > layer_of("pebal_core.export.tensorrt")
+    assert [name for name, _, _ in LAYERS][layer_of("pebal_ros.node")] == "ros"
+
+
+def test_architecture_doc_shows_the_current_layers():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert section == markdown(), "regenerate with: .venv/bin/python test/layers.py docs/architecture.md"
