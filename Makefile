@@ -70,8 +70,9 @@ default-model: $(STAMP)
 # real Cityscapes $(ARCH) on CamVid train with AnomalyMix from COCO panoptic objects, choose the
 # step on the held-out data (fs_static images 0-14, CamVid val), set the alarm threshold on the
 # fs_static hold-out, write the model, then read the test sets once and write the tables of
-# docs/real_data_results.md. Data from $(REALDATA). About 12 min of training and 5 min of
-# selection on one busy CPU core, plus 40-60 min for the test sets at both resolutions.
+# docs/real_data_results.md. Data from $(REALDATA). Measured for ESPNet on one core of the busy
+# 2-core machine: 12 min training, 10 min selection, 12 min for the test sets at 512x1024 and
+# about 40 min at native resolution (ENet: 24 min training).
 # ARCH=enet makes the ENet model under $(REAL_RUN)/enet (its base has no licence: never commit it).
 REALDATA   ?= ../shared/realdata
 ARCH       ?= espnet_p2q8
