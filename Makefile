@@ -72,7 +72,7 @@ default-model: $(STAMP)
 # fs_static hold-out, write the model, then read the test sets once and write the tables of
 # docs/real_data_results.md. Data from $(REALDATA). Measured for ESPNet on one core of the busy
 # 2-core machine: 12 min training, 10 min selection, 12 min for the test sets at 512x1024 and
-# about 40 min at native resolution (ENet: 24 min training).
+# 24 min at native resolution (ENet: 24 min training).
 # ARCH=enet makes the ENet model under $(REAL_RUN)/enet (its base has no licence: never commit it).
 REALDATA   ?= ../shared/realdata
 ARCH       ?= espnet_p2q8
