@@ -56,7 +56,8 @@ def main() -> None:
 
     def finetune_step() -> None:
         set_train_modes(finetuned, "pebal", reference_bn=False)
-        total, _ = loss_fn(finetune_logits(finetuned, finetuned.final, images), labels)
+        logits, _ = finetune_logits(finetuned, finetuned.final, images)
+        total, _ = loss_fn(logits, labels)
         ft_opt.zero_grad(set_to_none=True)
         total.backward()
         ft_opt.step()

@@ -395,6 +395,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
             "--write-threshold stores it in a copy of the checkpoint, `pebal threshold` chooses and stores the "
             "alarm operating points pebal_node uses).\n\n"
             f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n\n"
+            "camvid/<split> (train, val or test; --root = the CamVid folder in the SegNet layout) measures the "
+            "inlier segmentation instead: mIoU over the 9 Cityscapes classes CamVid labels, written to "
+            "results.json\n\n"
             f"protocols (--protocol NAME; --input-size, --resize-protocol and --fpr95 given explicitly win):\n"
             f"{protocols}\n\n"
             "A model whose metadata records an input size (written by --write-threshold) runs at it unless "
@@ -450,6 +453,38 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _run_camvid_eval(args: argparse.Namespace, checkpoint: Path) -> int:
+    """``pebal eval --dataset camvid/<split>``: inlier mIoU over the classes CamVid labels."""
+    import json
+
+    from pebal_core.data.camvid import CamVid, camvid_miou
+    from pebal_core.evaluate import EvalOptions, inlier_confusion
+    from pebal_core.fileio import atomic_write_text
+    from pebal_core.models.checkpoint import load_model
+
+    split = args.dataset.split("/", 1)[1]
+    options = EvalOptions(
+        input_size=tuple(args.input_size) if args.input_size else None,
+        resize_protocol=args.resize_protocol or "predictor",
+        device=args.device,
+        limit=args.limit,
+        progress=not args.no_progress,
+    )
+    model = load_model(checkpoint, arch=args.arch).to(args.device)
+    dataset = CamVid(args.root, split)
+    miou, per_class = camvid_miou(inlier_confusion(model, dataset, options, desc=f"CamVid {split}"))
+    n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    report = {"dataset": args.dataset, "checkpoint": str(checkpoint), "n_images": n, "miou": miou}
+    report["per_class_iou"] = per_class
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "results.json", json.dumps(report, indent=2) + "\n")
+    print("| class | IoU % |\n|---|---:|")
+    for name, iou in per_class.items():
+        print(f"| {name} | {100 * iou:.2f} |")
+    print(f"CamVid {split}: mIoU over the 9 mapped classes {100 * miou:.2f} % ({n} images) -> {args.out}/results.json")
+    return 0
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     from pebal_core.evaluate import (
         EvalOptions,
@@ -463,6 +498,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     from pebal_core.protocols import EVAL_PROTOCOLS
 
     checkpoint = resolve_model(args.model)
+    if args.dataset.startswith("camvid/"):
+        return _run_camvid_eval(args, checkpoint)
     dataset_options = _dataset_options(args)
     preset = EVAL_PROTOCOLS[args.protocol or "paper"]
     input_size = tuple(args.input_size) if args.input_size else preset.input_size

@@ -189,6 +189,9 @@ class LossConfig:
     ``ce`` = cross-entropy with anomalous pixels as an extra class 19.
     ``None`` for ``smooth_penalty``, ``smoothness_weight`` and ``sparsity_weight`` means the
     variant's value (reference: smoothed penalty, 3e-6, 5e-4; paper: raw penalty, 5e-4, 3e-6).
+    ``distill_weight`` (not in the paper; 0 = off): weight of the distillation term that keeps
+    the 19-way class distribution of every non-anomalous pixel at the base network's
+    (``pebal_core.losses.distillation``); it leaves the energy free to move.
     """
 
     variant: typing.Literal["reference", "paper"] = "reference"
@@ -203,11 +206,12 @@ class LossConfig:
     ood_weight: float = 0.1
     smoothness_weight: float | None = None
     sparsity_weight: float | None = None
+    distill_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.fixed_penalty <= 0:
             raise ValueError(f"fixed_penalty must be > 0, got {self.fixed_penalty}")
-        for name in ("ebm_weight", "ood_weight", "smoothness_weight", "sparsity_weight"):
+        for name in ("ebm_weight", "ood_weight", "smoothness_weight", "sparsity_weight", "distill_weight"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -226,7 +230,15 @@ class LossConfig:
 
 @dataclasses.dataclass
 class TrainDataConfig:
-    """Training data: a Cityscapes-layout inlier set, COCO outliers, AnomalyMix, augmentation.
+    """Training data: an inlier set, COCO outliers, AnomalyMix, augmentation.
+
+    ``inliers``: ``cityscapes`` reads ``cityscapes`` (official layout, ``labels`` encoding);
+    ``camvid`` reads ``camvid`` (SegNet layout, labels mapped to trainIds with the
+    ``camvid_table`` look-up table, :mod:`pebal_core.data.camvid`). ``split`` applies to both.
+    ``coco_format``: ``instances`` / ``ood_seg`` (:mod:`pebal_core.data.coco`, one outlier
+    sample per image) or ``panoptic`` (:mod:`pebal_core.data.coco_panoptic`, one sample per
+    thing segment, ``coco_min_size`` = smallest bounding-box side); ``auto`` = instances or
+    ood_seg, whichever is on disk. ``coco_split`` may list several splits separated by commas.
 
     ``ood``: ``anomalymix`` pastes COCO objects into inlier images (label 254); ``whole`` adds
     the COCO images themselves (objects 254, background void; the paper's "CE + COCO" row);
@@ -238,12 +250,15 @@ class TrainDataConfig:
     ``val_split``: in ``pretrain`` mode, inlier mIoU on this split after every epoch.
     """
 
+    inliers: typing.Literal["cityscapes", "camvid"] = "cityscapes"
     cityscapes: str = "/path/to/cityscapes"
+    camvid: str | None = None
+    camvid_table: str = "recommended"
     split: str = "train"
     labels: typing.Literal["auto", "trainIds", "labelIds"] = "auto"
     coco: str | None = "/path/to/coco"
     coco_split: str = "train2017"
-    coco_format: typing.Literal["auto", "instances", "ood_seg"] = "auto"
+    coco_format: typing.Literal["auto", "instances", "ood_seg", "panoptic"] = "auto"
     coco_exclude: list[str] = dataclasses.field(default_factory=lambda: list(COCO_CITYSCAPES_LIKE))
     coco_min_size: int = 480
     ood: typing.Literal["anomalymix", "whole", "none"] = "anomalymix"
@@ -275,12 +290,15 @@ class TrainModelConfig:
     ``base``: checkpoint to start from, any format ``load_model`` reads (a 19-class classifier
     is extended to 20 channels); required in ``pebal`` mode, optional in ``pretrain`` mode
     (``null`` = random initialisation). ``arch``: registry name (``null`` = the checkpoint's
-    metadata); ``arch_kwargs``: e.g. ``{width: 0.5}`` for ``resnet18``.
+    metadata); ``arch_kwargs``: e.g. ``{width: 0.5}`` for ``resnet18``. ``finetune``: the block
+    ``pebal`` mode trains (``final``, the paper's; ``decoder`` for ESPNet and ENet, see
+    ``SegmentationModel.select_finetune_block``).
     """
 
     base: str | None = "/path/to/cityscapes_best.pth"
     arch: str | None = "wrn38"
     arch_kwargs: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
+    finetune: str = "final"
 
 
 @dataclasses.dataclass
@@ -313,7 +331,10 @@ class TrainConfig:
     ``max_steps`` stops early (and shortens the LR schedule accordingly).
     ``reference_bn``: run the frozen trunk in train mode as the reference does (BatchNorm
     batch statistics, running stats drifting); default: eval mode.
+    ``frozen_bn``: keep the BatchNorm layers of the fine-tuned block in eval mode (their
+    running statistics stay the base's; scale and shift still train).
     ``checkpoint_every``: also write ``last.pt`` every N steps (0 = once per epoch).
+    ``snapshot_every``: also write the model as ``step_<N>.safetensors`` every N steps (0 = never).
     ``channels_last``: train in the NHWC memory format (about 1.5x faster convolutions on the
     CPU; results differ from NCHW only by float rounding).
     """
@@ -331,9 +352,11 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0
     reference_bn: bool = False
+    frozen_bn: bool = False
     sync_bn: bool = True
     channels_last: bool = True
     checkpoint_every: int = 0
+    snapshot_every: int = 0
     log_every: int = 10
     half: bool = False
 
@@ -342,7 +365,7 @@ class TrainConfig:
             raise ValueError("batch_size and epochs must be >= 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be >= 1 (or null)")
-        if self.checkpoint_every < 0 or self.log_every < 1 or self.threads < 0:
+        if self.checkpoint_every < 0 or self.snapshot_every < 0 or self.log_every < 1 or self.threads < 0:
             raise ValueError("checkpoint_every and threads must be >= 0, log_every >= 1")
 
 

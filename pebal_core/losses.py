@@ -25,6 +25,11 @@ Regulariser (Eq. 8)
 ``abstention="ce"``
     Replaces PAL by cross-entropy over the 20 channels with anomalous pixels labelled 19
     (the "CE + extra class" rows of the paper's ablation).
+Distillation (not in the paper; ``distill_weight`` > 0 and teacher logits given)
+    ``KL(q_teacher || q)`` of the 19-way inlier softmax ``q``, mean over the non-anomalous pixels
+    (void included). The 19-way softmax does not change when all inlier logits shift together,
+    so this keeps the base network's segmentation while leaving the energy ``E`` (the logits'
+    common level) to PAL and EBM. Added as ``distill_weight * KL`` to the total.
 
 The two variants:
 
@@ -233,7 +238,21 @@ class PebalLoss(nn.Module):
         super().__init__()
         self.cfg = cfg or LossConfig()
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, teacher: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``teacher``: the base network's logits ``B x >=19 x H x W`` for the distillation term
+        (required when ``distill_weight`` > 0, ignored otherwise)."""
+        total, terms = self._pebal(logits, targets)
+        if self.cfg.distill_weight > 0:
+            if teacher is None:
+                raise ValueError("distill_weight > 0 needs the teacher's logits")
+            kl = distillation(logits, teacher, targets.long() != ANOMALY_ID)
+            terms["distill"] = kl.detach()
+            total = total + self.cfg.distill_weight * kl
+        return total, terms
+
+    def _pebal(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         _check(logits, targets)
         cfg = self.cfg
         targets = targets.long()
@@ -304,6 +323,15 @@ class PebalLoss(nn.Module):
         out_mean = reference_outlier_term(logits, px, log_abstain, anomaly)
         pal_mixed = -(_mean(in_term, inlier & mixed) + self.cfg.ood_weight * out_mean)
         return pal_plain + pal_mixed
+
+
+def distillation(logits: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over ``mask`` (``B x H x W`` bool) of ``KL(softmax(teacher_19) || softmax(logits_19))``,
+    the 19-way inlier softmax of ``B x C x H x W`` logits (C >= 19); 0 when the mask is empty."""
+    log_q = torch.log_softmax(logits[:, :NUM_CLASSES], dim=1)
+    log_t = torch.log_softmax(teacher[:, :NUM_CLASSES].detach(), dim=1)
+    kl = (log_t.exp() * (log_t - log_q)).sum(dim=1)
+    return _mean(kl, mask)
 
 
 def inlier_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

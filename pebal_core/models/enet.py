@@ -180,6 +180,43 @@ class ENetFeatures(NamedTuple):
     """``(H, W)`` of the network input."""
 
 
+class ENetTrunkFeatures(NamedTuple):
+    """What :meth:`ENet.features` hands to the ``decoder`` block (see :class:`ENetDecoder`)."""
+
+    x: torch.Tensor
+    """Stage-3 output, ``B x 128 x H/8 x W/8``."""
+    indices2: torch.Tensor
+    """Max-pooling indices of ``downsample2_0`` (``B x 64 x H/8 x W/8``) for the stage-4 unpooling."""
+    stage2_size: tuple[int, int]
+    """``(H, W)`` of the stage-1 output."""
+    indices1: torch.Tensor
+    """Max-pooling indices of ``downsample1_0``."""
+    input_size: tuple[int, int]
+    """``(H, W)`` of the network input."""
+
+
+class ENetDecoder(nn.Module):
+    """The ``decoder`` fine-tuning block: stages 4 and 5 and the transposed convolution.
+
+    A view over the model's own layers (``upsample4_0``, ``regular4_1``, ``regular4_2``,
+    ``upsample5_0``, ``regular5_1``, ``transposed_conv``).
+    """
+
+    def __init__(self, model: ENet) -> None:
+        super().__init__()
+        self.upsample4_0 = model.upsample4_0
+        self.regular4_1 = model.regular4_1
+        self.regular4_2 = model.regular4_2
+        self.upsample5_0 = model.upsample5_0
+        self.regular5_1 = model.regular5_1
+        self.transposed_conv = model.transposed_conv
+
+    def forward(self, x, indices2, stage2_size, indices1, input_size) -> torch.Tensor:
+        x = self.upsample4_0(x, indices2, stage2_size)
+        x = self.regular4_2(self.regular4_1(x))
+        return ENetFinal.forward(self, x, indices1, input_size)
+
+
 class ENetFinal(nn.Module):
     """ENet's stage 5 and classifier: ``upsample5_0`` -> ``regular5_1`` -> ``transposed_conv``.
 
@@ -245,8 +282,20 @@ class ENet(SegmentationModel):
         for name, module in final.named_children():  # top-level names, as in the checkpoint
             self.add_module(name, module)
         self.attach_final_view(final)
+        self.__dict__["_last_stage"] = final  # not a child: its layers are registered above
+        self.block = "final"
 
-    def features(self, x: torch.Tensor) -> ENetFeatures:
+    finetune_blocks = ("final", "decoder")
+
+    def select_finetune_block(self, name: str) -> None:
+        """``final`` (stage 5 and the transposed convolution) or ``decoder`` (stages 4 and 5,
+        :class:`ENetDecoder`)."""
+        super().select_finetune_block(name)
+        self.__dict__.pop("final", None)
+        self.attach_final_view(ENetDecoder(self) if name == "decoder" else self._last_stage)
+        self.block = name
+
+    def features(self, x: torch.Tensor) -> ENetFeatures | ENetTrunkFeatures:
         """Stages 0-4: ``B x 3 x H x W`` (RGB in [0, 1]) -> :class:`ENetFeatures`."""
         input_size = (int(x.shape[-2]), int(x.shape[-1]))
         x = self.initial_block(x)
@@ -257,10 +306,13 @@ class ENet(SegmentationModel):
         x, indices2 = self.downsample2_0(x)
         for name in self._stages23:
             x = getattr(self, name)(x)
+        if self.block == "decoder":
+            return ENetTrunkFeatures(x, indices2, stage2_size, indices1, input_size)
         x = self.upsample4_0(x, indices2, stage2_size)
         x = self.regular4_2(self.regular4_1(x))
         return ENetFeatures(x, indices1, input_size)
 
-    def final_inputs(self, feats: ENetFeatures) -> tuple:
-        """``final``'s arguments ``(x, indices, input_size)``; it returns logits at the input size."""
-        return (feats.x, feats.indices, feats.input_size)
+    def final_inputs(self, feats: ENetFeatures | ENetTrunkFeatures) -> tuple:
+        """``final``'s arguments (``(x, indices, input_size)``, or the five fields of
+        :class:`ENetTrunkFeatures` with the ``decoder`` block); it returns logits at the input size."""
+        return tuple(feats)

@@ -49,6 +49,11 @@ decoder output and the level-1 features) and ``classifier`` (the transposed conv
 resolution); 8,140 parameters for 20 classes. Both keep their top-level checkpoint names;
 ``final`` is an :class:`ESPNetFinal` view over them. ``features`` returns
 :class:`ESPNetFeatures`, which :meth:`ESPNet.final_inputs` unpacks into ``final``'s arguments.
+``select_finetune_block("decoder")`` moves the split to the encoder's last feature map: ``final``
+becomes :class:`ESPNetDecoder` (the encoder's 1x1 classifier and every decoder layer, 20,240
+parameters) and ``features`` returns :class:`ESPNetTrunkFeatures`. The decoder is only
+``classes`` channels wide, so the last stage alone has too little capacity to reshape the
+energy of a whole region.
 """
 
 from __future__ import annotations
@@ -202,6 +207,12 @@ class ESPNetEncoder(nn.Module):
         self.classifier = Conv(256, classes, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        level1, level2, level3 = self.trunk(x)
+        return level1, level2, self.classifier(level3)
+
+    def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Everything but ``classifier``: (level-1 output ``B x 16 x H/2 x W/2``, ``b2`` output
+        ``B x 131 x H/4 x W/4``, ``b3`` output ``B x 256 x H/8 x W/8``)."""
         level1 = self.level1(x)
         down2 = self.level2_0(self.b1(torch.cat([level1, self.sample1(x)], 1)))
         y = down2
@@ -212,8 +223,7 @@ class ESPNetEncoder(nn.Module):
         y = down3
         for block in self.level3:
             y = block(y)
-        logits = self.classifier(self.b3(torch.cat([down3, y], 1)))
-        return level1, level2, logits
+        return level1, level2, self.b3(torch.cat([down3, y], 1))
 
 
 class ESPNetFeatures(NamedTuple):
@@ -237,6 +247,42 @@ class ESPNetFinal(nn.Module):
         self.classifier = nn.ConvTranspose2d(classes, classes, 2, stride=2, bias=False)
 
     def forward(self, decoded: torch.Tensor, level1: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.conv(torch.cat([decoded, level1], 1)))
+
+
+class ESPNetTrunkFeatures(NamedTuple):
+    """What :meth:`ESPNet.features` hands to the ``decoder`` block (see :class:`ESPNetDecoder`)."""
+
+    level3: torch.Tensor
+    """Encoder ``b3`` output (before its 1x1 classifier), ``B x 256 x H/8 x W/8``."""
+    level2: torch.Tensor
+    """Encoder ``b2`` output, ``B x 131 x H/4 x W/4``."""
+    level1: torch.Tensor
+    """Encoder level-1 output, ``B x 16 x H/2 x W/2``."""
+
+
+class ESPNetDecoder(nn.Module):
+    """The ``decoder`` fine-tuning block: the encoder's 1x1 classifier and the whole decoder.
+
+    A view over the model's own layers (``encoder.classifier``, ``level3_C``, ``br``, ``up_l3``,
+    ``combine_l2_l3``, ``up_l2``, ``conv``, ``classifier``): 20,240 parameters for 20 classes.
+    ``forward(level3, level2, level1)`` -> ``B x classes x H x W`` logits.
+    """
+
+    def __init__(self, model: ESPNet) -> None:
+        super().__init__()
+        self.encoder_classifier = model.encoder.classifier
+        self.level3_C = model.level3_C
+        self.br = model.br
+        self.up_l3 = model.up_l3
+        self.combine_l2_l3 = model.combine_l2_l3
+        self.up_l2 = model.up_l2
+        self.conv = model.conv
+        self.classifier = model.classifier
+
+    def forward(self, level3: torch.Tensor, level2: torch.Tensor, level1: torch.Tensor) -> torch.Tensor:
+        up3 = self.up_l3(self.br(self.encoder_classifier(level3)))
+        decoded = self.up_l2(self.combine_l2_l3(torch.cat([self.level3_C(level2), up3], 1)))
         return self.classifier(self.conv(torch.cat([decoded, level1], 1)))
 
 
@@ -264,6 +310,20 @@ class ESPNet(SegmentationModel):
         self.up_l2 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, stride=2, bias=False), BR(c))
         self.classifier = final.classifier
         self.attach_final_view(final)
+        self.__dict__["_last_stage"] = final  # not a child: its layers are registered above
+        self.block = "final"
+
+    finetune_blocks = ("final", "decoder")
+
+    def select_finetune_block(self, name: str) -> None:
+        """``final`` (the last decoder stage, 8,140 parameters) or ``decoder`` (the encoder's 1x1
+        classifier and the whole decoder, :class:`ESPNetDecoder`, 20,240 parameters)."""
+        super().select_finetune_block(name)
+        self.__dict__.pop("final", None)
+        self.attach_final_view(self._last_stage)
+        if name == "decoder":
+            self.attach_final_view(ESPNetDecoder(self))
+        self.block = name
 
     def features(self, x: torch.Tensor) -> ESPNetFeatures:
         """Encoder and decoder up to ``final``: ``B x 3 x H x W`` (normalised BGR) -> :class:`ESPNetFeatures`."""
@@ -273,11 +333,15 @@ class ESPNet(SegmentationModel):
                 f"ESPNet needs input height and width that are multiples of {self.size_divisor}, got {h}x{w}; "
                 "resize the image (e.g. Predictor input_size) or crop it to such a size"
             )
+        if self.block == "decoder":
+            level1, level2, level3 = self.encoder.trunk(x)
+            return ESPNetTrunkFeatures(level3, level2, level1)
         level1, level2, logits = self.encoder(x)
         up3 = self.up_l3(self.br(logits))
         decoded = self.up_l2(self.combine_l2_l3(torch.cat([self.level3_C(level2), up3], 1)))
         return ESPNetFeatures(decoded, level1)
 
-    def final_inputs(self, feats: ESPNetFeatures) -> tuple:
-        """``final``'s arguments ``(decoded, level1)``; it returns logits at the input size."""
-        return (feats.decoded, feats.level1)
+    def final_inputs(self, feats: ESPNetFeatures | ESPNetTrunkFeatures) -> tuple:
+        """``final``'s arguments (``(decoded, level1)``, or ``(level3, level2, level1)`` with the
+        ``decoder`` block); it returns logits at the input size."""
+        return tuple(feats)
