@@ -31,10 +31,9 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from pebal_core.config import COCO_CITYSCAPES_LIKE
 from pebal_core.data.base import DatasetError, require_dir
 from pebal_core.images import read_rgb
-from pebal_core.labels import ANOMALY_ID, VOID_ID
+from pebal_core.labels import ANOMALY_ID, COCO_CITYSCAPES_LIKE, VOID_ID
 
 
 def segment_ids(png_rgb: np.ndarray) -> np.ndarray:
