@@ -9,7 +9,7 @@ everything the approach needed, measured the same way for all):
 ``reference``
     What the PEBAL / Meta-OoD evaluation does: keep every image's score and label map, stack them,
     pool the inlier and anomaly scores, then scikit-learn ``roc_auc_score`` and
-    ``average_precision_score`` and the reference FPR95 (stable argsort, DESIGN 4a).
+    ``average_precision_score`` and the reference FPR95 (stable argsort, ``docs/evaluation.md``).
 ``exact``
     ``pebal_core.metrics.AnomalyMetrics(exact=True)``: per-score counts, updated per image.
 ``streaming``

@@ -15,7 +15,7 @@ The node subscribes with reliable QoS here (see ``main``).
     python benchmarks/bench_node.py [--model M.safetensors|default|synthetic] [--backend torch|onnxruntime]
                                     [--frames 20] [--sizes 256x512 512x1024] [--stock-dds]
 
-Both processes use ``config/fastdds_large_images.xml`` (the Fast DDS profile the README recommends
+Both processes use ``config/fastdds_large_images.xml`` (the Fast DDS profile ``docs/node.md`` recommends
 for megabyte-sized images; its UDP transport limited to loopback here) unless ``--stock-dds``.
 
 Without ``--model`` a fresh resnet18 (width 0.5, the synthetic model's architecture) is used.

@@ -1,15 +1,16 @@
 """Uncertainty baselines of the real Cityscapes models on the real anomaly sets of ``realdata``.
 
 Runs :func:`pebal_core.evaluate.run_evaluation` (what ``pebal eval`` runs) for every model x
-input resolution x set of the course ``Validation_Dataset`` bundle, with the published course
-protocol (DESIGN §4b, realdata README §1 and §5): images without anomaly pixels skipped, Road
+input resolution x set of the ``Validation_Dataset`` bundle, with the published ``course``
+protocol (``docs/data_sources.md``): images without anomaly pixels skipped, Road
 Anomaly's 2 -> 1, pixels labelled 0/1 pooled per set, AP = scikit-learn, FPR95 = ``ood_metrics``
 definition, ``--resize-protocol course`` (PIL bilinear image, nearest labels at 512x1024). Every
 score of ``pebal_core.scoring.METHODS`` is computed from the same forward pass.
 
 Then it checks the ENet numbers against ``realdata/baseline_enet_subset.json`` (all ten rows,
 four columns) and against the numbers published in ``yurnero14/Anomaly-Segmentation``
-(``eval/results.txt``, README §4: void channel, four complete sets, both resolutions), prints the
+(``eval/results.txt``: void channel, four complete sets, both resolutions; both tables are in
+``docs/data_sources.md``), prints the
 differences, and writes the Markdown tables between the markers of ``--doc``.
 
 Each run's ``results.json`` / ``results.md`` goes to ``--out/<model>/<resolution>/<set>/``;
@@ -49,7 +50,7 @@ SET_TITLES = {
 }
 # baseline_enet_subset.json column -> scoring method
 JSON_COLUMNS = {"MSP": "msp", "MaxLogit": "maxlogit", "MaxEntropy": "entropy", "Void": "abstention"}
-# realdata README §4: yurnero14/Anomaly-Segmentation@a2744c40 eval/results.txt, ENet void channel,
+# yurnero14/Anomaly-Segmentation@a2744c40 eval/results.txt (docs/data_sources.md), ENet void channel,
 # (AuPRC %, FPR95 %); FS L&F is left out (published on all 100 images, 30 here)
 PUBLISHED_VOID = {
     "native": {

@@ -31,7 +31,7 @@ When ``pebal_node`` exits the launch ends; a non-zero exit status (a bad model o
 ``ros2 launch`` fail (status 1: ``ros2 launch`` has no way to pass the node's own code on).
 
 Without a ROS install the same node runs as ``pebal_node --ros-args --params-file
-config/pebal.yaml -r image:=/camera/image_raw`` (see the README).
+config/pebal.yaml -r image:=/camera/image_raw`` (see ``docs/node.md``).
 """
 
 from pathlib import Path

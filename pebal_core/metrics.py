@@ -12,8 +12,8 @@ of classes chosen by ``average_over``:
     are NaN and left out (the Cityscapes convention on subsets). A class predicted on a few
     pixels but absent from the ground truth counts with IoU 0.
 ``"gt"``
-    classes that occur in the ground truth only (the per-frame sanity checks of
-    ``realdata/README.md`` §2 and many course-project evaluations).
+    classes that occur in the ground truth only (the per-frame checkpoint sanity checks and the
+    ``course`` protocol's evaluations, ``docs/data_sources.md``).
 
 Pixel-level anomaly detection
 -----------------------------
@@ -35,14 +35,14 @@ does). :func:`anomaly_metrics` (one call) and :class:`AnomalyMetrics` (``update`
     (the result carries it as ``fpr95_definition``; ``fpr95_by_definition`` holds all three):
 
     ``"pebal"`` (default)
-        The PEBAL/Meta-OoD reference code (DESIGN 4a): on the curve of distinct thresholds, cut
+        The PEBAL/Meta-OoD reference code (``docs/evaluation.md``): on the curve of distinct thresholds, cut
         where recall first reaches 1, the point whose recall is closest to 0.95
         (``argmin |recall - 0.95|``; among equally close points the one with higher recall, and
         within a recall level the lowest threshold); FPR = false positives there / all inliers.
     ``"smiyc"``
         SegmentMeIfYouCan / Fishyscapes: FPR at the first (highest) threshold whose TPR >= 0.95.
     ``"ood_metrics"``
-        The ``ood-metrics`` package used by the course protocol (DESIGN 4b):
+        The ``ood-metrics`` package used by the ``course`` protocol (``docs/data_sources.md``):
         scikit-learn ``roc_curve`` then ``np.interp(0.95, tpr, fpr)`` (linear interpolation;
         where TPR equals 0.95 exactly, the largest FPR at that TPR).
 

@@ -50,9 +50,9 @@ class Normalization:
 
 
 IMAGENET = Normalization(mean=(0.485 * 255, 0.456 * 255, 0.406 * 255), std=(0.229 * 255, 0.224 * 255, 0.225 * 255))
-"""ImageNet mean/std on RGB (DESIGN §3): the reference PEBAL models and every trunk built here."""
+"""ImageNet mean/std on RGB (``docs/models.md``): the reference PEBAL models and every trunk built here."""
 UNIT_RANGE = Normalization(mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0))
-"""RGB/255 with no mean/std (ENet course checkpoint)."""
+"""RGB/255 with no mean/std (the real ENet checkpoint, ``docs/data_sources.md``)."""
 ESPNET_CITYSCAPES = Normalization(
     mean=(72.3923111, 82.90893555, 73.15840149),
     std=(45.3192215, 46.15289307, 44.91483307),

@@ -10,8 +10,9 @@ anomaly metrics are computed; :data:`RESIZE_PROTOCOLS` names them:
     label's) size, labels nearest (:func:`resize_label_map`), scores bilinear
     (:func:`resize_score`). Metrics are computed at label resolution.
 ``course``
-    The protocol of the published Cityscapes-ENet anomaly benchmarks (see
-    ``docs/evaluation_protocols.md``): the image is resized with PIL's bilinear filter
+    The protocol of the published Cityscapes-ENet anomaly benchmarks: the evaluation recipe shared
+    by the road-anomaly course projects whose tables the real-data tests check
+    (``docs/data_sources.md``, ``docs/evaluation_protocols.md``): the image is resized with PIL's bilinear filter
     (antialiased when shrinking, as torchvision's ``Resize`` on a PIL image), the *label maps*
     are resized to the network size with PIL's nearest rule (:func:`resize_labels`), and the
     metrics are computed at network resolution.

@@ -438,7 +438,8 @@ class Predictor:
         input_size: ``(height, width)`` the network runs at; ``None`` = each image's own size.
         protocol: the resize protocol (:data:`pebal_core.protocols.RESIZE_PROTOCOLS`) used when
             ``input_size`` differs from the image's size: ``predictor`` (OpenCV bilinear, the
-            deployed behaviour) or ``course`` (PIL bilinear).
+            deployed behaviour) or ``course`` (PIL bilinear, the published protocol of
+            ``docs/data_sources.md``).
     """
 
     def __init__(

@@ -217,7 +217,7 @@ def test_registry_names_and_synthetic_split_detection(tmp_path):
 @pytest.mark.realdata
 def test_real_validation_dataset_counts_sizes_and_label_mapping(realdata):
     root = realdata / "Validation_Dataset"
-    # (images used by the published protocol, image size W x H, anomaly-pixel prevalence % from realdata README)
+    # (images used by the published protocol, image size W x H, anomaly-pixel prevalence %, docs/data_sources.md)
     expected = {
         "RoadAnomaly": (60, (1280, 720), 9.850),
         "RoadAnomaly21": (10, (1280, 720), 14.807),

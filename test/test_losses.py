@@ -1,7 +1,7 @@
 """Every PEBAL loss term, both variants and the ablation switches, against float64 hand computations.
 
 The hand computations work in probability space with numpy loops over explicit formulas
-(DESIGN §4), independently of the log-space implementation under test.
+(``docs/training.md``, "Paper versus reference"), independently of the log-space implementation under test.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def as_torch(x: np.ndarray, t: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def hand_terms(x32: np.ndarray, t: np.ndarray, cfg: LossConfig) -> dict[str, float]:
-    """The loss of DESIGN §4, pixel by pixel in float64 probability space."""
+    """The loss of ``docs/training.md``, pixel by pixel in float64 probability space."""
     x = x32.astype(np.float64)
     p = np_softmax(x, 1)
     lse = np_lse(x[:, :19], 1)

@@ -1,7 +1,7 @@
 """Pixel anomaly metrics against independent references: scikit-learn and brute-force FPR95.
 
 Exact mode must equal scikit-learn's ``roc_auc_score`` / ``average_precision_score`` and the three
-FPR@95TPR definitions (DESIGN 4a / 4b) to 1e-9 on any input, ties included; streaming mode must
+FPR@95TPR definitions (``docs/evaluation.md``) to 1e-9 on any input, ties included; streaming mode must
 stay within the error bound it reports.
 """
 
@@ -22,8 +22,9 @@ TOL = 1e-9
 
 # ----------------------------------------------------------------------------- references
 def fpr95_pebal_reference(y: np.ndarray, s: np.ndarray) -> float:
-    """DESIGN 4a, step by step: stable descending sort, last index of every tie run, cut at
-    full recall, reverse, append (recall 1, fps 0), nearest recall to 0.95."""
+    """The PEBAL reference FPR95 (``docs/evaluation.md``), step by step: stable descending sort,
+    last index of every tie run, cut at full recall, reverse, append (recall 1, fps 0), nearest
+    recall to 0.95."""
     order = np.argsort(s, kind="mergesort")[::-1]
     s, y = s[order], y[order]
     last_of_run = np.r_[np.flatnonzero(s[1:] != s[:-1]), y.size - 1]

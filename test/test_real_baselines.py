@@ -1,10 +1,10 @@
 """`pebal eval` with the real ENet checkpoint on the real anomaly sets reproduces numbers that a
-third party computed and published (realdata README §4 and §5, DESIGN §4b).
+third party computed and published (the tables and the ``course`` protocol: ``docs/data_sources.md``).
 
 This checks the ENet architecture and weights, its RGB/255 input, the ``validation/<SET>``
 loader (skipping images without anomaly, void kept), the score definitions (void = 20-way
 softmax of channel 19, MSP / MaxLogit / entropy over the 19 known channels), the pooled metrics
-(AP = scikit-learn, FPR95 = the ``ood_metrics`` definition) and the course resize protocol,
+(AP = scikit-learn, FPR95 = the ``ood_metrics`` definition) and the ``course`` resize protocol,
 all at once, against results nobody on this project produced.
 
 Subset kept in ``make test`` (ENet on 2 CPU cores; the full reproduction over all five sets and
@@ -14,7 +14,7 @@ both resolutions takes far longer and is ``benchmarks/real_data_baselines.py``, 
 * RoadAnomaly21 (all 10 images) at native 1280x720: pins the published void-channel numbers
   AuPRC 17.71 / FPR95 82.84 and the MSP / MaxLogit / MaxEntropy columns of
   ``baseline_enet_subset.json``;
-* fs_static at 512x1024 with the course resize protocol (PIL bilinear image, nearest labels):
+* fs_static at 512x1024 with the ``course`` resize protocol (PIL bilinear image, nearest labels):
   20 of 30 images used (10 have no anomaly pixel), published void numbers 7.37 / 56.58 and the
   other columns. It costs about as much as RoadAnomaly21 at native resolution.
 """
@@ -31,7 +31,7 @@ from pebal_core.preprocessing import UNIT_RANGE
 ENET = "models/enet_cityscapes_void_yurnero14/model_best.pth"
 # baseline_enet_subset.json column -> pebal_core.scoring method
 COLUMNS = {"MSP": "msp", "MaxLogit": "maxlogit", "MaxEntropy": "entropy", "Void": "abstention"}
-# realdata README §4: yurnero14/Anomaly-Segmentation eval/results.txt, ENet void channel (AuPRC %, FPR95 %)
+# yurnero14/Anomaly-Segmentation eval/results.txt (docs/data_sources.md), ENet void channel (AuPRC %, FPR95 %)
 PUBLISHED_VOID = {("RoadAnomaly21", False): (17.71, 82.84), ("fs_static", True): (7.37, 56.58)}
 TOLERANCE = 0.05  # percentage points (issue 10)
 

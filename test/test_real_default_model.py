@@ -218,10 +218,4 @@ def test_default_model_labels_a_real_cityscapes_frame_sensibly(realdata):
     agreement = float((labels == pretrained)[scene].mean())
     flagged = float((score >= meta["score_threshold"])[scene].mean())
     assert agreement >= MIN_AGREEMENT, agreement
-    if str(meta.get("training", "")).startswith("stand-in"):
-        pytest.xfail(
-            f"the committed default model is the stand-in (pretrained ESPNet, not fine-tuned): it flags "
-            f"{100 * flagged:.1f} % of this normal street; the fine-tuned model must flag under "
-            f"{100 * MAX_FLAGGED:.0f} %"
-        )
     assert flagged < MAX_FLAGGED, flagged

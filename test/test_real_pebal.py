@@ -142,9 +142,10 @@ def test_tree_builder_refuses_an_existing_directory(tree, realdata, enet):
 
 
 @pytest.mark.realdata
-def test_labelled_frame_miou_reproduces_the_readme(realdata, enet):
+def test_labelled_frame_miou_reproduces_the_published_check(realdata, enet):
     m = labelled_frame_miou(enet, realdata)
-    assert abs(m["miou_20"] - 62.5) <= 0.1 and abs(m["acc_20"] - 90.2) <= 0.1  # realdata README §2a
+    # the checkpoint sanity check of docs/data_sources.md
+    assert abs(m["miou_20"] - 62.5) <= 0.1 and abs(m["acc_20"] - 90.2) <= 0.1
     assert m["miou_19"] >= m["miou_20"] - 1e-9  # removing the void option can only fix void predictions
 
 

@@ -292,9 +292,10 @@ def test_pebal_eval_camvid_reports_the_nine_class_miou(tmp_path):
 
 # ----------------------------------------------------------------------------- the shipped real model
 def test_shipped_real_model_metadata_and_threshold(realdata):
-    """The committed ESPNet PEBAL model says what it is, and its alarm threshold is the PEBAL score
-    with the best pixel F1 on the fs_static hold-out it names, its 95 % TPR point kept beside it
-    (both recomputed here from the pooled scores)."""
+    """The committed ESPNet PEBAL model says what it is; the best-pixel-F1 threshold of the
+    fs_static hold-out it names and the 95 % TPR point are recomputed here from the pooled scores;
+    the alarm threshold is the stored ``fpr:0.01`` operating point of the same hold-out
+    (``benchmarks/real_operating_point.py``), above the 95 % TPR point."""
     from pathlib import Path
 
     from pebal_core.data.validation_dataset import ValidationDataset
@@ -308,7 +309,13 @@ def test_shipped_real_model_metadata_and_threshold(realdata):
     assert "CamVid" in meta["training_data"]["inliers"] and "COCO panoptic" in meta["training_data"]["outliers"]
     assert meta["input_size"] == [512, 1024]
     assert meta["train_config"]["model"]["finetune"] == "decoder"
-    source = meta["score_threshold_source"]
+    points = meta["alarm_operating_points"]
+    assert points["default"] == "fpr:0.01" and meta["score_threshold_source"]["policy"] == "fpr:0.01"
+    assert meta["score_threshold"] == points["points"]["fpr:0.01"]["threshold"]
+    assert points["points"]["fpr:0.01"]["fpr_region"] <= 0.01
+    assert meta["score_threshold_source"]["n_images"] == 15  # fs_static 0-14, frames without anomaly included
+    best_f1 = meta["score_threshold_best_f1"]
+    source = best_f1["source"]
     assert source["images"] == [0, 1, 4, 5, 6, 7, 8, 9, 10, 12, 13]  # fs_static 0-14 with anomaly pixels
     assert meta["selection"]["chosen"] in meta["selection"]["holdout"]
 
@@ -333,5 +340,7 @@ def test_shipped_real_model_metadata_and_threshold(realdata):
     tp, fp = np.cumsum(y), np.cumsum(~y)
     last = np.r_[s[1:] != s[:-1], True]  # flagging score >= s[i] takes every pixel up to the run's end
     f1 = 2 * tp[last] / (tp[last] + fp[last] + y.sum())
-    assert meta["score_threshold"] == pytest.approx(float(s[last][np.argmax(f1)]), abs=1e-4)
+    assert best_f1["score"] == pytest.approx(float(s[last][np.argmax(f1)]), abs=1e-4)
+    assert best_f1["score"] > meta["score_threshold_tpr95"]["score"]
     assert meta["score_threshold"] > meta["score_threshold_tpr95"]["score"]
+    assert points["points"]["tpr95"]["threshold"] <= meta["score_threshold"]

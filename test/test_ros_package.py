@@ -32,7 +32,7 @@ from pebal_core.runtime import Predictor
 # Every third-party module pebal_core / pebal_ros import (at module level or lazily), and how a
 # ROS user gets it. Keys of the first table must be <exec_depend>s of package.xml (rosdep keys
 # from rosdistro's base.yaml/python.yaml or ROS package names); the second table's packages have
-# no usable rosdep key and are pip-installed from requirements-ros.txt (README, "Install into a
+# no usable rosdep key and are pip-installed from requirements-ros.txt (docs/deployment.md, "Install into a
 # ROS 2 workspace"); the third are the GPU extras (`pip install .[tensorrt]`).
 ROSDEP_KEYS = {
     "rclpy": "rclpy",

@@ -1,7 +1,7 @@
 """ENet and ESPNet in the zoo: reference key layouts, the real Cityscapes checkpoints, their
 input normalisations, the PEBAL split, and segmentation quality on a real labelled frame.
 
-The real-data numbers are checked against the sanity checks in ``realdata/README.md`` §2, which
+The real-data numbers are checked against the checkpoint sanity checks of ``docs/data_sources.md``, which
 a third party computed with this protocol (reproduced here): the full-resolution val frame
 ``frankfurt_000000_000294`` resized to 1024x512 with PIL bilinear, the model's own input
 normalisation, argmax over all 20 channels (a "void" prediction counts as wrong), the 1024x512
@@ -10,7 +10,7 @@ averaged over the classes present in the ground truth (``mean_iou(..., average_o
 default average of ``pebal_core.metrics.mean_iou``, over classes present in the ground truth *or*
 the prediction, also counts classes the model predicts on a few pixels but which the ground
 truth lacks (IoU 0) on this frame, which is why it is much lower (ENet 36.7 %, ESPNet 37.6 %); the
-test reports it beside the README figure.
+test reports it beside the published figure.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ ESPNET_FILE = "models/espnet_p2q8_cityscapes_sacmehta/espnet_p_2_q_8.safetensors
 FRAME = "cityscapes_frames/fullres_unlabeled/frankfurt_000000_000294_leftImg8bit.png"
 GT = "cityscapes_frames/mmseg_pseudo_256x128/frankfurt_000000_000294_gtFine_labelTrainIds.png"
 
-# arch -> (layout file, checkpoint file, README §2 sanity check: mIoU %, pixel accuracy %)
+# arch -> (layout file, checkpoint file, sanity check of docs/data_sources.md: mIoU %, pixel accuracy %)
 MODELS = {
     "enet": ("enet_cityscapes_layout.json", ENET_FILE, 62.5, 90.2),
     "espnet_p2q8": ("espnet_p2q8_cityscapes_layout.json", ESPNET_FILE, 60.1, 83.5),
@@ -85,7 +85,7 @@ def test_real_checkpoint_loads_strictly_with_every_tensor(arch, realdata, real_m
     assert set(got) == set(expected)
     for key, value in expected.items():
         assert torch.equal(got[key], value), key
-    # README §2: 351,804 and 364,569 parameters
+    # docs/data_sources.md: 351,804 and 364,569 parameters
     assert sum(p.numel() for p in model.parameters()) == {"enet": 351_804, "espnet_p2q8": 364_569}[arch]
 
 
@@ -235,7 +235,8 @@ def test_espnet_architecture_facts():
 
 
 def _readme_protocol(model: nn.Module, rgb: np.ndarray) -> np.ndarray:
-    """README §2 sanity check: PIL bilinear to 1024x512, 20-way argmax, PIL-nearest to 256x128."""
+    """The published sanity check (docs/data_sources.md): PIL bilinear to 1024x512, 20-way argmax,
+    PIL-nearest to 256x128."""
     small = np.array(Image.fromarray(rgb).resize((1024, 512), Image.BILINEAR))
     with torch.no_grad():
         logits = model(image_to_tensor(small, model.normalization))
@@ -260,7 +261,7 @@ def test_real_frame_miou_reproduces_readme(arch, real_models, frame):
     print(f"{arch}: mIoU over GT classes {miou_gt:.2f} %, over GT-or-pred classes {miou_any:.2f} %, acc {acc:.2f} %")
     assert miou_gt >= 55.0  # issue 10
     _, _, readme_miou, readme_acc = MODELS[arch]
-    # README figures are rounded to 0.1 point; 0.1 also absorbs a near-tie argmax flipping on another CPU
+    # the published figures are rounded to 0.1 point; 0.1 also absorbs a near-tie argmax flipping on another CPU
     assert abs(miou_gt - readme_miou) <= 0.1
     assert abs(acc - readme_acc) <= 0.1
     assert miou_any < miou_gt  # the GT-or-prediction average also counts spurious predicted classes

@@ -1,6 +1,6 @@
 """Image / label pair datasets for anomaly evaluation (the base of every ``pebal eval`` dataset).
 
-Each dataset module (Fishyscapes, LostAndFound, Road Anomaly, the course ``Validation_Dataset``)
+Each dataset module (Fishyscapes, LostAndFound, Road Anomaly, the ``Validation_Dataset`` bundle)
 only finds its files and says how its raw label values map to the evaluation convention
 (0 = inlier, 1 = anomaly, 255 = void, see :mod:`pebal_core.data.base`); loading, mapping and
 checking happen here, identically for all of them.

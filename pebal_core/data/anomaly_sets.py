@@ -7,7 +7,7 @@ name                      dataset (module)                                    ro
 ``fs_static``             Fishyscapes Static validation (fishyscapes)         folder holding ``Static/``
 ``lost_and_found``        LostAndFound, test protocol (lostandfound)          LostAndFound folder
 ``road_anomaly``          Road Anomaly (road_anomaly)                         folder holding ``frames/``
-``validation/<SET>``      course Validation_Dataset set (validation_dataset)  ``Validation_Dataset`` folder
+``validation/<SET>``      a Validation_Dataset set (validation_dataset)       ``Validation_Dataset`` folder
 ``synthetic``             the project's generated Fishyscapes-style set       ``pebal synth`` output (or its
                           (fishyscapes layout under ``fishyscapes/``)         ``fishyscapes/`` folder)
 ========================  ==================================================  =========================
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the dataset modules import torch; load them only when a dat
     from pebal_core.data.fishyscapes import FishyscapesDataset
 
 VALIDATION_SETS = ("RoadAnomaly", "RoadAnomaly21", "RoadObsticle21", "fs_static", "FS_LostFound_full")
-"""The sets of the course Validation_Dataset bundle (folder names, ``RoadObsticle21`` sic)."""
+"""The sets of the ``Validation_Dataset`` bundle (folder names, ``RoadObsticle21`` sic; ``docs/data_sources.md``)."""
 ANOMALY_DATASETS = (
     "fs_lost_and_found",
     "fs_static",

@@ -1,6 +1,6 @@
 """AnomalyMix: outlier objects cut from COCO images and pasted into inlier road scenes.
 
-The reference implementation's recipe (DESIGN §4): every epoch draws a fresh random subset of
+The reference implementation's recipe (``docs/training.md``): every epoch draws a fresh random subset of
 outlier images, ``ratio`` (0.1) as many as there are inlier images, and appends them to the
 inlier images. An appended sample is made by cutting the bounding box of the outlier image's
 object mask (all objects together), and pasting its masked pixels at a uniformly random position

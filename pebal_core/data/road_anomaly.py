@@ -6,7 +6,8 @@ On-disk layout of the published archive (``RoadAnomaly_jpg``)::
     <root>/frames/<name>.labels/labels_semantic.png   uint8 labels
 
 Raw labels (the dataset's labelling tool): 0 = background, 1 = road, 2 = anomaly. The whole-image
-anomaly protocol used by PEBAL and the SegmentMeIfYouCan / course conversions: values >= 2
+anomaly protocol used by PEBAL and the SegmentMeIfYouCan / ``Validation_Dataset`` conversions
+(``docs/data_sources.md``): values >= 2
 -> 1 (anomaly), 0 and 1 -> 0 (inlier), 255 -> void.
 """
 

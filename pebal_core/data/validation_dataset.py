@@ -1,4 +1,4 @@
-"""The course ``Validation_Dataset`` bundle (realdata, Politecnico di Torino anomaly-segmentation course).
+"""The ``Validation_Dataset`` bundle of road-anomaly sets (provenance and terms: ``docs/data_sources.md``).
 
 On-disk layout::
 
@@ -8,8 +8,8 @@ On-disk layout::
 Sets in the bundle: ``RoadAnomaly`` (labels {0, 2}: 2 = anomaly), ``RoadAnomaly21``,
 ``RoadObsticle21`` (sic), ``fs_static``, ``FS_LostFound_full`` (labels {0, 1, 255}).
 
-Published course protocol, reproduced here: Road Anomaly's label 2 becomes 1 (the course code's
-``np.where(ood_gts == 2, 1, ood_gts)``), void 255 is kept (dropped by the metrics), and images
+The label handling of the published ``course`` protocol (``docs/data_sources.md``), reproduced
+here: Road Anomaly's label 2 becomes 1, void 255 is kept (dropped by the metrics), and images
 whose mask has no anomaly pixel are **skipped** (``skip_without_anomaly=True``, the default;
 ``fs_static`` has 10 such images). Skipping reads every label once when the dataset is built.
 """
@@ -26,7 +26,7 @@ from pebal_core.data.base import DatasetError, require_dir
 from pebal_core.labels import EVAL_ANOMALY, EVAL_INLIER
 
 ROAD_ANOMALY_LUT = label_lut({0: EVAL_INLIER, 1: EVAL_ANOMALY, 2: EVAL_ANOMALY})
-"""2 -> 1 as the course code does; 0, 1 kept; every other value is void (the course counts only 0 and 1)."""
+"""2 -> 1; 0, 1 kept; every other value is void (the ``course`` protocol counts only 0 and 1)."""
 
 
 def validation_sets(root: str | os.PathLike) -> list[str]:
@@ -36,7 +36,7 @@ def validation_sets(root: str | os.PathLike) -> list[str]:
 
 
 class ValidationDataset(AnomalyPairs):
-    """One set of the course bundle; items ``{"image", "label" (0/1/255), "name"}``.
+    """One set of the bundle; items ``{"image", "label" (0/1/255), "name"}``.
 
     Args:
         root: the ``Validation_Dataset`` folder.

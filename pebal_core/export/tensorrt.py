@@ -1,6 +1,6 @@
 """TensorRT engines from PEBAL ONNX exports: build, describe, check, cache.
 
-An engine ("plan") is tied to the TensorRT version and the GPU that built it (DESIGN §8): a
+An engine ("plan") is tied to the TensorRT version and the GPU that built it (``docs/deployment.md``): a
 plan from another version fails to deserialise ("Version tag does not match"), one from
 another GPU may fail or run slowly. Every plan therefore gets a JSON **sidecar**
 (``<plan>.json``, :class:`EngineInfo`) recording the TensorRT version, GPU name and compute

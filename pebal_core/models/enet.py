@@ -5,7 +5,7 @@ Key layout
 ----------
 The state_dict keys and shapes equal ``shared/reference/enet_cityscapes_layout.json``, the layout
 of the real Cityscapes checkpoint ``realdata/models/enet_cityscapes_void_yurnero14/model_best.pth``
-(course project ``yurnero14/Anomaly-Segmentation``, class ``ENet(num_classes=20)`` of the
+(repository ``yurnero14/Anomaly-Segmentation``, class ``ENet(num_classes=20)`` of the
 davidtvs/PyTorch-ENet style; plain state_dict with a ``module.`` prefix that
 :func:`pebal_core.models.checkpoint.read_checkpoint` strips). Written from the paper and those
 architecture facts (no code copied):
@@ -29,8 +29,9 @@ Dropout is 0.01 in stage 1 and 0.1 elsewhere (inactive in eval mode).
 
 Input, output
 -------------
-Input: RGB scaled to [0, 1] with no mean/std (``UNIT_RANGE``; the course ``ToTensor()``
-preprocessing). Any height and width work (the max-unpooling and transposed convolutions are
+Input: RGB scaled to [0, 1] with no mean/std (``UNIT_RANGE``; the checkpoint's training code used
+torchvision's ``ToTensor()`` only, ``docs/data_sources.md``). Any height and width work (the
+max-unpooling and transposed convolutions are
 given the exact output sizes, as in the reference forward); the checkpoint was trained at
 1024x512, and sizes that are multiples of 8 keep every stage's pooling windows whole.
 Output: ``num_classes`` logits at the input resolution; for the real checkpoint 20 channels =

@@ -1,4 +1,4 @@
-"""WiderResNet-38 (A2 variant) trunk, as used by the reference PEBAL model (DESIGN §5).
+"""WiderResNet-38 (A2 variant) trunk, as used by the reference PEBAL model (``docs/models.md``).
 
 Pre-activation identity blocks: ``bn1`` (BatchNorm + ReLU) runs first; when the shape or the
 stride changes, a 1x1 ``proj_conv`` shortcut is taken from the *activated* input. Structure
