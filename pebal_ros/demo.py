@@ -9,7 +9,9 @@ picks sets); the model is the shipped default one unless ``--model`` names anoth
 2. start the perception node as its console script ``pebal_node`` (namespace ``/pebal``, reliable
    input QoS, camera topics remapped to the bag's) and ``pebal_bag record`` of
    ``/pebal/anomaly_score``, ``/pebal/anomaly_overlay``, ``/pebal/semantic`` (the alarm region),
-   the CameraInfo topic (latency reference) and ``/diagnostics`` (``<out>/bags/output``);
+   the CameraInfo topic (latency reference) and ``/diagnostics`` (``<out>/bags/output``), and wait
+   until the ROS graph shows the recorder subscribed to all of them and the node subscribed to the
+   camera topics and publishing the recorded outputs (:class:`GraphWatch`);
 3. ``pebal_bag play`` the input bag into the node at the recorded pace times ``--rate``
    (``auto``: slowed down, never sped up, so that the node can keep up with every frame on this
    machine — three timed inferences decide), once both the node and the recorder subscribe to the
@@ -31,6 +33,7 @@ random domain, with the shared-memory profile for large images
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -40,7 +43,8 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -112,16 +116,6 @@ class Process:
 
     def failed(self, what: str) -> DemoError:
         return DemoError(f"{what} (log {self.log}):\n{self.tail()}")
-
-    def wait_for_line(self, marker: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.log.exists() and marker in self.log.read_text(errors="replace"):
-                return
-            if self.popen.poll() is not None:
-                raise self.failed(f"{self.name} exited with status {self.popen.returncode}")
-            time.sleep(0.05)
-        raise self.failed(f"{self.name} did not report '{marker}' within {timeout:g} s")
 
     def interrupt(self, timeout: float = 30.0) -> int:
         if self.popen.poll() is None:
@@ -275,15 +269,130 @@ def _node_threshold(diag: dict[str, str]) -> float | None:
         return None
 
 
-def run_demo(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` updated with ``values`` inside the block, restored after it."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class GraphWatch:
+    """A ROS node of the demo's own, on its children's domain, that only looks at the ROS graph:
+    which nodes publish and subscribe a topic (``get_publishers_info_by_topic`` /
+    ``get_subscriptions_info_by_topic``; the graph is kept up to date by the middleware, no spinning
+    needed). The demo waits on it, not on the text its children print."""
+
+    NODE_NAME = "pebal_demo_graph"
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.signals import SignalHandlerOptions
+
+        self._rclpy = rclpy
+        self._context = Context()
+        # the discovery settings and the DDS profile are read from the environment at start-up
+        dds = {k: v for k, v in env.items() if k.startswith(("ROS_", "RMW_", "FASTDDS_", "FASTRTPS_", "CYCLONEDDS_"))}
+        with _environment(dds):
+            rclpy.init(
+                context=self._context,
+                domain_id=int(env["ROS_DOMAIN_ID"]),
+                signal_handler_options=SignalHandlerOptions.NO,
+            )
+            self.node = rclpy.create_node(
+                self.NODE_NAME, context=self._context, enable_rosout=False, start_parameter_services=False
+            )
+
+    def publishers(self, topic: str) -> set[str]:
+        """Fully qualified names of the nodes that publish ``topic``."""
+        return {_qualified(e.node_namespace, e.node_name) for e in self.node.get_publishers_info_by_topic(topic)}
+
+    def subscribers(self, topic: str) -> set[str]:
+        """Fully qualified names of the nodes that subscribe to ``topic``."""
+        return {_qualified(e.node_namespace, e.node_name) for e in self.node.get_subscriptions_info_by_topic(topic)}
+
+    def missing(self, links: list[tuple[str | None, str, str | None]]) -> list[str]:
+        """The links ``(publisher node, topic, subscriber node)`` not (yet) in the graph, as text;
+        a ``None`` end is not checked."""
+        absent = []
+        for pub, topic, sub in links:
+            if (pub is not None and pub not in self.publishers(topic)) or (
+                sub is not None and sub not in self.subscribers(topic)
+            ):
+                absent.append(f"{pub or '*'} -> {topic} -> {sub or '*'}")
+        return absent
+
+    def wait_for(
+        self, what: str, links: list[tuple[str | None, str, str | None]], timeout: float, procs: list[Process]
+    ) -> None:
+        """Return once every link is in the graph; DemoError when a process of ``procs`` exits first
+        or after ``timeout`` seconds (naming the links still missing)."""
+        deadline = time.monotonic() + timeout
+        while absent := self.missing(links):
+            for proc in procs:
+                if proc.popen.poll() is not None:
+                    raise proc.failed(
+                        f"{proc.name} exited with status {proc.popen.returncode} while waiting for {what}"
+                    )
+            if time.monotonic() > deadline:
+                logs = ", ".join(str(proc.log) for proc in procs)
+                raise DemoError(f"{what}: not in the ROS graph within {timeout:g} s: {'; '.join(absent)} (logs {logs})")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self._rclpy.try_shutdown(context=self._context)
+
+    def __enter__(self) -> GraphWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _qualified(namespace: str, name: str) -> str:
+    return f"{namespace.rstrip('/')}/{name}"
+
+
+@dataclass
+class DemoRun:
+    """What the steps of one run share: paths, the model, the converted frames, the pace, timings (s)."""
+
+    out: Path
+    model: Path
+    input_size: tuple[int, int] | None
+    logs: Path
+    input_bag: Path
+    output_bag: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    frames: int = 0
+    index: dict = field(default_factory=dict)
+    rate: float = 1.0
+    interval: float = 0.1
+    t_infer: float = 0.1
+
+
+@contextlib.contextmanager
+def _timed(run: DemoRun, step: str) -> Iterator[None]:
+    t = time.perf_counter()
+    yield
+    run.timings[step] = time.perf_counter() - t
+
+
+def prepare(args: argparse.Namespace) -> DemoRun:
+    """Resolve the model and its input size; empty ``--out`` of an earlier run's outputs."""
     from pebal_core.model_store import resolve_model
     from pebal_core.models.checkpoint import read_checkpoint
     from pebal_core.runtime import recorded_input_size
-    from pebal_ros.bag_convert import ConvertOptions, convert, read_index, select_frames
-    from pebal_ros.bag_score import ScoreOptions, format_table, score_bag
-    from pebal_ros.bag_storage import metadata
 
-    t_total = time.perf_counter()
     out: Path = args.out
     model = resolve_model(args.model).resolve()
     if not model.is_file():
@@ -298,47 +407,57 @@ def run_demo(args: argparse.Namespace) -> int:
             target.unlink()
     logs = out / "logs"
     logs.mkdir()
-    input_bag, output_bag = out / "bags" / "input", out / "bags" / "output"
-    timings: dict[str, float] = {}
+    return DemoRun(out, model, input_size, logs, out / "bags" / "input", out / "bags" / "output")
 
-    # 1. convert
-    t = time.perf_counter()
-    options = ConvertOptions(
-        split=args.split,
-        sequences=tuple(args.sequence) if args.sequence else None,
-        limit=args.frames,
-        per_sequence=False,
-        storage=args.storage,
-        image_format=args.image_format,
-        image_topic=IMAGE_TOPIC,
-        info_topic=INFO_TOPIC,
-    )
-    (converted,) = convert(args.data, input_bag, options, progress=False)
-    first_image = select_frames(args.data, options)[0].image
-    index = read_index(metadata(input_bag), input_bag)
-    timings["convert"] = time.perf_counter() - t
+
+def convert_frames(args: argparse.Namespace, run: DemoRun) -> None:
+    """Step 1: the frames into the input bag; then the playback rate (``--rate``, or ``auto``)."""
+    from pebal_ros.bag_convert import ConvertOptions, convert, read_index, select_frames
+    from pebal_ros.bag_storage import metadata
+
+    with _timed(run, "convert"):
+        options = ConvertOptions(
+            split=args.split,
+            sequences=tuple(args.sequence) if args.sequence else None,
+            limit=args.frames,
+            per_sequence=False,
+            storage=args.storage,
+            image_format=args.image_format,
+            image_topic=IMAGE_TOPIC,
+            info_topic=INFO_TOPIC,
+        )
+        (converted,) = convert(args.data, run.input_bag, options, progress=False)
+        first_image = select_frames(args.data, options)[0].image
+        run.index = read_index(metadata(run.input_bag), run.input_bag)
+    run.frames = converted.frames
     print(
-        f"[1/5] converted {converted.frames} frames of {len(converted.sequences)} sequence(s) -> {input_bag} "
+        f"[1/5] converted {converted.frames} frames of {len(converted.sequences)} sequence(s) -> {run.input_bag} "
         f"(stamps from {converted.stamps_from})",
         flush=True,
     )
-
-    # pace
-    interval = _frame_interval(index["frames"])
+    run.interval = _frame_interval(run.index["frames"])
     if args.rate == "auto":
-        rate, t_infer = auto_rate(model, first_image, interval, input_size)
-        pace = f"node needs ~{1000 * t_infer:.0f} ms/frame here"
+        run.rate, run.t_infer = auto_rate(run.model, first_image, run.interval, run.input_size)
+        pace = f"node needs ~{1000 * run.t_infer:.0f} ms/frame here"
     else:
-        rate, t_infer = float(args.rate), interval
+        run.rate, run.t_infer = float(args.rate), run.interval
         pace = "as asked"
     print(
-        f"      recorded pace {1 / interval:.2f} frames/s; playing at rate {rate:.3g} "
-        f"({rate / interval:.2f} frames/s; {pace})",
+        f"      recorded pace {1 / run.interval:.2f} frames/s; playing at rate {run.rate:.3g} "
+        f"({run.rate / run.interval:.2f} frames/s; {pace})",
         flush=True,
     )
 
-    # 2. node + recorder
-    env = ros_environment()
+
+def start_node_and_recorder(
+    args: argparse.Namespace, run: DemoRun, env: dict[str, str], graph: GraphWatch, procs: list[Process]
+) -> tuple[Process, Process]:
+    """Step 2: ``pebal_node`` and ``pebal_bag record``, returned once the graph shows the recorder
+    subscribed to every recorded topic and the node publishing the recorded outputs and subscribed
+    to the camera topics (the node computes only outputs that have subscribers)."""
+    from pebal_ros.bag_record import NODE_NAME as RECORDER_NAME
+    from pebal_ros.node import NODE_NAME
+
     node_cmd = [
         *_script("pebal_node", "pebal_ros.node"),
         "--ros-args",
@@ -346,45 +465,48 @@ def run_demo(args: argparse.Namespace) -> int:
         "-r", f"image:={IMAGE_TOPIC}",
         "-r", f"image/compressed:={IMAGE_TOPIC}/compressed",
         "-r", f"camera_info:={INFO_TOPIC}",
-        "-p", f"model:={model}",
+        "-p", f"model:={run.model}",
         "-p", "input_reliability:=reliable",
         "-p", f"subscribe_compressed:={'false' if args.image_format == 'raw' else 'true'}",
     ]  # fmt: skip
-    if input_size:
-        node_cmd += ["-p", f"input_height:={input_size[0]}", "-p", f"input_width:={input_size[1]}"]
-    bag_cmd = _script("pebal_bag", "pebal_ros.bag")
+    if run.input_size:
+        node_cmd += ["-p", f"input_height:={run.input_size[0]}", "-p", f"input_width:={run.input_size[1]}"]
+    outputs = [f"{NAMESPACE}/{name}" for name in RECORDED]
     record_cmd = [
-        *bag_cmd, "record", "-o", str(output_bag), "--storage", args.storage,
-        *(f"{NAMESPACE}/{name}:sensor_msgs/msg/Image" for name in RECORDED),
+        *_script("pebal_bag", "pebal_ros.bag"), "record", "-o", str(run.output_bag), "--storage", args.storage,
+        *(f"{topic}:sensor_msgs/msg/Image" for topic in outputs),
         f"{INFO_TOPIC}:sensor_msgs/msg/CameraInfo",
         "/diagnostics:diagnostic_msgs/msg/DiagnosticArray",
     ]  # fmt: skip
+    node_name, recorder = _qualified(NAMESPACE, NODE_NAME), _qualified("/", RECORDER_NAME)
+    with _timed(run, "start node + recorder"):
+        procs.append(node := _start("node", node_cmd, run.logs, env))
+        procs.append(record := _start("record", record_cmd, run.logs, env))
+        recorded = [*outputs, INFO_TOPIC, "/diagnostics"]
+        graph.wait_for("pebal_bag record", [(None, topic, recorder) for topic in recorded], 120, procs)
+        camera = IMAGE_TOPIC if args.image_format == "raw" else f"{IMAGE_TOPIC}/compressed"
+        links = [(None, camera, node_name), (None, INFO_TOPIC, node_name)]
+        graph.wait_for("pebal_node", links + [(node_name, topic, recorder) for topic in outputs], 180, procs)
+    print(
+        f"[2/5] pebal_node and pebal_bag record running (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, logs in {run.logs})",
+        flush=True,
+    )
+    return node, record
+
+
+def play_input(
+    args: argparse.Namespace, run: DemoRun, env: dict[str, str], node: Process, record: Process, procs: list[Process]
+) -> None:
+    """Step 3: ``pebal_bag play`` the input bag into the node (it waits until the node and the
+    recorder match its CameraInfo publisher), then stop the recorder and the node."""
     play_cmd = [
-        *bag_cmd, "play", str(input_bag), "--rate", f"{rate:.6g}", "--max-gap", str(args.max_gap),
+        *_script("pebal_bag", "pebal_ros.bag"), "play", str(run.input_bag), "--rate", f"{run.rate:.6g}",
+        "--max-gap", str(args.max_gap),
         "--wait-for-subscribers", "120", "--subscribers", f"{INFO_TOPIC}:2", "--delay", "1.0",
     ]  # fmt: skip
-    t = time.perf_counter()
-    procs: list[Process] = []
-    try:
-        node = _start("node", node_cmd, logs, env)
-        procs.append(node)
-        record = _start("record", record_cmd, logs, env)
-        procs.append(record)
-        record.wait_for_line("recording", 120)
-        node.wait_for_line("listening on", 180)
-        for name in RECORDED:  # the node computes only outputs that have subscribers
-            record.wait_for_line(f"matched a publisher on {NAMESPACE}/{name}", 60)
-        timings["start node + recorder"] = time.perf_counter() - t
-        print(
-            f"[2/5] pebal_node and pebal_bag record running (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, logs in {logs})",
-            flush=True,
-        )
-
-        # 3. play
-        t = time.perf_counter()
-        play = _start("play", play_cmd, logs, env)
-        procs.append(play)
-        budget = 180 + 2 * converted.frames * interval / rate + 10
+    with _timed(run, "play + record"):
+        procs.append(play := _start("play", play_cmd, run.logs, env))
+        budget = 180 + 2 * run.frames * run.interval / run.rate + 10
         try:
             rc = play.popen.wait(budget)
         except subprocess.TimeoutExpired:
@@ -393,63 +515,70 @@ def run_demo(args: argparse.Namespace) -> int:
             if node.popen.poll() is not None:
                 raise node.failed(f"pebal_node exited with status {node.popen.returncode} during playback")
             raise play.failed(f"play exited with status {rc}")
-        time.sleep(2.0 + 5 * t_infer)  # the node finishes the last frame; the recorder receives it
+        time.sleep(2.0 + 5 * run.t_infer)  # the node finishes the last frame; the recorder receives it
         if record.interrupt() != 0:
             raise record.failed("record failed")
         node.interrupt()
-        timings["play + record"] = time.perf_counter() - t
-        print(f"[3/5] played and recorded -> {output_bag}", flush=True)
-    finally:
-        for p in procs:
-            if p.popen.poll() is None:
-                p.popen.kill()
-                p.popen.wait()
+    print(f"[3/5] played and recorded -> {run.output_bag}", flush=True)
 
-    # 4. score
-    t = time.perf_counter()
-    diag = _node_diagnostics(output_bag)
-    report = score_bag(
-        output_bag,
-        [input_bag],
-        ScoreOptions(
-            score_topic=f"{NAMESPACE}/anomaly_score",
-            baselines=tuple(args.baseline),
-            model=model,
-            input_size=input_size,
-            exact=not args.streaming,
-            alarm_threshold=_node_threshold(diag),
-            semantic_topic=f"{NAMESPACE}/semantic",
-            progress=False,
-        ),
-    )
-    report["node_diagnostics"] = diag
-    report["demo"] = {
-        "rate": rate,
-        "recorded_fps": 1 / interval,
-        "model": str(model),
-        "input_size": list(input_size) if input_size else None,
-        "data": str(args.data),
-    }
-    timings["score"] = time.perf_counter() - t
-    print("[4/5] scored", flush=True)
 
-    # 5. overlays
-    t = time.perf_counter()
-    fps_out = report["throughput"]["output_fps"] or rate / interval
-    n_overlays, gif = write_overlays(output_bag, index, out, fps_out)
-    if args.sheet and n_overlays:
-        report["demo"]["sheet"] = {
-            "path": str(args.sheet),
-            "frames": write_sheet(out / "overlays", index, args.sheet, args.sheet_frames),
+def score_recording(args: argparse.Namespace, run: DemoRun) -> dict:
+    """Step 4: score the recording against the labels (:func:`pebal_ros.bag_score.score_bag`)."""
+    from pebal_ros.bag_score import ScoreOptions, score_bag
+
+    with _timed(run, "score"):
+        diag = _node_diagnostics(run.output_bag)
+        report = score_bag(
+            run.output_bag,
+            [run.input_bag],
+            ScoreOptions(
+                score_topic=f"{NAMESPACE}/anomaly_score",
+                baselines=tuple(args.baseline),
+                model=run.model,
+                input_size=run.input_size,
+                exact=not args.streaming,
+                alarm_threshold=_node_threshold(diag),
+                semantic_topic=f"{NAMESPACE}/semantic",
+                progress=False,
+            ),
+        )
+        report["node_diagnostics"] = diag
+        report["demo"] = {
+            "rate": run.rate,
+            "recorded_fps": 1 / run.interval,
+            "model": str(run.model),
+            "input_size": list(run.input_size) if run.input_size else None,
+            "data": str(args.data),
         }
-    timings["overlays + GIF"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t_total
-    report["timings_s"] = timings
-    sheet = f", {args.sheet}" if args.sheet and n_overlays else ""
-    print(f"[5/5] {n_overlays} overlay frames -> {out / 'overlays'}" + (f", {gif}" if gif else "") + sheet, flush=True)
+    print("[4/5] scored", flush=True)
+    return report
 
+
+def write_pictures(args: argparse.Namespace, run: DemoRun, report: dict) -> None:
+    """Step 5: the node's overlay frames as PNGs and a GIF (and the ``--sheet`` picture)."""
+    with _timed(run, "overlays + GIF"):
+        fps_out = report["throughput"]["output_fps"] or run.rate / run.interval
+        n_overlays, gif = write_overlays(run.output_bag, run.index, run.out, fps_out)
+        if args.sheet and n_overlays:
+            report["demo"]["sheet"] = {
+                "path": str(args.sheet),
+                "frames": write_sheet(run.out / "overlays", run.index, args.sheet, args.sheet_frames),
+            }
+    sheet = f", {args.sheet}" if args.sheet and n_overlays else ""
+    print(
+        f"[5/5] {n_overlays} overlay frames -> {run.out / 'overlays'}" + (f", {gif}" if gif else "") + sheet,
+        flush=True,
+    )
+
+
+def write_report(args: argparse.Namespace, run: DemoRun, report: dict) -> int:
+    """``score.md`` and ``score.json``, the table printed; exit status 1 when no frame was scored."""
+    from pebal_ros.bag_score import format_table
+
+    report["timings_s"] = run.timings
     table = format_table(report, per_sequence=args.per_sequence)
     extra = []
+    diag = report["node_diagnostics"]
     if diag:
         p50 = diag.get("inference_ms_p50")
         capacity = f" (~{1000 / float(p50):.1f} frames/s)" if p50 and float(p50) > 0 else ""
@@ -458,15 +587,37 @@ def run_demo(args: argparse.Namespace) -> int:
             f"frames in {diag.get('frames_in', '?')}, out {diag.get('frames_out', '?')}, "
             f"dropped {diag.get('frames_dropped', '?')}; model {diag.get('model_id', '?')}"
         )
-    extra.append("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    extra.append("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in run.timings.items()))
     text = table + "\n" + "\n".join(extra)
-    atomic_write_text(out / "score.md", text + "\n")
-    atomic_write_text(out / "score.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(run.out / "score.md", text + "\n")
+    atomic_write_text(run.out / "score.json", json.dumps(report, indent=2) + "\n")
     print("\n" + text)
     if report["frames"]["scored"] == 0:
         print("pebal_demo: error: no frame was scored (see the logs)", file=sys.stderr)
         return 1
     return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """The five steps (see the module docstring); returns the exit status."""
+    t_total = time.perf_counter()
+    run = prepare(args)
+    convert_frames(args, run)
+    env = ros_environment()
+    procs: list[Process] = []
+    try:
+        with GraphWatch(env) as graph:
+            node, record = start_node_and_recorder(args, run, env, graph, procs)
+        play_input(args, run, env, node, record, procs)
+    finally:
+        for p in procs:
+            if p.popen.poll() is None:
+                p.popen.kill()
+                p.popen.wait()
+    report = score_recording(args, run)
+    write_pictures(args, run, report)
+    run.timings["total"] = time.perf_counter() - t_total
+    return write_report(args, run, report)
 
 
 def _rate(text: str) -> str | float:

@@ -50,10 +50,12 @@ SIGINT/SIGTERM itself: the first stops the node (waiting at most :data:`SHUTDOWN
 frame in flight), any further one while stopping is ignored, so a double Ctrl-C exits cleanly with
 status 0.
 
-Parameters are declared with descriptors and ranges (:data:`PARAMETERS`); every set, including the
-values from a ``--params-file`` at start-up, goes through :meth:`PebalNode._validate`, which refuses
-bad values with a reason. Model, backend, device, input size, smoothing and the QoS choices are
-read-only (they take effect at start-up); thresholds, outputs and grid geometry change at run time.
+Parameters are declared with descriptors and ranges (:data:`pebal_ros.node_parameters.PARAMETERS`,
+which also holds their validation); every set, including the values from a ``--params-file`` at
+start-up, goes through :meth:`PebalNode._validate`, which refuses bad values with a reason. Model,
+backend, device, input size, smoothing and the QoS choices are read-only (they take effect at
+start-up); thresholds, outputs and grid geometry change at run time.
+The /diagnostics status is built by :mod:`pebal_ros.node_diagnostics`.
 """
 
 from __future__ import annotations
@@ -62,22 +64,19 @@ import argparse
 import copy
 import math
 import os
-import re
 import signal
 import sys
 import threading
 import time
 import traceback
-from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import rclpy
 import rclpy.utilities
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import OccupancyGrid
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -88,33 +87,37 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from pebal_core.alarms.operating_point import POLICIES_HELP, parse_policy, policy_threshold
-from pebal_core.alarms.persistence import Persistence, PersistenceConfig
-from pebal_core.alarms.pipeline import AlarmConfig, AlarmFrame, AlarmPipeline, persist_grid
-from pebal_core.alarms.region import REGIONS
-from pebal_core.calibration import DEFAULT_PROBABILITY_SCALE, resolve_threshold
-from pebal_core.ground import CameraMount, GroundGrid, image_to_ground_homography
+from pebal_core.alarms.operating_point import policy_threshold
+from pebal_core.alarms.persistence import Persistence
+from pebal_core.alarms.pipeline import AlarmFrame, AlarmPipeline, persist_grid
+from pebal_core.ground import image_to_ground_homography
 from pebal_core.labels import colorize
-from pebal_core.model_store import is_model_name, model_names, resolve_model
-from pebal_core.models import list_models
-from pebal_core.percentiles import percentiles
+from pebal_core.model_store import resolve_model
 from pebal_core.runtime import Predictor
 from pebal_core.visualize import alarm_overlay
-from pebal_ros.conversions import (
-    CONVERSION_METHODS,
-    DEFAULT_MAX_PIXELS,
-    ImageError,
-    make_converter,
+from pebal_ros.conversions import ImageError, make_converter
+from pebal_ros.node_diagnostics import (
+    InputSilence,
+    Stats,
+    counter_values,
+    status_message,
+    summary,
+    watchdog_problem,
+)
+from pebal_ros.node_parameters import (
+    IMAGE_OUTPUTS,
+    OUTPUTS,
+    PARAMETERS,
+    Settings,
+    check_combination,
+    check_value,
+    parameters_help,
+    settings_from,
 )
 from pebal_ros.obstacle_msgs import DETECTIONS_AVAILABLE, Detection2DArray, obstacle_detections, obstacle_markers
 from pebal_ros.occupancy import OccupancyMapper, intrinsics_from_camera_info, occupancy_grid_msg
 
 NODE_NAME = "pebal_node"
-IMAGE_OUTPUTS = ("semantic", "semantic_color", "anomaly_score", "anomaly_mask", "anomaly_overlay")
-ALL_OUTPUTS = (*IMAGE_OUTPUTS, "anomaly_grid", "obstacles", "obstacle_detections")
-"""Every output the node can publish; each has an ``outputs.<name>`` parameter."""
-OUTPUTS = ALL_OUTPUTS if DETECTIONS_AVAILABLE else ALL_OUTPUTS[:-1]
-"""Output topics of this install, in publishing order (``obstacle_detections`` needs vision_msgs)."""
 OUTPUT_TYPES = {
     **dict.fromkeys(IMAGE_OUTPUTS, Image),
     "anomaly_grid": OccupancyGrid,
@@ -123,15 +126,6 @@ OUTPUT_TYPES = {
 }
 ALARM_OUTPUTS = ("anomaly_overlay", "obstacles", "obstacle_detections")
 """Outputs that need the alarm pipeline."""
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-RELIABILITY = ("best_effort", "reliable")
-_DEVICE = re.compile(r"^(cpu|(cuda|tensorrt)(:\d+)?)$")
-STATS_WINDOW = 300
-"""Frames over which latency percentiles are computed."""
-MAX_NETWORK_PIXELS = 1024 * 2048
-"""Default of ``max_network_pixels``: the Cityscapes frame size (1024 x 2048), the largest size the
-shipped models are trained and evaluated at; larger network inputs cost memory and time and gain
-nothing for them."""
 LATENCY_WINDOW_MS = (-1000.0, 60000.0)
 """Latencies (node clock minus header stamp, ms) outside this window are counted as bad stamps
 instead of being averaged in: a stamp of 0, or a camera clock far off the node's. The lower end
@@ -141,249 +135,6 @@ SHUTDOWN_JOIN_S = 3.0
 below the 5 s after which ``ros2 launch`` escalates SIGINT to SIGTERM."""
 SEQUENCE_PUBLISHERS = 64
 """Publishers whose last sequence number is remembered (for gap counting)."""
-
-
-# ============================================================================ parameters
-@dataclass(frozen=True)
-class ParamSpec:
-    """One ROS parameter: default, description, and the constraints its descriptor advertises.
-
-    ``bounds`` is an inclusive ``(min, max)`` range (an IntegerRange / FloatingPointRange in the
-    descriptor, enforced by rclpy); ``choices`` is a closed set of strings (enforced by the node).
-    """
-
-    name: str
-    default: object
-    description: str
-    read_only: bool = False
-    bounds: tuple[float, float] | None = None
-    choices: tuple[str, ...] | None = None
-
-    def descriptor(self) -> ParameterDescriptor:
-        d = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only)
-        if self.choices:
-            d.additional_constraints = f"one of: {', '.join(self.choices)}"
-        if self.bounds is not None:
-            lo, hi = self.bounds
-            if isinstance(self.default, bool):
-                raise TypeError(f"{self.name}: bounds on a bool")
-            if isinstance(self.default, int):
-                d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
-            else:
-                d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
-        return d
-
-
-PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec(
-        "model",
-        "",
-        "checkpoint/engine path for the backend, or a shipped model's name (default, synthetic; `pebal models`); "
-        "empty = the shipped default model",
-        True,
-    ),
-    ParamSpec(
-        "arch",
-        "",
-        "architecture of a model file without metadata (a bare state_dict, e.g. espnet_p2q8; `pebal models`); "
-        "empty = the file's own",
-        True,
-    ),
-    ParamSpec("backend", "torch", "inference backend", True, choices=BACKENDS),
-    ParamSpec("device", "cpu", "cpu, cuda or cuda:N (onnxruntime also tensorrt[:N])", True),
-    ParamSpec(
-        "engine_auto_build", True, "tensorrt only: build the engine from the ONNX file when missing or stale", True
-    ),
-    ParamSpec(
-        "input_height",
-        0,
-        "network input height (px); 0 with input_width 0 = the model's input size, else each image's size "
-        "scaled down to at most max_network_pixels",
-        True,
-        (0, 8192),
-    ),
-    ParamSpec("input_width", 0, "network input width (px); 0 with input_height 0: see input_height", True, (0, 8192)),
-    ParamSpec(
-        "max_network_pixels",
-        MAX_NETWORK_PIXELS,
-        "input_height/width 0 and a model without an input size: larger frames run at a scaled-down size "
-        "(aspect kept) of at most this many pixels",
-        True,
-        (1024, 1 << 26),
-    ),
-    ParamSpec("smoothing", True, "7x7 sigma-1 Gaussian smoothing of the energy score (the reference score)", True),
-    ParamSpec(
-        "score_threshold",
-        math.nan,
-        "anomaly threshold, an energy value (score >= threshold is anomalous); NaN = the model's stored "
-        "threshold, or -9.0 when the model has none",
-    ),
-    *(ParamSpec(f"outputs.{name}", True, f"publish {name}") for name in ALL_OUTPUTS),
-    ParamSpec("compute_only_subscribed", True, "compute an enabled output only while it has subscribers"),
-    ParamSpec("overlay_alpha", 0.55, "tint strength of anomalous pixels in anomaly_overlay", bounds=(0.0, 1.0)),
-    ParamSpec(
-        "max_image_pixels",
-        DEFAULT_MAX_PIXELS,
-        "larger input images are refused (default 4096 x 3072, a 12 MP camera)",
-        bounds=(1, 1 << 28),
-    ),
-    ParamSpec("subscribe_compressed", False, "also subscribe to image/compressed (JPEG/PNG)", True),
-    ParamSpec("input_reliability", "best_effort", "QoS reliability of the inputs (depth 1)", True, choices=RELIABILITY),
-    ParamSpec("output_reliability", "reliable", "QoS reliability of the outputs (depth 1)", True, choices=RELIABILITY),
-    ParamSpec(
-        "image_conversion", "auto", "auto = cv_bridge when importable, else numpy", True, choices=CONVERSION_METHODS
-    ),
-    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", True, (0.05, 3600.0)),
-    ParamSpec("warning_throttle", 5.0, "seconds between repeated warnings of one kind", bounds=(0.0, 3600.0)),
-    ParamSpec(
-        "input_timeout",
-        5.0,
-        "warn (log and diagnostics) when no frame arrived for this many seconds while image has a publisher; 0 = never",
-        bounds=(0.0, 3600.0),
-    ),
-    ParamSpec(
-        "watchdog_timeout",
-        10.0,
-        "diagnostics ERROR when one frame has been in processing for longer than this (s)",
-        bounds=(0.1, 3600.0),
-    ),
-    ParamSpec("grid.frame_id", "base_footprint", "ground frame of anomaly_grid (x forward, y left, z up)"),
-    ParamSpec("grid.resolution", 0.2, "cell size (m)", bounds=(0.01, 10.0)),
-    ParamSpec("grid.size_x", 40.0, "grid extent along x, forward (m)", bounds=(0.1, 1000.0)),
-    ParamSpec("grid.size_y", 20.0, "grid extent along y, left (m)", bounds=(0.1, 1000.0)),
-    ParamSpec("grid.origin_x", 0.0, "x of the grid corner at cell (0, 0) (m)", bounds=(-1000.0, 1000.0)),
-    ParamSpec("grid.origin_y", -10.0, "y of the grid corner at cell (0, 0) (m)", bounds=(-1000.0, 1000.0)),
-    ParamSpec("grid.camera_height", 1.5, "optical centre above the ground (m)", bounds=(0.01, 100.0)),
-    ParamSpec("grid.camera_pitch", 0.05, "downward tilt of the optical axis (rad)", bounds=(-1.5, 1.5)),
-    ParamSpec("grid.camera_x", 0.0, "optical centre x in the ground frame (m)", bounds=(-100.0, 100.0)),
-    ParamSpec("grid.camera_y", 0.0, "optical centre y in the ground frame (m)", bounds=(-100.0, 100.0)),
-    ParamSpec(
-        "alarms.policy",
-        "",
-        f"operating point stored in the model ({POLICIES_HELP}); empty = the model's default "
-        "(score_threshold, when set, wins)",
-    ),
-    ParamSpec("alarms.region", "drivable", "where alarms are raised: drivable area or every pixel", choices=REGIONS),
-    ParamSpec("alarms.include_sidewalk", False, "the drivable area includes sidewalk"),
-    ParamSpec("alarms.min_pixels", 20, "smallest obstacle (pixels, 8-connected)", bounds=(1, 1 << 24)),
-    ParamSpec("persistence.k", 2, "frames of the newest n that must alarm to raise an alarm", bounds=(1, 100)),
-    ParamSpec("persistence.n", 3, "window (received frames); k = n = 1 turns the filter off", bounds=(1, 100)),
-    ParamSpec("persistence.k_off", 1, "an alarm that is on stays on while k_off of n frames alarm", bounds=(1, 100)),
-    ParamSpec("persistence.radius", 4, "image motion tolerated between frames (px)", bounds=(0, 100)),
-    ParamSpec("persistence.grid_radius", 3, "ground-grid motion tolerated between frames (cells)", bounds=(0, 100)),
-    ParamSpec(
-        "persistence.max_gap", 0.5, "seconds between frames after which the filters start over", bounds=(0.0, 3600.0)
-    ),
-    ParamSpec(
-        "grid.probability_scale",
-        DEFAULT_PROBABILITY_SCALE,
-        "energy units per logit of the anomaly probability 1/(1+exp(-(score-threshold)/scale))",
-        bounds=(0.001, 100.0),
-    ),
-)
-_SPECS = {spec.name: spec for spec in PARAMETERS}
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The run-time-changeable configuration, swapped atomically when parameters change."""
-
-    outputs: frozenset[str]
-    compute_only_subscribed: bool
-    threshold: float
-    threshold_source: str
-    overlay_alpha: float
-    max_image_pixels: int
-    warning_throttle: float
-    input_timeout: float
-    watchdog_timeout: float
-    grid: GroundGrid
-    mount: CameraMount
-    grid_frame: str
-    probability_scale: float
-    alarms: AlarmConfig
-    grid_persistence: PersistenceConfig
-
-
-def _grid_from(values: dict) -> GroundGrid:
-    return GroundGrid.from_extent(
-        values["grid.resolution"],
-        values["grid.size_x"],
-        values["grid.size_y"],
-        values["grid.origin_x"],
-        values["grid.origin_y"],
-    )
-
-
-def _mount_from(values: dict) -> CameraMount:
-    return CameraMount(
-        values["grid.camera_height"], values["grid.camera_pitch"], values["grid.camera_x"], values["grid.camera_y"]
-    )
-
-
-def _alarm_config_from(values: dict) -> tuple[AlarmConfig, PersistenceConfig]:
-    """The image alarm configuration and the grid's persistence filter."""
-    persistence = PersistenceConfig(
-        values["persistence.k"],
-        values["persistence.n"],
-        values["persistence.k_off"],
-        values["persistence.radius"],
-        values["persistence.max_gap"],
-    )
-    alarms = AlarmConfig(
-        region=values["alarms.region"],
-        include_sidewalk=values["alarms.include_sidewalk"],
-        min_pixels=values["alarms.min_pixels"],
-        persistence=persistence,
-    )
-    grid = PersistenceConfig(
-        persistence.k, persistence.n, persistence.k_off, values["persistence.grid_radius"], persistence.max_gap
-    )
-    return alarms, grid
-
-
-def _check_value(name: str, value: object) -> str | None:
-    """Why ``value`` is not acceptable for parameter ``name`` (None if it is)."""
-    spec = _SPECS.get(name)
-    if spec is None:
-        return None
-    if spec.choices and value not in spec.choices:
-        return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
-    if name == "device" and not _DEVICE.match(str(value)):
-        return f"device must be cpu, cuda, cuda:N (or tensorrt[:N] for onnxruntime), got {value!r}"
-    if name == "model" and value and not is_model_name(value) and not Path(str(value)).expanduser().exists():
-        return (
-            f"model file {value} does not exist (leave model empty for the shipped default model, or name a shipped "
-            f"model: {', '.join(model_names())})"
-        )
-    if name == "arch" and value and value not in list_models():
-        return f"arch must be empty or one of {', '.join(list_models())}, got {value!r}"
-    if name == "score_threshold" and math.isinf(float(value)):
-        return "score_threshold must be a finite energy value, or NaN for the model's own threshold"
-    if name == "grid.frame_id" and not str(value).strip():
-        return "grid.frame_id must name a frame (e.g. base_footprint)"
-    if name == "alarms.policy" and value:
-        try:
-            parse_policy(str(value))
-        except ValueError as e:
-            return str(e)
-    return None
-
-
-def _check_combination(values: dict) -> str | None:
-    """Why a full set of parameter values does not work together (None if it does)."""
-    if (values["input_height"] == 0) != (values["input_width"] == 0):
-        return (
-            "input_height and input_width must both be 0 (native size) or both positive, "
-            f"got {values['input_height']} x {values['input_width']}"
-        )
-    try:
-        _grid_from(values)
-        _mount_from(values)
-        _alarm_config_from(values)
-    except ValueError as e:
-        return str(e)
-    return None
 
 
 # ============================================================================ runtime pieces
@@ -425,36 +176,6 @@ class LatestFrame:
 class Frame:
     msg: Image | CompressedImage
     received: float  # time.perf_counter() at the subscription callback
-
-
-@dataclass
-class Stats:
-    """Counters and latency windows (milliseconds), guarded by ``lock``."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    frames_in: int = 0
-    frames_out: int = 0
-    dropped: int = 0
-    skipped: int = 0
-    published: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTPUTS, 0))
-    rejected: dict[str, int] = field(default_factory=dict)
-    inference_errors: int = 0
-    sequence_gaps: int = 0
-    sequence_measured: bool = False
-    bad_stamps: int = 0
-    last_frame: float = -math.inf  # time.monotonic() of the last frame received
-    busy_since: float | None = None  # time.monotonic() when the worker took the frame in flight
-    waiting_since: float | None = None  # time.monotonic() when a frame arrived that no worker has taken yet
-    worker_failure: str = ""
-    last_problem: str = ""
-    problems_since_report: int = 0
-    errors_since_report: int = 0
-    inference_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
-    processing_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
-    latency_ms: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
-    obstacles_last: int = 0
-    obstacles_total: int = 0
-    frames_with_obstacles: int = 0
 
 
 def network_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:
@@ -510,7 +231,7 @@ class PebalNode(Node):
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         self._declared = True
         p = self._values()
-        reason = _check_combination(p)
+        reason = check_combination(p)
         if reason:
             raise ValueError(f"invalid parameters: {reason}")
         self._converter = make_converter(p["image_conversion"])
@@ -546,7 +267,7 @@ class PebalNode(Node):
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_in)
         self._diag_period = float(p["diagnostics_period"])
         self._last_report = (time.monotonic(), 0, 0)
-        self._publisher_since: float | None = None  # when image was first seen with a publisher
+        self._silence = InputSilence()
         self.create_timer(self._diag_period, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name="pebal_inference", daemon=True)
         self._worker.start()
@@ -564,7 +285,7 @@ class PebalNode(Node):
     def _validate(self, params: list[Parameter]) -> SetParametersResult:
         """Refuse bad values with a reason (runs for start-up values as well as later sets)."""
         for param in params:
-            reason = _check_value(param.name, param.value)
+            reason = check_value(param.name, param.value)
             if not reason and param.name == "alarms.policy" and hasattr(self, "predictor"):
                 try:
                     policy_threshold(self.predictor.metadata, str(param.value))
@@ -574,7 +295,7 @@ class PebalNode(Node):
                 return SetParametersResult(successful=False, reason=reason)
         if self._declared:  # combinations are checked once all parameters exist (see __init__)
             proposed = self._values() | {param.name: param.value for param in params}
-            reason = _check_combination(proposed)
+            reason = check_combination(proposed)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
@@ -590,29 +311,7 @@ class PebalNode(Node):
         self.get_logger().info(f"parameters changed: {changed}")
 
     def _build_settings(self, p: dict) -> Settings:
-        policy = str(p["alarms.policy"])
-        model_threshold = policy_threshold(self.predictor.metadata, policy)
-        threshold, source = resolve_threshold(p["score_threshold"], model_threshold)
-        if source == "model" and policy:
-            source = f"model, policy {policy}"
-        alarms, grid_persistence = _alarm_config_from(p)
-        return Settings(
-            outputs=frozenset(name for name in OUTPUTS if p[f"outputs.{name}"]),
-            compute_only_subscribed=bool(p["compute_only_subscribed"]),
-            threshold=threshold,
-            threshold_source=source,
-            overlay_alpha=float(p["overlay_alpha"]),
-            max_image_pixels=int(p["max_image_pixels"]),
-            warning_throttle=float(p["warning_throttle"]),
-            input_timeout=float(p["input_timeout"]),
-            watchdog_timeout=float(p["watchdog_timeout"]),
-            grid=_grid_from(p),
-            mount=_mount_from(p),
-            grid_frame=str(p["grid.frame_id"]),
-            probability_scale=float(p["grid.probability_scale"]),
-            alarms=alarms,
-            grid_persistence=grid_persistence,
-        )
+        return settings_from(p, self.predictor.metadata)
 
     def _load_predictor(self, p: dict) -> Predictor:
         options: dict[str, object] = {}
@@ -865,46 +564,6 @@ class PebalNode(Node):
             self.get_logger().warning(text)
 
     # ------------------------------------------------------------------ diagnostics
-    def _watchdog(self, now: float, busy_since: float | None, waiting_since: float | None, failure: str) -> str | None:
-        """Why the worker is not producing output (None when it is running normally)."""
-        if self._worker is not None and not self._worker.is_alive() and not self._destroyed:
-            return (
-                f"the inference thread has stopped ({failure or 'no exception recorded'}): frames are not "
-                "processed; restart the node"
-            )
-        if busy_since is not None and now - busy_since > self._settings.watchdog_timeout:
-            return (
-                f"no output for {now - busy_since:.1f} s: one frame has been in processing for longer than "
-                f"watchdog_timeout = {self._settings.watchdog_timeout} s (the backend hangs or the model is far "
-                "too slow for this device)"
-            )
-        if waiting_since is not None and now - waiting_since > self._settings.watchdog_timeout:
-            return (
-                f"frames arrive but none has been taken for processing for {now - waiting_since:.1f} s "
-                f"(watchdog_timeout = {self._settings.watchdog_timeout} s): the inference thread is stuck"
-            )
-        return None
-
-    def _silence(self, now: float, last_frame: float) -> str | None:
-        """Why no frame arriving is suspicious (None when frames arrive or nobody publishes)."""
-        counts = {sub.topic_name: sub.get_publisher_count() for sub in self._image_subs}
-        publishers = sum(counts.values())
-        if not publishers:
-            self._publisher_since = None
-            return None
-        if self._publisher_since is None:
-            self._publisher_since = now
-        timeout = self._settings.input_timeout
-        silent = now - max(last_frame, self._publisher_since)
-        if not timeout or silent <= timeout:
-            return None
-        topics = ", ".join(topic for topic, n in counts.items() if n)
-        return (
-            f"no frame on {topics} for {silent:.1f} s although {publishers} publisher(s) are matched: frames are "
-            "lost before the node (messages larger than the transport delivers with best_effort QoS) or the "
-            "camera driver stalled"
-        )
-
     def diagnostic_status(self) -> DiagnosticStatus:
         """The node's current DiagnosticStatus (also resets the per-period problem counters)."""
         now = time.monotonic()
@@ -919,30 +578,7 @@ class PebalNode(Node):
             self._last_report = (now, st.frames_in, st.frames_out)
             problems, errors = st.problems_since_report, st.errors_since_report
             st.problems_since_report = st.errors_since_report = 0
-            values = {
-                "frames_in": st.frames_in,
-                "frames_out": st.frames_out,
-                "frames_dropped": st.dropped,
-                "frames_skipped": st.skipped,
-                "frames_rejected": sum(st.rejected.values()),
-                **{f"rejected_{kind}": n for kind, n in sorted(st.rejected.items())},
-                "inference_errors": st.inference_errors,
-                "frames_lost_before_node": st.sequence_gaps
-                if st.sequence_measured or not st.frames_in
-                else "not measurable",
-                "bad_stamps": st.bad_stamps,
-                "pending_frames": self._slot.pending,
-                **{f"published_{name}": n for name, n in st.published.items()},
-                "rate_in_hz": f"{rate_in:.2f}",
-                "rate_out_hz": f"{rate_out:.2f}",
-                **{f"inference_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.inference_ms, (50, 90, 99)).items()},
-                **{f"processing_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.processing_ms, (50, 90, 99)).items()},
-                **{f"latency_ms_{k}": f"{v:.2f}" for k, v in percentiles(st.latency_ms, (50, 90, 99)).items()},
-                "obstacles_last_frame": st.obstacles_last,
-                "obstacles_total": st.obstacles_total,
-                "frames_with_obstacles": st.frames_with_obstacles,
-                "last_problem": st.last_problem,
-            }
+            values = counter_values(st, self._slot.pending, rate_in, rate_out)
         s = self._settings
         values.update(
             {
@@ -956,29 +592,18 @@ class PebalNode(Node):
                 "camera_info": "received" if self._camera_info is not None else "none yet",
             }
         )
-        stalled = self._watchdog(now, busy_since, waiting_since, failure)
-        silence = self._silence(now, last_frame)
+        worker_stopped = self._worker is not None and not self._worker.is_alive() and not self._destroyed
+        stalled = watchdog_problem(now, worker_stopped, failure, busy_since, waiting_since, s.watchdog_timeout)
+        publishers = {sub.topic_name: sub.get_publisher_count() for sub in self._image_subs}
+        silence = self._silence.check(now, last_frame, publishers, s.input_timeout)
         if stalled:
-            level, message = DiagnosticStatus.ERROR, stalled
             self._warn("watchdog", stalled, error=True)
-        elif errors:
-            level, message = DiagnosticStatus.ERROR, values["last_problem"]
-        elif silence:
-            level, message = DiagnosticStatus.WARN, silence
+        elif silence and not errors:
             self._warn("silence", silence)
-        elif problems:
-            level, message = DiagnosticStatus.WARN, values["last_problem"]
-        elif values["frames_in"] == 0:
-            level, message = DiagnosticStatus.OK, f"waiting for images on {self.resolve_topic_name('image')}"
-        else:
-            level, message = DiagnosticStatus.OK, f"{rate_out:.1f} frames/s out of {rate_in:.1f} in"
-        return DiagnosticStatus(
-            level=level,
-            name=f"{self.get_name()}: anomaly segmentation",
-            message=message,
-            hardware_id=str(getattr(self.predictor.backend, "device", self.predictor.backend.name)),
-            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
-        )
+        image_topic = self.resolve_topic_name("image")
+        level, message = summary(stalled, errors, silence, problems, values, rate_in, rate_out, image_topic)
+        device = str(getattr(self.predictor.backend, "device", self.predictor.backend.name))
+        return status_message(f"{self.get_name()}: anomaly segmentation", level, message, device, values)
 
     def _publish_diagnostics(self) -> None:
         msg = DiagnosticArray()
@@ -1010,19 +635,8 @@ class PebalNode(Node):
 
 # ============================================================================ console script
 def _help_text() -> str:
-    width = max(len(s.name) for s in PARAMETERS)
-    rows = []
-    for s in PARAMETERS:
-        if s.choices:
-            extra = f" [{', '.join(s.choices)}]"
-        elif s.bounds:
-            extra = f" [{s.bounds[0]}..{s.bounds[1]}]"
-        else:
-            extra = ""
-        flag = " (read-only)" if s.read_only else ""
-        rows.append(f"  {s.name:<{width}}  default {s.default!r}{extra}{flag}\n  {'':<{width}}  {s.description}")
     topics = __doc__.split("Topics", 1)[1].split("Every output", 1)[0]
-    return "Topics" + topics + "Parameters (-p name:=value or --params-file):\n" + "\n".join(rows)
+    return "Topics" + topics + "Parameters (-p name:=value or --params-file):\n" + parameters_help()
 
 
 def main(argv: list[str] | None = None) -> int:

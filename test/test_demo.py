@@ -185,3 +185,35 @@ print("torch imported with OMP_WAIT_POLICY =", seen)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "torch imported with OMP_WAIT_POLICY = ['PASSIVE']" in out.stdout
+
+
+def test_graph_watch_waits_for_links_in_the_ros_graph(ros_env, tmp_path):
+    """The demo waits on the ROS graph (who publishes and subscribes what), not on log text: a
+    link appears once real nodes create the publisher and the subscription; a missing link is
+    named in the timeout error, and a child that exits ends the wait with its log."""
+    from node_harness import RosSession, wait_until
+    from rclpy.node import Node
+    from std_msgs.msg import String
+
+    from pebal_ros.demo import DemoError, GraphWatch, _start
+
+    env = {**os.environ, **ros_env}
+    link = ("/pebal/talker", "/chat", "/listener")
+    with RosSession() as session, GraphWatch(env) as graph:
+        talker = session.add(Node("talker", namespace="/pebal", context=session.context))
+        assert graph.missing([link]) == ["/pebal/talker -> /chat -> /listener"]
+        with pytest.raises(DemoError, match=r"chat: not in the ROS graph within 0\.3 s: /pebal/talker -> /chat"):
+            graph.wait_for("chat", [link], 0.3, [])
+        talker.create_publisher(String, "/chat", 1)
+        wait_until(lambda: graph.publishers("/chat") == {"/pebal/talker"}, 15.0, "talker in the graph")
+        assert graph.missing([link]) == ["/pebal/talker -> /chat -> /listener"]  # no subscriber yet
+        assert graph.missing([(link[0], link[1], None)]) == []
+        listener = session.add(Node("listener", context=session.context))
+        listener.create_subscription(String, "/chat", lambda msg: None, 1)
+        graph.wait_for("chat", [link], 15.0, [])
+        assert graph.subscribers("/chat") == {"/listener"} and graph.missing([link]) == []
+
+        quitter = _start("quitter", [sys.executable, "-c", "print('bye')"], tmp_path, env)
+        quitter.popen.wait(60)
+        with pytest.raises(DemoError, match=r"quitter exited with status 0 while waiting for nothing[\s\S]*bye"):
+            graph.wait_for("nothing", [(None, "/nobody", "/listener")], 60, [quitter])

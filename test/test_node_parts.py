@@ -13,15 +13,8 @@ from rcl_interfaces.msg import ParameterDescriptor
 
 from pebal_core.labels import LABELS, PALETTE, colorize
 from pebal_core.visualize import overlay
-from pebal_ros.node import (
-    OUTPUTS,
-    PARAMETERS,
-    LatestFrame,
-    _check_combination,
-    _check_value,
-    network_size,
-    stamp_latency_ms,
-)
+from pebal_ros.node import LatestFrame, network_size, stamp_latency_ms
+from pebal_ros.node_parameters import OUTPUTS, PARAMETERS, check_combination, check_value
 
 
 def test_latest_frame_keeps_only_the_newest():
@@ -64,17 +57,17 @@ def test_parameter_descriptors_advertise_ranges_and_choices():
 
 
 def test_value_checks_give_reasons():
-    assert _check_value("backend", "torch") is None
-    assert "one of torch, onnxruntime, tensorrt" in _check_value("backend", "tflite")
-    assert _check_value("device", "cuda:1") is None and _check_value("device", "tensorrt:0") is None
-    assert "cpu, cuda, cuda:N" in _check_value("device", "gpu0")
-    assert "does not exist" in _check_value("model", "/no/such/model.safetensors")
-    assert _check_value("score_threshold", math.nan) is None and _check_value("score_threshold", -7.5) is None
-    assert "finite" in _check_value("score_threshold", -math.inf)
+    assert check_value("backend", "torch") is None
+    assert "one of torch, onnxruntime, tensorrt" in check_value("backend", "tflite")
+    assert check_value("device", "cuda:1") is None and check_value("device", "tensorrt:0") is None
+    assert "cpu, cuda, cuda:N" in check_value("device", "gpu0")
+    assert "does not exist" in check_value("model", "/no/such/model.safetensors")
+    assert check_value("score_threshold", math.nan) is None and check_value("score_threshold", -7.5) is None
+    assert "finite" in check_value("score_threshold", -math.inf)
     values = {s.name: s.default for s in PARAMETERS}
-    assert _check_combination(values) is None
-    assert "both be 0" in _check_combination(values | {"input_height": 512})
-    assert "exceeds" in _check_combination(values | {"grid.resolution": 0.01, "grid.size_x": 1000.0})
+    assert check_combination(values) is None
+    assert "both be 0" in check_combination(values | {"input_height": 512})
+    assert "exceeds" in check_combination(values | {"grid.resolution": 0.01, "grid.size_x": 1000.0})
 
 
 def test_colorize_matches_the_label_table():

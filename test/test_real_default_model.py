@@ -36,7 +36,7 @@ from pebal_core.model_store import MODELS, describe, model_names, model_path, re
 from pebal_core.models import build_model, list_models
 from pebal_core.models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from pebal_core.runtime import Predictor
-from pebal_ros.node import _check_value
+from pebal_ros.node_parameters import check_value
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SETS = ("RoadAnomaly", "RoadAnomaly21", "RoadObsticle21", "FS_LostFound_full")
@@ -170,10 +170,10 @@ def test_arch_must_agree_with_a_file_that_names_its_own(bare_espnet, tmp_path):
 
 
 def test_node_parameters_take_shipped_model_names_and_an_arch():
-    assert _check_value("model", "synthetic") is None and _check_value("model", "default") is None
-    assert "default, synthetic" in _check_value("model", "no_such_model")
-    assert _check_value("arch", "") is None and _check_value("arch", "espnet_p2q8") is None
-    assert "espnet_p2q8" in _check_value("arch", "espnet")
+    assert check_value("model", "synthetic") is None and check_value("model", "default") is None
+    assert "default, synthetic" in check_value("model", "no_such_model")
+    assert check_value("arch", "") is None and check_value("arch", "espnet_p2q8") is None
+    assert "espnet_p2q8" in check_value("arch", "espnet")
 
 
 @pytest.mark.ros

@@ -1,0 +1,93 @@
+"""``pebal predict``: run a model on images and write labels, scores and overlays."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="labels and anomaly score for image files",
+        description=(
+            "Run a model on image files and write, per image: <stem>_labels.png (trainIds 0..18), "
+            "<stem>_color.png (Cityscapes palette), <stem>_score.npy (float32 PEBAL score, higher = more "
+            "anomalous), <stem>_score.png (heat map) and <stem>_overlay.png (anomalous pixels tinted red "
+            "where the score exceeds --threshold, or the model's stored threshold)."
+        ),
+    )
+    p.add_argument("images", nargs="+", type=Path, help="input image files (png, jpg, webp)")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="checkpoint (torch), .onnx file (onnxruntime, tensorrt) or .engine plan (tensorrt), or a shipped "
+        "model's name: 'default' (the real-camera model, the default) or 'synthetic' (see `pebal models`)",
+    )
+    p.add_argument(
+        "--arch",
+        help="architecture of a checkpoint without metadata (a bare state_dict, e.g. --arch espnet_p2q8 for the "
+        "real Cityscapes ESPNet); see `pebal models`",
+    )
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime", "tensorrt"),
+        help="inference backend (default torch)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu or cuda[:N] (torch, onnxruntime), tensorrt[:N] (onnxruntime's TensorRT provider); "
+        "default cpu, cuda for --backend tensorrt",
+    )
+    p.add_argument(
+        "--engine-auto-build",
+        action="store_true",
+        help="tensorrt backend: build a missing engine and rebuild one from another TensorRT version or GPU",
+    )
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="run the network at this size")
+    p.add_argument("--threshold", type=float, help="energy threshold for the overlay (default: the model's)")
+    p.add_argument("--no-smoothing", action="store_true", help="skip the 7x7 Gaussian smoothing of the score")
+    p.add_argument("--out", type=Path, default=Path("predictions"), help="output directory (default ./predictions)")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from pebal_core.images import read_rgb, write_label, write_rgb
+    from pebal_core.labels import colorize
+    from pebal_core.model_store import resolve_model
+    from pebal_core.runtime import Predictor
+    from pebal_core.visualize import heatmap, overlay
+
+    options = {"engine_auto_build": True} if args.engine_auto_build else {}
+    predictor = Predictor.from_checkpoint(
+        resolve_model(args.model),
+        backend=args.backend,
+        device=args.device or ("cuda" if args.backend == "tensorrt" else "cpu"),
+        input_size=tuple(args.input_size) if args.input_size else None,
+        smoothing=not args.no_smoothing,
+        arch=args.arch,
+        **options,
+    )
+    threshold = args.threshold if args.threshold is not None else predictor.score_threshold
+    args.out.mkdir(parents=True, exist_ok=True)
+    for image_path in args.images:
+        rgb = read_rgb(image_path)
+        labels, score = predictor.predict(rgb)
+        stem = args.out / image_path.stem
+        write_label(f"{stem}_labels.png", labels)
+        write_rgb(f"{stem}_color.png", colorize(labels))
+        np.save(f"{stem}_score.npy", score)
+        write_rgb(f"{stem}_score.png", heatmap(score))
+        if threshold is not None:
+            write_rgb(f"{stem}_overlay.png", overlay(rgb, score >= threshold))
+        print(f"{image_path}: score range [{score.min():.3f}, {score.max():.3f}] -> {stem}_*")
+    if threshold is None:
+        print("no threshold given and none stored in the model: overlays skipped (use --threshold)")
+    return 0
+
+
+COMMANDS = {"predict": (add_predict, run_predict)}
+"""Sub-command name -> (declare its arguments on the sub-parsers, run it)."""
