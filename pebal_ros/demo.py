@@ -471,6 +471,8 @@ def start_node_and_recorder(
     ]  # fmt: skip
     if run.input_size:
         node_cmd += ["-p", f"input_height:={run.input_size[0]}", "-p", f"input_width:={run.input_size[1]}"]
+    for param in args.node_param or ():
+        node_cmd += ["-p", param]
     outputs = [f"{NAMESPACE}/{name}" for name in RECORDED]
     record_cmd = [
         *_script("pebal_bag", "pebal_ros.bag"), "record", "-o", str(run.output_bag), "--storage", args.storage,
@@ -667,6 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="(default: mcap)")
     p.add_argument(
         "--baseline", action="append", choices=BASELINES, help="offline baseline(s) to compare (default: maxlogit)"
+    )
+    p.add_argument(
+        "--node-param",
+        action="append",
+        metavar="NAME:=VALUE",
+        help="a pebal_node parameter (repeatable), e.g. persistence.k:=1 for frames of unrelated scenes",
     )
     p.add_argument("--per-sequence", action="store_true", help="also print per-sequence AP / FPR95")
     p.add_argument("--sheet", type=Path, help="also write this PNG: overlay frames evenly spaced over the run")
