@@ -75,3 +75,20 @@ def _restore_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny random ``resnet18`` (width 0.25) in the project format: fast enough for node tests."""
+    from pebal_core.models import build_model
+    from pebal_core.models.checkpoint import save_checkpoint
+
+    return save_checkpoint(build_model("resnet18", width=0.25), tmp_path_factory.mktemp("tiny") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint):
+    """A torch-backend ``Predictor`` of :func:`checkpoint`."""
+    from pebal_core.runtime import Predictor
+
+    return Predictor.from_checkpoint(checkpoint)

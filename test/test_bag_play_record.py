@@ -8,6 +8,7 @@ lateness is asserted (the machine is shared).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -246,6 +247,19 @@ def _pebal_bag(*args: str, env: dict) -> subprocess.Popen:
     )
 
 
+@contextlib.contextmanager
+def _publisher_to(proc: subprocess.Popen):
+    """A reliable publisher of ``/src/image`` matched with the recorder ``proc`` (a ``pebal_bag
+    record`` of that one topic that has printed its first line)."""
+    assert "recording 1 topics" in proc.stdout.readline()
+    with RosSession() as session:
+        source = session.add(rclpy.create_node("source", context=session.context))
+        pub = source.create_publisher(Image, "/src/image", RELIABLE)
+        wait_until(lambda: pub.get_subscription_count() > 0, 30, "the recorder's subscription")
+        time.sleep(0.3)
+        yield pub
+
+
 def test_record_console_script_finishes_the_bag_on_ctrl_c(ros_env, tmp_path):
     """Ctrl-C while messages keep arriving: the bag is complete and its metadata matches its messages.
 
@@ -256,12 +270,7 @@ def test_record_console_script_finishes_the_bag_on_ctrl_c(ros_env, tmp_path):
     out = tmp_path / "rec"
     proc = _pebal_bag("record", "-o", str(out), "--storage", "sqlite3", "/src/image:sensor_msgs/msg/Image", env=ros_env)
     try:
-        assert "recording 1 topics" in proc.stdout.readline()
-        with RosSession() as session:
-            source = session.add(rclpy.create_node("source", context=session.context))
-            pub = source.create_publisher(Image, "/src/image", RELIABLE)
-            wait_until(lambda: pub.get_subscription_count() > 0, 30, "the recorder's subscription")
-            time.sleep(0.3)
+        with _publisher_to(proc) as pub:
             for k in range(3):
                 pub.publish(_image(k))
             time.sleep(1.0)
@@ -300,12 +309,7 @@ def test_killed_recording_is_kept_refused_and_recovered(ros_env, bag, tmp_path, 
     sent = [_big_image(k, rng) for k in range(60)]
     proc = _pebal_bag("record", "-o", str(out), "--storage", storage, "/src/image:sensor_msgs/msg/Image", env=ros_env)
     try:
-        assert "recording 1 topics" in proc.stdout.readline()
-        with RosSession() as session:
-            source = session.add(rclpy.create_node("source", context=session.context))
-            pub = source.create_publisher(Image, "/src/image", RELIABLE)
-            wait_until(lambda: pub.get_subscription_count() > 0, 30, "the recorder's subscription")
-            time.sleep(0.3)
+        with _publisher_to(proc) as pub:
             for msg in sent[:20]:
                 pub.publish(msg)
                 time.sleep(0.01)

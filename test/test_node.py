@@ -35,9 +35,7 @@ from pebal_core import runtime
 from pebal_core.alarms.pipeline import AlarmPipeline
 from pebal_core.ground import CameraMount, GroundGrid, image_to_ground_homography, intrinsic_matrix
 from pebal_core.labels import PALETTE
-from pebal_core.models import build_model
-from pebal_core.models.checkpoint import save_checkpoint
-from pebal_core.runtime import Predictor, TorchBackend
+from pebal_core.runtime import TorchBackend
 from pebal_core.visualize import alarm_overlay
 from pebal_ros.node import IMAGE_OUTPUTS, OUTPUTS, PebalNode
 from pebal_ros.occupancy import OccupancyMapper
@@ -56,16 +54,6 @@ GRID = {
     "grid.camera_pitch": 0.2,
     "grid.frame_id": "base_link",
 }
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return save_checkpoint(build_model("resnet18", width=0.25), tmp_path_factory.mktemp("node") / "tiny.safetensors")
-
-
-@pytest.fixture(scope="module")
-def predictor(checkpoint):
-    return Predictor.from_checkpoint(checkpoint)
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,6 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 from std_msgs.msg import Empty
 
-from pebal_core.models import build_model
-from pebal_core.models.checkpoint import save_checkpoint
 from pebal_core.runtime import Predictor
 from pebal_ros.node import LATENCY_WINDOW_MS, PebalNode, network_size
 
@@ -33,16 +31,6 @@ pytestmark = pytest.mark.ros
 
 H, W = 48, 64
 ERROR, WARN, OK = 2, 1, 0
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return save_checkpoint(build_model("resnet18", width=0.25), tmp_path_factory.mktemp("faults") / "tiny.safetensors")
-
-
-@pytest.fixture(scope="module")
-def predictor(checkpoint):
-    return Predictor.from_checkpoint(checkpoint)
 
 
 @pytest.fixture(scope="module")
