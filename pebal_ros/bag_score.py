@@ -46,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pebal_core.alarms.frame_counts import ObstacleCounts
-from pebal_core.alarms.pipeline import AlarmPipeline
+from pebal_core.alarms.pipeline import AlarmConfig, AlarmPipeline
 from pebal_core.images import read_rgb
 from pebal_core.metrics import DEFAULT_MAX_CELLS, AnomalyMetrics
 from pebal_core.percentiles import percentiles
@@ -86,6 +86,8 @@ class ScoreOptions:
     non_hazards: str = "void"
     alarm_threshold: float | None = None
     """Energy threshold the node alarmed on; with ``semantic_topic`` recorded, obstacle-level counts."""
+    alarms: AlarmConfig = field(default_factory=AlarmConfig)
+    """The node's alarm configuration (region, smallest obstacle, persistence) the counts replay."""
     semantic_topic: str = "/pebal/semantic"
     exact: bool = True
     max_cells: int = DEFAULT_MAX_CELLS
@@ -185,7 +187,7 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
         alarms = o.alarm_threshold is not None and o.semantic_topic in topics
         wanted = [o.score_topic] + ([reference] if reference in topics else [])
         wanted += [o.semantic_topic] if alarms else []
-        pipeline, counts_alarms, halves = AlarmPipeline(), ObstacleCounts(), {}
+        pipeline, counts_alarms, halves = AlarmPipeline(o.alarms), ObstacleCounts(), {}
         total = topics[o.score_topic].count
         bar = tqdm(total=total, desc="score", unit="frame", disable=not o.progress)
         for i, (conn, ts, data) in enumerate(reader.messages(wanted)):
@@ -270,7 +272,14 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
         "model": None if o.model is None else str(o.model),
     }
     if alarms:
-        report["alarms"] = {"threshold": o.alarm_threshold, **counts_alarms.summary()}
+        p = o.alarms.persistence
+        report["alarms"] = {
+            "threshold": o.alarm_threshold,
+            "region": o.alarms.region,
+            "min_pixels": o.alarms.min_pixels,
+            "persistence": f"{p.k} of {p.n}",
+            **counts_alarms.summary(),
+        }
     if scorer is not None:
         report["consistency"] = {
             "max_abs_diff": max_diff,
@@ -340,7 +349,8 @@ def format_table(report: dict, per_sequence: bool = False) -> str:
     if a is not None and a["frames"]:
         rate = "–" if a["detection_rate"] is None else f"{100 * a['detection_rate']:.1f} %"
         lines.append(
-            f"alarms at threshold {a['threshold']:.4g} (drivable region + persistence, as the node): "
+            f"alarms at threshold {a['threshold']:.4g} ({a['region']} region, {a['persistence']} frames, obstacles "
+            f">= {a['min_pixels']} px, as the node): "
             f"{a['detected']} of {a['obstacles']} labelled obstacles (>= {a['min_visible']} px) detected per frame "
             f"({rate}), {a['false_alarms_per_frame']:.3f} false-alarm obstacles per frame over {a['frames']} frames."
         )

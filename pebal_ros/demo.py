@@ -43,14 +43,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pebal_core.console import run_reporting_errors
 from pebal_core.fileio import atomic_write_text
+
+if TYPE_CHECKING:
+    from pebal_core.alarms.pipeline import AlarmConfig
 
 NAMESPACE = "/pebal"
 IMAGE_TOPIC = "/camera/image_raw"
@@ -372,6 +376,8 @@ class DemoRun:
     logs: Path
     input_bag: Path
     output_bag: Path
+    alarms: AlarmConfig | None = None
+    """The node's :class:`~pebal_core.alarms.pipeline.AlarmConfig` (defaults plus ``--node-param``)."""
     timings: dict[str, float] = field(default_factory=dict)
     frames: int = 0
     index: dict = field(default_factory=dict)
@@ -398,6 +404,7 @@ def prepare(args: argparse.Namespace) -> DemoRun:
     if not model.is_file():
         raise FileNotFoundError(f"model {model} does not exist")
     input_size = args.input_size or recorded_input_size(read_checkpoint(model).metadata)
+    alarms = node_alarm_config(args.node_param or ())
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUT_NAMES:
         target = out / name
@@ -407,7 +414,30 @@ def prepare(args: argparse.Namespace) -> DemoRun:
             target.unlink()
     logs = out / "logs"
     logs.mkdir()
-    return DemoRun(out, model, input_size, logs, out / "bags" / "input", out / "bags" / "output")
+    return DemoRun(out, model, input_size, logs, out / "bags" / "input", out / "bags" / "output", alarms)
+
+
+def node_alarm_config(node_params: Iterable[str]) -> AlarmConfig:
+    """The alarm configuration the node runs with: its parameter defaults, overridden by
+    ``NAME:=VALUE`` strings (values parsed as YAML, as ``--ros-args -p`` does). Refuses names the
+    node does not declare and values it would refuse, before anything starts."""
+    import yaml
+
+    from pebal_ros.node_parameters import PARAMETERS, alarm_config_from, check_value
+
+    values = {spec.name: spec.default for spec in PARAMETERS}
+    for text in node_params:
+        name, sep, raw = text.partition(":=")
+        if not sep or name not in values:
+            raise ValueError(
+                f"--node-param {text!r}: expected NAME:=VALUE with a pebal_node parameter (see pebal_node --help)"
+            )
+        value = yaml.safe_load(raw)
+        problem = check_value(name, value)
+        if problem:
+            raise ValueError(f"--node-param {text!r}: {problem}")
+        values[name] = value
+    return alarm_config_from(values)[0]
 
 
 def convert_frames(args: argparse.Namespace, run: DemoRun) -> None:
@@ -540,6 +570,7 @@ def score_recording(args: argparse.Namespace, run: DemoRun) -> dict:
                 input_size=run.input_size,
                 exact=not args.streaming,
                 alarm_threshold=_node_threshold(diag),
+                alarms=run.alarms,
                 semantic_topic=f"{NAMESPACE}/semantic",
                 progress=False,
             ),

@@ -153,6 +153,25 @@ def test_demo_reports_a_missing_model_in_one_line(tmp_path):
     assert "Traceback" not in run.stderr
 
 
+def test_node_params_set_the_alarm_configuration_the_recording_is_scored_with():
+    """``--node-param`` values reach the scorer's alarm replay as the node reads them; names the node
+    does not declare and values it refuses stop the demo before anything starts."""
+    from pebal_core.alarms.pipeline import AlarmConfig
+    from pebal_ros.demo import node_alarm_config
+
+    default = node_alarm_config([])
+    assert default == AlarmConfig()  # the node's parameter defaults are the pipeline's defaults
+    c = node_alarm_config(["persistence.k:=1", "persistence.n:=1", "alarms.min_pixels:=320", "alarms.region:=all"])
+    assert (c.persistence.k, c.persistence.n, c.min_pixels, c.region) == (1, 1, 320, "all")
+    assert c.persistence.radius == default.persistence.radius and c.include_sidewalk == default.include_sidewalk
+    with pytest.raises(ValueError, match="no_such_param"):
+        node_alarm_config(["no_such_param:=1"])
+    with pytest.raises(ValueError, match="alarms.region"):
+        node_alarm_config(["alarms.region:=everywhere"])
+    with pytest.raises(ValueError, match="NAME:=VALUE"):
+        node_alarm_config(["persistence.k=1"])
+
+
 # pebal_node's main takes sys.argv as rclpy does (program name first); the others argv[1:]
 ARGS = {
     "pebal_ros.demo": ["--help"],
