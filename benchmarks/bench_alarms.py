@@ -43,7 +43,7 @@ from pebal_core.alarms.operating_point import METADATA_KEY
 from pebal_core.alarms.persistence import PersistenceConfig
 from pebal_core.alarms.pipeline import AlarmConfig, AlarmPipeline
 from pebal_core.alarms.region import drivable_region
-from pebal_core.component_metrics import OBSTACLE_TRACK, ComponentMetrics
+from pebal_core.component_metrics import EIGHT_CONNECTED, OBSTACLE_TRACK, ComponentMetrics
 from pebal_core.data.lostandfound import list_frames
 from pebal_core.data.synthetic.camera import Camera
 from pebal_core.fileio import atomic_write_text
@@ -60,7 +60,6 @@ VARIANTS = {
     "region + persistence": AlarmConfig(),
 }
 REAL_SETS = ("FS_LostFound_full", "RoadObsticle21")
-_EIGHT = np.ones((3, 3), dtype=bool)
 
 
 # ----------------------------------------------------------------------------- ground truth
@@ -86,7 +85,7 @@ def obstacle_masks(ids: np.ndarray, seq: dict, cam: Camera) -> list[np.ndarray]:
     u, v, _ = cam.project(feet)
     for laf_id in sorted({o["laf_id"] for o in obstacles}):
         mine = [k for k, o in enumerate(obstacles) if o["laf_id"] == laf_id]
-        cc, n = ndimage.label(ids == laf_id, structure=_EIGHT)
+        cc, n = ndimage.label(ids == laf_id, structure=EIGHT_CONNECTED)
         for c, box in enumerate(ndimage.find_objects(cc), start=1):
             rows, cols = box
             comp = cc == c

@@ -16,11 +16,11 @@ import numpy as np
 from scipy import ndimage
 
 from pebal_core.alarms.pipeline import AlarmFrame
+from pebal_core.component_metrics import EIGHT_CONNECTED
 from pebal_core.labels import EVAL_ANOMALY
 
 DEFAULT_MIN_VISIBLE = 20
 """Pixels from which a ground-truth obstacle counts."""
-_EIGHT = np.ones((3, 3), dtype=bool)
 
 
 @dataclass
@@ -39,7 +39,7 @@ class ObstacleCounts:
         if labels.shape != frame.components.shape:
             raise ValueError(f"labels {labels.shape} and alarms {frame.components.shape} differ in size")
         anomaly = labels == EVAL_ANOMALY
-        truth, n = ndimage.label(anomaly, structure=_EIGHT)
+        truth, n = ndimage.label(anomaly, structure=EIGHT_CONNECTED)
         sizes = np.bincount(truth.ravel(), minlength=n + 1)
         counted = np.flatnonzero(sizes[1:] >= self.min_visible) + 1
         hit = np.unique(truth[(frame.components > 0) & anomaly])

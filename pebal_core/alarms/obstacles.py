@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from pebal_core.component_metrics import EIGHT_CONNECTED
 from pebal_core.ground import CameraMount, pixels_to_ground
 
 DEFAULT_MIN_PIXELS = 20
 """Smallest component (pixels) reported as an obstacle."""
-_EIGHT = np.ones((3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def find_obstacles(
         raise ValueError(f"alarms {alarms.shape} and score {score.shape} must be equal H x W maps")
     if min_pixels < 1:
         raise ValueError(f"min_pixels must be >= 1, got {min_pixels}")
-    labelled, n = ndimage.label(alarms, structure=_EIGHT)
+    labelled, n = ndimage.label(alarms, structure=EIGHT_CONNECTED)
     components = np.zeros(alarms.shape, np.int32)
     if n == 0:
         return [], components

@@ -39,6 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 from pebal_core.alarms.obstacles import DEFAULT_MIN_PIXELS
+from pebal_core.component_metrics import EIGHT_CONNECTED
 from pebal_core.labels import EVAL_ANOMALY, EVAL_INLIER, EVAL_VOID
 
 DEFAULT_POLICY = "fa:0.1"
@@ -48,7 +49,6 @@ METADATA_KEY = "alarm_operating_points"
 """Model metadata entry holding the operating points (see :func:`operating_points_metadata`)."""
 FA_CANDIDATES = 120
 """Thresholds tried by ``fa:<x>`` (inlier-region FPR from 1e-7 to 0.5, log-spaced)."""
-_EIGHT = np.ones((3, 3), dtype=bool)
 
 
 def parse_policy(text: str) -> tuple[str, float]:
@@ -141,7 +141,7 @@ class OperatingPointSearch:
             mask = (f.score >= threshold) & (f.labels != EVAL_VOID)
             if f.region is not None:
                 mask &= f.region
-            cc, n = ndimage.label(mask, structure=_EIGHT)
+            cc, n = ndimage.label(mask, structure=EIGHT_CONNECTED)
             if n == 0:
                 continue
             sizes = np.bincount(cc.ravel(), minlength=n + 1)

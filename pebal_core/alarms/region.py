@@ -32,6 +32,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from pebal_core.component_metrics import EIGHT_CONNECTED
+
 ROAD_TRAIN_ID = 0
 SIDEWALK_TRAIN_ID = 1
 REGIONS = ("drivable", "all")
@@ -40,7 +42,6 @@ DEFAULT_MIN_FRACTION = 0.002
 """Road fragments smaller than this fraction of the image are not drivable area."""
 MAX_SIDE = 512
 """Longest side (pixels) the region is computed at; larger label maps are subsampled."""
-_EIGHT = np.ones((3, 3), dtype=bool)
 
 
 def _spans(fragment: np.ndarray, axis: int) -> np.ndarray:
@@ -74,7 +75,7 @@ def drivable_region(
         return small[rows[:, None], cols[None, :]]
     classes = (ROAD_TRAIN_ID, SIDEWALK_TRAIN_ID) if include_sidewalk else (ROAD_TRAIN_ID,)
     base = np.isin(labels, classes)
-    fragments, n = ndimage.label(base, structure=_EIGHT)
+    fragments, n = ndimage.label(base, structure=EIGHT_CONNECTED)
     region = np.zeros(base.shape, dtype=bool)
     if n == 0:
         return region

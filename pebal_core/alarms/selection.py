@@ -16,10 +16,10 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import torch
 from tqdm import tqdm
 
+from pebal_core.alarms.obstacles import DEFAULT_MIN_PIXELS
 from pebal_core.alarms.operating_point import (
     DEFAULT_POLICY,
     OperatingPointSearch,
@@ -52,11 +52,8 @@ def validation_frames(
     for i in tqdm(range(n), desc="pebal threshold", unit="img", disable=not options.progress):
         item = dataset[i]
         label = item["label"]
-        trainids, score = predictor.predict(item["image"])
-        h, w = label.shape
-        if score.shape != label.shape:
-            score = cv2.resize(score, (w, h), interpolation=cv2.INTER_LINEAR)
-            trainids = cv2.resize(trainids, (w, h), interpolation=cv2.INTER_NEAREST)
+        pred = predictor.scores(item["image"], ("pebal",), labels=True, output_size=label.shape)
+        score, trainids = pred.scores["pebal"], pred.labels
         frames.append(ValidationFrame(score, label, alarm_region(trainids, region, include_sidewalk, min_fraction)))
     return frames
 
@@ -71,7 +68,7 @@ def choose_operating_points(
     default: str = DEFAULT_POLICY,
     region: str = "drivable",
     include_sidewalk: bool = False,
-    min_pixels: int = 20,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
     arch: str | None = None,
 ) -> dict:
     """The report: every policy's point, the default, and the data they were chosen on."""

@@ -224,6 +224,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def add_threshold(sub: argparse._SubParsersAction) -> None:
+    from pebal_core.alarms.obstacles import DEFAULT_MIN_PIXELS
     from pebal_core.alarms.operating_point import DEFAULT_POLICY, POLICIES_HELP
     from pebal_core.alarms.region import REGIONS
     from pebal_core.alarms.selection import DEFAULT_POLICIES
@@ -262,7 +263,12 @@ def add_threshold(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--default", default=DEFAULT_POLICY, help=f"policy stored as score_threshold ({DEFAULT_POLICY})")
     p.add_argument("--region", choices=REGIONS, default="drivable", help="region of fpr/fa policies (default drivable)")
     p.add_argument("--include-sidewalk", action="store_true", help="the drivable area includes sidewalk")
-    p.add_argument("--min-pixels", type=int, default=20, help="smallest false-alarm obstacle counted by fa:<x> (20)")
+    p.add_argument(
+        "--min-pixels",
+        type=int,
+        default=DEFAULT_MIN_PIXELS,
+        help=f"smallest false-alarm obstacle counted by fa:<x> ({DEFAULT_MIN_PIXELS})",
+    )
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--write", type=Path, metavar="CKPT", help="write a copy of the model with the operating points")

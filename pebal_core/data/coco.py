@@ -170,12 +170,18 @@ class CocoOutliers(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image_path = self.items[index][0]
-        image = read_rgb(image_path)
-        mask = self.object_mask(index)
-        if mask.shape != image.shape[:2]:
-            raise DatasetError(
-                f"the mask of {image_path} is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                f"{image.shape[1]}x{image.shape[0]}; expected the same size"
-            )
-        label = np.where(mask, np.uint8(ANOMALY_ID), np.uint8(VOID_ID))
-        return {"image": image, "label": label, "name": f"coco/{image_path.stem}"}
+        sample = outlier_sample(image_path, self.object_mask(index), f"the mask of {image_path}")
+        return {**sample, "name": f"coco/{image_path.stem}"}
+
+
+def outlier_sample(image_path: Path, mask: np.ndarray, mask_source: str) -> dict:
+    """``{"image": uint8 H x W x 3 RGB, "label": uint8 H x W}`` of one outlier-exposure source image:
+    ``ANOMALY_ID`` on the object ``mask`` (bool ``H x W``), ``VOID_ID`` elsewhere. ``mask_source``
+    names where the mask came from, for the error when its size differs from the image's."""
+    image = read_rgb(image_path)
+    if mask.shape != image.shape[:2]:
+        raise DatasetError(
+            f"{mask_source} is {mask.shape[1]}x{mask.shape[0]} but the image is "
+            f"{image.shape[1]}x{image.shape[0]}; expected the same size"
+        )
+    return {"image": image, "label": np.where(mask, np.uint8(ANOMALY_ID), np.uint8(VOID_ID))}

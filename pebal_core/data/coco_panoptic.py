@@ -32,8 +32,9 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from pebal_core.data.base import DatasetError, require_dir
+from pebal_core.data.coco import outlier_sample
 from pebal_core.images import read_rgb
-from pebal_core.labels import ANOMALY_ID, COCO_CITYSCAPES_LIKE, VOID_ID
+from pebal_core.labels import COCO_CITYSCAPES_LIKE
 
 
 def segment_ids(png_rgb: np.ndarray) -> np.ndarray:
@@ -121,17 +122,9 @@ class CocoPanopticObjects(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         item = self.items[index]
-        image = read_rgb(item.image)
-        mask = self.object_mask(index)
-        if mask.shape != image.shape[:2]:
-            raise DatasetError(
-                f"the panoptic PNG {item.png} is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                f"{image.shape[1]}x{image.shape[0]}; expected the same size"
-            )
-        label = np.where(mask, np.uint8(ANOMALY_ID), np.uint8(VOID_ID))
+        sample = outlier_sample(item.image, self.object_mask(index), f"the panoptic PNG {item.png}")
         return {
-            "image": image,
-            "label": label,
+            **sample,
             "name": f"coco/{item.image.stem}/{item.segment_id}",
             "category": item.category,
         }
