@@ -1,12 +1,17 @@
-"""``pebal_bag``: LostAndFound <-> ROS 2 bags, replay, recording and scoring.
+"""``pebal_bag``: camera frames -> ROS 2 bags, bag info, replay, recording and scoring.
 
 Subcommands (``pebal_bag COMMAND --help`` for all options):
 
 ``convert ROOT OUT``
-    A LostAndFound tree -> bag(s) of ``sensor_msgs/Image`` (or ``CompressedImage``) and
+    An image source (file, folder, glob, video), a LostAndFound tree or a Validation_Dataset
+    bundle -> bag(s) of ``sensor_msgs/Image`` (or ``CompressedImage``) and
     ``sensor_msgs/CameraInfo`` (:mod:`pebal_ros.bag_convert`); no ROS graph involved.
+``info BAG``
+    Storage, files, size, duration, start and end, and per topic its type and message count,
+    like ``ros2 bag info``.
 ``play BAG``
-    Publish a bag at the recorded pace with rclpy (:mod:`pebal_ros.bag_play`).
+    Publish a bag at the recorded pace with rclpy (:mod:`pebal_ros.bag_play`), with ``--clock``
+    also ``/clock`` from the bag's time (for nodes with ``use_sim_time``).
 ``record -o OUT TOPIC...``
     Write what arrives on topics to a bag (:mod:`pebal_ros.bag_record`).
 ``recover PARTIAL [-o OUT]``
@@ -66,12 +71,19 @@ def _add_convert(p: argparse.ArgumentParser) -> None:
     from pebal_ros.bag_storage import STORAGES
 
     p.description = (
-        "Write the frames of a LostAndFound tree (leftImg8bit/<split>/<seq>/..., camera/, timestamp/) "
-        "as sensor_msgs/Image (or CompressedImage) + sensor_msgs/CameraInfo into ROS 2 bags, one per sequence "
-        "(OUT/<sequence>) or one for all (--single). " + ROS_TIME_NOTE
+        "Write camera frames as sensor_msgs/Image (or CompressedImage) + sensor_msgs/CameraInfo into ROS 2 bags. "
+        "ROOT is an image source (an image or video file, a folder of images, a glob like 'frames/*.png': one bag "
+        "OUT/<name>, or OUT with --single; CameraInfo from --camera-info, else a stated default), a LostAndFound "
+        "tree (leftImg8bit/<split>/<seq>/..., camera/, timestamp/: one bag per sequence OUT/<sequence>, or one for "
+        "all with --single) or a Validation_Dataset bundle (<SET>/images/, <SET>/labels_masks/: one bag per set). "
+        + ROS_TIME_NOTE
     )
-    p.add_argument("root", type=Path, help="LostAndFound folder (holding leftImg8bit/, gtCoarse/, camera/, ...)")
-    p.add_argument("out", type=Path, help="output folder of per-sequence bags, or the bag itself with --single")
+    p.add_argument(
+        "root",
+        help="image source (file, folder, glob, video), LostAndFound folder (holding leftImg8bit/, camera/, ...) or "
+        "Validation_Dataset folder (holding <SET>/images/)",
+    )
+    p.add_argument("out", type=Path, help="output folder of bags, or the bag itself with --single")
     p.add_argument("--split", default="test", help="dataset split (default: test)")
     p.add_argument("--sequence", action="append", help="convert only this sequence (repeatable)")
     p.add_argument("--frames", type=int, help="at most this many frames (the first in sequence/frame order)")
@@ -89,6 +101,12 @@ def _add_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-topic", default="/camera/image_raw", help="(default: /camera/image_raw)")
     p.add_argument("--info-topic", default="/camera/camera_info", help="(default: /camera/camera_info)")
     p.add_argument("--frame-id", default="camera_optical_frame", help="header frame_id (default: camera_optical_frame)")
+    p.add_argument(
+        "--camera-info",
+        metavar="YAML",
+        help="ROS camera calibration file (camera_calibration's format) for the CameraInfo of frames without a "
+        "camera file (default: none; an image source gets fx = fy = image width, principal point at the centre)",
+    )
     p.add_argument(
         "--timestamps",
         choices=TIMESTAMP_MODES,
@@ -123,6 +141,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         timestamps=args.timestamps,
         rate=args.rate,
         start_time=args.start_time,
+        camera_info=args.camera_info,
     )
     for bag in convert(args.root, args.out, options):
         note = f"; {len(bag.without_camera)} without camera JSON (no CameraInfo)" if bag.without_camera else ""
@@ -132,6 +151,8 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- play
 def _add_play(p: argparse.ArgumentParser) -> None:
+    from pebal_ros.bag_play import DEFAULT_CLOCK_HZ
+
     p.description = (
         "Publish a bag's messages (raw CDR, header stamps unchanged) at the recorded pace. "
         "ROS arguments may follow --ros-args."
@@ -158,6 +179,15 @@ def _add_play(p: argparse.ArgumentParser) -> None:
         help="with --wait-for-subscribers: wait for N subscribers on TOPIC (repeatable; other topics: 1)",
     )
     p.add_argument("--delay", type=float, default=0.0, help="seconds to sleep before the first message")
+    p.add_argument(
+        "--clock",
+        type=_positive,
+        nargs="?",
+        const=DEFAULT_CLOCK_HZ,
+        metavar="HZ",
+        help="also publish /clock (rosgraph_msgs/Clock) from the bag's time, HZ times a second (default "
+        f"{DEFAULT_CLOCK_HZ:g}), for nodes run with use_sim_time:=true",
+    )
 
 
 def _subscriber_counts(items: list[str]) -> dict[str, int]:
@@ -186,8 +216,13 @@ def _run_play(args: argparse.Namespace) -> int:
         wait_for_subscribers=args.wait_for_subscribers,
         subscribers=_subscriber_counts(args.subscribers),
         delay=args.delay,
+        clock=args.clock,
     )
     from rclpy.signals import SignalHandlerOptions
+
+    from pebal_ros.dds_profile import apply_profile, profile_note
+
+    print(profile_note(apply_profile()), flush=True)  # before rclpy.init: read when the participant is created
 
     # Ctrl-C raises KeyboardInterrupt here; rclpy's signal handling (which would shut the context
     # down from another thread while this one closes the player) stays off.
@@ -207,6 +242,47 @@ def _run_play(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{t} {n}" for t, n in result.published.items())
     print(f"published {sum(result.published.values())} messages in {result.wall_s:.2f} s ({counts})")
     return 0
+
+
+# ----------------------------------------------------------------------------- info
+def _add_info(p: argparse.ArgumentParser) -> None:
+    p.description = "Show a bag's storage, files, size, time span, and per topic its type and message count."
+    p.add_argument("bag", type=Path, help="bag folder")
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from pebal_ros.bag_storage import bag_info
+
+    print(format_info(bag_info(args.bag)))
+    return 0
+
+
+def _time_text(ns: int) -> str:
+    from datetime import UTC, datetime
+
+    stamp = datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%b %d %Y %H:%M:%S")
+    return f"{stamp}.{ns % 1_000_000_000:09d} UTC ({ns // 1_000_000_000}.{ns % 1_000_000_000:09d})"
+
+
+def format_info(info: object) -> str:
+    """``ros2 bag info``-style text of a :class:`pebal_ros.bag_storage.BagInfo`."""
+    width = max((len(t.topic) for t in info.topics), default=0)
+    lines = [
+        f"Bag:               {info.path}",
+        f"Files:             {', '.join(f.name for f in info.files)}",
+        f"Bag size:          {info.size_bytes / 2**20:.1f} MiB",
+        f"Storage id:        {info.storage}",
+        f"Duration:          {info.duration_ns / 1e9:.9f} s",
+        f"Start:             {_time_text(info.start_ns)}",
+        f"End:               {_time_text(info.start_ns + info.duration_ns)}",
+        f"Messages:          {info.messages}",
+        "Topic information: " + ("(none)" if not info.topics else ""),
+    ]
+    for t in info.topics:
+        lines.append(f"    Topic: {t.topic:{width}s} | Type: {t.msgtype} | Count: {t.count}")
+    if info.custom_data:
+        lines.append(f"Custom data:       {', '.join(info.custom_data)}")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- record
@@ -238,6 +314,9 @@ def _run_record(args: argparse.Namespace) -> int:
     # Ctrl-C / SIGTERM only set `stop`; the bag is closed here, in this order: no callback runs
     # after the loop (this thread is the only one spinning), the node goes, the bag is written,
     # and only then is the context shut down (see pebal_ros.bag_record).
+    from pebal_ros.dds_profile import apply_profile
+
+    apply_profile()  # before rclpy.init: read when the participant is created
     with stop_on_signals() as stop:
         rclpy.init(args=args.ros_args, signal_handler_options=SignalHandlerOptions.NO)
         try:
@@ -356,8 +435,9 @@ def _run_score(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "convert": ("LostAndFound tree -> ROS 2 bag(s)", _add_convert, _run_convert),
-    "play": ("publish a bag with rclpy at the recorded pace", _add_play, _run_play),
+    "convert": ("image source or dataset tree -> ROS 2 bag(s)", _add_convert, _run_convert),
+    "info": ("storage, duration, topics, types and message counts of a bag", _add_info, _run_info),
+    "play": ("publish a bag with rclpy at the recorded pace (--clock: and /clock)", _add_play, _run_play),
     "record": ("write topics to a bag", _add_record, _run_record),
     "recover": ("turn a partial recording (killed recorder) into a bag", _add_recover, _run_recover),
     "score": ("AUROC / AP / FPR95 of a recorded anomaly_score bag", _add_score, _run_score),

@@ -37,7 +37,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -50,7 +49,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pebal_core.console import run_reporting_errors
+from pebal_core.console import plain_text, run_reporting_errors
 from pebal_core.fileio import atomic_write_text
 
 if TYPE_CHECKING:
@@ -667,10 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pebal_ros.bag import _size
     from pebal_ros.bag_storage import STORAGES
 
-    text = re.sub(r":\w+:`([^`]+)`", r"\1", __doc__.split(": ", 1)[1]).replace("``", "").replace("**", "")
     p = argparse.ArgumentParser(
         prog="pebal_demo",
-        description=text[0].upper() + text[1:],
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(

@@ -77,10 +77,10 @@ import rclpy.utilities
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -96,6 +96,7 @@ from pebal_core.model_store import resolve_model
 from pebal_core.runtime import Predictor
 from pebal_core.visualize import alarm_overlay
 from pebal_ros.conversions import ImageError, make_converter
+from pebal_ros.dds_profile import apply_profile, lost_frames_hint, profile_note
 from pebal_ros.node_diagnostics import (
     InputSilence,
     Stats,
@@ -116,6 +117,7 @@ from pebal_ros.node_parameters import (
 )
 from pebal_ros.obstacle_msgs import DETECTIONS_AVAILABLE, Detection2DArray, obstacle_detections, obstacle_markers
 from pebal_ros.occupancy import OccupancyMapper, intrinsics_from_camera_info, occupancy_grid_msg
+from pebal_ros.qos import OVERRIDES, alias_warnings, input_qos, output_qos
 
 NODE_NAME = "pebal_node"
 OUTPUT_TYPES = {
@@ -199,15 +201,6 @@ def stamp_latency_ms(now_ns: int, sec: int, nanosec: int) -> float:
     return (now_ns - (int(sec) * 1_000_000_000 + int(nanosec))) / 1e6
 
 
-def _qos(reliability: str) -> QoSProfile:
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=1,
-        reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
-        durability=DurabilityPolicy.VOLATILE,
-    )
-
-
 # ============================================================================ the node
 class PebalNode(Node):
     """The perception node (see the module docstring for topics and behaviour).
@@ -256,19 +249,29 @@ class PebalNode(Node):
             )
         self.add_post_set_parameters_callback(self._apply)
 
-        qos_in, qos_out = _qos(p["input_reliability"]), _qos(p["output_reliability"])
-        self._outputs = {name: self.create_publisher(OUTPUT_TYPES[name], name, qos_out) for name in OUTPUTS}
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._image_subs = [self.create_subscription(Image, "image", self._on_image, qos_in)]
-        if p["subscribe_compressed"]:
-            self._image_subs.append(
-                self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos_in)
+        for text in alias_warnings(p):
+            self.get_logger().warning(text)
+        qos_in, qos_out = p["input_reliability"], p["output_reliability"]  # qos_overrides.<topic>.* win
+
+        def subscribe(msg_type: type, topic: str, callback: object) -> object:
+            return self.create_subscription(
+                msg_type, topic, callback, input_qos(qos_in), qos_overriding_options=OVERRIDES
             )
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_in)
+
+        self._outputs = {
+            name: self.create_publisher(OUTPUT_TYPES[name], name, output_qos(qos_out), qos_overriding_options=OVERRIDES)
+            for name in OUTPUTS
+        }
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._image_subs = [subscribe(Image, "image", self._on_image)]
+        if p["subscribe_compressed"]:
+            self._image_subs.append(subscribe(CompressedImage, "image/compressed", self._on_image))
+        subscribe(CameraInfo, "camera_info", self._on_camera_info)
         self._diag_period = float(p["diagnostics_period"])
         self._last_report = (time.monotonic(), 0, 0)
         self._silence = InputSilence()
-        self.create_timer(self._diag_period, self._publish_diagnostics)
+        # a steady timer: diagnostics (and the watchdog in them) go on when /clock stops (use_sim_time)
+        self.create_timer(self._diag_period, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._worker = threading.Thread(target=self._work, name="pebal_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -301,6 +304,9 @@ class PebalNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply(self, params: list[Parameter]) -> None:
+        params = [param for param in params if not param.name.startswith("qos_overrides.")]  # read-only, at start
+        if not params:
+            return
         previous = self._settings
         self._settings = self._build_settings(self._values())
         if self._settings.alarms != previous.alarms:
@@ -358,11 +364,11 @@ class PebalNode(Node):
                     self._stats.problems_since_report += 1
                     self._stats.last_problem = f"{gap} frame(s) lost before reaching the node (publisher sequence gap)"
         if gap:
+            size = len(msg.data)
             self._warn(
                 "lost",
-                f"{gap} frame(s) lost before reaching the node (gap in the publisher's sequence numbers): the "
-                "transport dropped them (best_effort QoS and large images) or they were overwritten in the "
-                "depth-1 queue before the executor took them",
+                f"{gap} frame(s) lost before reaching the node (gap in the publisher's sequence numbers): "
+                + lost_frames_hint(size),
             )
 
     def _sequence_gap(self, info: MessageInfo) -> int | None:
@@ -652,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.parse_args(user_args)
     stop = StopRequest()
+    profile = apply_profile()  # before rclpy.init: Fast DDS reads it when the participant is created
     # rclpy's own handlers would raise KeyboardInterrupt wherever the main thread is, shutdown included
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     try:
@@ -664,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pebal_node: error: {e}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    node.get_logger().info(profile_note(profile))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

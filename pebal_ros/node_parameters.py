@@ -26,6 +26,7 @@ from pebal_core.model_store import is_model_name, model_names
 from pebal_core.models import list_models
 from pebal_ros.conversions import CONVERSION_METHODS, DEFAULT_MAX_PIXELS
 from pebal_ros.obstacle_msgs import DETECTIONS_AVAILABLE
+from pebal_ros.qos import INPUT_RELIABILITY, OUTPUT_RELIABILITY, RELIABILITY
 
 IMAGE_OUTPUTS = ("semantic", "semantic_color", "anomaly_score", "anomaly_mask", "anomaly_overlay")
 ALL_OUTPUTS = (*IMAGE_OUTPUTS, "anomaly_grid", "obstacles", "obstacle_detections")
@@ -33,7 +34,6 @@ ALL_OUTPUTS = (*IMAGE_OUTPUTS, "anomaly_grid", "obstacles", "obstacle_detections
 OUTPUTS = ALL_OUTPUTS if DETECTIONS_AVAILABLE else ALL_OUTPUTS[:-1]
 """Output topics of this install, in publishing order (``obstacle_detections`` needs vision_msgs)."""
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
-RELIABILITY = ("best_effort", "reliable")
 _DEVICE = re.compile(r"^(cpu|(cuda|tensorrt)(:\d+)?)$")
 MAX_NETWORK_PIXELS = 1024 * 2048
 """Default of ``max_network_pixels``: the Cityscapes frame size (1024 x 2048), the largest size the
@@ -125,8 +125,20 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         bounds=(1, 1 << 28),
     ),
     ParamSpec("subscribe_compressed", False, "also subscribe to image/compressed (JPEG/PNG)", True),
-    ParamSpec("input_reliability", "best_effort", "QoS reliability of the inputs (depth 1)", True, choices=RELIABILITY),
-    ParamSpec("output_reliability", "reliable", "QoS reliability of the outputs (depth 1)", True, choices=RELIABILITY),
+    ParamSpec(
+        "input_reliability",
+        INPUT_RELIABILITY,
+        "deprecated alias: default QoS reliability of all inputs; use qos_overrides.<topic>.subscription.reliability",
+        True,
+        choices=RELIABILITY,
+    ),
+    ParamSpec(
+        "output_reliability",
+        OUTPUT_RELIABILITY,
+        "deprecated alias: default QoS reliability of all outputs; use qos_overrides.<topic>.publisher.reliability",
+        True,
+        choices=RELIABILITY,
+    ),
     ParamSpec(
         "image_conversion", "auto", "auto = cv_bridge when importable, else numpy", True, choices=CONVERSION_METHODS
     ),

@@ -1,0 +1,75 @@
+"""QoS of the package's topics, overridable per topic with rclpy's standard ``qos_overrides`` parameters.
+
+Defaults (all keep-last, volatile):
+
+* camera inputs (the node's ``image``, ``image/compressed``, ``camera_info``): depth 1, best effort
+  (the sensor-data convention; a reliable camera matches too);
+* outputs (the node's results, ``pebal_camera``'s ``image_raw`` and ``camera_info``): depth 1,
+  reliable (every subscriber, best effort or reliable, matches).
+
+Every publisher and subscription is created with :data:`OVERRIDES` (rclpy's
+``QoSOverridingOptions`` for history, depth, reliability and durability), so the node declares one
+read-only parameter per topic, direction and policy, named after the *resolved* topic (after
+namespace and remaps)::
+
+    qos_overrides.<topic>.<publisher|subscription>.<history|depth|reliability|durability>
+
+set at start-up like any parameter, e.g. a reliable camera input and a transient-local overlay::
+
+    pebal_node --ros-args -p qos_overrides./camera/image_raw.subscription.reliability:=reliable \\
+        -p qos_overrides./anomaly_overlay.publisher.durability:=transient_local
+
+or in a parameter file (``/camera/image_raw`` nested as a key). ``ros2 param list`` shows them.
+The node's ``input_reliability`` / ``output_reliability`` parameters are deprecated aliases that set
+the default reliability of all inputs / outputs (:func:`input_qos`, :func:`output_qos`); a
+``qos_overrides`` parameter of a topic wins over them.
+"""
+
+from __future__ import annotations
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+
+RELIABILITY = ("best_effort", "reliable")
+"""Values of the reliability aliases (and of ``qos_overrides.*.reliability``)."""
+INPUT_RELIABILITY, OUTPUT_RELIABILITY = "best_effort", "reliable"
+"""Default reliability of inputs and outputs (the defaults of the node's two alias parameters)."""
+OVERRIDES = QoSOverridingOptions(
+    policy_kinds=(QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.RELIABILITY, QoSPolicyKind.DURABILITY)
+)
+"""Pass as ``qos_overriding_options`` to ``create_publisher`` / ``create_subscription``."""
+
+
+def _profile(reliability: str) -> QoSProfile:
+    """A fresh depth-1 keep-last volatile profile (rclpy writes overrides into the profile it is given)."""
+    if reliability not in RELIABILITY:
+        raise ValueError(f"reliability must be one of {', '.join(RELIABILITY)}, got {reliability!r}")
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+def input_qos(reliability: str = INPUT_RELIABILITY) -> QoSProfile:
+    """Default profile of one camera input subscription."""
+    return _profile(reliability)
+
+
+def output_qos(reliability: str = OUTPUT_RELIABILITY) -> QoSProfile:
+    """Default profile of one output publisher."""
+    return _profile(reliability)
+
+
+def alias_warnings(values: dict) -> list[str]:
+    """Deprecation warnings for the reliability aliases set away from their defaults (node parameter values)."""
+    return [
+        f"{name} is a deprecated alias; set qos_overrides.<topic>.{kind}.reliability per topic instead "
+        "(docs/node.md#qos)"
+        for name, kind, default in (
+            ("input_reliability", "subscription", INPUT_RELIABILITY),
+            ("output_reliability", "publisher", OUTPUT_RELIABILITY),
+        )
+        if values.get(name, default) != default
+    ]
