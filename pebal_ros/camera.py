@@ -50,7 +50,7 @@ from std_msgs.msg import Header
 
 from pebal_core.camera_calibration import CameraCalibration
 from pebal_core.console import plain_text
-from pebal_core.sources import SourceError, open_source
+from pebal_core.sources import ImageSource, SourceError, open_source
 from pebal_ros.bag_record import stop_on_signals
 from pebal_ros.conversions import ImageConverter
 from pebal_ros.dds_profile import apply_profile, profile_note
@@ -79,6 +79,7 @@ class CameraPublisher(Node):
     """
 
     def __init__(self, **node_kwargs: object) -> None:
+        self.source: ImageSource | None = None
         super().__init__(NODE_NAME, **node_kwargs)
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
@@ -152,7 +153,8 @@ class CameraPublisher(Node):
             self.get_logger().warning(text)
 
     def destroy_node(self) -> None:
-        self.source.close()
+        if self.source is not None:
+            self.source.close()
         super().destroy_node()
 
 

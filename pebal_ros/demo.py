@@ -7,15 +7,16 @@ picks sets); the model is the shipped default one unless ``--model`` names anoth
 
 1. **convert** the frames into one bag (``<out>/bags/input``; :mod:`pebal_ros.bag_convert`);
 2. start the perception node as its console script ``pebal_node`` (namespace ``/pebal``, reliable
-   input QoS, camera topics remapped to the bag's) and ``pebal_bag record`` of
+   input QoS, camera topics remapped to the bag's, ``use_sim_time``) and ``pebal_bag record`` of
    ``/pebal/anomaly_score``, ``/pebal/anomaly_overlay``, ``/pebal/semantic`` (the alarm region),
    the CameraInfo topic (latency reference) and ``/diagnostics`` (``<out>/bags/output``), and wait
    until the ROS graph shows the recorder subscribed to all of them and the node subscribed to the
    camera topics and publishing the recorded outputs (:class:`GraphWatch`);
-3. ``pebal_bag play`` the input bag into the node at the recorded pace times ``--rate``
+3. ``pebal_bag play --clock`` the input bag into the node at the recorded pace times ``--rate``
    (``auto``: slowed down, never sped up, so that the node can keep up with every frame on this
    machine — three timed inferences decide), once both the node and the recorder subscribe to the
-   CameraInfo topic (on a loaded machine discovery can take longer than any fixed delay);
+   CameraInfo topic and the node to ``/clock`` (on a loaded machine discovery can take longer than
+   any fixed delay); the node's clock is the bag's, so its latencies are in bag time;
 4. stop the recorder and the node, **score** the recording against the labels
    (:mod:`pebal_ros.bag_score`: PEBAL from the node, MaxLogit offline on the same frames with the
    same model; obstacle-level alarm counts at the threshold the node reported) and print the table;
@@ -65,7 +66,6 @@ GIF_WIDTH = 640
 """GIF frames wider than this are scaled down."""
 SHEET_WIDTH = 480
 """Width of each frame on a ``--sheet`` picture (pixels)."""
-PROFILE = "fastdds_large_images.xml"
 AUTO_MARGIN = 2.0
 """``--rate auto`` leaves the node this many times its measured inference time per frame."""
 
@@ -83,24 +83,15 @@ def _script(name: str, module: str) -> list[str]:
     return [found] if found else [sys.executable, "-m", module]
 
 
-def large_image_profile() -> Path | None:
-    """``config/fastdds_large_images.xml`` of a source checkout or a colcon install (None if neither)."""
-    parents = Path(__file__).resolve().parents
-    candidates = [parents[1] / "config" / PROFILE]  # source checkout / editable install
-    if len(parents) > 4:  # <prefix>/lib/pythonX.Y/site-packages/pebal_ros/demo.py
-        candidates.append(parents[4] / "share" / "pebal_ros" / "config" / PROFILE)
-    return next((c for c in candidates if c.is_file()), None)
-
-
 def ros_environment() -> dict[str, str]:
     """This process's environment with DDS kept on this machine, on a random domain, with the Fast DDS
-    large-image profile (README "Large images"), each unless the user set it already."""
+    large-image profile (:func:`pebal_ros.dds_profile.apply_profile`), each unless the user set it already."""
+    from pebal_ros.dds_profile import apply_profile
+
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
-    profile = large_image_profile()
-    if profile is not None and env.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") == "rmw_fastrtps_cpp":
-        env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
+    apply_profile(env)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -495,9 +486,11 @@ def start_node_and_recorder(
         "-r", f"image/compressed:={IMAGE_TOPIC}/compressed",
         "-r", f"camera_info:={INFO_TOPIC}",
         "-p", f"model:={run.model}",
-        "-p", "input_reliability:=reliable",
+        "-p", "use_sim_time:=true",  # the player's /clock: stamps and latencies in bag time
         "-p", f"subscribe_compressed:={'false' if args.image_format == 'raw' else 'true'}",
     ]  # fmt: skip
+    for topic in (IMAGE_TOPIC, f"{IMAGE_TOPIC}/compressed", INFO_TOPIC):  # reliable: the bag's frames all count
+        node_cmd += ["-p", f"qos_overrides.{topic}.subscription.reliability:=reliable"]
     if run.input_size:
         node_cmd += ["-p", f"input_height:={run.input_size[0]}", "-p", f"input_width:={run.input_size[1]}"]
     for param in args.node_param or ():
@@ -532,7 +525,7 @@ def play_input(
     recorder match its CameraInfo publisher), then stop the recorder and the node."""
     play_cmd = [
         *_script("pebal_bag", "pebal_ros.bag"), "play", str(run.input_bag), "--rate", f"{run.rate:.6g}",
-        "--max-gap", str(args.max_gap),
+        "--max-gap", str(args.max_gap), "--clock",
         "--wait-for-subscribers", "120", "--subscribers", f"{INFO_TOPIC}:2", "--delay", "1.0",
     ]  # fmt: skip
     with _timed(run, "play + record"):

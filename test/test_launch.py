@@ -33,6 +33,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import save_checkpoint
 from pebal_core.runtime import Predictor
+from pebal_ros.dds_profile import PROFILE_VARIABLE
 from pebal_ros.node import OUTPUTS, PARAMETERS
 
 LAUNCH_ARGUMENTS = {
@@ -45,6 +46,10 @@ LAUNCH_ARGUMENTS = {
     "log_level",
     "fastdds_profile",
     "use_rviz",
+    "source",
+    "publish_rate",
+    "loop",
+    "camera_info_url",
 }
 
 
@@ -98,6 +103,7 @@ def test_show_args_lists_every_argument_with_its_default(launch_setup):
     assert "camera_info" in shown["camera_info_topic"] and "image_topic" in shown["camera_info_topic"]
     assert "fastdds_large_images.xml" in shown["fastdds_profile"]
     assert "model" in shown["model"] and "params_file" in shown["model"]
+    assert shown["source"] == "''" and shown["publish_rate"] == "'10.0'"  # no camera unless a source is given
 
 
 @pytest.mark.colcon
@@ -160,7 +166,7 @@ def test_namespaced_launch_with_arguments_serves_outputs(launch_setup, ros_env, 
             assert model_value.string_value == str(model)
             assert sim_time.bool_value is True
         (node,) = [p for p in _processes_with(f"__ns:=/{ns}") if "pebal_node" in " ".join(p.cmdline())]
-        profile = node.environ().get("FASTRTPS_DEFAULT_PROFILES_FILE")
+        profile = node.environ().get(PROFILE_VARIABLE)  # FASTDDS_DEFAULT_PROFILES_FILE: no Fast DDS 2 distro here
         installed = ws / "install" / "pebal_ros" / "share" / "pebal_ros" / "config" / "fastdds_large_images.xml"
         assert profile == str(installed)
         proc.send_signal(signal.SIGINT)
@@ -171,6 +177,50 @@ def test_namespaced_launch_with_arguments_serves_outputs(launch_setup, ros_env, 
     assert "[DEBUG]" in log, "log_level:=debug reached the node"
     assert rc == 0, log
     assert not _processes_with(f"__ns:=/{ns}"), "the node outlived the launch"
+
+
+@pytest.mark.colcon
+@pytest.mark.ros
+def test_source_starts_a_camera_beside_the_node(launch_setup, ros_env, realdata, tmp_path):
+    """source:= starts pebal_camera in the node's namespace on image_topic / camera_info_topic: real
+    1280x720 frames reach the node, whose outputs carry the camera's frame_id, and its grid shows that
+    the camera's CameraInfo (the stated default intrinsics) arrived too."""
+    model = save_checkpoint(build_model("resnet18", width=0.25), tmp_path / "tiny.safetensors")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name in ("0.jpg", "1.jpg", "2.jpg"):
+        (frames / name).write_bytes((realdata / "Validation_Dataset" / "RoadAnomaly" / "images" / name).read_bytes())
+    ns = f"cam_{uuid.uuid4().hex[:8]}"
+    proc = _ros2_launch(
+        launch_setup,
+        f"namespace:={ns}",
+        "image_topic:=front/image_raw",
+        f"model:={model}",
+        f"source:={frames}",
+        "loop:=true",
+        "publish_rate:=2.0",
+        env=ros_env,
+        cwd=tmp_path,
+    )
+    try:
+        with RosSession() as session:
+            probe = Probe(session, prefix=f"/{ns}/", outputs=("anomaly_score", "anomaly_grid"))
+            wait_until(lambda: all(probe.received.values()) or proc.poll() is not None, 120.0, "outputs of a frame")
+            assert proc.poll() is None, proc.stdout.read()
+            score = as_array(probe.received["anomaly_score"][-1])
+            assert score.shape == (720, 1280)  # the real frames, at their own size
+            assert probe.received["anomaly_score"][-1].header.frame_id == "camera_optical_frame"
+            assert probe.received["anomaly_grid"][-1].info.width > 0  # CameraInfo came on front/camera_info
+        (camera,) = [p for p in _processes_with(f"__ns:=/{ns}") if "pebal_camera" in " ".join(p.cmdline())]
+        assert camera.is_running()
+        proc.send_signal(signal.SIGINT)
+        rc, log = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert rc == 0, log
+    assert f"on /{ns}/front/image_raw" in log, log  # the camera's own announcement of its topic
+    assert not _processes_with(f"__ns:=/{ns}"), "the camera or the node outlived the launch"
 
 
 @pytest.mark.colcon

@@ -303,7 +303,14 @@ def test_two_sigints_during_shutdown_exit_cleanly(ros_env, checkpoint, gap, fram
     script = os.path.join(os.path.dirname(sys.executable), "pebal_node")
     env = {**os.environ, **ros_env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [script, "--ros-args", "-p", f"model:={checkpoint}", "-p", "input_reliability:=reliable"],
+        [
+            script,
+            "--ros-args",
+            "-p",
+            f"model:={checkpoint}",
+            "-p",
+            "qos_overrides./image.subscription.reliability:=reliable",
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

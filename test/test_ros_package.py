@@ -111,7 +111,7 @@ def launch_file_depends() -> set[str]:
                 continue
             else:
                 continue
-            for top in {m.split(".")[0] for m in modules} - set(sys.stdlib_module_names):
+            for top in {m.split(".")[0] for m in modules} - set(sys.stdlib_module_names) - {"pebal_ros"}:
                 assert top in LAUNCH_IMPORT_KEYS, f"{path.name} imports {top}: add its rosdep key to LAUNCH_IMPORT_KEYS"
                 needed.add(LAUNCH_IMPORT_KEYS[top])
     return needed
