@@ -24,9 +24,9 @@ from laf_tree import T0_NS, make_tree
 from node_harness import RELIABLE, RosSession, byte_array, wait_until
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rosgraph_msgs.msg import Clock
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
 
 from pebal_ros.bag_convert import ConvertOptions, convert
