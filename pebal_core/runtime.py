@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from pebal_core.fileio import sha256_file
-from pebal_core.model_store import model_path
+from pebal_core.model_store import model_path, resolve_model
 from pebal_core.models.base import SegmentationModel
 from pebal_core.models.checkpoint import load_model
 from pebal_core.onnx_contract import OUTPUT_NAMES, parse_metadata
@@ -477,7 +477,9 @@ class Predictor:
         arch: str | None = None,
         **backend_options: object,
     ) -> Predictor:
-        """Load a model file with the named backend (``torch`` takes any checkpoint format).
+        """Load a model file, or a shipped model by name (``"default"``, ``"synthetic"``;
+        :func:`pebal_core.model_store.resolve_model`), with the named backend (``torch`` takes any
+        checkpoint format).
 
         ``arch`` names the network of a file without project metadata (``torch`` backend: a
         bare state_dict, e.g. ``arch="espnet_p2q8"`` for a real Cityscapes ESPNet); for a file
@@ -489,6 +491,7 @@ class Predictor:
         """
         if backend not in _BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(available_backends())}")
+        path = resolve_model(path)
         if arch is not None and backend == "torch":  # other backends' files always carry their architecture
             backend_options = {**backend_options, "arch": arch}
         engine = _BACKENDS[backend](path, device=device, smoothing=smoothing, input_size=input_size, **backend_options)

@@ -14,6 +14,9 @@ Subcommands (``pebal_bag COMMAND --help`` for all options):
     also ``/clock`` from the bag's time (for nodes with ``use_sim_time``).
 ``record -o OUT TOPIC...``
     Write what arrives on topics to a bag (:mod:`pebal_ros.bag_record`).
+``export BAG OUT --topic TOPIC``
+    The images of one topic as PNG files, e.g. the node's ``anomaly_overlay`` of a recording
+    (:mod:`pebal_ros.bag_export`).
 ``recover PARTIAL [-o OUT]``
     Turn the partial data a killed recorder left into a bag (:mod:`pebal_ros.bag_recover`).
 ``score OUTPUT_BAG --input CONVERTED``
@@ -285,6 +288,25 @@ def format_info(info: object) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- export
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Write the images (sensor_msgs/Image or CompressedImage) of one topic of a bag as PNG files named after "
+        "their header stamps (<sec>.<nanosec>.png), e.g. the node's overlays of a recording."
+    )
+    p.add_argument("bag", type=Path, help="bag folder")
+    p.add_argument("out", type=Path, help="folder for the PNG files (created)")
+    p.add_argument("--topic", default="/anomaly_overlay", help="image topic (default: /anomaly_overlay)")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from pebal_ros.bag_export import export_images
+
+    written = export_images(args.bag, args.topic, args.out, progress=sys.stderr.isatty())
+    print(f"wrote {len(written)} images of {args.topic} to {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- record
 def _add_record(p: argparse.ArgumentParser) -> None:
     from pebal_ros.bag_storage import STORAGES
@@ -295,7 +317,7 @@ def _add_record(p: argparse.ArgumentParser) -> None:
         "(type discovered from its publishers) or /name:pkg/msg/Type (subscribed at once, reliable)."
     )
     p.add_argument("topics", nargs="+", help="topics to record")
-    p.add_argument("-o", "--output", type=Path, required=True, help="bag folder to create")
+    p.add_argument("-o", "--out", type=Path, required=True, help="bag folder to create")
     p.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="bag storage (default: mcap)")
     p.add_argument("--duration", type=_positive, help="stop after this many seconds")
     p.add_argument("--idle-timeout", type=_positive, help="stop when nothing arrived for this long (after the first)")
@@ -320,7 +342,7 @@ def _run_record(args: argparse.Namespace) -> int:
     with stop_on_signals() as stop:
         rclpy.init(args=args.ros_args, signal_handler_options=SignalHandlerOptions.NO)
         try:
-            recorder = Recorder(args.output, options)
+            recorder = Recorder(args.out, options)
             executor = SingleThreadedExecutor()
             try:
                 executor.add_node(recorder.node)
@@ -329,7 +351,7 @@ def _run_record(args: argparse.Namespace) -> int:
                 while not stop.is_set() and not recorder.done():
                     executor.spin_once(timeout_sec=0.05)
                     if recorder.ready and not announced:
-                        print(f"recording {len(options.topics)} topics to {args.output}", flush=True)
+                        print(f"recording {len(options.topics)} topics to {args.out}", flush=True)
                         announced = True
                     for topic in recorder.matched_topics() - matched:
                         print(f"matched a publisher on {topic}", flush=True)
@@ -342,7 +364,7 @@ def _run_record(args: argparse.Namespace) -> int:
     if recorder.pending_topics:
         print(f"never saw a publisher of {', '.join(recorder.pending_topics)}", file=sys.stderr)
     counts = ", ".join(f"{t} {n}" for t, n in recorder.counts.items())
-    print(f"wrote {sum(recorder.counts.values())} messages to {args.output} ({counts})")
+    print(f"wrote {sum(recorder.counts.values())} messages to {args.out} ({counts})")
     return 0
 
 
@@ -357,7 +379,7 @@ def _add_recover(p: argparse.ArgumentParser) -> None:
     p.add_argument("partial", type=Path, help="the partial recording folder (or its .mcap/.db3 file)")
     p.add_argument(
         "-o",
-        "--output",
+        "--out",
         type=Path,
         help="bag folder to create (default: <name>_recovered beside the bag the recording was meant for)",
     )
@@ -367,7 +389,7 @@ def _run_recover(args: argparse.Namespace) -> int:
     from pebal_ros.bag_recover import recover
     from pebal_ros.bag_storage import recovered_path
 
-    out = args.output or recovered_path(args.partial)
+    out = args.out or recovered_path(args.partial)
     result = recover(args.partial, out, progress=sys.stderr.isatty())
     for what in result.lost:
         print(f"not recovered: {what}", file=sys.stderr)
@@ -427,7 +449,7 @@ def _run_score(args: argparse.Namespace) -> int:
         non_hazards=args.non_hazards,
         exact=not args.streaming,
     )
-    report = score_bag(args.output_bag, inputs, options)
+    report = score_bag(args.out_bag, inputs, options)
     print(format_table(report, per_sequence=args.per_sequence))
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2, allow_nan=True) + "\n")
@@ -439,6 +461,7 @@ COMMANDS = {
     "info": ("storage, duration, topics, types and message counts of a bag", _add_info, _run_info),
     "play": ("publish a bag with rclpy at the recorded pace (--clock: and /clock)", _add_play, _run_play),
     "record": ("write topics to a bag", _add_record, _run_record),
+    "export": ("the images of a topic as PNG files", _add_export, _run_export),
     "recover": ("turn a partial recording (killed recorder) into a bag", _add_recover, _run_recover),
     "score": ("AUROC / AP / FPR95 of a recorded anomaly_score bag", _add_score, _run_score),
 }

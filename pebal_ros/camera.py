@@ -25,10 +25,13 @@ Parameters: ``source``; ``publish_rate`` (frames per second, default 10; 0 = the
 device's own rate, 10 for image files), paced by a steady timer whatever clock stamps the frames;
 ``loop`` (start again at the end; a single image file is always repeated, as ``image_publisher``
 does); ``camera_info_url`` (``file://`` URL or path; empty = the stated default); ``frame_id``
-(``camera_optical_frame``). At the end of a source (no ``loop``) the node logs what it published
-and exits with status 0; an unreadable source or calibration file is one ``pebal_camera: error:``
-line and status 2. The console script applies the large-image Fast DDS profile
-(:mod:`pebal_ros.dds_profile`) before it starts ROS: a 1280x720 frame needs it to arrive.
+(``camera_optical_frame``); ``wait_for_subscriber`` (default true: the first frame goes out once
+``camera/image_raw`` has a subscriber, so that a node still starting up misses none of a file
+source's frames; false = publish from the start, as a live camera does). At the end of a source
+(no ``loop``) the node logs what it published and exits with status 0; an unreadable source or
+calibration file is one ``pebal_camera: error:`` line and status 2. The console script applies the
+large-image Fast DDS profile (:mod:`pebal_ros.dds_profile`) before it starts ROS: a 1280x720 frame
+needs it to arrive.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ PARAMETERS = {
     "loop": (False, "start again at the end of a folder, glob or video (a single image always repeats)"),
     "camera_info_url": ("", "ROS camera calibration YAML (file:// URL or path); empty = the stated default"),
     "frame_id": ("camera_optical_frame", "header frame_id of image and camera_info"),
+    "wait_for_subscriber": (True, "publish the first frame only once image_raw has a subscriber"),
 }
 """Parameter name -> (default, description)."""
 
@@ -97,6 +101,7 @@ class CameraPublisher(Node):
         self.rate = rate or self.source.fps or FILES_RATE_HZ
         self.published = 0
         self.finished = False
+        self.waiting = bool(p["wait_for_subscriber"])
         self._frames = iter(self.source)
         self._converter = ImageConverter()
         self._warned: set[str] = set()
@@ -115,6 +120,11 @@ class CameraPublisher(Node):
     def _tick(self) -> None:
         if self.finished:
             return
+        if self.waiting:
+            if not self._image_pub.get_subscription_count():
+                self._warn_once("subscriber", f"waiting for a subscriber on {self._image_pub.topic_name}")
+                return
+            self.waiting = False
         now = self.get_clock().now()
         if now.nanoseconds == 0:  # use_sim_time and no /clock yet: a zero stamp would mean nothing
             self._warn_once("clock", "use_sim_time is set and no /clock message has arrived: waiting for it")

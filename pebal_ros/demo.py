@@ -164,29 +164,19 @@ def write_overlays(output_bag: Path, index: dict, out: Path, fps: float) -> tupl
     """PNG per overlay frame (named after the frame) and an animated GIF; returns (count, gif path)."""
     from PIL import Image as PILImage
 
-    from pebal_core.images import write_rgb
-    from pebal_ros.bag_storage import BagReader, stamp_ns
-    from pebal_ros.conversions import ImageConverter
+    from pebal_ros.bag_export import export_images
+    from pebal_ros.bag_storage import BagReader
 
-    folder = out / "overlays"
-    folder.mkdir(parents=True, exist_ok=True)
-    names = {ns: name for ns, _, name in index["frames"]}
-    converter = ImageConverter()
-    frames = []
     topic = f"{NAMESPACE}/anomaly_overlay"
     with BagReader(output_bag) as reader:
         if topic not in reader.topics():
             return 0, None
-        for i, (conn, _, data) in enumerate(reader.messages([topic])):
-            msg = reader.deserialize(data, conn, i)
-            ns = stamp_ns(msg.header.stamp)
-            rgb = converter.to_rgb(msg)
-            write_rgb(folder / f"{names.get(ns, str(ns))}.png", rgb)
-            frames.append((ns, rgb))
+    names = {ns: name for ns, _, name in index["frames"]}
+    frames = export_images(output_bag, topic, out / "overlays", names)
     if not frames:
         return 0, None
     frames.sort(key=lambda f: f[0])
-    pictures = [_scaled(PILImage.fromarray(rgb)) for _, rgb in frames]
+    pictures = [_scaled(PILImage.fromarray(rgb)) for _, _, rgb in frames]
     gif = out / "anomaly_overlay.gif"
     tmp = out / ".anomaly_overlay.gif.partial"
     pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=round(1000 / fps), loop=0)

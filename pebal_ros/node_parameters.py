@@ -22,7 +22,7 @@ from pebal_core.alarms.pipeline import AlarmConfig
 from pebal_core.alarms.region import REGIONS
 from pebal_core.calibration import DEFAULT_PROBABILITY_SCALE, resolve_threshold
 from pebal_core.ground import CameraMount, GroundGrid
-from pebal_core.model_store import is_model_name, model_names
+from pebal_core.model_store import UnknownModelError, is_model_name, model_names, resolve_model
 from pebal_core.models import list_models
 from pebal_ros.conversions import CONVERSION_METHODS, DEFAULT_MAX_PIXELS
 from pebal_ros.obstacle_msgs import DETECTIONS_AVAILABLE
@@ -260,6 +260,11 @@ def check_value(name: str, value: object) -> str | None:
         return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if name == "device" and not _DEVICE.match(str(value)):
         return f"device must be cpu, cuda, cuda:N (or tensorrt[:N] for onnxruntime), got {value!r}"
+    if name == "model" and value and not is_model_name(value):
+        try:
+            resolve_model(str(value))
+        except UnknownModelError as e:
+            return str(e)
     if name == "model" and value and not is_model_name(value) and not Path(str(value)).expanduser().exists():
         return (
             f"model file {value} does not exist (leave model empty for the shipped default model, or name a shipped "

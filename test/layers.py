@@ -73,6 +73,11 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 
 
+LAZY_EXPORTS = {"pebal_core": {"pebal_core.runtime"}}
+"""Imports allowed upwards because they are a package's lazy attributes (module ``__getattr__``, run on
+first use, never at import): ``from pebal_core import Predictor``. They are not edges of the layer graph."""
+
+
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -113,9 +118,9 @@ def imports(path: Path, known: set[str]) -> set[str]:
 
 
 def graph() -> dict[str, set[str]]:
-    """Module -> the project modules it imports."""
+    """Module -> the project modules it imports (lazy exports, :data:`LAZY_EXPORTS`, left out)."""
     mods = modules()
-    return {name: imports(path, set(mods)) for name, path in mods.items()}
+    return {name: imports(path, set(mods)) - LAZY_EXPORTS.get(name, set()) for name, path in mods.items()}
 
 
 def upward_edges() -> list[str]:

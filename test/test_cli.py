@@ -51,9 +51,54 @@ def test_checkpoint_info_and_convert(tmp_path, model_file):
 
 
 def test_user_errors_are_one_line_exit_2(tmp_path):
+    write_rgb(tmp_path / "x.png", np.zeros((8, 8, 3), np.uint8))
     out = run("predict", str(tmp_path / "x.png"), "--model", str(tmp_path / "missing.pt"), check=False)
     assert out.returncode == 2
     assert out.stderr.startswith("pebal: error: checkpoint file not found") and "Traceback" not in out.stderr
+    out = run("predict", str(tmp_path / "y.png"), str(tmp_path / "x.png"), check=False)  # before the model loads
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("pebal: error: no image, folder, video or camera device") and "y.png" in out.stderr
+
+
+def test_predict_folders_sharing_file_names_and_a_video(tmp_path, model_file):
+    """A smaller copy and the full-size frame under one file name in two folders, plus a video: every
+    frame gets its own outputs (none replaced), each equal to the predictor on that frame; the folder
+    and the video get overlay videos of all their frames."""
+    import cv2
+
+    from pebal_core.runtime import Predictor
+
+    rng = np.random.default_rng(5)
+    full = rng.integers(0, 256, (96, 160, 3), dtype=np.uint8)
+    small = cv2.resize(full, (80, 48), interpolation=cv2.INTER_AREA)  # a smaller copy of the same frame
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_rgb(tmp_path / "a" / "frame.png", full)
+    write_rgb(tmp_path / "b" / "frame.png", small)
+    write_rgb(tmp_path / "a" / "other.png", full[::-1].copy())
+    clips = [rng.integers(0, 256, (40, 56, 3), dtype=np.uint8) for _ in range(3)]
+    writer = cv2.VideoWriter(str(tmp_path / "drive.avi"), cv2.VideoWriter_fourcc(*"FFV1"), 5, (56, 40))
+    for rgb in clips:
+        writer.write(rgb[..., ::-1].copy())
+    writer.release()
+    out = tmp_path / "out"
+    res = run("predict", str(tmp_path / "a"), str(tmp_path / "b" / "frame.png"), str(tmp_path / "drive.avi"),
+              "--model", str(model_file), "--out", str(out))  # fmt: skip
+    assert "note:" in res.stdout + res.stderr and "frame_2" in res.stdout + res.stderr
+    predictor = Predictor.from_checkpoint(model_file)
+    expected = {"frame": full, "other": full[::-1], "frame_2": small}
+    expected.update({f"drive_{i:06d}": rgb for i, rgb in enumerate(clips)})
+    for name, rgb in expected.items():
+        labels, score = predictor.predict(np.ascontiguousarray(rgb))
+        np.testing.assert_allclose(np.load(out / f"{name}_score.npy"), score, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(read_label(out / f"{name}_labels.png"), labels)
+        assert read_rgb(out / f"{name}_overlay.png").shape == rgb.shape
+    for label, frames, size in (("a", 2, (160, 96)), ("drive", 3, (56, 40))):
+        video = cv2.VideoCapture(str(out / f"{label}_overlay.mp4"))
+        assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
+        assert (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))) == size
+    assert video.get(cv2.CAP_PROP_FPS) == 5  # the video's own rate
+    assert not (out / "frame_overlay.mp4").exists()  # a single image gets no video
 
 
 def test_threshold_writes_operating_points_into_a_copy(tmp_path, model_file):

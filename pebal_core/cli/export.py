@@ -6,18 +6,14 @@ import argparse
 from pathlib import Path
 
 
-def add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export",
-        help="export to ONNX, build TensorRT engines",
-        description=(
-            "Deployment artefacts. `export onnx` writes the network with input normalisation and the "
-            "energy-score head fused in (input 'image': uint8 RGB 1x3xHxW; outputs 'labels' uint8 1xHxW "
-            "trainIds, 'score' float32 1xHxW anomaly score, optional 'logits'), checked with onnx.checker, "
-            "with the model's metadata in metadata_props. `export tensorrt` builds a TensorRT plan from such "
-            "a file on this machine's GPU and writes a JSON sidecar (TensorRT version, GPU, precision, "
-            "input profile, ONNX sha256) used to refuse or rebuild the plan elsewhere."
-        ),
+def add_export(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Deployment artefacts. `export onnx` writes the network with input normalisation and the "
+        "energy-score head fused in (input 'image': uint8 RGB 1x3xHxW; outputs 'labels' uint8 1xHxW "
+        "trainIds, 'score' float32 1xHxW anomaly score, optional 'logits'), checked with onnx.checker, "
+        "with the model's metadata in metadata_props. `export tensorrt` builds a TensorRT plan from such "
+        "a file on this machine's GPU and writes a JSON sidecar (TensorRT version, GPU, precision, "
+        "input profile, ONNX sha256) used to refuse or rebuild the plan elsewhere."
     )
     esub = p.add_subparsers(dest="export_cmd", required=True)
     o = esub.add_parser(
@@ -124,5 +120,5 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"export": (add_export, run_export)}
-"""Sub-command name -> (declare its arguments on the sub-parsers, run it)."""
+COMMANDS = {"export": ("export to ONNX, build TensorRT engines", add_export, run_export)}
+"""Sub-command name -> (one-line help, declare its arguments on its parser, run it)."""

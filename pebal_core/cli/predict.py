@@ -1,23 +1,30 @@
-"""``pebal predict``: run a model on images and write labels, scores and overlays."""
+"""``pebal predict``: run a model on image sources and write labels, scores and overlays per frame."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+OUTPUTS_HELP = (
+    "<name>_labels.png (trainIds 0..18), <name>_color.png (Cityscapes palette), <name>_score.npy (float32 PEBAL "
+    "score, higher = more anomalous), <name>_score.png (heat map) and <name>_overlay.png (anomalous pixels tinted "
+    "red where the score exceeds --threshold, or the model's stored threshold)"
+)
+VIDEO_KINDS = ("video", "folder", "glob")
+"""Sources whose overlays also go into one video."""
 
-def add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "predict",
-        help="labels and anomaly score for image files",
-        description=(
-            "Run a model on image files and write, per image: <stem>_labels.png (trainIds 0..18), "
-            "<stem>_color.png (Cityscapes palette), <stem>_score.npy (float32 PEBAL score, higher = more "
-            "anomalous), <stem>_score.png (heat map) and <stem>_overlay.png (anomalous pixels tinted red "
-            "where the score exceeds --threshold, or the model's stored threshold)."
-        ),
+
+def add_predict(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Run a model on image sources and write, per frame: " + OUTPUTS_HELP + ". A SOURCE is an image "
+        "file, a folder of images (natural order), a glob ('frames/**/*.png', quoted) or a video file; a frame's "
+        "<name> is its file's path below the folder or the glob's fixed part without the suffix, or "
+        "<video>_<index:06d>. Two frames with one name (e.g. a.png given from two folders) get <name>_2, ... "
+        "so that no frame's outputs replace another's. A video, folder or glob also gets <label>_overlay.mp4, "
+        "every overlay in order (at the video's frame rate, else --fps)."
     )
-    p.add_argument("images", nargs="+", type=Path, help="input image files (png, jpg, webp)")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="image or video file, folder of images, or glob")
     p.add_argument(
         "--model",
         default="default",
@@ -49,18 +56,75 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="run the network at this size")
     p.add_argument("--threshold", type=float, help="energy threshold for the overlay (default: the model's)")
     p.add_argument("--no-smoothing", action="store_true", help="skip the 7x7 Gaussian smoothing of the score")
+    p.add_argument("--fps", type=float, default=10.0, help="frame rate of a folder's or glob's overlay video (10)")
+    p.add_argument("--no-video", action="store_true", help="no overlay videos")
     p.add_argument("--out", type=Path, default=Path("predictions"), help="output directory (default ./predictions)")
+
+
+class OutputNames:
+    """Unique output names: a frame's own name, or ``<name>_2``, ``<name>_3``, ... when an earlier frame
+    of this run had it (so that no frame's outputs replace another's)."""
+
+    def __init__(self) -> None:
+        self.used: dict[str, str] = {}
+        """Name -> what it was given to (for the note printed on a clash)."""
+
+    def claim(self, name: str, what: str) -> tuple[str, str | None]:
+        """``(unique name, a note when it differs from name)``."""
+        unique, k = name, 1
+        while unique in self.used:
+            k += 1
+            unique = f"{name}_{k}"
+        self.used[unique] = what
+        note = None if unique == name else f"{what} is written as {unique}_*: {self.used[name]} has the name {name}"
+        return unique, note
+
+
+class OverlayVideo:
+    """An MP4 (``mp4v``) of overlays written to ``<path>.partial.mp4`` and moved to ``path`` when closed;
+    frames are scaled to the first frame's size."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = path, fps
+        self.partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+        self.writer = None
+        self.size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def add(self, rgb) -> None:
+        import cv2
+
+        h, w = rgb.shape[:2]
+        if self.writer is None:
+            self.size = (w, h)
+            self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+            if not self.writer.isOpened():
+                raise OSError(f"OpenCV cannot write the video {self.partial} (mp4v); pass --no-video")
+        if (w, h) != self.size:
+            rgb = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> Path | None:
+        if self.writer is None:
+            return None
+        self.writer.release()
+        os.replace(self.partial, self.path)
+        return self.path
 
 
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
+    from tqdm import tqdm
 
-    from pebal_core.images import read_rgb, write_label, write_rgb
+    from pebal_core.images import write_label, write_rgb
     from pebal_core.labels import colorize
     from pebal_core.model_store import resolve_model
     from pebal_core.runtime import Predictor
+    from pebal_core.sources import open_source
     from pebal_core.visualize import heatmap, overlay
 
+    sources = [open_source(spec) for spec in args.sources]  # every source checked before the model loads
     options = {"engine_auto_build": True} if args.engine_auto_build else {}
     predictor = Predictor.from_checkpoint(
         resolve_model(args.model),
@@ -73,21 +137,48 @@ def run_predict(args: argparse.Namespace) -> int:
     )
     threshold = args.threshold if args.threshold is not None else predictor.score_threshold
     args.out.mkdir(parents=True, exist_ok=True)
-    for image_path in args.images:
-        rgb = read_rgb(image_path)
-        labels, score = predictor.predict(rgb)
-        stem = args.out / image_path.stem
-        write_label(f"{stem}_labels.png", labels)
-        write_rgb(f"{stem}_color.png", colorize(labels))
-        np.save(f"{stem}_score.npy", score)
-        write_rgb(f"{stem}_score.png", heatmap(score))
-        if threshold is not None:
-            write_rgb(f"{stem}_overlay.png", overlay(rgb, score >= threshold))
-        print(f"{image_path}: score range [{score.min():.3f}, {score.max():.3f}] -> {stem}_*")
+    names, videos = OutputNames(), OutputNames()
+    lengths = [s.length for s in sources]
+    total = sum(lengths) if None not in lengths else None
+    written = []
+    with tqdm(total=total, unit="frame", desc="predict") as bar:
+        for source in sources:
+            video = None
+            if threshold is not None and not args.no_video and source.kind in VIDEO_KINDS:
+                label, note = videos.claim(source.label, source.spec)
+                video = OverlayVideo(args.out / f"{label}_overlay.mp4", source.fps or args.fps)
+                if note:
+                    bar.write(f"note: {note}")
+            try:
+                for frame in source:
+                    what = str(frame.path) if frame.path is not None else f"{source.spec} frame {frame.index}"
+                    name, note = names.claim(frame.name, what)
+                    if note:
+                        bar.write(f"note: {note}")
+                    labels, score = predictor.predict(frame.rgb)
+                    stem = args.out / name
+                    stem.parent.mkdir(parents=True, exist_ok=True)
+                    write_label(f"{stem}_labels.png", labels)
+                    write_rgb(f"{stem}_color.png", colorize(labels))
+                    np.save(f"{stem}_score.npy", score)
+                    write_rgb(f"{stem}_score.png", heatmap(score))
+                    if threshold is not None:
+                        pic = overlay(frame.rgb, score >= threshold)
+                        write_rgb(f"{stem}_overlay.png", pic)
+                        if video is not None:
+                            video.add(pic)
+                    written.append(name)
+                    bar.update(1)
+            finally:
+                source.close()
+                path = video.close() if video is not None else None
+            if path is not None:
+                bar.write(f"{source.spec}: {video.frames} overlays -> {path}")
+    print(f"{len(written)} frames -> {args.out}/<name>_{{labels,color,score,overlay}}.*")
     if threshold is None:
         print("no threshold given and none stored in the model: overlays skipped (use --threshold)")
     return 0
 
 
-COMMANDS = {"predict": (add_predict, run_predict)}
-"""Sub-command name -> (declare its arguments on the sub-parsers, run it)."""
+COMMANDS = {"predict": ("labels and anomaly score for images, folders, globs and videos", add_predict, run_predict)}
+"""Sub-command name -> (one-line help, declare its arguments on its parser, run it)."""
