@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import rclpy
-from builtin_interfaces.msg import Time
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosReliability
@@ -185,8 +184,9 @@ class Player:
         self.node.destroy_node()
 
     def _publish_clock(self, bag_ns: int) -> None:
-        sec, nanosec = divmod(int(bag_ns), 1_000_000_000)
-        self.clock_publisher.publish(Clock(clock=Time(sec=sec, nanosec=nanosec)))
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = divmod(int(bag_ns), 1_000_000_000)
+        self.clock_publisher.publish(msg)
         self._next_tick = time.monotonic() + self._clock_period
 
     def _sleep(self, seconds: float, bag_ns: int = 0, bag_limit_ns: int = 0) -> bool:

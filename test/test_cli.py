@@ -20,8 +20,23 @@ def run(*args, check=True):
 
 def test_help_lists_subcommands():
     text = run("--help").stdout
-    for cmd in ("predict", "models", "checkpoint"):
+    for cmd in ("predict", "models", "checkpoint", "export", "eval", "threshold", "train", "synth"):
         assert cmd in text
+    assert "--fps" in run("predict", "--help").stdout and "--protocol" in run("eval", "--help").stdout
+
+
+def test_help_and_parsing_do_not_load_torch():
+    """`pebal --help` lists every sub-command without declaring their arguments (eval's and threshold's
+    choices come from modules that load torch), so it answers without loading torch; a command's own
+    --help loads what that command declares."""
+    code = (
+        "import sys\nfrom pebal_core.cli import main\n"
+        "for argv in (['--help'], ['predict', '--help'], ['export', 'onnx', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print('torch loaded:', 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "torch loaded: False" in out.stdout, out.stdout + out.stderr
 
 
 @pytest.fixture(scope="module")

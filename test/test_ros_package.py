@@ -42,6 +42,7 @@ ROSDEP_KEYS = {
     "std_msgs": "std_msgs",
     "diagnostic_msgs": "diagnostic_msgs",
     "visualization_msgs": "visualization_msgs",
+    "rosgraph_msgs": "rosgraph_msgs",
     "vision_msgs": "vision_msgs",
     "cv_bridge": "cv_bridge",
     "numpy": "python3-numpy",
