@@ -1,6 +1,6 @@
 """End-to-end latency of ``pebal_node`` against the bare ``Predictor.predict`` for the same frames.
 
-Target (issue 5): end-to-end / predict <= 1.15 at 256x512 and 512x1024.
+Target: end-to-end / predict <= 1.15 at 256x512 and 512x1024.
 
 The node runs as the real console script in its own process (``pebal_node --ros-args ...``, all
 six outputs enabled and subscribed, CameraInfo given so the occupancy grid is computed too). This

@@ -18,7 +18,7 @@ A policy is a string:
     and no pixel on a ground-truth anomaly (void pixels are not alarms).
 
 :data:`DEFAULT_POLICY` is ``fa:0.1``: at most one false obstacle in ten frames, one a second at
-10 Hz, the issue's target for what a driver accepts. It is set in the unit a driver experiences
+10 Hz, the project's target for what a driver accepts. It is set in the unit a driver experiences
 (obstacles, not pixels) and holds whatever the image size or the share of road in the image,
 which a pixel budget does not. On the shipped synthetic model it transfers: chosen on the 30
 single images of the validation world, it gives 0.100 false-alarm obstacles per frame on the
