@@ -71,6 +71,7 @@ from pebal_core.model_store import resolve_model  # noqa: E402
 from pebal_core.models import build_model  # noqa: E402
 from pebal_core.models.checkpoint import save_checkpoint  # noqa: E402
 from pebal_core.runtime import Predictor  # noqa: E402
+from pebal_ros.dds_profile import PROFILE_VARIABLE  # noqa: E402
 
 
 def loopback_profile(src: Path, dst: Path) -> Path:
@@ -83,6 +84,16 @@ def loopback_profile(src: Path, dst: Path) -> Path:
             allowed = ET.SubElement(descriptor, f"{{{ns}}}interfaceWhiteList")
             ET.SubElement(allowed, f"{{{ns}}}address").text = "127.0.0.1"
     tree.write(dst, xml_declaration=True, encoding="UTF-8")
+    return dst
+
+
+def stock_profile(dst: Path) -> Path:
+    """A Fast DDS profile file that keeps the stock transports (what a process without the large-image
+    profile runs with); naming it keeps ``pebal_node`` from applying the large-image profile itself."""
+    dst.write_text(
+        '<?xml version="1.0" encoding="UTF-8" ?>\n<dds xmlns="http://www.eprosima.com"><profiles>'
+        '<participant profile_name="stock" is_default_profile="true"><rtps/></participant></profiles></dds>\n'
+    )
     return dst
 
 
@@ -223,10 +234,11 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
     if args.stock_dds:
+        os.environ[PROFILE_VARIABLE] = str(stock_profile(tmp / "stock.xml"))
         print("Fast DDS with its stock transports")
     else:
         profile = loopback_profile(PROFILE, tmp / PROFILE.name)
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+        os.environ[PROFILE_VARIABLE] = str(profile)
         print(f"Fast DDS profile {PROFILE.relative_to(ROOT)} (UDP limited to loopback here), for both processes")
     if args.model:
         model = resolve_model(args.model)
@@ -253,7 +265,7 @@ def main() -> int:
             # the whole frame vanishing (best effort, the default for cameras, would make a lost frame
             # look like an unanswered one here)
             cmd = [script, "--ros-args", "-p", f"model:={run}", "-p", f"backend:={args.backend}"]
-            cmd += ["-p", "diagnostics_period:=0.5", "-p", "input_reliability:=reliable"]
+            cmd += ["-p", "diagnostics_period:=0.5", "-p", "qos_overrides./image.subscription.reliability:=reliable"]
             rows.append((f"{h}x{w}", *measure(probe, predictor, cmd, log, h, w, args.frames)))
     finally:
         if args.node_log:
