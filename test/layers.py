@@ -22,14 +22,15 @@ BEGIN, END = "<!-- layers:begin -->", "<!-- layers:end -->"
 LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "foundation",
-        "label conventions, file and image I/O, normalisation, resize protocols, the ONNX file contract, "
-        "geometry, calibration",
+        "label conventions, file and image I/O, image sources, normalisation, resize protocols, the ONNX file "
+        "contract, geometry, camera intrinsics, calibration",
         (
             "pebal_core",
             "pebal_core.version",
             "pebal_core.console",
             "pebal_core.fileio",
             "pebal_core.images",
+            "pebal_core.sources",
             "pebal_core.labels",
             "pebal_core.preprocessing",
             "pebal_core.protocols",
@@ -37,6 +38,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "pebal_core.percentiles",
             "pebal_core.calibration",
             "pebal_core.ground",
+            "pebal_core.camera_calibration",
             "pebal_core.assets",
         ),
     ),
@@ -69,7 +71,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("pebal_core.config", "pebal_core.losses", "pebal_core.train"),
     ),
     ("cli", "the `pebal` command", ("pebal_core.cli",)),
-    ("ros", "the ROS 2 node, bag tools and demo", ("pebal_ros",)),
+    ("ros", "the ROS 2 node, camera, bag tools and demo", ("pebal_ros",)),
 )
 
 
