@@ -153,6 +153,7 @@ class ImageSource:
                     "capture device; list the devices with `v4l2-ctl --list-devices` (or `ls /dev/video*`) and "
                     "check that your user may read them (group video)"
                 )
+            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not one queued in the driver's buffers
         else:
             capture = cv2.VideoCapture(target)
             if not capture.isOpened():
