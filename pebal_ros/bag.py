@@ -449,7 +449,7 @@ def _run_score(args: argparse.Namespace) -> int:
         non_hazards=args.non_hazards,
         exact=not args.streaming,
     )
-    report = score_bag(args.out_bag, inputs, options)
+    report = score_bag(args.output_bag, inputs, options)
     print(format_table(report, per_sequence=args.per_sequence))
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2, allow_nan=True) + "\n")
