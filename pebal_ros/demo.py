@@ -483,7 +483,10 @@ def start_node_and_recorder(
         node_cmd += ["-p", f"qos_overrides.{topic}.subscription.reliability:=reliable"]
     if run.input_size:
         node_cmd += ["-p", f"input_height:={run.input_size[0]}", "-p", f"input_width:={run.input_size[1]}"]
-    for param in args.node_param or ():
+    # the longest wall-clock pause of the slowed-down playback (between sequences) is no silent camera
+    silence = min(3600.0, max(5.0, 2 * args.max_gap / run.rate))
+    node_cmd += ["-p", f"input_timeout:={silence:.1f}"]
+    for param in args.node_param or ():  # after the demo's own: a --node-param wins
         node_cmd += ["-p", param]
     outputs = [f"{NAMESPACE}/{name}" for name in RECORDED]
     record_cmd = [
