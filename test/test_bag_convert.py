@@ -316,3 +316,20 @@ def test_info_shows_what_the_bag_holds(tree, tmp_path):
         assert any(f"Topic: {topic}" in line and f"Type: {msgtype} | Count: {count}" in line for line in lines)
     missing = subprocess.run([script, "info", str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "is not a folder" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_export_writes_each_image_as_a_png_named_by_its_stamp(tree, tmp_path):
+    root, names = tree
+    (r,) = convert(root, tmp_path / "bag", ConvertOptions(per_sequence=False), progress=False)
+    from pebal_ros.bag_export import export_images
+
+    written = export_images(r.path, "/camera/image_raw", tmp_path / "png")
+    assert [ns for ns, _, _ in written] == [ts for ts, _ in _read_all(r.path)["/camera/image_raw"]]
+    for (ns, path, rgb), name in zip(written, names, strict=True):
+        assert path.name == f"{ns // 10**9}.{ns % 10**9:09d}.png"
+        np.testing.assert_array_equal(cv2.imread(str(path))[..., ::-1], _png_rgb(root, name))
+        np.testing.assert_array_equal(rgb, _png_rgb(root, name))
+    with pytest.raises(BagError, match="holds sensor_msgs/msg/CameraInfo, not images"):
+        export_images(r.path, "/camera/camera_info", tmp_path / "x")
+    with pytest.raises(BagError, match="no topic /nope"):
+        export_images(r.path, "/nope", tmp_path / "x")
