@@ -16,7 +16,7 @@ Topics (relative, so ``-r`` remaps and ``__ns`` apply):
   else the stated default for the frame's size (``fx = fy`` = image width, principal point at the
   centre; logged once).
 
-Both are published reliable, keep-last 1, volatile (``qos_overrides./camera/image_raw.publisher.*``
+Both are published reliable, keep-last 5, volatile (``qos_overrides./camera/image_raw.publisher.*``
 parameters change them, :mod:`pebal_ros.qos`). Header stamps are the node clock's time when the
 frame is published: wall time, or ``/clock`` time with ``use_sim_time:=true`` (frames wait until
 the first ``/clock`` message arrives); ``frame_id`` is the ``frame_id`` parameter.
@@ -26,12 +26,12 @@ device's own rate, 10 for image files), paced by a steady timer whatever clock s
 ``loop`` (start again at the end; a single image file is always repeated, as ``image_publisher``
 does); ``camera_info_url`` (``file://`` URL or path; empty = the stated default); ``frame_id``
 (``camera_optical_frame``); ``wait_for_subscriber`` (default true: the first frame goes out once
-``camera/image_raw`` has a subscriber, so that a node still starting up misses none of a file
-source's frames; false = publish from the start, as a live camera does). At the end of a source
-(no ``loop``) the node logs what it published and exits with status 0; an unreadable source or
-calibration file is one ``pebal_camera: error:`` line and status 2. The console script applies the
-large-image Fast DDS profile (:mod:`pebal_ros.dds_profile`) before it starts ROS: a 1280x720 frame
-needs it to arrive.
+``camera/image_raw`` has a subscriber, and half a second more for that subscriber's side of
+discovery, so that a node still starting up misses none of a file source's frames; false =
+publish from the start, as a live camera does). At the end of a source (no ``loop``) the node
+logs what it published and exits with status 0; an unreadable source or calibration file is one
+``pebal_camera: error:`` line and status 2. The console script applies the large-image Fast DDS
+profile (:mod:`pebal_ros.dds_profile`) before it starts ROS: a 1280x720 frame needs it to arrive.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import rclpy
 import rclpy.utilities
@@ -57,11 +58,15 @@ from pebal_core.sources import ImageSource, SourceError, open_source
 from pebal_ros.bag_record import stop_on_signals
 from pebal_ros.conversions import ImageConverter
 from pebal_ros.dds_profile import apply_profile, profile_note
-from pebal_ros.qos import OVERRIDES, output_qos
+from pebal_ros.qos import INPUT_DEPTH, OVERRIDES, output_qos
 
 NODE_NAME = "pebal_camera"
 IMAGE_TOPIC = "camera/image_raw"
 INFO_TOPIC = "camera/camera_info"
+MATCH_SETTLE_S = 0.5
+"""After the first subscriber shows up, wait this long before the first frame: the publisher sees the
+match before the subscriber's side of discovery is complete, and a best-effort subscriber drops
+samples of a publisher it does not know yet."""
 FILES_RATE_HZ = 10.0
 """Rate of image files when ``publish_rate`` is 0 (a file has no rate of its own)."""
 PARAMETERS = {
@@ -102,11 +107,14 @@ class CameraPublisher(Node):
         self.published = 0
         self.finished = False
         self.waiting = bool(p["wait_for_subscriber"])
+        self._matched_at: float | None = None
         self._frames = iter(self.source)
         self._converter = ImageConverter()
         self._warned: set[str] = set()
-        self._image_pub = self.create_publisher(Image, IMAGE_TOPIC, output_qos(), qos_overriding_options=OVERRIDES)
-        self._info_pub = self.create_publisher(CameraInfo, INFO_TOPIC, output_qos(), qos_overriding_options=OVERRIDES)
+        self._image_pub, self._info_pub = (
+            self.create_publisher(kind, topic, output_qos(depth=INPUT_DEPTH), qos_overriding_options=OVERRIDES)
+            for kind, topic in ((Image, IMAGE_TOPIC), (CameraInfo, INFO_TOPIC))
+        )
         # a steady timer: the pace is the wall clock's even when stamps come from /clock
         self._timer = self.create_timer(1.0 / self.rate, self._tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
         length = self.source.length
@@ -123,6 +131,10 @@ class CameraPublisher(Node):
         if self.waiting:
             if not self._image_pub.get_subscription_count():
                 self._warn_once("subscriber", f"waiting for a subscriber on {self._image_pub.topic_name}")
+                return
+            if self._matched_at is None:
+                self._matched_at = time.monotonic()
+            if time.monotonic() - self._matched_at < MATCH_SETTLE_S:
                 return
             self.waiting = False
         now = self.get_clock().now()

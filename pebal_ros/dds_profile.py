@@ -94,10 +94,10 @@ def lost_frames_hint(frame_bytes: int, env: Mapping[str, str] = os.environ) -> s
     if frame_bytes > STOCK_SEGMENT_BYTES and uses_fast_dds(env):
         return (
             f"frames of {frame_bytes / 2**20:.1f} MiB exceed the {STOCK_SEGMENT_BYTES // 1024} KiB shared memory of a "
-            f"publisher without the large-image profile; start the camera's process after `{export_line(env)}` "
-            "(pebal_camera, pebal_bag play and pebal.launch.py apply it themselves)"
+            f"publisher without the large-image profile; unless the camera's process has it, start it after "
+            f"`{export_line(env)}` (pebal_camera, pebal_bag play and pebal.launch.py apply it themselves)"
         )
     return (
-        "the transport dropped them (best_effort QoS under load) or they were overwritten in the depth-1 queue "
-        "before the executor took them"
+        "the transport dropped them (best_effort QoS under load) or they were overwritten in the subscription's "
+        "history (depth 5) before the executor took them"
     )

@@ -2,10 +2,13 @@
 
 Defaults (all keep-last, volatile):
 
-* camera inputs (the node's ``image``, ``image/compressed``, ``camera_info``): depth 1, best effort
-  (the sensor-data convention; a reliable camera matches too);
-* outputs (the node's results, ``pebal_camera``'s ``image_raw`` and ``camera_info``): depth 1,
-  reliable (every subscriber, best effort or reliable, matches).
+* camera inputs (the node's ``image``, ``image/compressed``, ``camera_info``): depth 5, best effort
+  (rclpy's sensor-data profile; a reliable camera matches too). The depth lets frames wait in
+  the middleware while the node's executor is busy for up to half a second at 10 Hz instead of
+  being overwritten there, uncounted; the node's own one-frame mailbox still runs only the
+  newest and counts the others as dropped;
+* the node's outputs: depth 1, reliable (every subscriber, best effort or reliable, matches);
+* ``pebal_camera``'s ``image_raw`` and ``camera_info``: depth 5, reliable.
 
 Every publisher and subscription is created with :data:`OVERRIDES` (rclpy's
 ``QoSOverridingOptions`` for history, depth, reliability and durability), so the node declares one
@@ -34,32 +37,34 @@ RELIABILITY = ("best_effort", "reliable")
 """Values of the reliability aliases (and of ``qos_overrides.*.reliability``)."""
 INPUT_RELIABILITY, OUTPUT_RELIABILITY = "best_effort", "reliable"
 """Default reliability of inputs and outputs (the defaults of the node's two alias parameters)."""
+INPUT_DEPTH = 5
+"""History depth of camera inputs and of published camera frames (rclpy's sensor-data depth)."""
 OVERRIDES = QoSOverridingOptions(
     policy_kinds=(QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.RELIABILITY, QoSPolicyKind.DURABILITY)
 )
 """Pass as ``qos_overriding_options`` to ``create_publisher`` / ``create_subscription``."""
 
 
-def _profile(reliability: str) -> QoSProfile:
-    """A fresh depth-1 keep-last volatile profile (rclpy writes overrides into the profile it is given)."""
+def _profile(reliability: str, depth: int) -> QoSProfile:
+    """A fresh keep-last volatile profile (rclpy writes overrides into the profile it is given)."""
     if reliability not in RELIABILITY:
         raise ValueError(f"reliability must be one of {', '.join(RELIABILITY)}, got {reliability!r}")
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
-        depth=1,
+        depth=depth,
         reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
         durability=DurabilityPolicy.VOLATILE,
     )
 
 
 def input_qos(reliability: str = INPUT_RELIABILITY) -> QoSProfile:
-    """Default profile of one camera input subscription."""
-    return _profile(reliability)
+    """Default profile of one camera input subscription (depth :data:`INPUT_DEPTH`)."""
+    return _profile(reliability, INPUT_DEPTH)
 
 
-def output_qos(reliability: str = OUTPUT_RELIABILITY) -> QoSProfile:
-    """Default profile of one output publisher."""
-    return _profile(reliability)
+def output_qos(reliability: str = OUTPUT_RELIABILITY, depth: int = 1) -> QoSProfile:
+    """Default profile of one output publisher (camera frames: ``depth=INPUT_DEPTH``)."""
+    return _profile(reliability, depth)
 
 
 def alias_warnings(values: dict) -> list[str]:

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -207,13 +208,18 @@ def test_camera_stamps_with_sim_time_and_stops_at_the_end(ros_env, tmp_path):
         got = _received(session, {"/camera/image_raw": Image, "/camera/camera_info": CameraInfo})
         clock = session.add(rclpy.create_node("clock", context=session.context)).create_publisher(Clock, "/clock", 1)
         proc = _start(str(tmp_path / "frames"), "--ros-args", "-p", "use_sim_time:=true", env=ros_env)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()
         try:
-            time.sleep(3.0)
+            # the camera says it waits for /clock (after its subscriber showed up): only then does the clock start
+            wait_until(lambda: any("waiting for it" in line for line in lines) or proc.poll() is not None, 60, "log")
             assert not got["/camera/image_raw"], "no frame before the first /clock message"
             while proc.poll() is None:
                 clock.publish(Clock(clock=rclpy.time.Time(seconds=1234, nanoseconds=5).to_msg()))
                 time.sleep(0.05)
-            out, _ = proc.communicate(timeout=30)
+            reader.join(10)
+            out = "".join(lines)
         finally:
             if proc.poll() is None:
                 proc.kill()

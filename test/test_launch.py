@@ -78,6 +78,11 @@ def _ros2_launch(launch_setup, *args: str, env: dict | None = None, cwd: Path | 
 def _finish(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str]:
     try:
         out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        tail = out[-8000:]
+        raise AssertionError(f"ros2 launch did not end within {timeout:g} s; the end of its output:\n{tail}") from None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
