@@ -32,12 +32,15 @@ from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import CompressedImage, Image
 
 from pebal_core import runtime
+from pebal_core.alarms.frame import FrameContext
+from pebal_core.alarms.operating_point import OperatingPoint
 from pebal_core.alarms.pipeline import AlarmPipeline
-from pebal_core.ground import CameraMount, GroundGrid, image_to_ground_homography, intrinsic_matrix
+from pebal_core.ground import CameraMount, GroundGrid, intrinsic_matrix
 from pebal_core.labels import PALETTE
 from pebal_core.runtime import TorchBackend
 from pebal_core.visualize import alarm_overlay
-from pebal_ros.node import IMAGE_OUTPUTS, OUTPUTS, PebalNode
+from pebal_ros.node import OUTPUTS, PebalNode
+from pebal_ros.node_parameters import IMAGE_OUTPUTS
 from pebal_ros.occupancy import OccupancyMapper
 
 pytestmark = pytest.mark.ros
@@ -111,17 +114,16 @@ def test_every_output_matches_the_predictor_and_keeps_the_header(ros_env, predic
         np.testing.assert_array_equal(as_array(out["anomaly_mask"]), np.where(mask, 255, 0))
         k = intrinsic_matrix(FX, FY, (W - 1) / 2, (H - 1) / 2)
         mount = CameraMount(1.5, 0.2)
-        alarms = AlarmPipeline().process(
-            labels, score, threshold, stamp.sec + stamp.nanosec * 1e-9, image_to_ground_homography(k, mount), mount
-        )
-        overlay = alarm_overlay(rgb, alarms, score, 1.0, 0.4)
+        # the tiny model stores no operating point: the default settings at the threshold set
+        frame = FrameContext(labels, score, OperatingPoint(threshold), rgb, stamp.sec + stamp.nanosec * 1e-9, k, mount)
+        overlay = alarm_overlay(frame, AlarmPipeline().process(frame), 0.4)
         np.testing.assert_array_equal(as_array(out["anomaly_overlay"]), overlay)
 
         grid = out["anomaly_grid"]
         assert grid.header.frame_id == "base_link" and grid.header.stamp == stamp
         assert (grid.info.width, grid.info.height, grid.info.resolution) == (30, 20, 1.0)
         assert (grid.info.origin.position.x, grid.info.origin.position.y) == (-2.0, -10.0)
-        expected = OccupancyMapper().values(score, k, GroundGrid(1.0, 30, 20, -2.0, -10.0), mount, threshold, 1.0)
+        expected = OccupancyMapper().values(frame, GroundGrid(1.0, 30, 20, -2.0, -10.0))
         assert (expected >= 50).any()
         expected[expected >= 50] = 49  # the first frame: no alarm cell has persistence yet (2 of 3 frames)
         np.testing.assert_array_equal(np.array(grid.data, dtype=np.int8).reshape(20, 30), expected)
@@ -277,7 +279,7 @@ def test_parameters_validated_at_set_time_and_applied(ros_env, predictor, rgb, r
         assert out["anomaly_grid"].info.width == 15 and out["anomaly_grid"].info.resolution == 2.0
         values = probe.wait_diag(lambda v: v["frames_out"] == "1")
         assert values["published_semantic"] == "0" and values["published_semantic_color"] == "1"
-        assert values["score_threshold"].endswith("(parameter)")
+        assert values["score_threshold"] == "-1e+09" and values["operating_point"].endswith("(default)")
         time.sleep(0.3)
         assert probe.outputs_with_stamp(stamp)["semantic"] is None
 
