@@ -40,7 +40,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from pebal_core.alarms.frame import FrameContext
-from pebal_core.alarms.operating_point import NO_PERSISTENCE, OperatingPoint, StoredPoints
+from pebal_core.alarms.operating_point import METADATA_KEY, NO_PERSISTENCE, OperatingPoint, StoredPoints
 from pebal_core.alarms.pipeline import AlarmPipeline
 from pebal_core.alarms.region import drivable_region
 from pebal_core.component_metrics import EIGHT_CONNECTED, OBSTACLE_TRACK, ComponentMetrics
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     model = resolve_model(args.model or "synthetic")
     predictor = Predictor.from_checkpoint(model)
     stored = StoredPoints.from_metadata(predictor.metadata)
-    if stored is None or not stored.default:
+    if not predictor.metadata.get(METADATA_KEY):
         raise SystemExit(f"{model} stores no operating points; run `pebal threshold --write` first")
     default = stored.default
     wanted = args.policy or list(dict.fromkeys(["tpr95", default]))

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from pebal_core.alarms.operating_point import StoredPoints
+from pebal_core.alarms.operating_point import METADATA_KEY, StoredPoints
 from pebal_core.models.checkpoint import copy_with_metadata, read_checkpoint
 from pebal_core.operating_point_selection import write_operating_points
 
@@ -49,7 +49,7 @@ def migrate(src: str | os.PathLike, dst: str | os.PathLike, image_size: tuple[in
     """Write ``src`` to ``dst`` with its operating points in the current layout (module docstring)."""
     meta = read_checkpoint(src).metadata
     stored = StoredPoints.from_metadata(meta)
-    if stored is None or not stored.default:
+    if not meta.get(METADATA_KEY):
         raise SystemExit(f"{src} stores no operating points to migrate")
     points = {name: replace(p, image_size=image_size) for name, p in stored.points.items()}
     source = {k: v for k, v in stored.source.items() if k not in ("region", "include_sidewalk", "min_pixels")}

@@ -280,7 +280,7 @@ class PebalNode(Node):
         t0 = time.perf_counter()
         labels, score = self.predictor.predict(rgb)
         t1 = time.perf_counter()
-        f = self._context(frame.msg.header, rgb, labels, score, s)
+        f = self._frame_context(frame.msg.header, rgb, labels, score, s)
         published = []
         for name in wanted:
             try:
@@ -292,8 +292,9 @@ class PebalNode(Node):
             published.append(name)
         self._record(frame, f, (t1 - t0) * 1e3, published)
 
-    def _context(self, header: Header, rgb: np.ndarray, labels: np.ndarray, score: np.ndarray, s: Settings):
-        """The frame's context, built once: the CameraInfo is read once here for every output."""
+    def _frame_context(self, header: Header, rgb: np.ndarray, labels, score, s: Settings) -> NodeFrame:
+        """The frame's context (labels uint8, score float32, H x W), built once: the CameraInfo is read
+        here once for every output."""
         with self._info_lock:
             info = self._camera_info
         intrinsics, problem = camera_intrinsics(info, score.shape, self.resolve_topic_name("camera_info"))
@@ -365,10 +366,8 @@ class PebalNode(Node):
         return status_message(f"{self.get_name()}: anomaly segmentation", level, message, device, period.values)
 
     def _publish_diagnostics(self) -> None:
-        msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = [self.diagnostic_status()]
-        self._diag_pub.publish(msg)
+        stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(DiagnosticArray(header=Header(stamp=stamp), status=[self.diagnostic_status()]))
 
     # ------------------------------------------------------------------ shutdown
     @property

@@ -214,7 +214,8 @@ class StoredPoints:
         legacy = metadata.get(LEGACY_KEYS[0])
         if legacy is None:
             return None
-        return cls({"": OperatingPoint(float(legacy))}, "", {}, dict(metadata.get(LEGACY_KEYS[1]) or {}))
+        name = LEGACY_KEYS[0]  # a bare threshold: the point of that name, with the default settings
+        return cls({name: OperatingPoint(float(legacy))}, name, {}, dict(metadata.get(LEGACY_KEYS[1]) or {}))
 
 
 @dataclass(frozen=True)
