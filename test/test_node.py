@@ -33,11 +33,12 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from pebal_core import runtime
 from pebal_core.alarms.frame import FrameContext
-from pebal_core.alarms.operating_point import OperatingPoint
+from pebal_core.alarms.operating_point import OperatingPoint, StoredPoints
 from pebal_core.alarms.pipeline import AlarmPipeline
 from pebal_core.ground import CameraMount, GroundGrid, intrinsic_matrix
 from pebal_core.labels import PALETTE
-from pebal_core.runtime import TorchBackend
+from pebal_core.operating_point_selection import write_operating_points
+from pebal_core.runtime import Predictor, TorchBackend
 from pebal_core.visualize import alarm_overlay
 from pebal_ros.node import OUTPUTS, PebalNode
 from pebal_ros.node_parameters import IMAGE_OUTPUTS
@@ -282,6 +283,35 @@ def test_parameters_validated_at_set_time_and_applied(ros_env, predictor, rgb, r
         assert values["score_threshold"] == "-1e+09" and values["operating_point"].endswith("(default)")
         time.sleep(0.3)
         assert probe.outputs_with_stamp(stamp)["semantic"] is None
+
+
+def test_the_models_operating_point_runs_and_an_override_is_said(ros_env, checkpoint, reference, tmp_path):
+    """A model that stores an operating point: unset parameters run it as stored; a parameter set to
+    another value overrides that part, and the log and /diagnostics say that the stored point no
+    longer applies as chosen; set back to the stored value, the override is gone."""
+    threshold = reference[2]
+    stored = OperatingPoint(threshold, "fa:0.1", region="all", min_pixels=6, image_size=(2 * H, 2 * W))
+    points = StoredPoints({"fa:0.1": stored}, "fa:0.1")
+    model = Predictor.from_checkpoint(write_operating_points(checkpoint, tmp_path / "m.safetensors", points, None))
+    with RosSession() as session:
+        node = _start(session, model)
+        probe = Probe(session)
+        _connected(probe, node)
+        values = probe.wait_diag(lambda v: True)
+        assert values["operating_point_overrides"] == "none" and values["operating_point"].endswith("(model)")
+        assert node._settings.point.point == stored and values["score_threshold"] == f"{threshold:.6g}"
+        node.set_parameters([Parameter("alarms.min_pixels", value=3)])
+        values = probe.wait_diag(lambda v: v["operating_point_overrides"] == "min_pixels", what="the override")
+        assert values["operating_point"].endswith("(model, overridden)") and ">= 3 px" in values["operating_point"]
+        probe.wait(
+            lambda: any("min_pixels overridden" in log.msg and "no longer applies" in log.msg for log in probe.logs),
+            10.0,
+            "the override's warning",
+        )
+        # the stored count, 6 px at twice this size, means 2 px here (6 / 4, rounded): setting it back
+        node.set_parameters([Parameter("alarms.min_pixels", value=6)])
+        values = probe.wait_diag(lambda v: v["operating_point_overrides"] == "none", what="no override")
+        assert node._settings.point.point == stored and stored.min_pixels_at((H, W)) == 2
 
 
 def test_outputs_computed_only_for_subscribers(ros_env, predictor, rgb):

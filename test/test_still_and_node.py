@@ -16,6 +16,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from builtin_interfaces.msg import Time
 from node_harness import Probe, RosSession, as_array, image_msg, wait_until
 from rclpy.parameter import Parameter
 
@@ -57,7 +58,9 @@ def test_a_still_and_the_node_raise_the_same_alarms(ros_env, realdata, tmp_path)
         first = probe.now()
         probe.image_pub.publish(image_msg(rgb, first, "camera"))
         got_first = probe.wait_outputs(first, timeout=120.0)
-        second = probe.now()  # well within the filter's max_gap of the first
+        # the camera's next frame, 0.1 s later by its stamp (the filter's max_gap is 0.5 s)
+        t = first.sec * 10**9 + first.nanosec + 100_000_000
+        second = Time(sec=t // 10**9, nanosec=t % 10**9)
         probe.image_pub.publish(image_msg(rgb, second, "camera"))
         got = probe.wait_outputs(second, timeout=120.0)
         values = probe.wait_diag(lambda v: v["frames_out"] == "2", what="two frames out")
