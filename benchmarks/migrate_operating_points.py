@@ -1,15 +1,15 @@
 """Rewrite a model's operating points in the layout the current code writes; weights unchanged.
 
-Models written before every operating point carried its alarm settings keep the settings once, in
-the document's ``source`` (region, smallest obstacle), beside a bare ``score_threshold`` (and its
-``score_threshold_source``); the reader (:class:`pebal_core.alarms.operating_point.StoredPoints`)
-still reads them. This script reads such a model's points and writes them back through the one
-writer (:func:`pebal_core.operating_point_selection.write_operating_points`): every point with its
+A model file may keep its points' alarm settings once, in the document's ``source`` (region,
+smallest obstacle), beside a bare ``score_threshold`` (and its ``score_threshold_source``); the
+reader (:class:`pebal_core.alarms.operating_point.StoredPoints`) reads that layout too. This
+script reads such a model's points and writes them back through the one writer
+(:func:`pebal_core.operating_point_selection.write_operating_points`): every point with its
 settings, the image size its smallest obstacle was counted at (``--image-size``: the size of the
-validation images the points were chosen on, which older files do not record), and none of the
-bare-threshold entries. Hold-out thresholds that ``benchmarks/real_model.py`` recorded under
-``score_threshold_best_f1`` / ``score_threshold_tpr95`` move to ``holdout_thresholds``. The tensors
-are copied bit for bit (checked before the file is replaced).
+validation images the points were chosen on, which that layout does not record), and none of the
+bare-threshold entries. Hold-out thresholds kept under ``score_threshold_best_f1`` /
+``score_threshold_tpr95`` move to ``holdout_thresholds`` (where ``benchmarks/real_model.py`` records
+them). The tensors are copied bit for bit (checked before the file is replaced).
 
     python benchmarks/migrate_operating_points.py pebal_core/assets/real_espnet_pebal.safetensors --image-size 1024 2048
 """

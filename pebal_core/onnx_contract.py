@@ -24,7 +24,7 @@ DYNAMIC = "dynamic"
 """Value of the ``input_size`` metadata entry of a dynamic-size export."""
 OPERATING_POINT_KEYS = ("alarm_operating_points", "score_threshold")
 """The model metadata entries holding its alarm operating points (read by
-:mod:`pebal_core.alarms.operating_point`; ``score_threshold`` is the bare threshold of older files).
+:mod:`pebal_core.alarms.operating_point`; ``score_threshold`` is a bare threshold without its settings).
 An export carries them inside ``checkpoint_metadata``; :func:`parse_metadata` returns them at the
 top level, where a checkpoint's metadata has them, so every backend's metadata reads the same."""
 

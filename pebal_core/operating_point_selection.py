@@ -291,8 +291,9 @@ def write_operating_points(
     """Copy ``checkpoint`` to ``dst`` (weights unchanged, float16 files stay float16) with
     ``stored`` as its operating points and, when they were measured at one network size,
     ``input_size`` = that ``(height, width)`` (the Predictor then runs the model at it, so the
-    thresholds hold; absent otherwise). Other metadata is kept; a bare threshold of an older file
-    is dropped. ``arch`` names the architecture of a bare state_dict."""
+    thresholds hold; absent otherwise). Other metadata is kept; a bare ``score_threshold`` (a
+    threshold without its settings) is dropped. ``arch`` names the architecture of a bare
+    state_dict."""
     from pebal_core.models.checkpoint import copy_with_metadata
 
     updates = stored.to_metadata()

@@ -40,8 +40,9 @@ Metadata (:data:`METADATA_KEY`; :class:`StoredPoints`)::
      "points": {"<policy>": {<OperatingPoint fields>, <what it measured: tpr, fpr, ..., rule>}},
      "source": {<the data the points were chosen on>}}
 
-A model without that entry but with a bare ``score_threshold`` (files written before points
-carried their settings) reads as one point with that threshold and the default settings.
+A model without that entry but with a bare ``score_threshold`` reads as one point with that
+threshold and the default settings; a document that keeps the selection's settings once in its
+``source`` gives them to every point.
 """
 
 from __future__ import annotations
