@@ -89,6 +89,13 @@ def export_line(env: Mapping[str, str] = os.environ) -> str:
     return f"export {profile_variable(env)}={profile or '<share/pebal_ros/config>/' + PROFILE_NAME}"
 
 
+def lost_frames_text(gap: int, frame_bytes: int, env: Mapping[str, str] = os.environ) -> str:
+    """The node's warning about ``gap`` frames of ``frame_bytes`` lost between a publisher and it."""
+    return f"{gap} frame(s) lost before reaching the node (gap in the publisher's sequence numbers): " + (
+        lost_frames_hint(frame_bytes, env)
+    )
+
+
 def lost_frames_hint(frame_bytes: int, env: Mapping[str, str] = os.environ) -> str:
     """What to do about frames lost between a camera and the node, for frames of ``frame_bytes``."""
     if frame_bytes > STOCK_SEGMENT_BYTES and uses_fast_dds(env):

@@ -67,14 +67,24 @@ def output_qos(reliability: str = OUTPUT_RELIABILITY, depth: int = 1) -> QoSProf
     return _profile(reliability, depth)
 
 
-def alias_warnings(values: dict) -> list[str]:
-    """Deprecation warnings for the reliability aliases set away from their defaults (node parameter values)."""
-    return [
-        f"{name} is a deprecated alias; set qos_overrides.<topic>.{kind}.reliability per topic instead "
-        "(docs/node.md#qos)"
-        for name, kind, default in (
-            ("input_reliability", "subscription", INPUT_RELIABILITY),
-            ("output_reliability", "publisher", OUTPUT_RELIABILITY),
-        )
-        if values.get(name, default) != default
-    ]
+def warn_deprecated_aliases(logger: object, values: dict) -> None:
+    """Log a deprecation warning for each reliability alias set away from its default (node parameter values)."""
+    for name, kind, default in (
+        ("input_reliability", "subscription", INPUT_RELIABILITY),
+        ("output_reliability", "publisher", OUTPUT_RELIABILITY),
+    ):
+        if values.get(name, default) != default:
+            logger.warning(
+                f"{name} is a deprecated alias; set qos_overrides.<topic>.{kind}.reliability per topic instead "
+                "(docs/node.md#qos)"
+            )
+
+
+def advertise(node: object, msg_type: type, topic: str, reliability: str, depth: int = 1) -> object:
+    """``node.create_publisher`` with the default profile and rclpy's ``qos_overrides`` parameters."""
+    return node.create_publisher(msg_type, topic, output_qos(reliability, depth), qos_overriding_options=OVERRIDES)
+
+
+def subscribe(node: object, msg_type: type, topic: str, callback: object, reliability: str) -> object:
+    """``node.create_subscription`` of a camera input with its default profile and the ``qos_overrides``."""
+    return node.create_subscription(msg_type, topic, callback, input_qos(reliability), qos_overriding_options=OVERRIDES)

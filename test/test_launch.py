@@ -35,6 +35,7 @@ from pebal_core.models.checkpoint import save_checkpoint
 from pebal_core.runtime import Predictor
 from pebal_ros.dds_profile import PROFILE_VARIABLE
 from pebal_ros.node import OUTPUTS, PARAMETERS
+from pebal_ros.node_parameters import POINT_PARAMETERS
 
 LAUNCH_ARGUMENTS = {
     "namespace",
@@ -292,9 +293,13 @@ def test_parameter_file_matches_the_declared_parameters():
     doc = yaml.safe_load((ROOT / "config" / "pebal.yaml").read_text())
     values = _flatten(doc["/**"]["ros__parameters"])
     specs = {s.name: s for s in PARAMETERS}
-    # every declared parameter is in the file, except score_threshold (unset = the model's threshold) and the
-    # deprecated QoS aliases (the file shows the qos_overrides way)
-    assert set(values) == set(specs) - {"score_threshold", "input_reliability", "output_reliability"}
+    # every declared parameter is in the file, except those left unset so that the model's operating
+    # point holds as it was chosen (the file shows each of them commented out) and the deprecated QoS
+    # aliases (the file shows the qos_overrides way)
+    assert set(values) == set(specs) - set(POINT_PARAMETERS) - {"input_reliability", "output_reliability"}
+    text = (ROOT / "config" / "pebal.yaml").read_text()
+    for name in POINT_PARAMETERS:
+        assert specs[name].default is None and f"# {name.rsplit('.', 1)[-1]}:" in text, name
     for name, value in values.items():
         spec = specs[name]
         assert type(value) is type(spec.default), (name, value)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 OUTPUTS_HELP = (
     "<name>_labels.png (trainIds 0..18), <name>_color.png (Cityscapes palette), <name>_score.npy (float32 PEBAL "
-    "score, higher = more anomalous), <name>_score.png (heat map) and <name>_overlay.png (anomalous pixels tinted "
-    "red where the score exceeds --threshold, or the model's stored threshold)"
+    "score, higher = more anomalous), <name>_score.png (heat map) and <name>_overlay.png: the alarms pebal_node "
+    "raises on the same frame, at the model's stored operating point (its threshold, region and smallest "
+    "obstacle; the persistence filter only for the frames of a video, images are stills): region outlined, "
+    "alarm pixels tinted, obstacles boxed"
 )
 VIDEO_KINDS = ("video", "folder", "glob")
 """Sources whose overlays also go into one video."""
@@ -54,7 +56,15 @@ def add_predict(p: argparse.ArgumentParser) -> None:
         help="tensorrt backend: build a missing engine and rebuild one from another TensorRT version or GPU",
     )
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="run the network at this size")
-    p.add_argument("--threshold", type=float, help="energy threshold for the overlay (default: the model's)")
+    p.add_argument(
+        "--policy", default="", help="operating point stored in the model to alarm at (default: the model's default)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="energy threshold for the alarms, overriding the operating point's (which then no longer applies as "
+        "it was chosen)",
+    )
     p.add_argument("--no-smoothing", action="store_true", help="skip the 7x7 Gaussian smoothing of the score")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of a folder's or glob's overlay video (10)")
     p.add_argument("--no-video", action="store_true", help="no overlay videos")
@@ -117,12 +127,15 @@ def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from pebal_core.alarms.frame import FrameContext
+    from pebal_core.alarms.operating_point import resolve_operating_point
+    from pebal_core.alarms.pipeline import AlarmPipeline
     from pebal_core.images import write_label, write_rgb
     from pebal_core.labels import colorize
     from pebal_core.model_store import resolve_model
     from pebal_core.runtime import Predictor
     from pebal_core.sources import open_source
-    from pebal_core.visualize import heatmap, overlay
+    from pebal_core.visualize import alarm_overlay, heatmap
 
     sources = [open_source(spec) for spec in args.sources]  # every source checked before the model loads
     options = {"engine_auto_build": True} if args.engine_auto_build else {}
@@ -135,20 +148,22 @@ def run_predict(args: argparse.Namespace) -> int:
         arch=args.arch,
         **options,
     )
-    threshold = args.threshold if args.threshold is not None else predictor.score_threshold
+    resolved = resolve_operating_point(predictor.metadata, args.policy, {"threshold": args.threshold})
+    print(f"operating point: {resolved.warning() or resolved.point.describe()}")
     args.out.mkdir(parents=True, exist_ok=True)
     names, videos = OutputNames(), OutputNames()
     lengths = [s.length for s in sources]
     total = sum(lengths) if None not in lengths else None
-    written = []
+    written = 0
     with tqdm(total=total, unit="frame", desc="predict") as bar:
         for source in sources:
             video = None
-            if threshold is not None and not args.no_video and source.kind in VIDEO_KINDS:
+            if not args.no_video and source.kind in VIDEO_KINDS:
                 label, note = videos.claim(source.label, source.spec)
                 video = OverlayVideo(args.out / f"{label}_overlay.mp4", source.fps or args.fps)
                 if note:
                     bar.write(f"note: {note}")
+            chain = AlarmPipeline(sequence=source.kind == "video")  # a video is a sequence, images are stills
             try:
                 for frame in source:
                     what = str(frame.path) if frame.path is not None else f"{source.spec} frame {frame.index}"
@@ -156,29 +171,31 @@ def run_predict(args: argparse.Namespace) -> int:
                     if note:
                         bar.write(f"note: {note}")
                     labels, score = predictor.predict(frame.rgb)
+                    stamp = frame.index / (source.fps or args.fps) if chain.sequence else None
+                    context = FrameContext(labels, score, resolved.point, frame.rgb, stamp=stamp)
+                    alarms = chain.process(context)
                     stem = args.out / name
                     stem.parent.mkdir(parents=True, exist_ok=True)
                     write_label(f"{stem}_labels.png", labels)
                     write_rgb(f"{stem}_color.png", colorize(labels))
                     np.save(f"{stem}_score.npy", score)
                     write_rgb(f"{stem}_score.png", heatmap(score))
-                    if threshold is not None:
-                        pic = overlay(frame.rgb, score >= threshold)
-                        write_rgb(f"{stem}_overlay.png", pic)
-                        if video is not None:
-                            video.add(pic)
-                    written.append(name)
+                    picture = alarm_overlay(context, alarms)
+                    write_rgb(f"{stem}_overlay.png", picture)
+                    if video is not None:
+                        video.add(picture)
+                    written += 1
                     bar.update(1)
             finally:
                 source.close()
                 path = video.close() if video is not None else None
             if path is not None:
                 bar.write(f"{source.spec}: {video.frames} overlays -> {path}")
-    print(f"{len(written)} frames -> {args.out}/<name>_{{labels,color,score,overlay}}.*")
-    if threshold is None:
-        print("no threshold given and none stored in the model: overlays skipped (use --threshold)")
+    print(f"{written} frames -> {args.out}/<name>_{{labels,color,score,overlay}}.*")
     return 0
 
 
-COMMANDS = {"predict": ("labels and anomaly score for images, folders, globs and videos", add_predict, run_predict)}
+COMMANDS = {
+    "predict": ("labels, anomaly score and alarms for images, folders, globs and videos", add_predict, run_predict)
+}
 """Sub-command name -> (one-line help, declare its arguments on its parser, run it)."""
