@@ -184,6 +184,8 @@ def run_predict(args: argparse.Namespace) -> int:
                     write_rgb(f"{stem}_overlay.png", picture)
                     if video is not None:
                         video.add(picture)
+                    found = f"{len(alarms.obstacles)} obstacle(s)"
+                    bar.write(f"{what}: score range [{score.min():.3f}, {score.max():.3f}], {found} -> {stem}_*")
                     written += 1
                     bar.update(1)
             finally:
