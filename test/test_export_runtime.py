@@ -13,9 +13,10 @@ import onnxruntime as ort
 import pytest
 from _export_models import camera_like, realistic_checkpoint
 
+from pebal_core.backends import BackendError
 from pebal_core.export.onnx import export_onnx
 from pebal_core.images import read_label, write_rgb
-from pebal_core.runtime import BackendError, Predictor
+from pebal_core.runtime import Predictor
 
 SIZE = (64, 96)
 

@@ -21,15 +21,14 @@ import numpy as np
 import pytest
 from _export_models import camera_like, realistic_checkpoint
 
+from pebal_core.export.calibration import calibration_batch, calibration_files
 from pebal_core.export.onnx import export_onnx, read_metadata
 from pebal_core.export.tensorrt import (
     DeviceEnv,
     EngineError,
     EngineInfo,
     build_engine,
-    calibration_batch,
     calibration_cache_path,
-    calibration_files,
     compatibility_problems,
     engine_path_for,
     profile_covers,

@@ -33,9 +33,9 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from pebal_core import runtime
 from pebal_core.alarms.pipeline import AlarmPipeline
+from pebal_core.backends import TorchBackend
 from pebal_core.ground import CameraMount, GroundGrid, image_to_ground_homography, intrinsic_matrix
 from pebal_core.labels import PALETTE
-from pebal_core.runtime import TorchBackend
 from pebal_core.visualize import alarm_overlay
 from pebal_ros.node import IMAGE_OUTPUTS, OUTPUTS, PebalNode
 from pebal_ros.occupancy import OccupancyMapper

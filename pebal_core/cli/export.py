@@ -96,8 +96,8 @@ def run_export(args: argparse.Namespace) -> int:
             print(f"onnxruntime vs torch: labels agree on {100 * agree:.3f}% of pixels, max |score diff| {diff:.2e}")
         return 0
 
+    from pebal_core.backends import parse_device
     from pebal_core.export.tensorrt import build_engine, engine_path_for
-    from pebal_core.runtime import parse_device
 
     _, index = parse_device(args.device, ("cuda",))
     print(f"building a {args.precision} TensorRT plan from {args.onnx} (kernel tuning takes minutes)")
