@@ -30,23 +30,11 @@ import numpy as np
 import torch
 
 from pebal_core.backends import Backend, TorchBackend, create_backend
+from pebal_core.backends.base import recorded_input_size
 from pebal_core.model_store import model_path
 from pebal_core.models.base import SegmentationModel
 from pebal_core.protocols import resize_image, resize_label_map, resize_protocol, resize_score
 from pebal_core.scoring import METHODS, all_scores, inlier_labels
-
-
-def recorded_input_size(metadata: dict) -> tuple[int, int] | None:
-    """The ``(height, width)`` a model's metadata records as its input size, or ``None``.
-
-    ``input_size`` in a checkpoint's metadata is the size its score threshold was measured at
-    (``pebal eval --write-threshold``); in an ONNX export's metadata it is the graph's fixed
-    size, and a dynamic export carries the checkpoint's in ``checkpoint_metadata``."""
-    for meta in (metadata, metadata.get("checkpoint_metadata") or {}):
-        size = meta.get("input_size")
-        if size:
-            return tuple(int(v) for v in size)
-    return None
 
 
 @dataclass

@@ -272,7 +272,7 @@ class PebalNode(Node):
         self._worker = threading.Thread(target=self._work, name="pebal_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"model {self.predictor.model_id} on {self.predictor.backend.name}, threshold "
+            f"model {self.predictor.model_id} on {self.predictor.backend.describe()}, threshold "
             f"{self._settings.threshold:.4g} ({self._settings.threshold_source}), images via "
             f"{self._converter.name}, network input {self._input_size_text()}; listening on "
             f"{self.resolve_topic_name('image')}"
@@ -317,7 +317,14 @@ class PebalNode(Node):
         options: dict[str, object] = {}
         if p["backend"] == "tensorrt":
             options["engine_auto_build"] = bool(p["engine_auto_build"])
+        if p["precision"]:
+            options["precision"] = p["precision"]
         size = (p["input_height"], p["input_width"]) if p["input_height"] else None
+        if p["backend"] == "auto":
+            self.get_logger().info(
+                "backend auto: choosing the fastest CPU backend for this model (on its first start on a machine the "
+                "model is exported to ONNX and each backend timed, about a minute; then cached)"
+            )
         kwargs = dict(backend=p["backend"], device=p["device"], input_size=size, smoothing=p["smoothing"], **options)
         return Predictor.from_checkpoint(resolve_model(p["model"]), arch=p["arch"] or None, **kwargs)
 
@@ -583,6 +590,8 @@ class PebalNode(Node):
         values.update(
             {
                 "backend": self.predictor.backend.name,
+                "backend_precision": self.predictor.backend.precision,
+                "backend_choice": self.predictor.backend.choice_summary(),
                 "model_id": self.predictor.model_id,
                 "input_size": self._input_size_text(),
                 "worker": "running" if self.worker_alive else "stopped",

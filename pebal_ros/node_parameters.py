@@ -32,7 +32,7 @@ ALL_OUTPUTS = (*IMAGE_OUTPUTS, "anomaly_grid", "obstacles", "obstacle_detections
 """Every output the node can publish; each has an ``outputs.<name>`` parameter."""
 OUTPUTS = ALL_OUTPUTS if DETECTIONS_AVAILABLE else ALL_OUTPUTS[:-1]
 """Output topics of this install, in publishing order (``obstacle_detections`` needs vision_msgs)."""
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
 RELIABILITY = ("best_effort", "reliable")
 _DEVICE = re.compile(r"^(cpu|(cuda|tensorrt)(:\d+)?)$")
 MAX_NETWORK_PIXELS = 1024 * 2048
@@ -86,8 +86,22 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "empty = the file's own",
         True,
     ),
-    ParamSpec("backend", "torch", "inference backend", True, choices=BACKENDS),
-    ParamSpec("device", "cpu", "cpu, cuda or cuda:N (onnxruntime also tensorrt[:N])", True),
+    ParamSpec(
+        "backend",
+        "auto",
+        "inference backend; auto = the fastest CPU backend installed, measured on this machine for this model at the "
+        "first start and cached (never tensorrt: name it)",
+        True,
+        choices=BACKENDS,
+    ),
+    ParamSpec("device", "cpu", "cpu, cuda or cuda:N (onnxruntime also tensorrt[:N]); auto and openvino: cpu", True),
+    ParamSpec(
+        "precision",
+        "",
+        "openvino: fp32 or bf16 (a CPU with bf16 arithmetic); tensorrt: fp16, fp32 or int8; empty = the backend's "
+        "default (fp32; tensorrt fp16)",
+        True,
+    ),
     ParamSpec(
         "engine_auto_build", True, "tensorrt only: build the engine from the ONNX file when missing or stale", True
     ),
@@ -267,8 +281,18 @@ def check_value(name: str, value: object) -> str | None:
     return None
 
 
+PRECISIONS = {"openvino": ("fp32", "bf16"), "tensorrt": ("fp32", "fp16", "int8")}
+"""The ``precision`` values each backend takes (the others take none)."""
+
+
 def check_combination(values: dict) -> str | None:
     """Why a full set of parameter values does not work together (None if it does)."""
+    backend, precision = values["backend"], values["precision"]
+    if precision and precision not in PRECISIONS.get(backend, ()):
+        allowed = "; ".join(f"{name}: {', '.join(p)}" for name, p in PRECISIONS.items())
+        return f"precision {precision!r} does not apply to backend {backend} (precision applies to {allowed})"
+    if backend in ("auto", "openvino") and values["device"] != "cpu":
+        return f"backend {backend} runs on the CPU: set device cpu, or name a GPU backend (tensorrt, torch)"
     if (values["input_height"] == 0) != (values["input_width"] == 0):
         return (
             "input_height and input_width must both be 0 (native size) or both positive, "

@@ -31,7 +31,7 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import CompressedImage, Image
 
-from pebal_core import runtime
+from pebal_core import backends
 from pebal_core.alarms.pipeline import AlarmPipeline
 from pebal_core.backends import TorchBackend
 from pebal_core.ground import CameraMount, GroundGrid, image_to_ground_homography, intrinsic_matrix
@@ -397,8 +397,8 @@ class _RecordingTensorRT(TorchBackend):
 
 
 def test_engine_auto_build_reaches_only_the_tensorrt_backend(ros_env, checkpoint, monkeypatch):
-    monkeypatch.setitem(runtime._BACKENDS, "tensorrt", _RecordingTensorRT)
-    monkeypatch.setitem(runtime._BACKENDS, "torch", _RecordingTensorRT)  # record the torch call as well
+    monkeypatch.setitem(backends._BACKENDS, "tensorrt", _RecordingTensorRT)
+    monkeypatch.setitem(backends._BACKENDS, "torch", _RecordingTensorRT)  # record the torch call as well
     with RosSession() as session:
         for backend, auto in (("tensorrt", False), ("tensorrt", True), ("torch", False)):
             values = {"model": str(checkpoint), "backend": backend, "engine_auto_build": auto, "device": "cuda:0"}

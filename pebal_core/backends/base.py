@@ -49,12 +49,13 @@ class Backend:
             "and logits need the torch backend (backend='torch')"
         )
 
+    def choice_summary(self) -> str:
+        """How this backend was chosen: the ``auto`` measurement in one line, or that it was named."""
+        return self.choice["summary"] if self.choice else "named, not measured"
+
     def describe(self) -> str:
         """One line for logs: backend, precision and how it was chosen."""
-        text = f"{self.name} {self.precision}"
-        if self.choice:
-            text += f" (auto: {self.choice['summary']})"
-        return text
+        return f"{self.name} {self.precision}" + (f" (auto: {self.choice['summary']})" if self.choice else "")
 
 
 def usable_cores() -> int:
@@ -95,3 +96,16 @@ def check_fixed_size(path: Path, fixed: tuple[int, int] | None, wanted: tuple[in
 def image_nchw(rgb: np.ndarray) -> np.ndarray:
     """uint8 ``H x W x 3`` -> contiguous uint8 ``1 x 3 x H x W`` (the exported graphs' input)."""
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))[None]
+
+
+def recorded_input_size(metadata: dict) -> tuple[int, int] | None:
+    """The ``(height, width)`` a model's metadata records as its input size, or ``None``.
+
+    ``input_size`` in a checkpoint's metadata is the size its score threshold was measured at
+    (``pebal eval --write-threshold``); in an ONNX export's metadata it is the graph's fixed
+    size, and a dynamic export carries the checkpoint's in ``checkpoint_metadata``."""
+    for meta in (metadata, metadata.get("checkpoint_metadata") or {}):
+        size = meta.get("input_size")
+        if size:
+            return tuple(int(v) for v in size)
+    return None

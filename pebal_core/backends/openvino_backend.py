@@ -57,7 +57,7 @@ def model_metadata(model: object, path: Path) -> dict:
             f"{path} carries no PEBAL metadata; export it with `pebal export onnx CHECKPOINT` "
             "(and `pebal export openvino` for an IR)"
         )
-    props = {str(k): str(v) for k, v in model.get_rt_info(["framework"]).astype(dict).items()}
+    props = {str(k): v.astype(str) for k, v in model.get_rt_info(["framework"]).astype(dict).items()}
     try:
         return parse_metadata(props)
     except ExportError as e:
@@ -71,7 +71,7 @@ def quantization_info(model: object) -> dict:
     if not model.has_rt_info([QUANTIZATION_KEY]):
         return {}
     items = model.get_rt_info([QUANTIZATION_KEY]).astype(dict).items()
-    return {str(k): json.loads(str(v)) for k, v in items}
+    return {str(k): json.loads(v.astype(str)) for k, v in items}
 
 
 class OpenVinoBackend(Backend):
@@ -144,8 +144,9 @@ class OpenVinoBackend(Backend):
             self.compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as e:
             raise BackendError(f"OpenVINO cannot compile {path} for the CPU ({str(e).splitlines()[0]})") from e
-        ran = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        self.precision = "int8" if quantized else {"bf16": "bf16", "f16": "fp16"}.get(ran, "fp32")
+        ran = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino.Type
+        floats = {ov.Type.bf16: "bf16", ov.Type.f16: "fp16", ov.Type.f32: "fp32"}
+        self.precision = "int8" if quantized else floats.get(ran, str(ran))
         self.capabilities = capabilities
         self.input_size = meta["input_size"]
         self.metadata = {**meta, "sha256": sha256_file(path), "source_format": path.suffix[1:]}
