@@ -30,14 +30,13 @@ from pebal_core.backends.base import (
     parse_device,
     usable_cores,
 )
+from pebal_core.export.openvino import quantization_info, read_metadata
 from pebal_core.fileio import sha256_file
-from pebal_core.onnx_contract import INPUT_NAME, OUTPUT_NAMES, ExportError, parse_metadata
+from pebal_core.onnx_contract import INPUT_NAME, OUTPUT_NAMES, ExportError
 
 PRECISIONS = ("fp32", "bf16")
 """Precisions the backend can ask OpenVINO for on a float model (an int8 IR carries its own)."""
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
-QUANTIZATION_KEY = "pebal_quantization"
-"""Run-time info section of an IR written by :mod:`pebal_core.export.openvino` (JSON values)."""
 INSTALL_HINT = "pip install openvino (requirements.txt pins it)"
 
 
@@ -48,30 +47,6 @@ def cpu_capabilities(core: object | None = None) -> list[str]:
 
         core = ov.Core()
     return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
-
-
-def model_metadata(model: object, path: Path) -> dict:
-    """The PEBAL metadata of an OpenVINO model read from an export (its ``framework`` run-time info)."""
-    if not model.has_rt_info(["framework"]):
-        raise BackendError(
-            f"{path} carries no PEBAL metadata; export it with `pebal export onnx CHECKPOINT` "
-            "(and `pebal export openvino` for an IR)"
-        )
-    props = {str(k): v.astype(str) for k, v in model.get_rt_info(["framework"]).astype(dict).items()}
-    try:
-        return parse_metadata(props)
-    except ExportError as e:
-        raise BackendError(f"{path}: {e}") from e
-
-
-def quantization_info(model: object) -> dict:
-    """The ``pebal_quantization`` run-time info of an IR (``{}`` for a float model)."""
-    import json
-
-    if not model.has_rt_info([QUANTIZATION_KEY]):
-        return {}
-    items = model.get_rt_info([QUANTIZATION_KEY]).astype(dict).items()
-    return {str(k): json.loads(v.astype(str)) for k, v in items}
 
 
 class OpenVinoBackend(Backend):
@@ -119,7 +94,10 @@ class OpenVinoBackend(Backend):
             model = core.read_model(str(path))
         except RuntimeError as e:
             raise BackendError(f"OpenVINO cannot read {path} ({str(e).splitlines()[0]}); export the model again") from e
-        meta = model_metadata(model, path)
+        try:
+            meta = read_metadata(model, path)
+        except ExportError as e:
+            raise BackendError(str(e)) from e
         quant = quantization_info(model)
         check_smoothing(path, meta["smoothing"], smoothing)
         check_fixed_size(path, meta["input_size"], input_size)
