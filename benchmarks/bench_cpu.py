@@ -42,22 +42,24 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as importing pebal_core does
 
-from pebal_core.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
-from pebal_core.backends.openvino_backend import cpu_capabilities
-from pebal_core.denormals import count_denormals
-from pebal_core.export.calibration import calibration_files
-from pebal_core.export.onnx import export_model
-from pebal_core.export.openvino import quantize_int8
-from pebal_core.metrics import AnomalyMetrics
-from pebal_core.model_store import is_model_name, resolve_model
-from pebal_core.models import build_model
-from pebal_core.models.checkpoint import load_model, load_state_dict_strict, read_checkpoint, save_checkpoint
-from pebal_core.preprocessing import Normalization
-from pebal_core.runtime import Predictor
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from pebal_core.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend  # noqa: E402
+from pebal_core.backends.openvino_backend import cpu_capabilities  # noqa: E402
+from pebal_core.denormals import count_denormals  # noqa: E402
+from pebal_core.export.calibration import calibration_files  # noqa: E402
+from pebal_core.export.onnx import export_model  # noqa: E402
+from pebal_core.export.openvino import quantize_int8  # noqa: E402
+from pebal_core.metrics import AnomalyMetrics  # noqa: E402
+from pebal_core.model_store import is_model_name, resolve_model  # noqa: E402
+from pebal_core.models import build_model  # noqa: E402
+from pebal_core.models.checkpoint import load_model, load_state_dict_strict, read_checkpoint, save_checkpoint  # noqa: E402
+from pebal_core.preprocessing import Normalization  # noqa: E402
+from pebal_core.runtime import Predictor  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_model import HOLDOUT_FS_STATIC, TEST_SETS  # noqa: E402
@@ -151,18 +153,19 @@ def conv_flops(model, size: tuple[int, int]) -> float:
     return total[0]
 
 
-def matmul_peak(n: int = 1536, repeats: int = 5) -> float:
-    """Measured fp32 FLOP/s of an ``n x n`` matrix product with torch's threads (best of ``repeats``)."""
+def matmul_peak(n: int = 1536, repeats: int = 5) -> tuple[float, float]:
+    """Measured fp32 FLOP/s of an ``n x n`` matrix product with torch's threads (best of ``repeats``):
+    per wall second, and per CPU second of the process (all threads), which other load on the
+    machine disturbs much less."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
-    best = min(_time(lambda: torch.mm(a, b)) for _ in range(repeats))
-    return 2.0 * n**3 / best
-
-
-def _time(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    runs = []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        torch.mm(a, b)
+        runs.append((time.perf_counter() - t0, time.process_time() - c0))
+    flops = 2.0 * n**3
+    return flops / min(r[0] for r in runs), flops / min(r[1] for r in runs)
 
 
 def openvino_profile(onnx_path: Path, rgb: np.ndarray, threads: int, top: int = 8) -> list[str]:
@@ -311,7 +314,8 @@ def main() -> None:
         results = timed(predictors, rgb, args.frames)
         t_torch = results["torch"][0]
         print(
-            f"\n{'variant':34s} {'precision':>9s} {'ms':>8s} {'fps':>6s} {'cpu ms':>8s} {'vs torch':>9s} {'labels = fp32':>14s}"
+            f"\n{'variant':34s} {'precision':>9s} {'ms':>8s} {'fps':>6s} {'cpu ms':>8s} {'vs torch':>9s} "
+            f"{'labels = fp32':>14s}"
         )
         for name, (wall, cpu_s) in results.items():
             agree = (predictors[name].predict(rgb)[0] == reference_labels).mean()
