@@ -62,9 +62,25 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tree = holdout_tree(args.realdata, Path(tmp) / "holdout")
         points = Path(tmp) / "points.safetensors"
-        cmd = [sys.executable, "-m", "pebal_core.cli", "threshold", "--model", str(args.model),
-               "--dataset", "validation/fs_static", "--root", str(tree), "--keep-all-images",
-               "--min-pixels", str(args.min_pixels), "--default", args.default, "--write", str(points)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pebal_core.cli",
+            "threshold",
+            "--model",
+            str(args.model),
+            "--dataset",
+            "validation/fs_static",
+            "--root",
+            str(tree),
+            "--keep-all-images",
+            "--min-pixels",
+            str(args.min_pixels),
+            "--default",
+            args.default,
+            "--write",
+            str(points),
+        ]
         for policy in POLICIES:
             cmd += ["--policy", policy]
         subprocess.run(cmd, check=True)
