@@ -58,7 +58,7 @@ def test_parameter_descriptors_advertise_ranges_and_choices():
 
 def test_value_checks_give_reasons():
     assert check_value("backend", "torch") is None
-    assert "one of torch, onnxruntime, tensorrt" in check_value("backend", "tflite")
+    assert "one of auto, torch, onnxruntime, openvino, tensorrt" in check_value("backend", "tflite")
     assert check_value("device", "cuda:1") is None and check_value("device", "tensorrt:0") is None
     assert "cpu, cuda, cuda:N" in check_value("device", "gpu0")
     assert "does not exist" in check_value("model", "/no/such/model.safetensors")
@@ -68,6 +68,14 @@ def test_value_checks_give_reasons():
     assert check_combination(values) is None
     assert "both be 0" in check_combination(values | {"input_height": 512})
     assert "exceeds" in check_combination(values | {"grid.resolution": 0.01, "grid.size_x": 1000.0})
+    assert "runs on the CPU" in check_combination(values | {"device": "cuda"})  # the default backend is auto
+    assert check_combination(values | {"backend": "torch", "device": "cuda"}) is None
+    assert check_combination(values | {"backend": "openvino", "precision": "bf16"}) is None
+    assert check_combination(values | {"backend": "tensorrt", "device": "cuda", "precision": "int8"}) is None
+    assert "does not apply to backend torch" in check_combination(values | {"backend": "torch", "precision": "bf16"})
+    assert "does not apply to backend openvino" in check_combination(
+        values | {"backend": "openvino", "precision": "fp16"}
+    )
 
 
 def test_colorize_matches_the_label_table():
