@@ -340,8 +340,9 @@ def main() -> None:
         )
         for name, (wall, cpu_s) in results.items():
             agree = (predictors[name].predict(rgb)[0] == reference_labels).mean()
+            same_weights = name != "torch, original weights, no FTZ" or original_path == path
             print(f"{name:34s} {backends[name].precision:>9s} {1000 * wall:8.1f} {1 / wall:6.2f} {1000 * cpu_s:8.1f} "
-                  f"{t_torch / wall:8.2f}x {100 * agree:13.2f}%")  # fmt: skip
+                  f"{t_torch / wall:8.2f}x {f'{100 * agree:13.2f}%' if same_weights else '(other weights)':>14s}")  # fmt: skip
         for name, note in notes.items():
             print(f"{name:34s} {note}")
         best = min(results, key=lambda k: results[k][0])
@@ -375,14 +376,14 @@ def main() -> None:
 
         if args.profile:
             flops = conv_flops(flushed, size)
-            peak = matmul_peak()
-            print(f"\nfloor: {flops / 1e9:.1f} GFLOP per frame (convolutions); measured fp32 peak {peak / 1e9:.1f} "
-                  f"GFLOP/s ({args.threads} threads, {1536}^2 matrix product): at peak {1000 * flops / peak:.1f} ms, "
-                  f"{peak / flops:.1f} frames/s")  # fmt: skip
-            for name, (wall, _) in results.items():
-                print(
-                    f"  {name:34s} {flops / wall / 1e9:7.1f} GFLOP/s = {100 * flops / wall / peak:5.1f} % of the peak"
-                )
+            peak, peak_cpu = matmul_peak()
+            print(f"\nfloor: {flops / 1e9:.2f} GFLOP per frame (convolutions); measured fp32 peak ({args.threads} "
+                  f"threads, 1536^2 matrix product) {peak / 1e9:.1f} GFLOP per wall second, {peak_cpu / 1e9:.1f} per "
+                  f"CPU second; at that peak a frame's convolutions take {1000 * flops / peak:.0f} ms wall "
+                  f"({peak / flops:.1f} frames/s), {1000 * flops / peak_cpu:.0f} ms of CPU")  # fmt: skip
+            for name, (wall, cpu_s) in results.items():
+                print(f"  {name:34s} {flops / wall / 1e9:6.1f} GFLOP/s wall = {100 * flops / wall / peak:5.1f} % of "
+                      f"peak; per CPU second {100 * flops / cpu_s / peak_cpu:5.1f} % of peak")  # fmt: skip
             print("\n".join(openvino_profile(onnx_path, rgb, args.threads)))
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 

@@ -227,8 +227,6 @@ def choose_backend(
         )
     if path.suffix in (".engine", ".plan"):
         raise ValueError(f"{path} is a TensorRT plan: use backend tensorrt (auto never picks TensorRT)")
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
     cache = Path(cache_dir) if cache_dir else user_cache_dir()
     options = {"device": "cpu", "smoothing": smoothing, "input_size": input_size, "threads": threads}
     if path.suffix == ".xml":
@@ -238,7 +236,6 @@ def choose_backend(
 
     candidates = [name for name in ("torch", "onnxruntime", "openvino") if installed(name)]
     skipped = {name: f"{_LIBRARIES[name]} is not installed" for name in _FACTORIES if name not in candidates}
-    model_sha = sha256_file(path)
     built: dict[str, Backend] = {}
     onnx_path = path
     rebuild = None
@@ -256,11 +253,12 @@ def choose_backend(
         torch_backend = TorchBackend(path, device="cpu", smoothing=smoothing, arch=arch)
         built["torch"] = torch_backend
         size = input_size or recorded_input_size(torch_backend.metadata)
-        onnx_path = onnx_cache_path(cache, model_sha, size, smoothing)
+        onnx_path = onnx_cache_path(cache, torch_backend.metadata["sha256"], size, smoothing)
 
         def rebuild() -> None:
             _export(torch_backend, path, onnx_path, size, smoothing)
 
+    model_sha = sha256_file(path)  # the file was read above: a missing one was reported there
     timing_size = size or TIMING_SIZE
     machine = machine_key()
     record_path = choice_path(cache, machine, model_sha, timing_size, smoothing)
