@@ -341,8 +341,9 @@ def main() -> None:
         for name, (wall, cpu_s) in results.items():
             agree = (predictors[name].predict(rgb)[0] == reference_labels).mean()
             same_weights = name != "torch, original weights, no FTZ" or original_path == path
+            equal = f"{100 * agree:13.2f}%" if same_weights else "(other weights)"
             print(f"{name:34s} {backends[name].precision:>9s} {1000 * wall:8.1f} {1 / wall:6.2f} {1000 * cpu_s:8.1f} "
-                  f"{t_torch / wall:8.2f}x {f'{100 * agree:13.2f}%' if same_weights else '(other weights)':>14s}")  # fmt: skip
+                  f"{t_torch / wall:8.2f}x {equal:>14s}")  # fmt: skip
         for name, note in notes.items():
             print(f"{name:34s} {note}")
         best = min(results, key=lambda k: results[k][0])
