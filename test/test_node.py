@@ -149,6 +149,7 @@ def test_every_output_matches_the_predictor_and_keeps_the_header(ros_env, predic
         for key in ("rate_in_hz", "rate_out_hz", "inference_ms_p50", "inference_ms_p99", "latency_ms_p90"):
             assert float(values[key]) >= 0, key
         assert values["backend"] == "torch" and values["model_id"] == predictor.model_id
+        assert values["backend_precision"] == "fp32" and values["backend_choice"] == "named, not measured"
         assert values["frames_dropped"] == "0" and values["frames_rejected"] == "0"
 
 
