@@ -413,6 +413,22 @@ def test_engine_auto_build_reaches_only_the_tensorrt_backend(ros_env, checkpoint
     assert "engine_auto_build" not in third
 
 
+def test_backend_auto_reports_its_measured_choice(ros_env, checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("PEBAL_CACHE_DIR", str(tmp_path / "cache"))
+    values = {"model": str(checkpoint), "backend": "auto", "input_height": 32, "input_width": 64}
+    with RosSession() as session:
+        node = PebalNode(node_name="n_auto", context=session.context, parameter_overrides=_overrides(values))
+        try:
+            choice = node.predictor.backend.choice
+            status = {kv.key: kv.value for kv in node.diagnostic_status().values}
+        finally:
+            node.destroy_node()
+    assert set(choice["times_ms"]) == {"torch", "onnxruntime", "openvino"}
+    assert status["backend"] == choice["backend"] == min(choice["times_ms"], key=choice["times_ms"].get)
+    assert status["backend_choice"] == choice["summary"] and f"{choice['backend']} " in choice["summary"]
+    assert list((tmp_path / "cache" / "auto").glob("*.json")), "the choice is cached in PEBAL_CACHE_DIR"
+
+
 def test_console_script_help():
     script = os.path.join(os.path.dirname(sys.executable), "pebal_node")
     out = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
