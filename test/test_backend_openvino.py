@@ -7,8 +7,9 @@ import hashlib
 import numpy as np
 import openvino as ov
 import pytest
-from _export_models import camera_like, realistic_checkpoint
+from _export_models import STORED_POINT, camera_like, realistic_checkpoint
 
+from pebal_core.alarms.operating_point import resolve_operating_point
 from pebal_core.backends import BackendError
 from pebal_core.backends.openvino_backend import cpu_capabilities
 from pebal_core.export.onnx import export_onnx
@@ -59,7 +60,7 @@ def test_fixed_onnx_resizes_to_the_model_size_and_reads_the_metadata(checkpoint,
     assert labels.shape == (128, 192)
     assert (labels == ref_labels).mean() >= 0.999
     assert np.abs(score - ref_score).max() <= 1e-3
-    assert pred.score_threshold == -4.25
+    assert resolve_operating_point(pred.metadata).point == STORED_POINT
     assert pred.metadata["arch"] == "resnet18" and pred.metadata["arch_kwargs"] == {"width": 0.25}
     assert pred.metadata["source_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert pred.model_id == f"resnet18@{hashlib.sha256(fixed_onnx.read_bytes()).hexdigest()[:12]}"

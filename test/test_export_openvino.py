@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import openvino as ov
 import pytest
-from _export_models import camera_like, realistic_checkpoint
+from _export_models import STORED_POINT, camera_like, realistic_checkpoint
 
+from pebal_core.alarms.operating_point import resolve_operating_point
 from pebal_core.export.onnx import export_onnx
 from pebal_core.export.openvino import QUANTIZATION_KEY, head_operations, quantize_int8
 from pebal_core.images import write_rgb
@@ -77,7 +78,7 @@ def test_int8_ir_runs_int8_with_the_head_in_float_and_the_metadata_kept(int8_ir,
     pred = Predictor.from_checkpoint(path, backend="openvino")
     assert pred.backend.precision == "int8" and pred.input_size == SIZE
     assert pred.metadata["quantization"]["precision"] == "int8"
-    assert pred.score_threshold == -4.25 and pred.metadata["arch"] == "resnet18"
+    assert resolve_operating_point(pred.metadata).point == STORED_POINT and pred.metadata["arch"] == "resnet18"
     rgb = np.ascontiguousarray(camera_like(*SIZE, 99)[0].transpose(1, 2, 0))
     labels, score = pred.predict(rgb)
     ref_labels, ref_score = Predictor.from_checkpoint(checkpoint, input_size=SIZE).predict(rgb)

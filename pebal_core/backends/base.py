@@ -101,9 +101,10 @@ def image_nchw(rgb: np.ndarray) -> np.ndarray:
 def recorded_input_size(metadata: dict) -> tuple[int, int] | None:
     """The ``(height, width)`` a model's metadata records as its input size, or ``None``.
 
-    ``input_size`` in a checkpoint's metadata is the size its score threshold was measured at
-    (``pebal eval --write-threshold``); in an ONNX export's metadata it is the graph's fixed
-    size, and a dynamic export carries the checkpoint's in ``checkpoint_metadata``."""
+    ``input_size`` in a checkpoint's metadata is the network size its operating points were measured
+    at (``pebal threshold --write``, ``pebal eval --write-threshold``); in an ONNX export's metadata
+    it is the graph's fixed size, and a dynamic export carries the checkpoint's in
+    ``checkpoint_metadata``."""
     for meta in (metadata, metadata.get("checkpoint_metadata") or {}):
         size = meta.get("input_size")
         if size:
