@@ -132,11 +132,6 @@ class PebalNode(Node):
         if reason:
             raise ValueError(f"invalid parameters: {reason}")
         self._converter = make_converter(p["image_conversion"])
-        if predictor is None and p["backend"] == "auto":
-            self.get_logger().info(
-                "backend auto: choosing the fastest CPU backend for this model (on its first start on a machine the "
-                "model is exported to ONNX and each backend timed, about a minute; then cached)"
-            )
         self.predictor = predictor if predictor is not None else load_predictor(p)
         self._stats = Stats()
         self._camera_info: CameraInfo | None = None

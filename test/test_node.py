@@ -362,6 +362,8 @@ def test_console_script_with_params_file(ros_env, checkpoint, predictor, rgb, re
         f"model:={checkpoint}",
         "-p",
         "diagnostics_period:=0.2",
+        "-p",  # the first start with backend auto exports and times the model (test_backend_auto_reports_...)
+        "backend:=torch",
         "-r",
         "image:=/cam/image_raw",
         "-r",
