@@ -63,7 +63,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from pebal_core.models.base import SegmentationModel
+from pebal_core.models.base import SegmentationModel, pooled_image
 from pebal_core.preprocessing import ESPNET_CITYSCAPES
 
 
@@ -172,19 +172,6 @@ class ESP(_ESPBranches):
         return self.bn(x + y if self.residual else y)
 
 
-class InputProjection(nn.Module):
-    """The image average-pooled ``times`` times (3x3, stride 2, padding 1): input reinforcement."""
-
-    def __init__(self, times: int) -> None:
-        super().__init__()
-        self.pool = nn.ModuleList(nn.AvgPool2d(3, stride=2, padding=1) for _ in range(times))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for pool in self.pool:
-            x = pool(x)
-        return x
-
-
 class ESPNetEncoder(nn.Module):
     """ESPNet-C: ``forward(x) -> (level-1 output, b2 output, encoder logits)``.
 
@@ -195,8 +182,6 @@ class ESPNetEncoder(nn.Module):
     def __init__(self, classes: int, p: int, q: int) -> None:
         super().__init__()
         self.level1 = CBR(3, 16, 3, stride=2)
-        self.sample1 = InputProjection(1)
-        self.sample2 = InputProjection(2)
         self.b1 = BR(16 + 3)
         self.level2_0 = DownsamplerESP(16 + 3, 64)
         self.level2 = nn.ModuleList(ESP(64, 64) for _ in range(p))
@@ -214,11 +199,11 @@ class ESPNetEncoder(nn.Module):
         """Everything but ``classifier``: (level-1 output ``B x 16 x H/2 x W/2``, ``b2`` output
         ``B x 131 x H/4 x W/4``, ``b3`` output ``B x 256 x H/8 x W/8``)."""
         level1 = self.level1(x)
-        down2 = self.level2_0(self.b1(torch.cat([level1, self.sample1(x)], 1)))
+        down2 = self.level2_0(self.b1(torch.cat([level1, pooled_image(x, 1)], 1)))
         y = down2
         for block in self.level2:
             y = block(y)
-        level2 = self.b2(torch.cat([y, down2, self.sample2(x)], 1))
+        level2 = self.b2(torch.cat([y, down2, pooled_image(x, 2)], 1))
         down3 = self.level3_0(level2)
         y = down3
         for block in self.level3:
