@@ -146,7 +146,7 @@ def test_final_block_is_a_view_over_the_checkpoint_layers(arch):
     assert [n for n, _ in model.final.named_children()] == expected_final[arch]
     for name, module in model.final.named_children():
         assert getattr(model, name) is module
-    clf = model.classifier
+    clf = model.output_conv
     assert isinstance(clf, nn.ConvTranspose2d) and clf.out_channels == 20
     twin = copy.deepcopy(model)  # the view must follow the copy's own layers
     assert all(getattr(twin, n) is m for n, m in twin.final.named_children())

@@ -146,8 +146,10 @@ class SegmentationModel(nn.Module):
         return self
 
     @property
-    def classifier(self) -> nn.Conv2d:
-        """The last convolution of ``final`` (its output channels are the classes)."""
+    def output_conv(self) -> nn.Conv2d | nn.ConvTranspose2d:
+        """The last convolution of ``final`` (its output channels are the classes). Not called
+        ``classifier``: checkpoint layouts name their own layers so (ESPNet, DABNet), and a property
+        of that name would hide those layers from ``getattr`` (which ``torch.export`` uses)."""
         convs = [m for m in self.final.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
         return convs[-1]
 

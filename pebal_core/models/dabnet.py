@@ -140,7 +140,7 @@ class DownSamplingBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv3x3(x)
         if self.pool:
-            y = torch.cat([y, F.max_pool2d(x, 2, 2)], 1)
+            y = torch.cat([y, F.max_pool2d(x, 2, 2, ceil_mode=True)], 1)  # = floor mode at the even sizes that run
         return self.bn_prelu(y)
 
 
@@ -188,7 +188,7 @@ class DABNetHead(nn.Module):
     def __init__(self, model: DABNet) -> None:
         super().__init__()
         self.bn_prelu_3 = model.bn_prelu_3
-        self.classifier = model.get_submodule("classifier")
+        self.classifier = model.classifier
 
     def forward(self, concat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         logits = self.classifier(self.bn_prelu_3(concat))
@@ -206,7 +206,7 @@ class DABNetLastStage(nn.Module):
         self.downsample_2 = model.downsample_2
         self.DAB_Block_2 = model.DAB_Block_2
         self.bn_prelu_3 = model.bn_prelu_3
-        self.classifier = model.get_submodule("classifier")
+        self.classifier = model.classifier
 
     def forward(self, stage1: torch.Tensor, image8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         down = self.downsample_2(stage1)
@@ -253,7 +253,7 @@ class DABNet(SegmentationModel):
         :class:`DABNetLastStage`)."""
         super().select_finetune_block(name)
         views = {"final": DABNetClassifier, "decoder": DABNetHead, "last_stage": DABNetLastStage}
-        view = views[name](self.get_submodule("classifier")) if name == "final" else views[name](self)
+        view = views[name](self.classifier) if name == "final" else views[name](self)
         self.attach_final_view(view)
         self.block = name
 
@@ -271,7 +271,7 @@ class DABNet(SegmentationModel):
 
     def features(self, x: torch.Tensor) -> DABNetFeatures | DABNetStage1Features:
         """Everything before the selected block (see the module docstring), from normalised RGB."""
-        size = (int(x.shape[-2]), int(x.shape[-1]))
+        size = (x.shape[-2], x.shape[-1])
         stage1 = self.stage1(x)
         image8 = pooled_image(x, 3)
         if self.block == "last_stage":

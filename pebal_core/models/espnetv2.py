@@ -31,7 +31,7 @@ checkpoint ``espnetv2_s_2.0_city_1024x512`` of sacmehta/EdgeNets (MIT; ``docs/da
   outputs at 1/2, 1/4, 1/8, 1/16 (the classification network's level 5 is not part of it);
 * decoder: efficient pyramid pooling (``bu_dec_l1..l4``): 1x1 ``CBR`` projection to
   ``p = min(classes // 2, 16)`` channels; five depth-wise 3x3 convolutions at scales 2.0, 1.5,
-  1.0, 0.5, 0.1 of the map (each side ``ceil(scale * side)``, at least 5; bilinear resizing with
+  1.0, 0.5, 0.1 of the map (each side ``ceil(scale * side)``, at least 5 cells; bilinear resizing with
   ``align_corners=True`` up, adaptive average pooling down, convolution in between), concatenated,
   ``BR``, a channel shuffle in 5 groups, grouped (``p`` groups) 3x3 ``CBR`` to ``p``, 1x1
   convolution to the output width, then ``BR`` (except in ``bu_dec_l4``, whose 1x1 convolution has
@@ -81,8 +81,11 @@ REPEATS = (3, 7)
 """Stride-1 EESP units after ``level3_0`` and ``level4_0``."""
 RECEPTIVE_LIMITS = (13, 11, 9, 9, 7)
 """Largest kernel size (``r``) of ``level2_0``, ``level3_0``, ``level3``, ``level4_0``, ``level4``."""
-PYRAMID_SCALES = (2.0, 1.5, 1.0, 0.5, 0.1)
-"""Scales of the five depth-wise convolutions of the efficient pyramid pooling."""
+PYRAMID_SCALES = ((2, 1), (3, 2), (1, 1), (1, 2), (1, 10))
+"""Scales ``p / q`` of the five depth-wise convolutions of the efficient pyramid pooling: 2.0, 1.5, 1.0,
+0.5, 0.1."""
+MIN_CELLS = 5
+"""Smallest side of a rescaled map in the efficient pyramid pooling."""
 DECODER_BASE = 16
 """Decoder base width for Cityscapes: levels 4, 3, 2 x this, then the classes."""
 
@@ -157,6 +160,7 @@ class EESP(nn.Module):
         if n * BRANCHES != cout:
             raise ValueError(f"EESP output width {cout} must be a multiple of {BRANCHES}")
         self.stride = stride
+        self.residual = stride == 1 and cin == cout
         self.proj_1x1 = CBR(cin, n, 1, groups=BRANCHES)
         self.spp_dw = nn.ModuleList(DepthwiseDilated(n, stride, d) for d in branch_dilations(BRANCHES, limit))
         self.conv_1x1_exp = CB(cout, cout, 1, groups=BRANCHES)
@@ -171,7 +175,7 @@ class EESP(nn.Module):
         out = self.conv_1x1_exp(self.br_after_cat(torch.cat(fused, 1)))
         if self.stride == 2:
             return out
-        return self.module_act(out + x if out.shape == x.shape else out)
+        return self.module_act(out + x if self.residual else out)
 
 
 class DownSampler(nn.Module):
@@ -274,28 +278,44 @@ class SequentialCBR(nn.Module):
         return self.cbr(x)
 
 
-def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``F.adaptive_avg_pool2d`` written as two averaging matrices (rows, then columns).
+def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int], max_window: tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)``, for windows of at most ``max_window`` (rows, columns) cells.
 
-    Output cell ``i`` of a side of length ``n`` -> ``m`` averages input cells
-    ``floor(i n / m) .. ceil((i + 1) n / m) - 1``, as PyTorch defines it; the windows of the two sides
-    are independent, so the box average factorises. The matrices export to ONNX at any ratio of
-    sizes (the ONNX exporter refuses ``adaptive_avg_pool2d`` when the output size does not divide
-    the input size).
+    Along a side of ``n`` cells pooled to ``m``, output cell ``i`` averages input cells
+    ``floor(i n / m) .. ceil((i + 1) n / m) - 1`` (PyTorch's definition); the box average
+    factorises into the two sides. Each side is one gather of a ``m x window`` table of cell
+    indices and a weighted sum, so the computation also traces with symbolic sizes: PyTorch's own
+    operator exports to ONNX with the window indices of the tracing size baked in, which gives
+    wrong results (or index errors) at any other size of a dynamic-size export. ``max_window``
+    (at least ``ceil(n / m) + 1``) is only used for symbolic sizes; with concrete sizes the
+    table is exactly as wide as the widest window.
     """
-    rows = _averaging_matrix(x.shape[-2], size[0], x)
-    cols = _averaging_matrix(x.shape[-1], size[1], x)
-    return rows @ x @ cols.transpose(0, 1)
+    return _pool_side(_pool_side(x, -2, size[0], max_window[0]), -1, size[1], max_window[1])
 
 
-def _averaging_matrix(n: int, m: int, like: torch.Tensor) -> torch.Tensor:
-    """``m x n``: row ``i`` is 1/len over the adaptive-pooling window of output cell ``i``."""
-    i = torch.arange(m, device=like.device)
+def _pool_side(x: torch.Tensor, dim: int, m: int, max_window: int) -> torch.Tensor:
+    """Adaptive average pooling of dimension ``dim`` (-2 or -1) to ``m`` cells."""
+    n = x.shape[dim]
+    if isinstance(n, int) and isinstance(m, int):
+        max_window = max(-(-(i + 1) * n // m) - i * n // m for i in range(m))
+    i = torch.arange(m, device=x.device)[:, None]
     start = (i * n) // m
-    end = -((-(i + 1) * n) // m)  # ceil((i + 1) n / m)
-    j = torch.arange(n, device=like.device)
-    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
-    return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+    end = (i * n + n + m - 1) // m  # ceil((i + 1) n / m)
+    cells = start + torch.arange(max_window, device=x.device)[None, :]  # m x window
+    weight = (cells < end).to(x.dtype) / (end - start).to(x.dtype)
+    picked = x.index_select(dim, torch.minimum(cells, end - 1).flatten())
+    if dim == -2:  # B x C x (m * window) x W -> B x C x m x window x W
+        picked = picked.unflatten(-2, (m, max_window))
+        return (picked * weight[:, :, None]).sum(-2)
+    picked = picked.unflatten(-1, (m, max_window))
+    return (picked * weight).sum(-1)
+
+
+def _scaled(side: int, scale: tuple[int, int]) -> int:
+    """``max(ceil(side * p / q), MIN_CELLS)`` for ``scale = (p, q)``, in integer arithmetic (exact,
+    and symbolic under ``torch.export``)."""
+    p, q = scale
+    return torch.sym_max((side * p + q - 1) // q, MIN_CELLS)
 
 
 class EfficientPyramidPool(nn.Module):
@@ -324,11 +344,14 @@ class EfficientPyramidPool(nn.Module):
         h, w = x.shape[-2:]
         outs = []
         for scale, stage in zip(PYRAMID_SCALES, self.stages, strict=True):
-            size = (max(math.ceil(h * scale), 5), max(math.ceil(w * scale), 5))
-            if scale < 1.0:
-                y = upsample(stage(adaptive_avg_pool(x, size)), (h, w))
-            elif scale > 1.0:
-                y = adaptive_avg_pool(stage(upsample(x, size)), (h, w))
+            p, q = scale
+            size = (_scaled(h, scale), _scaled(w, scale))
+            if p < q:  # pool down to >= 5 cells a side, convolve, back up: windows of <= q / p + 1 cells
+                window = -(-q // p) + 1
+                y = upsample(stage(adaptive_avg_pool(x, size, (window, window))), (h, w))
+            elif p > q:  # up, convolve, pool back: windows of <= ceil(s) + 1 cells, all 5 when a side is 1
+                window = max(-(-p // q) + 1, MIN_CELLS)
+                y = adaptive_avg_pool(stage(upsample(x, size)), (h, w), (window, window))
             else:
                 y = stage(x)
             outs.append(y)
