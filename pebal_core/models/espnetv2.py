@@ -66,6 +66,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -295,20 +296,32 @@ def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int], max_window: tuple[
 
 def _pool_side(x: torch.Tensor, dim: int, m: int, max_window: int) -> torch.Tensor:
     """Adaptive average pooling of dimension ``dim`` (-2 or -1) to ``m`` cells."""
-    n = x.shape[dim]
+    index, weight = _window_table(x.shape[dim], m, max_window, x)
+    picked = x.index_select(dim, index.flatten())
+    if dim == -2:  # B x C x (m * window) x W -> B x C x m x window x W
+        return (picked.unflatten(-2, index.shape) * weight[:, :, None]).sum(-2)
+    return (picked.unflatten(-1, index.shape) * weight).sum(-1)
+
+
+def _window_table(n: int, m: int, max_window: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell indices ``m x window`` (int64; past a window's end repeated, in range) and weights
+    ``m x window`` (1 / window length inside the window, 0 past its end) of adaptive pooling
+    ``n -> m`` cells. With concrete sizes the tables are computed in numpy, exactly as wide as the
+    widest window (a fixed-size export holds them as constants); with symbolic sizes, in torch
+    ops ``max_window`` wide."""
     if isinstance(n, int) and isinstance(m, int):
-        max_window = max(-(-(i + 1) * n // m) - i * n // m for i in range(m))
-    i = torch.arange(m, device=x.device)[:, None]
+        i = np.arange(m)[:, None]
+        start, end = i * n // m, -(-(i + 1) * n // m)
+        cells = start + np.arange((end - start).max())[None, :]
+        weight = (cells < end) / (end - start)
+        index = torch.from_numpy(np.minimum(cells, end - 1)).to(like.device)
+        return index, torch.from_numpy(weight).to(like.device, like.dtype)
+    i = torch.arange(m, device=like.device)[:, None]
     start = (i * n) // m
     end = (i * n + n + m - 1) // m  # ceil((i + 1) n / m)
-    cells = start + torch.arange(max_window, device=x.device)[None, :]  # m x window
-    weight = (cells < end).to(x.dtype) / (end - start).to(x.dtype)
-    picked = x.index_select(dim, torch.minimum(cells, end - 1).flatten())
-    if dim == -2:  # B x C x (m * window) x W -> B x C x m x window x W
-        picked = picked.unflatten(-2, (m, max_window))
-        return (picked * weight[:, :, None]).sum(-2)
-    picked = picked.unflatten(-1, (m, max_window))
-    return (picked * weight).sum(-1)
+    cells = start + torch.arange(max_window, device=like.device)[None, :]
+    weight = (cells < end).to(like.dtype) / (end - start).to(like.dtype)
+    return torch.minimum(cells, end - 1), weight
 
 
 def _scaled(side: int, scale: tuple[int, int]) -> int:
