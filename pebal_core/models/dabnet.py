@@ -42,13 +42,14 @@ its classifier is extended to 20 (``pebal_core.models.checkpoint.extend_classifi
 PEBAL split
 -----------
 ``final`` (:class:`DABNetClassifier`) = the 1x1 ``classifier`` and the upsampling; 5,180
-parameters for 20 classes. ``features`` returns :class:`DABNetFeatures` (``bn_prelu_3``'s input
-concatenation and the input size). The network has no decoder, so
-``select_finetune_block("decoder")`` takes the head after the last DAB module: ``bn_prelu_3`` and
-the classifier (5,698 parameters), and ``select_finetune_block("last_stage")`` the whole last
-encoder stage with that head (``downsample_2``, ``DAB_Block_2``, ``bn_prelu_3``, ``classifier``;
-:class:`DABNetLastStage`, 175,876 parameters), fed with the stage-1 concatenation and the
-image at 1/8. Every block is a view over the model's own layers (their checkpoint names stay).
+parameters for 20 classes. ``features`` returns :class:`DABNetFeatures` (``bn_prelu_3``'s output
+and the input size). The network has no decoder, so ``select_finetune_block("decoder")`` takes
+the head after the last DAB module: ``bn_prelu_3`` and the classifier (:class:`DABNetHead`, 5,957
+parameters), and ``select_finetune_block("last_stage")`` the whole last encoder stage with that
+head (``downsample_2``, ``DAB_Block_2``, ``bn_prelu_3``, ``classifier``; :class:`DABNetLastStage`,
+662,597 parameters, most of the network), fed with the stage-1 concatenation and the image at
+1/8 (:class:`DABNetStage1Features`). Every block is a view over the model's own layers (their
+checkpoint names stay).
 """
 
 from __future__ import annotations

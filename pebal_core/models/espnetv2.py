@@ -55,9 +55,9 @@ PEBAL split
 ``final`` (:class:`ESPNetv2LastDecoder`) = the last decoding step: ``merge_enc_dec_l4``,
 ``bu_br_l4``, ``bu_dec_l4`` (3,154 parameters for 20 classes), fed with ``bu_dec_l3``'s output
 and the level-1 features (:class:`ESPNetv2Features`). ``select_finetune_block("decoder")`` takes
-the whole decoder (:class:`ESPNetv2Decoder`, 76,082 parameters; fed with the four encoder levels),
+the whole decoder (:class:`ESPNetv2Decoder`, 43,556 parameters; fed with the four encoder levels),
 and ``select_finetune_block("last_stage")`` also the last encoder stage ``level4_0`` and
-``level4`` (:class:`ESPNetv2LastStage`, 512,766 parameters; fed with levels 1-3 and the image).
+``level4`` (:class:`ESPNetv2LastStage`, 701,118 parameters; fed with levels 1-3 and the image).
 Every block is a view over the model's own layers, so the state_dict keys stay the checkpoint's.
 """
 
