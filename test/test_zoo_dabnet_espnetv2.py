@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from node_harness import Probe, RosSession, as_array, camera_info_msg, first_outputs_from_process, stop_process
 from safetensors.torch import load_file as load_safetensors
 from scipy.ndimage import maximum_filter, minimum_filter
 from torch import nn
@@ -415,3 +416,28 @@ def test_predictor_and_cli_run_the_bare_real_checkpoint_by_arch(arch, realdata, 
     )
     assert done.returncode == 0, done.stderr
     np.testing.assert_array_equal(read_label(tmp_path / "out" / "frame_labels.png"), labels)
+
+
+@pytest.mark.ros
+@pytest.mark.realdata
+@pytest.mark.parametrize("arch", sorted(CHECKPOINTS))
+def test_node_runs_the_bare_real_checkpoint_given_its_arch_parameter(arch, ros_env, realdata):
+    path = realdata / CHECKPOINTS[arch]
+    rgb = np.random.default_rng(3).integers(0, 256, (64, 128, 3), dtype=np.uint8)
+    reference = Predictor.from_checkpoint(path, arch=arch)
+    labels, score = reference.predict(rgb)
+    script = os.path.join(os.path.dirname(sys.executable), "pebal_node")
+    cmd = [script, "--ros-args", "-p", f"model:={path}", "-p", f"arch:={arch}", "-p", "diagnostics_period:=0.2"]
+    env = {**os.environ, **ros_env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with RosSession() as session:
+            probe = Probe(session)
+            out = first_outputs_from_process(proc, probe, rgb, camera_info_msg(64, 128, 100.0, 100.0), "cam")
+            np.testing.assert_array_equal(as_array(out["semantic"]), labels)
+            np.testing.assert_allclose(as_array(out["anomaly_score"]), score, rtol=1e-5, atol=1e-5)
+            values = probe.wait_diag(lambda v: int(v["frames_out"]) >= 1, what="node diagnostics")
+            assert values["model_id"] == reference.model_id
+    finally:
+        rc, log = stop_process(proc)
+    assert rc == 0, log
