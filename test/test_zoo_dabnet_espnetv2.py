@@ -54,8 +54,8 @@ OUTPUTS = {"dabnet": 19, "espnetv2_s2": 20}
 """Output channels of the real checkpoints (docs/data_sources.md)."""
 PARAMETERS = {"dabnet": 756_643, "espnetv2_s2": 789_242}
 """Parameter counts of the real checkpoints (docs/data_sources.md)."""
-SIZES = {"dabnet": (64, 96), "espnetv2_s2": (64, 128)}
-"""Small input sizes the unit tests run at (multiples of 4 and 16)."""
+SIZES = {"dabnet": (64, 96), "espnetv2_s2": (64, 128), "espnet_p2q8": (64, 96)}
+"""Small input sizes the unit tests run at (multiples of each size divisor)."""
 CITYSCAPES = "cityscapes_gtfine_8"
 # arch -> (frames of cityscapes_gtfine_8, network input H x W, published pixel accuracy)
 QUALITY = {
@@ -283,7 +283,12 @@ def test_channel_shuffle_equals_torchs():
 
 def _block_parameter_names(arch: str, block: str, names: list[str]) -> set[str]:
     """The parameters a block must train, from the checkpoint key names alone."""
+    espnet_decoder = ("encoder.classifier.", "level3_C.", "br.", "up_l3.", "combine_l2_l3.", "up_l2.", "conv.")
+    espnet_level3 = ("encoder.level3_0.", "encoder.level3.", "encoder.b3.")
     prefixes = {
+        ("espnet_p2q8", "final"): ("conv.", "classifier."),
+        ("espnet_p2q8", "decoder"): (*espnet_decoder, "classifier."),
+        ("espnet_p2q8", "last_stage"): (*espnet_decoder, "classifier.", *espnet_level3),
         ("dabnet", "final"): ("classifier.",),
         ("dabnet", "decoder"): ("bn_prelu_3.", "classifier."),
         ("dabnet", "last_stage"): ("downsample_2.", "DAB_Block_2.", "bn_prelu_3.", "classifier."),
@@ -294,7 +299,7 @@ def _block_parameter_names(arch: str, block: str, names: list[str]) -> set[str]:
     return {n for n in names if n.startswith(prefixes)}
 
 
-@pytest.mark.parametrize("arch", sorted(CHECKPOINTS))
+@pytest.mark.parametrize("arch", [*sorted(CHECKPOINTS), "espnet_p2q8"])
 def test_finetune_blocks_keep_output_and_keys_and_train_exactly_their_layers(arch):
     model = _random_statistics(build_model(arch))
     x = torch.randn(2, 3, *SIZES[arch])
@@ -309,7 +314,9 @@ def test_finetune_blocks_keep_output_and_keys_and_train_exactly_their_layers(arc
         assert "final" not in dict(model.named_children()) and list(model.state_dict()) == keys
         trained = {names[id(p)] for p in model.finetune_parameters()}
         assert trained == _block_parameter_names(arch, block, list(names.values()))
-        assert isinstance(model.output_conv, nn.Conv2d) and model.output_conv.out_channels == 20
+        assert model.output_conv.out_channels == 20 and names[id(model.output_conv.weight)].startswith(
+            ("classifier.", "bu_dec_l4.merge_layer.3.")
+        )
         sizes.append(len(trained))
         # the trainer's path: features without autograd, the block (and a frozen teacher copy) on them
         freeze_for_finetuning(model)
