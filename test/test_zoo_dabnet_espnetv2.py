@@ -39,7 +39,7 @@ from pebal_core.metrics import confusion_matrix
 from pebal_core.models import build_model, list_models
 from pebal_core.models.checkpoint import load_model, save_checkpoint
 from pebal_core.models.dabnet import STAGE2_DILATIONS
-from pebal_core.models.espnetv2 import ChannelShuffle, adaptive_avg_pool
+from pebal_core.models.espnetv2 import ChannelShuffle, adaptive_avg_pool, window_table_ops
 from pebal_core.preprocessing import DABNET_CITYSCAPES, IMAGENET, image_to_tensor
 from pebal_core.runtime import Predictor
 from pebal_core.train import finetune_logits, freeze_for_finetuning, set_train_modes
@@ -270,7 +270,12 @@ def test_espnetv2_input_reinforcement_reaches_every_level_at_its_size():
 def test_adaptive_avg_pool_equals_torchs(n, m, k, j):
     x = torch.from_numpy(np.random.default_rng(n * 1000 + m).normal(size=(1, 2, n, k)))
     window = (-(-n // m) + 1, -(-k // j) + 1)
-    torch.testing.assert_close(adaptive_avg_pool(x, (m, j), window), F.adaptive_avg_pool2d(x, (m, j)))
+    expected = F.adaptive_avg_pool2d(x, (m, j))
+    torch.testing.assert_close(adaptive_avg_pool(x, (m, j), window), expected)
+    # the tables a symbolic-size trace builds (torch operations, max_window wide), on the rows
+    index, weight = window_table_ops(n, m, window[0], x)
+    rows = (x.index_select(-2, index.flatten()).unflatten(-2, index.shape) * weight[:, :, None]).sum(-2)
+    torch.testing.assert_close(rows, F.adaptive_avg_pool2d(x, (m, k)))
 
 
 def test_channel_shuffle_equals_torchs():

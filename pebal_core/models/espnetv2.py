@@ -307,15 +307,20 @@ def _window_table(n: int, m: int, max_window: int, like: torch.Tensor) -> tuple[
     """Cell indices ``m x window`` (int64; past a window's end repeated, in range) and weights
     ``m x window`` (1 / window length inside the window, 0 past its end) of adaptive pooling
     ``n -> m`` cells. With concrete sizes the tables are computed in numpy, exactly as wide as the
-    widest window (a fixed-size export holds them as constants); with symbolic sizes, in torch
-    ops ``max_window`` wide."""
-    if isinstance(n, int) and isinstance(m, int):
-        i = np.arange(m)[:, None]
-        start, end = i * n // m, -(-(i + 1) * n // m)
-        cells = start + np.arange((end - start).max())[None, :]
-        weight = (cells < end) / (end - start)
-        index = torch.from_numpy(np.minimum(cells, end - 1)).to(like.device)
-        return index, torch.from_numpy(weight).to(like.device, like.dtype)
+    widest window (a fixed-size export holds them as constants); with symbolic sizes, by
+    :func:`window_table_ops`, ``max_window`` wide."""
+    if not (isinstance(n, int) and isinstance(m, int)):
+        return window_table_ops(n, m, max_window, like)
+    i = np.arange(m)[:, None]
+    start, end = i * n // m, -(-(i + 1) * n // m)
+    cells = start + np.arange((end - start).max())[None, :]
+    weight = (cells < end) / (end - start)
+    index = torch.from_numpy(np.minimum(cells, end - 1)).to(like.device)
+    return index, torch.from_numpy(weight).to(like.device, like.dtype)
+
+
+def window_table_ops(n: int, m: int, max_window: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_window_table` in torch operations, which trace with symbolic ``n`` and ``m``."""
     i = torch.arange(m, device=like.device)[:, None]
     start = (i * n) // m
     end = (i * n + n + m - 1) // m  # ceil((i + 1) n / m)
