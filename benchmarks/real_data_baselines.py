@@ -53,7 +53,7 @@ SET_TITLES = {
     "RoadAnomaly21": "RoadAnomaly21",
     "RoadObsticle21": "RoadObstacle21",
     "FS_LostFound_full": "FS L&F (30/100)",
-    "fs_static": "FS Static",
+    "fs_static": "FS Static (hold-out)",
     "RoadAnomaly": "Road Anomaly",
 }
 # baseline_enet_subset.json column -> scoring method
