@@ -4,11 +4,11 @@ Segmentation", BMVC 2019): a three-stage encoder with input injection and a 1x1 
 
 Key layout
 ----------
-The state_dict keys and shapes for ``num_classes=19`` equal
-``shared/reference/dabnet_cityscapes_layout.json``, the layout of the real Cityscapes checkpoint
-(``docs/data_sources.md``: the pretrained model of ``Reagan1311/DABNet``, 756,643 parameters, 19
-outputs). Written from the paper and the architecture facts of that repository's
-``model/DABNet.py`` (no code copied):
+The state_dict keys and shapes for ``num_classes=19`` equal the key layout of the real Cityscapes
+checkpoint (``docs/data_sources.md``: the pretrained model of ``Reagan1311/DABNet``, 756,643
+parameters, 19 outputs; ``test/test_zoo_dabnet_espnetv2.py`` compares them key by key). Written
+from the paper and the architecture facts of that repository's ``model/DABNet.py`` (no code
+copied):
 
 * every BatchNorm has ``eps=1e-3`` and is followed by a per-channel PReLU (``BNPReLU``, keys
   ``bn``, ``acti``); convolutions have no bias; ``Conv`` = convolution (key ``conv``) with an

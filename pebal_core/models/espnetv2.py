@@ -4,10 +4,10 @@ Efficient, and General Purpose Convolutional Neural Network", CVPR 2019), the ne
 
 Key layout
 ----------
-The state_dict keys and shapes for ``s=2.0, num_classes=20`` equal
-``shared/reference/espnetv2_s2_cityscapes_layout.json``, the layout of the real Cityscapes
-checkpoint ``espnetv2_s_2.0_city_1024x512`` of sacmehta/EdgeNets (MIT; ``docs/data_sources.md``;
-789,242 parameters). Written from the paper and the architecture facts of that repository's
+The state_dict keys and shapes for ``s=2.0, num_classes=20`` equal the key layout of the real
+Cityscapes checkpoint ``espnetv2_s_2.0_city_1024x512`` of sacmehta/EdgeNets (MIT;
+``docs/data_sources.md``; 789,242 parameters; ``test/test_zoo_dabnet_espnetv2.py`` compares them
+key by key). Written from the paper and the architecture facts of that repository's
 ``model/segmentation/espnetv2.py``, ``model/classification/espnetv2.py`` and ``nn_layers/``
 (no code copied):
 
