@@ -12,7 +12,7 @@ on the machine hits both alike.
     python benchmarks/bench_onnx.py [--size 256 512] [--frames 30] [--threads N] [--sweep]
     python benchmarks/bench_onnx.py --model default --size 512 1024 [--sweep]   # a checkpoint or shipped model
     python benchmarks/bench_onnx.py --arch espnet_p2q8 --size 512 1024          # a zoo network, random weights
-    python benchmarks/bench_onnx.py --bases --size 512 1024 --flush-denormal   # the shipped default + real bases
+    python benchmarks/bench_onnx.py --bases --size 512 1024                    # the shipped default + real bases
 
 Without ``--model``, ``--arch`` or ``--bases`` the two real-time ResNet-18 widths are compared.
 ``--bases`` times the shipped default model beside every real Cityscapes base of the realdata
@@ -20,10 +20,6 @@ folder (``benchmarks/real_data_baselines.py``'s ``MODELS``, real weights, by ``a
 reports each one's onnxruntime time over the default's (the speed criterion for shipping another
 base: no slower than the default through onnxruntime). All models are timed in one run, their
 calls interleaved round by round.
-
-``--flush-denormal`` sets ``torch.set_flush_denormal(True)`` for the torch backend: checkpoints
-with denormal weights (the real ESPNet has thousands) are many times slower on a CPU without it,
-which would measure the weights' tiny values rather than the network.
 
 ``--threads`` sets both sides' CPU threads (torch intra-op threads and onnxruntime intra-op
 threads; default: every usable core). On a machine shared with other work, OpenMP-style
@@ -55,11 +51,12 @@ import onnxruntime as ort
 import torch
 from real_data_baselines import DEFAULT_REALDATA, MODELS
 
+from pebal_core.backends import usable_cores
 from pebal_core.export.onnx import export_onnx
 from pebal_core.model_store import DEFAULT, is_model_name, resolve_model
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import load_model, read_checkpoint, save_checkpoint
-from pebal_core.runtime import Predictor, usable_cores
+from pebal_core.runtime import Predictor
 
 CANDIDATES = {"resnet18 (width 0.5, synthetic model)": {"width": 0.5}, "resnet18 (width 1.0)": {"width": 1.0}}
 TARGET = 1.3
@@ -138,19 +135,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=(256, 512), metavar=("H", "W"))
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--threads", type=int, default=usable_cores(), help="CPU threads for both backends")
-    parser.add_argument("--flush-denormal", action="store_true", help="torch.set_flush_denormal(True) for torch")
     parser.add_argument("--sweep", action="store_true", help="also time onnxruntime session options")
     args = parser.parse_args()
     if sum(map(bool, (args.model, args.arch, args.bases))) > 1:
         parser.error("give one of --model, --arch, --bases")
     torch.set_num_threads(args.threads)
-    if args.flush_denormal and not torch.set_flush_denormal(True):
-        parser.error("--flush-denormal: this CPU does not support flushing denormals")
     h, w = args.size
     rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     print(
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads, denormals "
-        f"{'flushed' if args.flush_denormal else 'kept'}), onnxruntime {ort.__version__} "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {ort.__version__} "
         f"({args.threads} intra-op threads, ORT_ENABLE_ALL), input {h}x{w}, {args.frames} frames, "
         f"median ms per Predictor.predict; {usable_cores()} usable cores, load average "
         f"{os.getloadavg()[0]:.2f} at start"

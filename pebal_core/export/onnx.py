@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pebal_core.denormals import flush_denormals
 from pebal_core.fileio import atomic_write
 from pebal_core.models.base import SegmentationModel
 from pebal_core.onnx_contract import (
@@ -90,12 +91,10 @@ def metadata_props(
 
     Keys: ``pebal_onnx_format``, ``arch``, ``arch_kwargs``, ``num_classes``, ``input``
     (layout description), ``input_size`` (``"HxW"`` or ``"dynamic"``), ``normalization``,
-    ``score_threshold`` (energy value or ``null``), ``smoothing``, ``outputs``,
-    ``pebal_version``, ``source_checkpoint`` (file name), ``source_sha256``,
-    ``checkpoint_metadata`` (the source's metadata, without its local ``path``), ``exporter``,
-    ``opset``.
+    ``smoothing``, ``outputs``, ``pebal_version``, ``source_checkpoint`` (file name),
+    ``source_sha256``, ``checkpoint_metadata`` (the source's metadata, without its local ``path``;
+    it carries the operating points), ``exporter``, ``opset``.
     """
-    threshold = checkpoint_metadata.get("score_threshold")
     return {
         "pebal_onnx_format": str(FORMAT_VERSION),
         "arch": str(getattr(model, "arch", checkpoint_metadata.get("arch"))),
@@ -104,7 +103,6 @@ def metadata_props(
         "input": f"{INPUT_NAME}: uint8 RGB 1 x 3 x H x W, values 0..255, normalisation fused into the graph",
         "input_size": DYNAMIC if input_size is None else f"{input_size[0]}x{input_size[1]}",
         "normalization": json.dumps(model.normalization.to_dict()),
-        "score_threshold": json.dumps(None if threshold is None else float(threshold)),
         "smoothing": json.dumps(bool(smoothing)),
         "outputs": json.dumps(list(OUTPUT_NAMES[: 3 if logits else 2])),
         "pebal_version": __version__,
@@ -159,7 +157,10 @@ def export_model(
     logits: bool = False,
     opset: int = DEFAULT_OPSET,
 ) -> Path:
-    """Export a loaded network (see :func:`export_onnx`); ``checkpoint_metadata`` fills the metadata."""
+    """Export a loaded network (see :func:`export_onnx`); ``checkpoint_metadata`` fills the metadata.
+
+    ``model`` is put in eval mode and its denormal weights are set to zero (in place,
+    :func:`pebal_core.denormals.flush_denormals`), so the file holds none."""
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old: use {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
     h, w = (int(v) for v in input_size)
@@ -171,6 +172,7 @@ def export_model(
     import onnx
     import onnx_ir
 
+    flush_denormals(model)  # an eval-mode model for export: zeroing sub-1e-38 weights changes no output
     net = DeployNetwork(model.eval(), smoothing, logits).eval()
     example = torch.zeros(1, 3, h, w, dtype=torch.uint8)
     dynamic_shapes = None
