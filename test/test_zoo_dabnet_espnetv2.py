@@ -442,7 +442,8 @@ def test_node_runs_the_bare_real_checkpoint_given_its_arch_parameter(arch, ros_e
     reference = Predictor.from_checkpoint(path, arch=arch)
     labels, score = reference.predict(rgb)
     script = os.path.join(os.path.dirname(sys.executable), "pebal_node")
-    cmd = [script, "--ros-args", "-p", f"model:={path}", "-p", f"arch:={arch}", "-p", "diagnostics_period:=0.2"]
+    params = {"model": path, "arch": arch, "backend": "torch", "diagnostics_period": 0.2}  # torch: as the reference
+    cmd = [script, "--ros-args", *(a for k, v in params.items() for a in ("-p", f"{k}:={v}"))]
     env = {**os.environ, **ros_env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
