@@ -219,7 +219,7 @@ def _out_dim(module: nn.Module) -> int:
 
 def _classifier_keys(model: SegmentationModel) -> tuple[str, str | None, int]:
     names = {id(m): n for n, m in model.named_modules()}
-    clf = model.classifier
+    clf = model.output_conv
     prefix = names[id(clf)]
     bias = f"{prefix}.bias" if clf.bias is not None else None
     return f"{prefix}.weight", bias, _out_dim(clf)
