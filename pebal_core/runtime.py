@@ -47,10 +47,11 @@ import numpy as np
 import torch
 
 from pebal_core.fileio import sha256_file
+from pebal_core.model_metadata import check_metadata
 from pebal_core.model_store import model_path
 from pebal_core.models.base import SegmentationModel
 from pebal_core.models.checkpoint import load_model
-from pebal_core.onnx_contract import OUTPUT_NAMES, parse_metadata
+from pebal_core.onnx_contract import ONNX_RULES, OUTPUT_NAMES, parse_metadata
 from pebal_core.preprocessing import image_to_tensor
 from pebal_core.protocols import resize_image, resize_label_map, resize_protocol, resize_score
 from pebal_core.scoring import METHODS, all_scores, inlier_labels, labels_and_score
@@ -244,7 +245,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(
                 f"onnxruntime cannot load {path} ({e}); export the model again with `pebal export onnx CHECKPOINT`"
             ) from e
-        meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map)
+        meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         _check_smoothing(path, meta["smoothing"], smoothing)
         _check_fixed_size(path, meta["input_size"], input_size)
         self.input_size = meta["input_size"]
@@ -308,7 +309,7 @@ class TensorRTBackend(Backend):
         plan, info = trt_export.resolve_engine(
             path, env, precision, input_size, bool(engine_auto_build), device=index, **build_options
         )
-        model = info.model
+        model = dict(check_metadata(info.model, f"{plan} (the model metadata of its sidecar)", ONNX_RULES))
         _check_smoothing(Path(path), model.get("smoothing", True), smoothing)
         fixed = model.get("input_size")
         self.input_size = tuple(fixed) if fixed else None

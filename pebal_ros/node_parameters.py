@@ -22,6 +22,7 @@ from pebal_core.alarms.pipeline import AlarmConfig
 from pebal_core.alarms.region import REGIONS
 from pebal_core.calibration import DEFAULT_PROBABILITY_SCALE, resolve_threshold
 from pebal_core.ground import CameraMount, GroundGrid
+from pebal_core.model_metadata import MAX_NETWORK_SIDE
 from pebal_core.model_store import is_model_name, model_names
 from pebal_core.models import list_models
 from pebal_ros.conversions import CONVERSION_METHODS, DEFAULT_MAX_PIXELS
@@ -97,16 +98,22 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "network input height (px); 0 with input_width 0 = the model's input size, else each image's size "
         "scaled down to at most max_network_pixels",
         True,
-        (0, 8192),
+        (0, MAX_NETWORK_SIDE),
     ),
-    ParamSpec("input_width", 0, "network input width (px); 0 with input_height 0: see input_height", True, (0, 8192)),
+    ParamSpec(
+        "input_width",
+        0,
+        "network input width (px); 0 with input_height 0: see input_height",
+        True,
+        (0, MAX_NETWORK_SIDE),
+    ),
     ParamSpec(
         "max_network_pixels",
         MAX_NETWORK_PIXELS,
         "input_height/width 0 and a model without an input size: larger frames run at a scaled-down size "
         "(aspect kept) of at most this many pixels",
         True,
-        (1024, 1 << 26),
+        (1024, MAX_NETWORK_SIDE**2),
     ),
     ParamSpec("smoothing", True, "7x7 sigma-1 Gaussian smoothing of the energy score (the reference score)", True),
     ParamSpec(
