@@ -94,12 +94,16 @@ from pebal_core.ground import image_to_ground_homography
 from pebal_core.labels import colorize
 from pebal_core.model_store import resolve_model
 from pebal_core.runtime import Predictor
+from pebal_core.scoring import nonfinite_pixels
 from pebal_core.visualize import alarm_overlay
 from pebal_ros.conversions import ImageError, make_converter
 from pebal_ros.node_diagnostics import (
     InputSilence,
     Stats,
     counter_values,
+    nonfinite_problem,
+    requirement_findings,
+    requirements_text,
     status_message,
     summary,
     watchdog_problem,
@@ -349,6 +353,7 @@ class PebalNode(Node):
             self._stats.frames_in += 1
             self._stats.dropped += int(dropped)
             self._stats.last_frame = time.monotonic()
+            self._stats.first_frame = self._stats.first_frame or self._stats.last_frame
             if self._stats.waiting_since is None:
                 self._stats.waiting_since = self._stats.last_frame
             if gap is not None:
@@ -449,6 +454,11 @@ class PebalNode(Node):
         t0 = time.perf_counter()
         labels, score = self._predictor_for(*rgb.shape[:2]).predict(rgb)
         t1 = time.perf_counter()
+        with self._stats.lock:
+            starts = self._stats.note_scores(nonfinite_pixels(score), score.size)
+            problem = nonfinite_problem(self._stats)
+        if starts:
+            self._warn("nonfinite", problem)
         header = msg.header
         conv = self._converter
         published = []
@@ -482,6 +492,7 @@ class PebalNode(Node):
         sane = LATENCY_WINDOW_MS[0] <= latency <= LATENCY_WINDOW_MS[1]
         with self._stats.lock:
             self._stats.frames_out += 1
+            self._stats.published_at.append((time.monotonic(), latency if sane else math.nan))
             for name in published:
                 self._stats.published[name] += 1
             self._stats.inference_ms.append((t1 - t0) * 1e3)
@@ -579,6 +590,8 @@ class PebalNode(Node):
             problems, errors = st.problems_since_report, st.errors_since_report
             st.problems_since_report = st.errors_since_report = 0
             values = counter_values(st, self._slot.pending, rate_in, rate_out)
+            nonfinite = nonfinite_problem(st)
+            missed = requirement_findings(now, st.published_at, st.first_frame, self._settings.requirements, rate_in)
         s = self._settings
         values.update(
             {
@@ -590,6 +603,7 @@ class PebalNode(Node):
                 "alarm_region": s.alarms.region,
                 "image_conversion": self._converter.name,
                 "camera_info": "received" if self._camera_info is not None else "none yet",
+                "requirements": requirements_text(s.requirements),
             }
         )
         worker_stopped = self._worker is not None and not self._worker.is_alive() and not self._destroyed
@@ -600,8 +614,13 @@ class PebalNode(Node):
             self._warn("watchdog", stalled, error=True)
         elif silence and not errors:
             self._warn("silence", silence)
+        for level, text in missed:
+            error = level == DiagnosticStatus.ERROR
+            self._warn("requirement error" if error else "requirement warning", text, error=error)
         image_topic = self.resolve_topic_name("image")
-        level, message = summary(stalled, errors, silence, problems, values, rate_in, rate_out, image_topic)
+        level, message = summary(
+            stalled, errors, silence, problems, values, rate_in, rate_out, image_topic, nonfinite, missed
+        )
         device = str(getattr(self.predictor.backend, "device", self.predictor.backend.name))
         return status_message(f"{self.get_name()}: anomaly segmentation", level, message, device, values)
 

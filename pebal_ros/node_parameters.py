@@ -151,6 +151,33 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "diagnostics ERROR when one frame has been in processing for longer than this (s)",
         bounds=(0.1, 3600.0),
     ),
+    ParamSpec(
+        "requirements.min_rate",
+        0.0,
+        "output frames/s the application needs; diagnostics WARN below min_rate x (1 - tolerance) over the "
+        "window, ERROR below half of that (0 = not judged)",
+        bounds=(0.0, 1000.0),
+    ),
+    ParamSpec(
+        "requirements.max_latency",
+        0.0,
+        "seconds from a frame's header stamp to its outputs the application accepts; diagnostics WARN when a "
+        "frame of the window took longer than max_latency x (1 + tolerance), ERROR when the median did "
+        "(0 = not judged)",
+        bounds=(0.0, 3600.0),
+    ),
+    ParamSpec(
+        "requirements.tolerance",
+        0.1,
+        "fraction by which the output rate may fall below min_rate and the latency exceed max_latency",
+        bounds=(0.0, 0.99),
+    ),
+    ParamSpec(
+        "requirements.window",
+        5.0,
+        "seconds of outputs over which rate and latency are judged (rate once frames arrived for this long)",
+        bounds=(0.1, 600.0),
+    ),
     ParamSpec("grid.frame_id", "base_footprint", "ground frame of anomaly_grid (x forward, y left, z up)"),
     ParamSpec("grid.resolution", 0.2, "cell size (m)", bounds=(0.01, 10.0)),
     ParamSpec("grid.size_x", 40.0, "grid extent along x, forward (m)", bounds=(0.1, 1000.0)),
@@ -189,6 +216,18 @@ _SPECS = {spec.name: spec for spec in PARAMETERS}
 
 
 @dataclass(frozen=True)
+class Requirements:
+    """What the application needs from the node (the ``requirements.*`` parameters): ``min_rate``
+    (frames/s, 0 = not judged), ``max_latency`` (s, 0 = not judged), ``tolerance`` (fraction) and
+    ``window`` (s); judged by :func:`pebal_ros.node_diagnostics.requirement_findings`."""
+
+    min_rate: float = 0.0
+    max_latency: float = 0.0
+    tolerance: float = 0.1
+    window: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """The run-time-changeable configuration, swapped atomically when parameters change."""
 
@@ -207,6 +246,7 @@ class Settings:
     probability_scale: float
     alarms: AlarmConfig
     grid_persistence: PersistenceConfig
+    requirements: Requirements
 
 
 def grid_from(values: dict) -> GroundGrid:
@@ -315,6 +355,12 @@ def settings_from(values: dict, metadata: dict) -> Settings:
         probability_scale=float(values["grid.probability_scale"]),
         alarms=alarms,
         grid_persistence=grid_persistence,
+        requirements=Requirements(
+            float(values["requirements.min_rate"]),
+            float(values["requirements.max_latency"]),
+            float(values["requirements.tolerance"]),
+            float(values["requirements.window"]),
+        ),
     )
 
 

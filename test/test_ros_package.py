@@ -61,6 +61,7 @@ PIP_ONLY = {
     "onnx_ir": "onnx-ir",
     "pycocotools": "pycocotools",
     "rosbags": "rosbags",
+    "simplejpeg": "simplejpeg",
 }
 GPU_EXTRAS = {"tensorrt": "tensorrt", "pycuda": "pycuda"}
 

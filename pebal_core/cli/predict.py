@@ -14,7 +14,8 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
             "Run a model on image files and write, per image: <stem>_labels.png (trainIds 0..18), "
             "<stem>_color.png (Cityscapes palette), <stem>_score.npy (float32 PEBAL score, higher = more "
             "anomalous), <stem>_score.png (heat map) and <stem>_overlay.png (anomalous pixels tinted red "
-            "where the score exceeds --threshold, or the model's stored threshold)."
+            "where the score exceeds --threshold, or the model's stored threshold). An image whose every score "
+            "is NaN or infinite (a broken model) gets no files and makes the command fail (exit status 2)."
         ),
     )
     p.add_argument("images", nargs="+", type=Path, help="input image files (png, jpg, webp)")
@@ -55,10 +56,12 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from pebal_core.cli.errors import UserError
     from pebal_core.images import read_rgb, write_label, write_rgb
     from pebal_core.labels import colorize
     from pebal_core.model_store import resolve_model
     from pebal_core.runtime import Predictor
+    from pebal_core.scoring import nonfinite_pixels
     from pebal_core.visualize import heatmap, overlay
 
     options = {"engine_auto_build": True} if args.engine_auto_build else {}
@@ -73,9 +76,15 @@ def run_predict(args: argparse.Namespace) -> int:
     )
     threshold = args.threshold if args.threshold is not None else predictor.score_threshold
     args.out.mkdir(parents=True, exist_ok=True)
+    blind = []
     for image_path in args.images:
         rgb = read_rgb(image_path)
         labels, score = predictor.predict(rgb)
+        bad = nonfinite_pixels(score)
+        if bad == score.size:
+            print(f"{image_path}: every score is NaN or infinite: no files written")
+            blind.append(str(image_path))
+            continue
         stem = args.out / image_path.stem
         write_label(f"{stem}_labels.png", labels)
         write_rgb(f"{stem}_color.png", colorize(labels))
@@ -83,9 +92,17 @@ def run_predict(args: argparse.Namespace) -> int:
         write_rgb(f"{stem}_score.png", heatmap(score))
         if threshold is not None:
             write_rgb(f"{stem}_overlay.png", overlay(rgb, score >= threshold))
-        print(f"{image_path}: score range [{score.min():.3f}, {score.max():.3f}] -> {stem}_*")
+        finite = score[np.isfinite(score)] if bad else score
+        note = f"; {bad} of {score.size} pixels NaN or infinite" if bad else ""
+        print(f"{image_path}: score range [{finite.min():.3f}, {finite.max():.3f}]{note} -> {stem}_*")
     if threshold is None:
         print("no threshold given and none stored in the model: overlays skipped (use --threshold)")
+    if blind:
+        raise UserError(
+            f"{len(blind)} of {len(args.images)} images got no finite anomaly score ({', '.join(blind[:3])}"
+            f"{', ...' if len(blind) > 3 else ''}): the model gives NaN/inf everywhere (check its normalisation "
+            f"and weights, and the backend {args.backend})"
+        )
     return 0
 
 
