@@ -10,7 +10,9 @@ them (50 runs per storage in ``docs/recording_and_launch.md``).
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -44,12 +46,11 @@ def test_a_full_disk_leaves_an_unfinished_recording_that_recovers_consistently(r
     assert len(run.sent) > verdict.recovered  # the disk really filled up before the stream ended
 
 
-def test_recover_onto_a_full_disk_names_the_path_and_leaves_nothing(tmp_path, capsys):
+@pytest.mark.parametrize("disk", ["tmpfs", "fsize"])
+def test_recover_onto_a_full_disk_names_the_path_and_leaves_nothing(tmp_path, disk):
     """The issue: "[Errno 28]" without a path, and a 0-byte .X_recovered.partial left behind that
-    blocked every retry ("the process was killed or crashed")."""
+    blocked every retry ("the process was killed or crashed"). The real ``pebal_bag recover``."""
     import numpy as np
-
-    from pebal_ros.bag import main
 
     source = tmp_path / "src"
     rng = np.random.default_rng(0)
@@ -57,19 +58,26 @@ def test_recover_onto_a_full_disk_names_the_path_and_leaves_nothing(tmp_path, ca
         bag.add_topic("/img", "sensor_msgs/msg/Image")
         for k in range(80):  # 8 MB: more than the 5 MiB disk
             bag.write_raw("/img", 1_000 + k, rng.integers(0, 256, 100_000, dtype=np.uint8).tobytes())
+    script = str(Path(sys.executable).parent / "pebal_bag")
     try:
-        with small_disk(tmp_path, "tmpfs") as (folder, _):
+        with small_disk(tmp_path, disk) as (folder, preexec):
             out = folder / "copy"
-            assert main(["recover", str(source), "-o", str(out)]) == 2
-            err = capsys.readouterr().err.strip()
+            run = subprocess.run(
+                [script, "recover", str(source), "-o", str(out)], capture_output=True, text=True, preexec_fn=preexec
+            )
+            assert run.returncode == 2, run.stdout + run.stderr
+            err = run.stderr.strip()
             assert len(err.splitlines()) == 1 and err.startswith("pebal_bag: error:"), err
-            assert str(out) in err and "No space left on device" in err and "nothing was kept" in err, err
-            assert not out.exists() and not partial_path(out).parent.exists()
-            assert list(folder.iterdir()) == []
-            # a retry onto a disk with room is not blocked by anything the failed run left
-            assert main(["recover", str(source), "-o", str(tmp_path / "copy")]) == 0
+            cause = "No space left on device" if disk == "tmpfs" else "File too large"
+            assert str(out) in err and cause in err and "nothing was kept" in err, err
+            assert not out.exists() and list(folder.iterdir()) == []
     except CannotMount as e:
         pytest.skip(str(e))
+    # a retry onto a disk with room works (the source is untouched)
+    again = subprocess.run(
+        [script, "recover", str(source), "-o", str(tmp_path / "copy")], capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
     with BagReader(tmp_path / "copy") as reader:
         assert sum(1 for _ in reader.messages()) == 80
 
