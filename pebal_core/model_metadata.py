@@ -72,14 +72,38 @@ def _arch_kwargs(v: object) -> bool:
     )
 
 
+_POINT_FIELDS: dict[str, Callable[[object], bool]] = {
+    "threshold": _real,
+    "policy": lambda v: isinstance(v, str),
+    "region": lambda v: isinstance(v, str),
+    "include_sidewalk": lambda v: isinstance(v, bool),
+    "region_min_fraction": lambda v: _real(v) and 0 <= v <= 1,
+    "min_pixels": lambda v: _integer(v, 1, MAX_NETWORK_SIDE**2),
+    "image_size": _input_size,
+    "persistence": lambda v: isinstance(v, Mapping) and all(_real(x) and x >= 0 for x in v.values()),
+}
+"""Types and ranges of an operating point's fields as stored (``pebal_core.alarms.operating_point``
+checks their meaning, e.g. the region's name, when a consumer resolves the point)."""
+
+
+def _point_settings(entry: object, required: tuple[str, ...]) -> bool:
+    return (
+        isinstance(entry, Mapping)
+        and all(k in entry for k in required)
+        and all(check(entry[k]) for k, check in _POINT_FIELDS.items() if k in entry)
+    )
+
+
 def _operating_points(v: object) -> bool:
     if v is None:
         return True
-    if not isinstance(v, Mapping) or not isinstance(v.get("points", {}), Mapping):
+    if not isinstance(v, Mapping) or not isinstance(v.get("points"), Mapping):
         return False
-    points = v.get("points", {})
-    return isinstance(v.get("default", ""), str) and all(
-        isinstance(k, str) and isinstance(p, Mapping) and _real(p.get("threshold")) for k, p in points.items()
+    return (
+        isinstance(v.get("default"), str)
+        and v["default"] in v["points"]
+        and _point_settings(v.get("source") or {}, ())
+        and all(isinstance(k, str) and _point_settings(p, ("threshold",)) for k, p in v["points"].items())
     )
 
 
@@ -125,7 +149,9 @@ METADATA_RULES: tuple[Rule, ...] = (
     Rule("score_threshold", "null or a finite number (an energy value)", lambda v: v is None or _real(v)),
     Rule(
         "alarm_operating_points",
-        "null or an object {default: policy, points: {policy: {threshold: a finite number, ...}}, source: ...}",
+        "null or an object {default: one of the points, points: {policy: {threshold: a finite number, min_pixels: "
+        "an integer >= 1, image_size: null or [height, width], region: a string, persistence: an object of numbers "
+        ">= 0, ...}}, source: ...}",
         _operating_points,
     ),
 )

@@ -24,6 +24,11 @@ MAX_SIDE = MAX_NETWORK_SIDE
 """Largest height/width a dynamic-size export accepts."""
 DYNAMIC = "dynamic"
 """Value of the ``input_size`` metadata entry of a dynamic-size export."""
+OPERATING_POINT_KEYS = ("alarm_operating_points", "score_threshold")
+"""The model metadata entries holding its alarm operating points (read by
+:mod:`pebal_core.alarms.operating_point`; ``score_threshold`` is a bare threshold without its settings).
+An export carries them inside ``checkpoint_metadata``; :func:`parse_metadata` returns them at the
+top level, where a checkpoint's metadata has them, so every backend's metadata reads the same."""
 
 
 class ExportError(RuntimeError):
@@ -42,7 +47,6 @@ _FIELDS: tuple[tuple[str, str | None, Callable[[str], object]], ...] = (
     ("num_classes", "20", int),
     ("input_size", DYNAMIC, _input_size),
     ("normalization", None, json.loads),
-    ("score_threshold", "null", json.loads),
     ("smoothing", "true", json.loads),
     ("outputs", json.dumps(list(OUTPUT_NAMES[:2])), json.loads),
     ("pebal_version", None, str),
@@ -70,8 +74,10 @@ def parse_metadata(props: Mapping[str, str], source: object = "the ONNX file") -
 
     Returns a dict with ``arch`` (str), ``arch_kwargs`` (dict), ``num_classes`` (int),
     ``input_size`` (``(H, W)`` or ``None`` for dynamic), ``normalization`` (dict),
-    ``score_threshold`` (float or None), ``smoothing`` (bool), ``outputs`` (list),
-    ``pebal_version``, ``source_checkpoint``, ``source_sha256``, ``checkpoint_metadata`` and ``opset``.
+    ``smoothing`` (bool), ``outputs`` (list), ``pebal_version``, ``source_checkpoint``,
+    ``source_sha256``, ``checkpoint_metadata``, ``opset`` and the entries of
+    :data:`OPERATING_POINT_KEYS` (from ``checkpoint_metadata``; a file with its own entry keeps
+    that one).
 
     Raises:
         ExportError: the file was not written by :func:`export_onnx` (no ``pebal_onnx_format``)
@@ -103,6 +109,16 @@ def parse_metadata(props: Mapping[str, str], source: object = "the ONNX file") -
             f"{source} uses PEBAL export format {version}, newer than this version's {FORMAT_VERSION}; "
             "upgrade pebal or re-export the model"
         )
+    for key in OPERATING_POINT_KEYS:
+        if key in props:
+            try:
+                out[key] = json.loads(props[key])
+            except ValueError as e:
+                raise CheckpointError(
+                    f"{source}: metadata key {key!r} cannot be read ({e}); re-export the model"
+                ) from e
+        else:
+            out[key] = out["checkpoint_metadata"].get(key) if isinstance(out["checkpoint_metadata"], Mapping) else None
     check_metadata({k: v for k, v in out.items() if k in props or v is not None}, source, ONNX_RULES)
     check_metadata(out["checkpoint_metadata"], f"{source} (inside metadata key 'checkpoint_metadata')")
     return out

@@ -30,18 +30,52 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from pebal_core.percentiles import percentiles
+from pebal_core.scoring import nonfinite_pixels
 from pebal_ros.node_parameters import OUTPUTS, Requirements
 
 STATS_WINDOW = 300
 """Frames over which latency percentiles are computed."""
 PUBLISHED_HISTORY = 1 << 17
 """Published frames remembered for the requirement window (218 frames/s over the longest, 600 s, window)."""
+LATENCY_WINDOW_MS = (-1000.0, 60000.0)
+"""Latencies (node clock minus header stamp, ms) outside this window are counted as bad stamps
+instead of being averaged in: a stamp of 0, or a camera clock far off the node's. The lower end
+allows clocks of two machines to differ by up to 1 s."""
+SEQUENCE_PUBLISHERS = 64
+"""Publishers whose last sequence number is remembered (for gap counting)."""
+
+
+def stamp_latency_ms(now_ns: int, sec: int, nanosec: int) -> float:
+    """Node clock minus a header stamp, in ms (any stamp, negative or zero, gives a number)."""
+    return (now_ns - (int(sec) * 1_000_000_000 + int(nanosec))) / 1e6
+
+
+@dataclass
+class Period:
+    """What the counters say about the time since the last report (:meth:`Stats.period`)."""
+
+    values: dict[str, object]
+    rate_in: float
+    rate_out: float
+    problems: int
+    errors: int
+    busy_since: float | None
+    waiting_since: float | None
+    failure: str
+    last_frame: float
+    nonfinite: str | None = None
+    """Why the newest frame's score cannot be trusted (:func:`nonfinite_problem`), None when finite."""
+    missed: list[tuple[bytes, str]] = field(default_factory=list)
+    """``(level, message)`` of each requirement missed over its window (:func:`requirement_findings`)."""
 
 
 @dataclass
@@ -72,6 +106,7 @@ class Stats:
     obstacles_last: int = 0
     obstacles_total: int = 0
     frames_with_obstacles: int = 0
+    last_report: tuple[float, int, int] = (-math.inf, 0, 0)  # time.monotonic(), frames in, frames out
     first_frame: float | None = None  # time.monotonic() of the first frame received
     published_at: deque = field(default_factory=lambda: deque(maxlen=PUBLISHED_HISTORY))
     """``(time.monotonic(), latency ms or NaN for a bad stamp)`` of every published frame, oldest first."""
@@ -79,13 +114,139 @@ class Stats:
     nonfinite_last: int = 0  # NaN/inf pixels of the newest frame's score
     nonfinite_size: int = 0  # pixels of that frame
 
-    def note_scores(self, nonfinite: int, size: int) -> bool:
-        """Count a frame's non-finite score pixels (the caller holds ``lock``); True when this frame
-        starts a run of frames with them (the node warns then)."""
-        starts = nonfinite > 0 and self.nonfinite_last == 0
-        self.nonfinite_frames += int(nonfinite > 0)
-        self.nonfinite_last, self.nonfinite_size = nonfinite, size
-        return starts
+    def period(self, now: float, pending: int, requirements: Requirements | None = None) -> Period:
+        """The counters and rates since the last call (``now``: ``time.monotonic()``), whose
+        per-period problem counts it resets; ``pending`` frames wait in the mailbox; the
+        ``requirements`` are judged over their window."""
+        with self.lock:
+            t_prev, in_prev, out_prev = self.last_report
+            dt = max(now - t_prev, 1e-9)
+            rate_in, rate_out = (self.frames_in - in_prev) / dt, (self.frames_out - out_prev) / dt
+            self.last_report = (now, self.frames_in, self.frames_out)
+            problems, errors = self.problems_since_report, self.errors_since_report
+            self.problems_since_report = self.errors_since_report = 0
+            values = counter_values(self, pending, rate_in, rate_out)
+            values["requirements"] = requirements_text(requirements) if requirements is not None else "none"
+            missed = (
+                requirement_findings(now, self.published_at, self.first_frame, requirements, rate_in)
+                if requirements is not None
+                else []
+            )
+            return Period(
+                values, rate_in, rate_out, problems, errors, self.busy_since, self.waiting_since,
+                self.worker_failure, self.last_frame, nonfinite_problem(self), missed,
+            )  # fmt: skip
+
+    def busy(self, since: float | None) -> None:
+        """The worker took a frame at ``since`` (``time.monotonic()``), or finished it (None)."""
+        with self.lock:
+            self.busy_since = since
+            if since is not None:
+                self.waiting_since = None
+
+    def _problem(self, text: str) -> None:
+        self.problems_since_report += 1
+        self.last_problem = text
+
+    def arrived(self, now: float, dropped: bool, gap: int | None) -> None:
+        """A frame reached the callback at ``now`` (``time.monotonic()``), replacing a waiting one
+        (``dropped``), after ``gap`` frames of its publisher that never arrived (None: not measurable)."""
+        with self.lock:
+            self.frames_in += 1
+            self.dropped += int(dropped)
+            self.last_frame = now
+            self.first_frame = now if self.first_frame is None else self.first_frame
+            if self.waiting_since is None:
+                self.waiting_since = now
+            if gap is not None:
+                self.sequence_measured = True
+                self.sequence_gaps += gap
+                if gap:
+                    self._problem(f"{gap} frame(s) lost before reaching the node (publisher sequence gap)")
+
+    def rejected_frame(self, kind: str, text: str) -> None:
+        with self.lock:
+            self.rejected[kind] = self.rejected.get(kind, 0) + 1
+            self._problem(text)
+
+    def scores(self, score: np.ndarray) -> str | None:
+        """Count the NaN/inf pixels of a frame's score map; the problem to warn about when this frame
+        starts a run of frames with them, else None."""
+        nonfinite, size = nonfinite_pixels(score), score.size
+        with self.lock:
+            starts = nonfinite > 0 and self.nonfinite_last == 0
+            self.nonfinite_frames += int(nonfinite > 0)
+            self.nonfinite_last, self.nonfinite_size = nonfinite, size
+            return nonfinite_problem(self) if starts else None
+
+    def failed_frame(self, text: str) -> None:
+        with self.lock:
+            self.inference_errors += 1
+            self.errors_since_report += 1
+            self.last_problem = text
+
+    def frame_done(
+        self, published: list[str], inference_ms: float, processing_ms: float, latency_ms: float, obstacles: int | None
+    ) -> bool:
+        """Count a processed frame (``obstacles`` None: the alarm chain did not run); False when its
+        latency lies outside :data:`LATENCY_WINDOW_MS` (a bad stamp, not averaged in)."""
+        sane = LATENCY_WINDOW_MS[0] <= latency_ms <= LATENCY_WINDOW_MS[1]
+        with self.lock:
+            self.frames_out += 1
+            self.published_at.append((time.monotonic(), latency_ms if sane else math.nan))
+            for name in published:
+                self.published[name] += 1
+            self.inference_ms.append(inference_ms)
+            self.processing_ms.append(processing_ms)
+            if sane:
+                self.latency_ms.append(latency_ms)
+            else:
+                self.bad_stamps += 1
+                self._problem(f"bad header stamp: node clock - stamp = {latency_ms / 1e3:.6g} s")
+            if obstacles is not None:
+                self.obstacles_last = obstacles
+                self.obstacles_total += obstacles
+                self.frames_with_obstacles += int(obstacles > 0)
+        return sane
+
+
+class SequenceGaps:
+    """Frames lost between a publisher and the node, from the publication sequence numbers."""
+
+    def __init__(self) -> None:
+        self._last: dict[bytes, int] = {}
+
+    def gap(self, info: Mapping) -> int | None:
+        """Frames this publisher sent between its previous frame and this one that never arrived
+        (0 for consecutive frames and a publisher's first frame); None when the middleware gives no
+        publication sequence numbers (``info``: the subscription's ``MessageInfo``)."""
+        seq, gid = info.get("publication_sequence_number"), info.get("publisher_gid")
+        if not seq or not gid:
+            return None
+        key = bytes(gid["data"]) if isinstance(gid, dict) else bytes(gid)
+        last = self._last.pop(key, None)
+        self._last[key] = max(seq, last or 0)  # re-inserted: the dict's order is least recently seen first
+        if len(self._last) > SEQUENCE_PUBLISHERS:
+            del self._last[next(iter(self._last))]
+        return seq - last - 1 if last is not None and seq > last else 0
+
+
+class WarningThrottle:
+    """At most one log line per ``period`` seconds per kind of warning; the rest are counted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def text(self, kind: str, text: str, now: float, period: float) -> str | None:
+        """``text`` to log now (with the count of those suppressed since), or None to stay quiet."""
+        with self._lock:
+            last, suppressed = self._last.get(kind, (-math.inf, 0))
+            if now - last < period:
+                self._last[kind] = (last, suppressed + 1)
+                return None
+            self._last[kind] = (now, 0)
+        return text + (f" ({suppressed} more like this since the last warning)" if suppressed else "")
 
 
 def counter_values(st: Stats, pending: int, rate_in: float, rate_out: float) -> dict[str, object]:
@@ -117,16 +278,10 @@ def counter_values(st: Stats, pending: int, rate_in: float, rate_out: float) -> 
     }
 
 
-def watchdog_problem(
-    now: float,
-    worker_stopped: bool,
-    failure: str,
-    busy_since: float | None,
-    waiting_since: float | None,
-    timeout: float,
-) -> str | None:
+def watchdog_problem(now: float, worker_stopped: bool, period: Period, timeout: float) -> str | None:
     """Why the worker is not producing output (None when it is running normally); times are
     ``time.monotonic()`` seconds, ``timeout`` is ``watchdog_timeout`` (s)."""
+    failure, busy_since, waiting_since = period.failure, period.busy_since, period.waiting_since
     if worker_stopped:
         return (
             f"the inference thread has stopped ({failure or 'no exception recorded'}): frames are not "
@@ -245,26 +400,17 @@ class InputSilence:
         )
 
 
-def summary(
-    stalled: str | None,
-    errors: int,
-    silence: str | None,
-    problems: int,
-    values: dict[str, object],
-    rate_in: float,
-    rate_out: float,
-    image_topic: str,
-    nonfinite: str | None = None,
-    requirements: list[tuple[bytes, str]] = (),
-) -> tuple[bytes, str]:
+def summary(stalled: str | None, silence: str | None, period: Period, image_topic: str) -> tuple[bytes, str]:
     """The level and message of the status: the most severe finding (see the module docstring)."""
+    errors, problems, values = period.errors, period.problems, period.values
+    rate_in, rate_out = period.rate_in, period.rate_out
     if stalled:
         return DiagnosticStatus.ERROR, stalled
     if errors:
         return DiagnosticStatus.ERROR, str(values["last_problem"])
-    if nonfinite:
-        return DiagnosticStatus.ERROR, nonfinite
-    missed = sorted(requirements, key=lambda finding: finding[0], reverse=True)
+    if period.nonfinite:
+        return DiagnosticStatus.ERROR, period.nonfinite
+    missed = sorted(period.missed, key=lambda finding: finding[0], reverse=True)
     if missed and missed[0][0] == DiagnosticStatus.ERROR:
         return missed[0]
     if silence:

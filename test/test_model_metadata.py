@@ -62,6 +62,30 @@ METADATA_CASES = [
         "threshold: a finite number",
     ),
     ("operating_points-list", {"alarm_operating_points": [1]}, "alarm_operating_points", "null or an object"),
+    (
+        "operating_points-min-pixels",
+        {"alarm_operating_points": {"default": "p", "points": {"p": {"threshold": -5.0, "min_pixels": 0}}}},
+        "alarm_operating_points",
+        "min_pixels: an integer >= 1",
+    ),
+    (
+        "operating_points-image-size",
+        {"alarm_operating_points": {"default": "p", "points": {"p": {"threshold": -5.0, "image_size": [30000, 9]}}}},
+        "alarm_operating_points",
+        "image_size: null or [height, width]",
+    ),
+    (
+        "operating_points-persistence",
+        {"alarm_operating_points": {"default": "p", "points": {"p": {"threshold": -5.0, "persistence": {"k": "x"}}}}},
+        "alarm_operating_points",
+        "persistence: an object of numbers >= 0",
+    ),
+    (
+        "operating_points-default",
+        {"alarm_operating_points": {"default": "q", "points": {"p": {"threshold": -5.0}}}},
+        "alarm_operating_points",
+        "default: one of the points",
+    ),
 ]
 
 
@@ -153,6 +177,20 @@ def test_weights_that_are_not_floating_point_or_not_finite_are_refused(
     assert key in _one_error_line(capsys.readouterr().err, "pebal")
     assert _node_main(path) == 2
     assert key in _one_error_line(capsys.readouterr().err, "pebal_node")
+
+
+@pytest.mark.ros
+def test_an_operating_point_with_settings_that_mean_nothing_is_one_error(ros_env, tmp_path, tiny, image, capsys):
+    """Types and ranges pass the table; the meaning (the region's name) is checked where the point is
+    resolved, and is still one line naming the metadata key."""
+    points = {"default": "p", "points": {"p": {"threshold": -5.0, "region": "bogus"}}}
+    path = save_checkpoint(tiny, tmp_path / "bogus_region.safetensors", alarm_operating_points=points)
+    load_model(path)  # a valid file as far as types go
+    assert cli.main(["predict", "--model", str(path), "--out", str(tmp_path / "out"), str(image)]) == 2
+    err = _one_error_line(capsys.readouterr().err, "pebal")
+    assert "'alarm_operating_points'" in err and "alarm region must be one of drivable, all, got 'bogus'" in err
+    assert _node_main(path) == 2
+    assert "'alarm_operating_points'" in _one_error_line(capsys.readouterr().err, "pebal_node")
 
 
 def test_good_metadata_passes_and_every_rule_is_exercised(tiny, tmp_path):
