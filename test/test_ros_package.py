@@ -62,6 +62,8 @@ PIP_ONLY = {
     "pycocotools": "pycocotools",
     "rosbags": "rosbags",
     "simplejpeg": "simplejpeg",
+    "openvino": "openvino",
+    "nncf": "nncf",
 }
 GPU_EXTRAS = {"tensorrt": "tensorrt", "pycuda": "pycuda"}
 
