@@ -40,6 +40,7 @@ setup(
         "numpy",
         "torch>=2.1",
         "opencv-python-headless",
+        "simplejpeg",
         "pyyaml",
         "safetensors",
         "tqdm",

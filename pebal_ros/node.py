@@ -281,6 +281,8 @@ class PebalNode(Node):
         t0 = time.perf_counter()
         labels, score = self.predictor.predict(rgb)
         t1 = time.perf_counter()
+        if problem := self._stats.scores(score):  # NaN/inf scores: warn at the first frame of a run
+            self._warn("nonfinite", problem)
         f = self._frame_context(frame.msg.header, rgb, labels, score, s)
         published = []
         for name in wanted:
@@ -340,7 +342,7 @@ class PebalNode(Node):
     def diagnostic_status(self) -> DiagnosticStatus:
         """The node's current DiagnosticStatus (also resets the per-period problem counters)."""
         now = time.monotonic()
-        period, s = self._stats.period(now, self._slot.pending), self._settings
+        period, s = self._stats.period(now, self._slot.pending, self._settings.requirements), self._settings
         period.values.update(
             {
                 "backend": self.predictor.backend.name,
@@ -364,6 +366,8 @@ class PebalNode(Node):
             self._warn("watchdog", stalled, error=True)
         elif silence and not period.errors:
             self._warn("silence", silence)
+        for level, text in period.missed:  # requirements missed: one throttled log line per level
+            self._warn(f"requirement {level!r}", text, error=level == DiagnosticStatus.ERROR)
         level, message = summary(stalled, silence, period, self.resolve_topic_name("image"))
         device = str(getattr(self.predictor.backend, "device", self.predictor.backend.name))
         return status_message(f"{self.get_name()}: anomaly segmentation", level, message, device, period.values)

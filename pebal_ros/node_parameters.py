@@ -137,7 +137,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "input_height/width 0 and a model without an input size: larger frames run at a scaled-down size "
         "(aspect kept) of at most this many pixels",
         True,
-        (1024, 1 << 26),
+        (1024, MAX_SIDE**2),
     ),
     ParamSpec("smoothing", True, "7x7 sigma-1 Gaussian smoothing of the energy score (the reference score)", True),
     ParamSpec(
@@ -176,6 +176,33 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         10.0,
         "diagnostics ERROR when one frame has been in processing for longer than this (s)",
         bounds=(0.1, 3600.0),
+    ),
+    ParamSpec(
+        "requirements.min_rate",
+        0.0,
+        "output frames/s the application needs; diagnostics WARN below min_rate x (1 - tolerance) over the "
+        "window, ERROR below half of that (0 = not judged)",
+        bounds=(0.0, 1000.0),
+    ),
+    ParamSpec(
+        "requirements.max_latency",
+        0.0,
+        "seconds from a frame's header stamp to its outputs the application accepts; diagnostics WARN when a "
+        "frame of the window took longer than max_latency x (1 + tolerance), ERROR when the median did "
+        "(0 = not judged)",
+        bounds=(0.0, 3600.0),
+    ),
+    ParamSpec(
+        "requirements.tolerance",
+        0.1,
+        "fraction by which the output rate may fall below min_rate and the latency exceed max_latency",
+        bounds=(0.0, 0.99),
+    ),
+    ParamSpec(
+        "requirements.window",
+        5.0,
+        "seconds of outputs over which rate and latency are judged (rate once frames arrived for this long)",
+        bounds=(0.1, 600.0),
     ),
     ParamSpec("grid.frame_id", "base_footprint", "ground frame of anomaly_grid (x forward, y left, z up)"),
     ParamSpec("grid.resolution", 0.2, "cell size (m)", bounds=(0.01, 10.0)),
@@ -260,6 +287,18 @@ field, ``persistence.<field>``) it overrides when set."""
 
 
 @dataclass(frozen=True)
+class Requirements:
+    """What the application needs from the node (the ``requirements.*`` parameters): ``min_rate``
+    (frames/s, 0 = not judged), ``max_latency`` (s, 0 = not judged), ``tolerance`` (fraction) and
+    ``window`` (s); judged by :func:`pebal_ros.node_diagnostics.requirement_findings`."""
+
+    min_rate: float = 0.0
+    max_latency: float = 0.0
+    tolerance: float = 0.1
+    window: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """The run-time-changeable configuration, swapped atomically when parameters change."""
 
@@ -276,6 +315,7 @@ class Settings:
     grid_frame: str
     probability_scale: float
     grid_persistence: PersistenceConfig
+    requirements: Requirements
 
 
 def grid_from(values: dict) -> GroundGrid:
@@ -415,6 +455,12 @@ def settings_from(values: dict, metadata: Mapping) -> Settings:
         grid_frame=str(values["grid.frame_id"]),
         probability_scale=float(values["grid.probability_scale"]),
         grid_persistence=replace(point.point.persistence, radius=values["persistence.grid_radius"]),
+        requirements=Requirements(
+            float(values["requirements.min_rate"]),
+            float(values["requirements.max_latency"]),
+            float(values["requirements.tolerance"]),
+            float(values["requirements.window"]),
+        ),
     )
 
 

@@ -72,6 +72,26 @@ def test_user_errors_are_one_line_exit_2(tmp_path):
     assert out.stderr.startswith("pebal: error: checkpoint file not found") and "Traceback" not in out.stderr
 
 
+def test_predict_fails_when_every_score_of_an_image_is_nan(tmp_path):
+    """A file that loads (finite float32 weights, valid metadata) but whose classifier weights of
+    3e38 overflow the logits: every score is NaN. The issue: exit 0 and "score range [nan, nan]"."""
+    import torch
+
+    model = build_model("resnet18", width=0.25)
+    with torch.no_grad():
+        model.classifier.weight.fill_(3e38)
+    path = save_checkpoint(model, tmp_path / "overflow.safetensors", score_threshold=-5.0)
+    write_rgb(tmp_path / "img.png", np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8))
+    out = run("predict", str(tmp_path / "img.png"), "--model", str(path), "--out", str(tmp_path / "out"), check=False)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "img.png: every score is NaN or infinite: no files written" in out.stdout
+    assert (
+        out.stderr.startswith("pebal: error: 1 of 1 images got no finite anomaly score")
+        and "Traceback" not in out.stderr
+    )
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_threshold_writes_operating_points_into_a_copy(tmp_path, model_file):
     from sklearn.metrics import roc_curve
 

@@ -208,10 +208,15 @@ class StoredPoints:
             # documents that keep the selection's alarm settings in "source" only
             shared = {k: source[k] for k in ("region", "include_sidewalk", "min_pixels") if k in source}
             entries = doc["points"].items()
-            points = {name: OperatingPoint.from_dict({**shared, **entry}) for name, entry in entries}
-            keys = {f.name for f in fields(OperatingPoint)}
-            measured = {name: {k: v for k, v in entry.items() if k not in keys} for name, entry in entries}
-            return cls(points, doc["default"], measured, dict(source))
+            try:  # types and ranges were checked when the file was read (pebal_core.model_metadata)
+                points = {name: OperatingPoint.from_dict({**shared, **entry}) for name, entry in entries}
+                keys = {f.name for f in fields(OperatingPoint)}
+                measured = {name: {k: v for k, v in entry.items() if k not in keys} for name, entry in entries}
+                return cls(points, doc["default"], measured, dict(source))
+            except (ValueError, TypeError) as e:
+                raise ValueError(
+                    f"the model's metadata key {METADATA_KEY!r} holds an invalid operating point: {e}"
+                ) from e
         legacy = metadata.get(LEGACY_KEYS[0])
         if legacy is None:
             return None

@@ -16,7 +16,8 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
             "anomalous), <stem>_score.png (heat map) and <stem>_overlay.png: the alarms pebal_node raises on "
             "the same frame, at the model's stored operating point (its threshold, region and smallest "
             "obstacle; each image is a still, so without the persistence filter): region outlined, alarm "
-            "pixels tinted, obstacles boxed."
+            "pixels tinted, obstacles boxed. An image whose every score is NaN or infinite (a broken model) "
+            "gets no files and makes the command fail (exit status 2)."
         ),
     )
     p.add_argument("images", nargs="+", type=Path, help="input image files (png, jpg, webp)")
@@ -75,10 +76,12 @@ def run_predict(args: argparse.Namespace) -> int:
     from pebal_core.alarms.frame import FrameContext
     from pebal_core.alarms.operating_point import resolve_operating_point
     from pebal_core.alarms.pipeline import AlarmPipeline
+    from pebal_core.cli.errors import UserError
     from pebal_core.images import read_rgb, write_label, write_rgb
     from pebal_core.labels import colorize
     from pebal_core.model_store import resolve_model
     from pebal_core.runtime import Predictor
+    from pebal_core.scoring import nonfinite_pixels
     from pebal_core.visualize import alarm_overlay, heatmap
 
     if args.backend == "auto":  # say what the first, slow use of a model on this machine is doing
@@ -101,9 +104,15 @@ def run_predict(args: argparse.Namespace) -> int:
     print(f"operating point: {resolved.warning() or resolved.point.describe()}")
     chain = AlarmPipeline(sequence=False)  # unrelated stills: each judged on its own
     args.out.mkdir(parents=True, exist_ok=True)
+    blind = []
     for image_path in args.images:
         rgb = read_rgb(image_path)
         labels, score = predictor.predict(rgb)
+        bad = nonfinite_pixels(score)
+        if bad == score.size:
+            print(f"{image_path}: every score is NaN or infinite: no files written")
+            blind.append(str(image_path))
+            continue
         frame = FrameContext(labels, score, resolved.point, rgb)
         alarms = chain.process(frame)
         stem = args.out / image_path.stem
@@ -113,7 +122,15 @@ def run_predict(args: argparse.Namespace) -> int:
         write_rgb(f"{stem}_score.png", heatmap(score))
         write_rgb(f"{stem}_overlay.png", alarm_overlay(frame, alarms))
         found = f"{len(alarms.obstacles)} obstacle(s)"
-        print(f"{image_path}: score range [{score.min():.3f}, {score.max():.3f}], {found} -> {stem}_*")
+        finite = score[np.isfinite(score)] if bad else score
+        note = f"; {bad} of {score.size} pixels NaN or infinite" if bad else ""
+        print(f"{image_path}: score range [{finite.min():.3f}, {finite.max():.3f}]{note}, {found} -> {stem}_*")
+    if blind:
+        raise UserError(
+            f"{len(blind)} of {len(args.images)} images got no finite anomaly score ({', '.join(blind[:3])}"
+            f"{', ...' if len(blind) > 3 else ''}): the model gives NaN/inf everywhere (check its normalisation "
+            f"and weights, and the backend {args.backend})"
+        )
     return 0
 
 

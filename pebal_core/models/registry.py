@@ -8,6 +8,7 @@ exactly the network that was saved.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,6 +49,14 @@ def register(
 def list_models() -> dict[str, str]:
     """Names of every registered architecture and their one-line descriptions."""
     return {name: entry.description for name, entry in sorted(_REGISTRY.items())}
+
+
+def arch_options(name: str) -> dict[str, object]:
+    """The architecture options (``arch_kwargs``) ``name`` takes, with their defaults."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    params = inspect.signature(_REGISTRY[name].builder).parameters.values()
+    return {p.name: p.default for p in params if p.name != "num_classes"}
 
 
 def build_model(name: str, num_classes: int = 20, **kwargs) -> SegmentationModel:
