@@ -1,57 +1,148 @@
-"""Obstacle-level counts of single frames against 0/1/255 labels (for recorded runs without identities).
+"""Obstacle-level counts of single frames against 0/1/255 labels: what a driver experiences.
 
-Per frame, the ground-truth obstacles are the 8-connected components of the anomaly pixels
-(label 1) with at least ``min_visible`` pixels; one is *detected* when a reported obstacle
-(:class:`~pebal_core.alarms.pipeline.AlarmFrame`) overlaps it. A reported obstacle that overlaps
-no anomaly pixel is a *false alarm*. Without obstacle identities across frames (real LostAndFound
-labels have none) these are per-frame rates; ``benchmarks/bench_alarms.py`` follows obstacles
-through synthetic sequences for first-detection numbers.
+Per frame (:func:`count_frame`), given the alarms of the chain
+(:class:`~pebal_core.alarms.pipeline.AlarmFrame`: region, ego mask, persistence, smallest
+obstacle) and the evaluation labels (0 inlier, 1 anomaly, 255 void):
+
+* **labelled obstacles**: the 8-connected components of the anomaly pixels (label 1) with at least
+  ``min_visible`` pixels; void pixels are not anomaly pixels, so two anomaly blobs that touch only
+  through void are two obstacles. Every one counts, wherever it lies (outside the region, under
+  the ego mask): one the chain cannot see is missed.
+* **detected**: a labelled obstacle that a reported obstacle (an alarm component the chain keeps)
+  overlaps by at least one pixel.
+* **false alarms**: reported obstacles that overlap no anomaly pixel. Void is not an excuse: an
+  obstacle reported on void pixels only (the bonnet, which LostAndFound labels void) is a false
+  alarm, as the driver sees it.
+* **pixel FPR in the region**: of the inlier pixels (label 0) inside the alarm region (every
+  pixel for region ``all``) and outside the ego mask, the share that alarm.
+
+:class:`ObstacleCounts` adds frames up (``pebal eval``'s ``obstacle_level`` report, the bag scorer,
+the demo). Without obstacle identities across frames (real LostAndFound labels have none) these
+are per-frame rates; ``benchmarks/bench_alarms.py`` follows obstacles through synthetic sequences
+for first-detection numbers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from pebal_core.alarms.pipeline import AlarmFrame
 from pebal_core.component_metrics import EIGHT_CONNECTED
-from pebal_core.labels import EVAL_ANOMALY
+from pebal_core.labels import EVAL_ANOMALY, EVAL_INLIER
 
 DEFAULT_MIN_VISIBLE = 20
-"""Pixels from which a ground-truth obstacle counts."""
+"""Pixels from which a labelled obstacle counts."""
+
+
+@dataclass(frozen=True)
+class LabelledObstacle:
+    """One labelled obstacle of a frame: ``box`` ``(u_min, v_min, u_max, v_max)`` inclusive pixel
+    indices, its pixel count and whether a reported obstacle overlaps it."""
+
+    box: tuple[int, int, int, int]
+    pixels: int
+    detected: bool
+
+
+@dataclass(frozen=True)
+class FrameObstacles:
+    """:func:`count_frame`'s result for one frame (module docstring).
+
+    Attributes:
+        labelled: the labelled obstacles, largest first.
+        reported: number of reported obstacles.
+        false_alarms: indices (into the frame's ``obstacles``) of the reported obstacles on no anomaly pixel.
+        inlier_region: inlier pixels inside the region and outside the ego mask.
+        flagged_region: of those, the pixels that alarm.
+    """
+
+    labelled: tuple[LabelledObstacle, ...]
+    reported: int
+    false_alarms: tuple[int, ...]
+    inlier_region: int
+    flagged_region: int
+
+    @property
+    def detected(self) -> int:
+        return sum(o.detected for o in self.labelled)
+
+
+def count_frame(frame: AlarmFrame, labels: np.ndarray, min_visible: int = DEFAULT_MIN_VISIBLE) -> FrameObstacles:
+    """Labelled obstacles, detections, false alarms and region pixels of one frame (module docstring).
+
+    Args:
+        frame: the chain's alarms of the frame (all maps ``H x W``).
+        labels: ``uint8 H x W``, 0 inlier, 1 anomaly, 255 void.
+        min_visible: smallest labelled obstacle that counts (pixels).
+    """
+    labels = np.asarray(labels)
+    if labels.shape != frame.components.shape:
+        raise ValueError(f"labels {labels.shape} and alarms {frame.components.shape} differ in size")
+    anomaly = labels == EVAL_ANOMALY
+    truth, n = ndimage.label(anomaly, structure=EIGHT_CONNECTED)
+    sizes = np.bincount(truth.ravel(), minlength=n + 1)
+    hit = np.zeros(n + 1, bool)
+    hit[truth[(frame.components > 0) & anomaly]] = True
+    labelled = []
+    for index, box in enumerate(ndimage.find_objects(truth), start=1):
+        if box is None or sizes[index] < min_visible:
+            continue
+        rows, cols = box
+        corners = (cols.start, rows.start, cols.stop - 1, rows.stop - 1)
+        labelled.append(LabelledObstacle(corners, int(sizes[index]), bool(hit[index])))
+    labelled.sort(key=lambda o: -o.pixels)
+    on_anomaly = np.zeros(len(frame.obstacles) + 1, bool)
+    on_anomaly[frame.components[anomaly]] = True
+    false_alarms = tuple(ob.index for ob in frame.obstacles if not on_anomaly[ob.index + 1])
+    inside = labels == EVAL_INLIER
+    if frame.region is not None:
+        inside &= frame.region
+    if frame.ego is not None:
+        inside &= ~frame.ego
+    return FrameObstacles(
+        labelled=tuple(labelled),
+        reported=len(frame.obstacles),
+        false_alarms=false_alarms,
+        inlier_region=int(inside.sum()),
+        flagged_region=int((inside & frame.alarms).sum()),
+    )
 
 
 @dataclass
 class ObstacleCounts:
-    """Running totals over frames (see the module docstring)."""
+    """Running totals of :func:`count_frame` over frames; ``keep_frames`` also keeps each frame's result."""
 
     min_visible: int = DEFAULT_MIN_VISIBLE
+    keep_frames: bool = False
     frames: int = 0
     obstacles: int = 0
     detected: int = 0
     reported: int = 0
     false_alarms: int = 0
+    inlier_region: int = 0
+    flagged_region: int = 0
+    per_frame: list[FrameObstacles] = field(default_factory=list)
 
-    def update(self, frame: AlarmFrame, labels: np.ndarray) -> None:
+    def update(self, frame: AlarmFrame, labels: np.ndarray) -> FrameObstacles:
         """Add one frame: its alarms and its labels (``uint8 H x W``, 0 inlier, 1 anomaly, 255 void)."""
-        if labels.shape != frame.components.shape:
-            raise ValueError(f"labels {labels.shape} and alarms {frame.components.shape} differ in size")
-        anomaly = labels == EVAL_ANOMALY
-        truth, n = ndimage.label(anomaly, structure=EIGHT_CONNECTED)
-        sizes = np.bincount(truth.ravel(), minlength=n + 1)
-        counted = np.flatnonzero(sizes[1:] >= self.min_visible) + 1
-        hit = np.unique(truth[(frame.components > 0) & anomaly])
+        counted = count_frame(frame, labels, self.min_visible)
         self.frames += 1
-        self.obstacles += counted.size
-        self.detected += int(np.isin(counted, hit).sum())
-        self.reported += len(frame.obstacles)
-        on_anomaly = np.unique(frame.components[anomaly])
-        self.false_alarms += sum(1 for ob in frame.obstacles if ob.index + 1 not in on_anomaly)
+        self.obstacles += len(counted.labelled)
+        self.detected += counted.detected
+        self.reported += counted.reported
+        self.false_alarms += len(counted.false_alarms)
+        self.inlier_region += counted.inlier_region
+        self.flagged_region += counted.flagged_region
+        if self.keep_frames:
+            self.per_frame.append(counted)
+        return counted
 
     def summary(self) -> dict:
-        """Totals plus ``detection_rate`` (per visible obstacle and frame) and ``false_alarms_per_frame``."""
+        """Totals plus ``detection_rate`` (labelled obstacles detected, per obstacle and frame),
+        ``false_alarms_per_frame`` and ``pixel_fpr_region``."""
         return {
             "frames": self.frames,
             "obstacles": self.obstacles,
@@ -60,5 +151,6 @@ class ObstacleCounts:
             "false_alarms": self.false_alarms,
             "detection_rate": self.detected / self.obstacles if self.obstacles else None,
             "false_alarms_per_frame": self.false_alarms / self.frames if self.frames else None,
+            "pixel_fpr_region": self.flagged_region / self.inlier_region if self.inlier_region else None,
             "min_visible": self.min_visible,
         }

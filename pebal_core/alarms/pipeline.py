@@ -1,7 +1,8 @@
 """From a predicted frame (trainIds + anomaly score) to the alarms and obstacles of that frame.
 
 :class:`AlarmPipeline` holds the per-stream state (the persistence filter) and runs, per frame:
-region (:mod:`~pebal_core.alarms.region`) -> ``score >= threshold`` inside it -> persistence
+region (:mod:`~pebal_core.alarms.region`) -> ``score >= threshold`` inside it and outside the
+ego-vehicle mask (:mod:`~pebal_core.alarms.ego_mask`) -> persistence
 (:mod:`~pebal_core.alarms.persistence`) -> obstacles (:mod:`~pebal_core.alarms.obstacles`).
 The ROS node, the alarm benchmark and the overlays all call :meth:`AlarmPipeline.process`, so
 the numbers measured are those of what the node publishes.
@@ -59,12 +60,13 @@ class AlarmFrame:
     """What :meth:`AlarmPipeline.process` found in one frame (all maps ``H x W``).
 
     Attributes:
-        region: bool, the region of interest (None = every pixel).
+        region: bool, the region of interest, ego pixels left out (None = every pixel).
         raw: bool, ``score >= threshold`` (the per-pixel mask of the paper).
-        alarms: bool, ``raw`` inside the region after persistence.
+        alarms: bool, ``raw`` inside the region and outside the ego mask, after persistence.
         obstacles: the obstacles, largest first.
         components: int32, ``i + 1`` on the pixels of ``obstacles[i]``.
         threshold: the score threshold used (energy).
+        ego: bool, the ego-vehicle mask at the frame's size (None = no mask).
     """
 
     region: np.ndarray | None
@@ -73,6 +75,7 @@ class AlarmFrame:
     obstacles: list[Obstacle]
     components: np.ndarray
     threshold: float
+    ego: np.ndarray | None = None
 
 
 class AlarmPipeline:
@@ -90,6 +93,7 @@ class AlarmPipeline:
         stamp: float | None = None,
         homography: np.ndarray | None = None,
         mount: CameraMount | None = None,
+        ego: np.ndarray | None = None,
     ) -> AlarmFrame:
         """Alarms of one frame.
 
@@ -100,15 +104,20 @@ class AlarmPipeline:
             stamp: frame time in seconds (header stamp); None = no gap detection.
             homography: image -> ground ``H`` for obstacle ground positions (None = image only).
             mount: the camera mount of ``homography``.
+            ego: bool ``H x W`` ego-vehicle mask at the frame's size (:meth:`EgoMask.at
+                <pebal_core.alarms.ego_mask.EgoMask.at>`); its pixels never alarm. None = no mask.
         """
         if labels.shape != score.shape:
             raise ValueError(f"labels {labels.shape} and score {score.shape} must be equal H x W maps")
+        if ego is not None and ego.shape != score.shape:
+            raise ValueError(f"ego mask {ego.shape} and score {score.shape} must be equal H x W maps")
         c = self.config
-        region = alarm_region(labels, c.region, c.include_sidewalk, c.region_min_fraction)
+        region = alarm_region(labels, c.region, c.include_sidewalk, c.region_min_fraction, ego)
         raw = score >= threshold
-        alarms = self.persistence.update(raw if region is None else raw & region, stamp)
+        allowed = region if region is not None else None if ego is None else ~ego
+        alarms = self.persistence.update(raw if allowed is None else raw & allowed, stamp)
         obstacles, components = find_obstacles(alarms, score, c.min_pixels, homography, mount)
-        return AlarmFrame(region, raw, alarms, obstacles, components, float(threshold))
+        return AlarmFrame(region, raw, alarms, obstacles, components, float(threshold), ego)
 
 
 def persist_grid(values: np.ndarray, persistence: Persistence, stamp: float | None = None) -> np.ndarray:
