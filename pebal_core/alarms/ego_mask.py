@@ -39,11 +39,6 @@ import numpy as np
 from pebal_core.fileio import atomic_write
 
 SHIPPED: dict[str, tuple[str, str]] = {
-    "cityscapes": (
-        "ego_mask_cityscapes.png",
-        "the Cityscapes recording car (bonnet and star, 2048x1024), estimated by `pebal mask estimate` from "
-        "Cityscapes frames (docs/alarms.md)",
-    ),
     "lostandfound": (
         "ego_mask_lostandfound.png",
         "the LostAndFound recording car (bonnet and star, 2048x1024), estimated by `pebal mask estimate` from "
