@@ -93,9 +93,11 @@ def ego_mask_picture(
     frames (the car sharp, the scene blurred; mask outlined in yellow) and a few of the frames
     (captioned with ``names``), each ``width`` pixels wide with the mask hatched (:func:`hatch`),
     in a grid of two columns (RGB ``uint8``)."""
-    names = names or [f"frame {i + 1}" for i in range(len(frames))]
+    names = names if names is not None else [f"frame {i + 1}" for i in range(len(frames))]
+    if len(names) != len(frames):
+        raise ValueError(f"{len(frames)} frames but {len(names)} names")
     tiles = []
-    for image, name in zip((median, *frames), ("median of the frames", *names)):
+    for image, name in zip((median, *frames), ("median of the frames", *names), strict=True):
         h = round(image.shape[0] * width / image.shape[1])
         small = cv2.resize(image, (width, h), interpolation=cv2.INTER_AREA)
         sized = cv2.resize(mask.astype(np.uint8), (width, h), interpolation=cv2.INTER_NEAREST) > 0

@@ -16,9 +16,11 @@ size of at most ``work_side`` pixels on the long side:
 * **Statistics** (:func:`frame_statistics`): the per-pixel median image; ``change``, the median
   over frames of the mean absolute colour difference from it (8-bit units); and ``coherence``:
   per frame the gradient of the grey image (Gaussian sigma 1, Sobel), divided by the frame's
-  median gradient magnitude, then ``|sum of gradients| / sum of |gradients|`` over frames, with
-  the value of ``n`` random directions (``0.886 / sqrt(n)``) mapped to 0: 1 = the same edge in
-  every frame, 0 = nothing persistent.
+  median gradient magnitude, then ``|sum of gradients| / (sum of |gradients| + n)`` over the
+  ``n`` frames (the ``+ n``, one typical gradient per frame, keeps an edge that one frame has and
+  the others lack from counting as persistent), with the value of ``n`` random directions
+  (``0.886 / sqrt(n)``) mapped to 0: near 1 = the same strong edge in every frame, 0 = nothing
+  persistent.
 * **Cut** (:func:`_min_cut`): a minimum s-t cut of the 4-connected pixel grid. The image border
   is tied to the *car* side (``border_capacity`` per border pixel), pixels whose ``change`` is
   above the frames' median to the *scene* side (``scene_capacity``); a link between neighbours
@@ -27,7 +29,9 @@ size of at most ``work_side`` pixels on the long side:
   the cheapest cut is the border links themselves and the mask stays empty.
 * **Finish**: the car side's components that touch the border; persistent structures
   (``coherence >= structure_coherence``) touching them (a star standing on the bonnet, whose
-  ring shows the road through it) joined; holes filled; ``margin`` pixels added all round (the
+  ring shows the road through it) joined; holes filled; parts thinner than ``2 * thin + 1``
+  pixels removed (a morphological opening: spurs of lane markings and other scene edges that touch
+  the outline); ``margin`` pixels added all round (the
   edge pixels mix car and scene: the gradient operator spreads an edge over about two pixels on
   each side); components below ``min_fraction`` of the image dropped; resized to the frames'
   size.
@@ -55,6 +59,7 @@ from pebal_core.fileio import atomic_write
 
 MIN_FRAMES = 8
 """Fewest frames an estimate is made from."""
+DAMPING = 0.1
 MIN_CHANGE = 2.0
 """Frames whose median per-pixel change (8-bit units) is below this are one scene, not several."""
 PICTURE_FRAMES = 3
@@ -70,6 +75,7 @@ class EstimateSettings:
     border_capacity: float = 10.0
     scene_capacity: float = 50.0
     structure_coherence: float = 0.4
+    thin: int = 2
     margin: int = 2
     min_fraction: float = 0.0005
 
@@ -170,7 +176,7 @@ def frame_statistics(frames: Iterable[np.ndarray], work_side: int = EstimateSett
     median = np.median(stack, axis=0)
     change = np.median(np.abs(stack.astype(np.float32) - median).mean(axis=-1), axis=0).astype(np.float32)
     n = len(small)
-    raw = np.hypot(sum_x, sum_y) / (sum_mag + 1e-6)
+    raw = np.hypot(sum_x, sum_y) / (sum_mag + DAMPING * n)
     noise = min(0.886 / np.sqrt(n), 0.99)
     coherence = np.clip((raw - noise) / (1.0 - noise), 0.0, 1.0).astype(np.float32)
     return FrameStatistics(median.round().astype(np.uint8), change, coherence, n, tuple(size))
@@ -208,6 +214,10 @@ def _min_cut(source: np.ndarray, sink: np.ndarray, right: np.ndarray, down: np.n
     return side[:n].reshape(h, w)
 
 
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
 def _touching(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     """The 8-connected components of ``mask`` that contain a pixel of ``seeds``."""
     labelled, _ = ndimage.label(mask, structure=EIGHT_CONNECTED)
@@ -232,10 +242,12 @@ def mask_from_statistics(stats: FrameStatistics, settings: EstimateSettings = Es
         return car
     structure = coherence >= settings.structure_coherence
     car |= _touching(structure, ndimage.binary_dilation(car, iterations=2))
-    car = ndimage.binary_fill_holes(car)
+    car = ndimage.binary_fill_holes(car).astype(np.uint8)
+    if settings.thin > 0:
+        car = cv2.morphologyEx(car, cv2.MORPH_OPEN, _disc(settings.thin))
     if settings.margin > 0:
-        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * settings.margin + 1,) * 2)
-        car = cv2.dilate(car.astype(np.uint8), disc) > 0
+        car = cv2.dilate(car, _disc(settings.margin))
+    car = car > 0
     labelled, n = ndimage.label(car, structure=EIGHT_CONNECTED)
     sizes = np.bincount(labelled.ravel(), minlength=n + 1)
     small = np.flatnonzero(sizes < settings.min_fraction * car.size)

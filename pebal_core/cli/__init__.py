@@ -3,11 +3,11 @@
 Each group of sub-commands is a module of this package (:mod:`~pebal_core.cli.models`: ``models``
 and ``checkpoint``; :mod:`~pebal_core.cli.predict`; :mod:`~pebal_core.cli.evaluation`: ``eval`` and
 ``threshold``; :mod:`~pebal_core.cli.export`; :mod:`~pebal_core.cli.train`;
-:mod:`~pebal_core.cli.synth`; :mod:`~pebal_core.cli.mask`) with a pair of functions per sub-command: ``add_<name>(subparsers)``
-declares its arguments and ``run_<name>(args)`` calls into the module that does the work; this
-module assembles the parser. Errors a user can fix (missing files, bad checkpoints, bad configs)
-are printed as one ``pebal: error: ...`` line with exit status 2, not as a traceback (set
-``PEBAL_DEBUG=1`` to get the traceback).
+:mod:`~pebal_core.cli.synth`; :mod:`~pebal_core.cli.mask`) with a pair of functions per
+sub-command: ``add_<name>(subparsers)`` declares its arguments and ``run_<name>(args)`` calls
+into the module that does the work; this module assembles the parser. Errors a user can fix
+(missing files, bad checkpoints, bad configs) are printed as one ``pebal: error: ...`` line with
+exit status 2, not as a traceback (set ``PEBAL_DEBUG=1`` to get the traceback).
 """
 
 from __future__ import annotations
