@@ -1,0 +1,142 @@
+"""Obstacle-level counts (:mod:`pebal_core.alarms.frame_counts`) against brute-force references:
+8-connected components by a plain flood fill, void and ego pixels handled as documented."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pytest
+
+from pebal_core.alarms.frame_counts import ObstacleCounts, count_frame
+from pebal_core.alarms.persistence import PersistenceConfig
+from pebal_core.alarms.pipeline import AlarmConfig, AlarmPipeline
+
+SINGLE = PersistenceConfig(k=1, n=1)
+
+
+def flood_components(mask: np.ndarray) -> list[set[tuple[int, int]]]:
+    """8-connected components of a bool map, by breadth-first flood fill (no scipy)."""
+    h, w = mask.shape
+    seen = np.zeros_like(mask, bool)
+    components = []
+    for y in range(h):
+        for x in range(w):
+            if not mask[y, x] or seen[y, x]:
+                continue
+            seen[y, x] = True
+            queue, pixels = deque([(y, x)]), set()
+            while queue:
+                cy, cx = queue.popleft()
+                pixels.add((cy, cx))
+                for dy in (-1, 0, 1):
+                    for dx in (-1, 0, 1):
+                        ny, nx = cy + dy, cx + dx
+                        if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
+                            seen[ny, nx] = True
+                            queue.append((ny, nx))
+            components.append(pixels)
+    return components
+
+
+def reference(labels, score, threshold, ego, min_pixels, min_visible):
+    """Brute-force counts for region ``all``: ``(labelled, detected, reported, false alarms, inlier, flagged)``."""
+    alarm = (score >= threshold) & ~ego
+    reported = [c for c in flood_components(alarm) if len(c) >= min_pixels]
+    anomaly = {(int(y), int(x)) for y, x in zip(*np.nonzero(labels == 1), strict=True)}
+    truth = [c for c in flood_components(labels == 1) if len(c) >= min_visible]
+    kept = set().union(*reported) if reported else set()
+    detected = sum(1 for c in truth if c & kept)
+    false_alarms = sum(1 for c in reported if not c & anomaly)
+    inlier = (labels == 0) & ~ego
+    return len(truth), detected, len(reported), false_alarms, int(inlier.sum()), int((inlier & alarm).sum())
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_counts_match_a_flood_fill_reference(seed):
+    rng = np.random.default_rng(seed)
+    h, w = 18, 26
+    # blobby labels: anomaly, inlier and void patches
+    labels = np.zeros((h, w), np.uint8)
+    for _ in range(rng.integers(1, 6)):
+        y, x, s = rng.integers(0, h), rng.integers(0, w), rng.integers(1, 5)
+        labels[max(0, y - s) : y + s, max(0, x - s) : x + s] = 1
+    labels[rng.random((h, w)) < 0.08] = 255
+    labels[rng.random((h, w)) < 0.05] = 1
+    score = rng.normal(0, 1, (h, w)).astype(np.float32) + 1.5 * (labels == 1)
+    ego = np.zeros((h, w), bool)
+    if seed % 2:
+        ego[h - rng.integers(1, 5) :, :] = True
+    min_pixels, min_visible = int(rng.integers(1, 5)), int(rng.integers(1, 6))
+    pipe = AlarmPipeline(AlarmConfig(region="all", min_pixels=min_pixels, persistence=SINGLE))
+    frame = pipe.process(np.zeros((h, w), np.uint8), score, 0.8, ego=ego if seed % 2 else None)
+    got = count_frame(frame, labels, min_visible)
+    expected = reference(labels, score, 0.8, ego, min_pixels, min_visible)
+    assert (
+        len(got.labelled),
+        got.detected,
+        got.reported,
+        len(got.false_alarms),
+        got.inlier_region,
+        got.flagged_region,
+    ) == expected
+
+
+def test_void_ego_and_region_by_hand():
+    labels = np.zeros((12, 20), np.uint8)
+    labels[2, 2] = labels[3, 3] = 1  # diagonal neighbours: one obstacle of 2 px
+    labels[2, 10] = labels[2, 12] = 1  # separated by a void pixel: two obstacles of 1 px
+    labels[2, 11] = 255
+    labels[9:, :] = 255  # the bonnet: void in the labels
+    score = np.full(labels.shape, -5.0, np.float32)
+    score[2:4, 2:4] = 1.0  # on the diagonal obstacle
+    score[9:12, 5:9] = 1.0  # on the bonnet (void only): a false alarm without the ego mask
+    score[5, 15] = 1.0  # one inlier pixel alarms
+    frame = AlarmPipeline(AlarmConfig(region="all", min_pixels=1, persistence=SINGLE)).process(
+        np.zeros(labels.shape, np.uint8), score, 0.0
+    )
+    got = count_frame(frame, labels, min_visible=1)
+    assert [o.pixels for o in got.labelled] == [2, 1, 1]
+    assert [o.detected for o in got.labelled] == [True, False, False]
+    assert got.labelled[0].box == (2, 2, 3, 3)
+    assert got.reported == 3 and len(got.false_alarms) == 2  # the bonnet blob and the inlier pixel
+    inlier = int((labels == 0).sum())
+    assert (got.inlier_region, got.flagged_region) == (inlier, 2 + 1)  # (2,3), (3,2) and (5,15)
+    # with the ego mask the bonnet blob is gone, and ego pixels leave the pixel counts
+    ego = np.zeros(labels.shape, bool)
+    ego[9:, :] = True
+    ego[5, 15] = True
+    frame = AlarmPipeline(AlarmConfig(region="all", min_pixels=1, persistence=SINGLE)).process(
+        np.zeros(labels.shape, np.uint8), score, 0.0, ego=ego
+    )
+    got = count_frame(frame, labels, min_visible=1)
+    assert got.reported == 1 and got.false_alarms == () and got.detected == 1
+    assert (got.inlier_region, got.flagged_region) == (inlier - 1, 2)
+    # the drivable region limits the pixel counts to the predicted road (rows 0..5 here)
+    trainids = np.full(labels.shape, 8, np.uint8)
+    trainids[:6, :] = 0
+    frame = AlarmPipeline(AlarmConfig(min_pixels=1, persistence=SINGLE)).process(trainids, score, 0.0, ego=ego)
+    got = count_frame(frame, labels, min_visible=1)
+    region_inlier = int(((labels == 0) & frame.region).sum())
+    assert frame.region[:6].sum() == 6 * 20 - 1 and not frame.region[6:].any()
+    assert (got.inlier_region, got.flagged_region) == (region_inlier, 2)
+
+
+def test_running_totals_and_rates():
+    labels = np.zeros((10, 10), np.uint8)
+    labels[1:3, 1:3] = 1
+    hit = np.full(labels.shape, -5.0, np.float32)
+    hit[1:3, 1:3] = 1.0
+    miss = np.full(labels.shape, -5.0, np.float32)
+    miss[6:8, 6:8] = 1.0
+    pipe = AlarmPipeline(AlarmConfig(region="all", min_pixels=1, persistence=SINGLE))
+    counts = ObstacleCounts(min_visible=1, keep_frames=True)
+    for score in (hit, miss, miss):
+        counts.update(pipe.process(np.zeros(labels.shape, np.uint8), score, 0.0), labels)
+    s = counts.summary()
+    assert (s["frames"], s["obstacles"], s["detected"], s["false_alarms"]) == (3, 3, 1, 2)
+    assert s["detection_rate"] == pytest.approx(1 / 3) and s["false_alarms_per_frame"] == pytest.approx(2 / 3)
+    assert s["pixel_fpr_region"] == pytest.approx(8 / (3 * 96))
+    assert len(counts.per_frame) == 3 and counts.per_frame[1].false_alarms == (0,)
+    with pytest.raises(ValueError, match="differ in size"):
+        counts.update(pipe.process(np.zeros((5, 5), np.uint8), np.zeros((5, 5), np.float32), 0.0), labels)
