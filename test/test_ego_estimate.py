@@ -12,62 +12,20 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from ego_frames import W, bonnet_truth, camera_frames
 from scipy import ndimage
 
 from pebal_core.alarms.ego_estimate import (
     MIN_FRAMES,
     EstimateSettings,
+    bottom_connected,
     estimate_and_save,
     estimate_ego_mask,
+    mask_from_labels,
     spread_indices,
 )
 from pebal_core.alarms.ego_mask import load_ego_mask
 from pebal_core.images import read_label, read_rgb, write_rgb
-
-H, W = 240, 480
-
-
-def _bonnet_truth() -> np.ndarray:
-    """Below a parabola from row 200 (centre) to row 224 (sides), plus a round star on top of it."""
-    rows, cols = np.mgrid[0:H, 0:W]
-    edge = 200 + 24 * ((cols - W / 2) / (W / 2)) ** 2
-    truth = rows >= edge
-    truth |= (rows - 186) ** 2 + (cols - W / 2) ** 2 <= 14**2
-    return truth
-
-
-def _scene(rng: np.random.Generator) -> np.ndarray:
-    """A random scene: a tilted gradient, 40 random boxes and discs, a random texture (real scenes
-    are textured everywhere: asphalt, foliage, facades)."""
-    rows, cols = np.mgrid[0:H, 0:W].astype(np.float32)
-    a, b, c = rng.uniform(-0.3, 0.3, 2).tolist() + [rng.uniform(60, 190)]
-    img = np.clip(c + a * rows + b * cols, 0, 255)[..., None] * rng.uniform(0.7, 1.0, 3)
-    for _ in range(40):
-        color = rng.uniform(0, 255, 3)
-        x, y, s = rng.integers(0, W), rng.integers(0, H), rng.integers(8, 60)
-        if rng.random() < 0.5:
-            img[max(0, y - s) : y + s, max(0, x - s) : x + s] = color
-        else:
-            img[(rows - y) ** 2 + (cols - x) ** 2 <= s * s] = color
-    texture = cv2.GaussianBlur(rng.normal(0, 1, (H, W)).astype(np.float32), (0, 0), 1.5)
-    return img + 40 * texture[..., None]
-
-
-def _frames(n: int, seed: int = 0, bonnet: bool = True) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    truth = _bonnet_truth()
-    rows = np.mgrid[0:H, 0:W][0].astype(np.float32)
-    frames = []
-    for _ in range(n):
-        img = _scene(rng)
-        if bonnet:
-            # dark paint mirroring a changing sky: a smooth vertical gradient of random strength
-            shine = rng.uniform(20, 90) * np.clip((224 - rows) / 40, 0, 1)
-            paint = np.array([40.0, 40.0, 48.0]) + shine[..., None]
-            img[truth] = paint[truth]
-        img += rng.normal(0, 3, img.shape)
-        frames.append(np.clip(img, 0, 255).astype(np.uint8))
-    return frames
 
 
 def test_spread_indices_take_first_last_and_evenly_between():
@@ -79,8 +37,8 @@ def test_spread_indices_take_first_last_and_evenly_between():
 
 
 def test_recovers_a_reflective_bonnet_and_its_star():
-    truth = _bonnet_truth()
-    mask = estimate_ego_mask(_frames(30)).mask
+    truth = bonnet_truth()
+    mask = estimate_ego_mask(camera_frames(30)).mask
     assert (mask & truth).sum() >= 0.98 * truth.sum()
     assert mask[186, W // 2]  # the star's centre
     # what the mask adds lies in a band along the car's outline: the margin, plus the two pixels on
@@ -92,11 +50,11 @@ def test_recovers_a_reflective_bonnet_and_its_star():
 
 
 def test_no_ego_vehicle_gives_an_empty_mask():
-    assert not estimate_ego_mask(_frames(30, seed=1, bonnet=False)).mask.any()
+    assert not estimate_ego_mask(camera_frames(30, seed=1, bonnet=False)).mask.any()
 
 
 def test_frames_unfit_for_an_estimate_are_refused():
-    frames = _frames(MIN_FRAMES + 2)
+    frames = camera_frames(MIN_FRAMES + 2)
     with pytest.raises(ValueError, match=f"at least {MIN_FRAMES} frames"):
         estimate_ego_mask(frames[: MIN_FRAMES - 1])
     with pytest.raises(ValueError, match="hardly differ.*different places"):
@@ -110,7 +68,7 @@ def test_frames_unfit_for_an_estimate_are_refused():
 def test_pebal_mask_estimate_writes_mask_and_picture(tmp_path):
     folder = tmp_path / "camera"
     folder.mkdir()
-    for i, frame in enumerate(_frames(30)):
+    for i, frame in enumerate(camera_frames(30)):
         write_rgb(folder / f"{i:03d}.png", frame)
     out = tmp_path / "ego.png"
     cmd = [sys.executable, "-m", "pebal_core.cli", "mask", "estimate", str(folder), "--out", str(out), "--no-progress"]
@@ -118,7 +76,7 @@ def test_pebal_mask_estimate_writes_mask_and_picture(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "30 frames of 480x240" in done.stdout and "alarms.ego_mask:=" in done.stdout
     mask = load_ego_mask(out).mask
-    truth = _bonnet_truth()
+    truth = bonnet_truth()
     assert (mask & truth).sum() >= 0.98 * truth.sum() and (mask & ~truth).sum() < 0.2 * truth.sum()
     picture = read_rgb(tmp_path / "ego_picture.jpg")
     assert picture.shape == (2 * 512, 2 * 1024, 3)  # median + 3 frames, 1024 wide each
@@ -129,7 +87,7 @@ def test_pebal_mask_estimate_writes_mask_and_picture(tmp_path):
     # frames without a car: a clear message, nothing written
     empty = tmp_path / "none"
     empty.mkdir()
-    for i, frame in enumerate(_frames(12, seed=3, bonnet=False)):
+    for i, frame in enumerate(camera_frames(12, seed=3, bonnet=False)):
         write_rgb(empty / f"{i}.png", frame)
     with pytest.raises(ValueError, match="no ego-vehicle pixels found in 12 frames.*nothing written"):
         estimate_and_save((read_rgb(p) for p in sorted(empty.iterdir())), [""] * 12, tmp_path / "none.png")
@@ -144,13 +102,30 @@ def lostandfound_bonnet(root) -> np.ndarray:
     that rectification left. The bonnet is taken as the pixels void in **every** frame, outside the
     20-pixel side strips (the wedges), that are 8-connected to the bottom row through such pixels.
     """
-    labels = [read_label(p) for p in sorted((root / "labels_masks").glob("*.png"))]
-    void = np.logical_and.reduce([lab == 255 for lab in labels])
-    void[:, :20] = False
-    void[:, -20:] = False
-    components, _ = ndimage.label(void, structure=np.ones((3, 3)))
-    bottom = np.unique(components[-1])
-    return np.isin(components, bottom[bottom > 0])
+    return mask_from_labels((read_label(p) for p in sorted((root / "labels_masks").glob("*.png"))), side_margin=20)
+
+
+def test_mask_from_labels_by_hand():
+    a = np.zeros((6, 8), np.uint8)
+    a[4:, :] = 255  # the bonnet, void in both
+    a[0, :] = 255  # a top strip, void in both, not connected to the bottom
+    a[:, 0] = 255  # a left strip joining them, void in both
+    a[2, 5] = 255  # void in one map only
+    b = a.copy()
+    b[2, 5] = 0
+    b[5, 3] = 0  # one bonnet pixel labelled in the second map
+    expected = np.zeros((6, 8), bool)
+    expected[4:, :] = True
+    expected[5, 3] = False
+    expected[:, 0] = True
+    expected[0, :] = True
+    assert np.array_equal(mask_from_labels([a, b]), expected)
+    trimmed = expected.copy()
+    trimmed[:, 0] = trimmed[:, -1] = False
+    trimmed[0, :] = False  # no longer joined to the bottom once the side strips are left out
+    assert np.array_equal(mask_from_labels([a, b], side_margin=1), trimmed)
+    with pytest.raises(ValueError, match="one size"):
+        mask_from_labels([a, b[:5]])
 
 
 def test_recovers_the_lostandfound_bonnet(realdata):
@@ -158,12 +133,7 @@ def test_recovers_the_lostandfound_bonnet(realdata):
     truth = lostandfound_bonnet(root)
     assert 190_000 < truth.sum() < 210_000  # the bonnet and its star, about 10 % of the frame
     mask = estimate_ego_mask(read_rgb(p) for p in sorted((root / "images").glob("*.png"))).mask
-    inside = mask.copy()
-    inside[:, :20] = False
-    inside[:, -20:] = False
-    components, _ = ndimage.label(inside, structure=np.ones((3, 3)))
-    bottom = np.unique(components[-1])
-    bonnet = np.isin(components, bottom[bottom > 0])
+    bonnet = bottom_connected(mask, side_margin=20)
     iou = (bonnet & truth).sum() / (bonnet | truth).sum()
     assert iou >= 0.9, f"bonnet IoU {iou:.3f}"
     # the rest of the mask (away from the bonnet) is at most a sliver along the image border

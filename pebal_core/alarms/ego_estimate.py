@@ -113,10 +113,12 @@ class EgoEstimate:
     def fraction(self) -> float:
         return float(self.mask.mean())
 
-    def save(self, out: str | os.PathLike, picture: str | os.PathLike, names: list[str] | None = None) -> None:
+    def save(
+        self, out: str | os.PathLike, picture: str | os.PathLike, names: list[str] | None = None, width: int = 1024
+    ) -> None:
         """Write the mask (PNG, 255 = own vehicle) and a picture to check it by eye
         (:func:`pebal_core.visualize.ego_mask_picture`: the median of the frames and the examples,
-        captioned with ``names``, the mask hatched); both atomically."""
+        captioned with ``names``, the mask hatched; each ``width`` pixels wide); both atomically."""
         from pebal_core.visualize import ego_mask_picture
 
         if not self.mask.any():
@@ -127,7 +129,7 @@ class EgoEstimate:
             median = cv2.resize(median, (w, h), interpolation=cv2.INTER_LINEAR)
         write_ego_mask(out, self.mask)
         picture = Path(picture)
-        drawn = ego_mask_picture(median, self.mask, self.examples, names)
+        drawn = ego_mask_picture(median, self.mask, self.examples, names, width)
         ok, data = cv2.imencode(picture.suffix or ".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
         if not ok:
             raise OSError(f"cannot encode the picture {picture} (use a .jpg or .png name)")
@@ -293,6 +295,38 @@ def estimate_ego_mask(
     return EgoEstimate(small, stats, examples)
 
 
+def mask_from_labels(labels: Iterable[np.ndarray], void: int = 255, side_margin: int = 0) -> np.ndarray:
+    """The ego mask that label maps of one camera mark: the pixels labelled ``void`` in **every**
+    map that are 8-connected, through such pixels, to the bottom image row (bool ``H x W``).
+
+    Datasets label the recording car void (Cityscapes, Fishyscapes, LostAndFound); pixels void in
+    every frame and reaching the bottom edge are the bonnet (and whatever border strips join it).
+    ``side_margin`` leaves out that many columns at the left and right edges first, so that
+    slanted rectification wedges there neither count nor join other void pixels to the bonnet.
+    """
+    always = None
+    for lab in labels:
+        lab = np.asarray(lab)
+        if always is not None and lab.shape != always.shape:
+            raise ValueError(f"label maps of one camera share one size: got {lab.shape} after {always.shape}")
+        always = lab == void if always is None else always & (lab == void)
+    if always is None:
+        raise ValueError("no label maps given")
+    return bottom_connected(always, side_margin)
+
+
+def bottom_connected(mask: np.ndarray, side_margin: int = 0) -> np.ndarray:
+    """The 8-connected components of ``mask`` (bool ``H x W``) that reach the bottom row, after
+    leaving out ``side_margin`` columns at the left and right edges: the bonnet part of a mask."""
+    mask = np.array(mask, dtype=bool)
+    if side_margin > 0:
+        mask[:, :side_margin] = False
+        mask[:, -side_margin:] = False
+    bottom = np.zeros_like(mask)
+    bottom[-1] = True
+    return _touching(mask, bottom)
+
+
 def spread_indices(total: int, count: int) -> list[int]:
     """At most ``count`` indices of ``range(total)``, evenly spread (first and last included)."""
     if count < 1:
@@ -311,6 +345,7 @@ def estimate_and_save(
     picture: str | os.PathLike | None = None,
     settings: EstimateSettings = EstimateSettings(),
     force: bool = False,
+    picture_width: int = 1024,
 ) -> str:
     """Estimate the mask of ``frames`` (their ``names`` for the report), write it to ``out`` (a
     ``.png``) and its picture (default ``<out>_picture.jpg``), return what was found as text.
@@ -337,7 +372,7 @@ def estimate_and_save(
             "touches the image border): the camera sees no part of its car, or the frames are too few or come "
             "from several cameras; nothing written (leave the ego mask unset)"
         )
-    estimate.save(out, picture, [names[i] for i in shown])
+    estimate.save(out, picture, [names[i] for i in shown], picture_width)
     rows = np.flatnonzero(estimate.mask.any(axis=1))
     return "\n".join(
         (

@@ -39,6 +39,11 @@ import numpy as np
 from pebal_core.fileio import atomic_write
 
 SHIPPED: dict[str, tuple[str, str]] = {
+    "cityscapes": (
+        "ego_mask_cityscapes.png",
+        "the Cityscapes recording car (bonnet, star and rectification border, 2048x1024) as the Fishyscapes "
+        "Static labels mark it: void in all 30 of them, connected to the bottom row (docs/alarms.md)",
+    ),
     "lostandfound": (
         "ego_mask_lostandfound.png",
         "the LostAndFound recording car (bonnet and star, 2048x1024), estimated by `pebal mask estimate` from "
