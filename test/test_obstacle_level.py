@@ -8,7 +8,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from pebal_core.alarms.frame_counts import ObstacleCounts, count_frame
+from pebal_core.alarms.frame_counts import ObstacleCounts, ThresholdSweep, count_frame
 from pebal_core.alarms.persistence import PersistenceConfig
 from pebal_core.alarms.pipeline import AlarmConfig, AlarmPipeline
 
@@ -70,7 +70,7 @@ def test_counts_match_a_flood_fill_reference(seed):
     min_pixels, min_visible = int(rng.integers(1, 5)), int(rng.integers(1, 6))
     pipe = AlarmPipeline(AlarmConfig(region="all", min_pixels=min_pixels, persistence=SINGLE))
     frame = pipe.process(np.zeros((h, w), np.uint8), score, 0.8, ego=ego if seed % 2 else None)
-    got = count_frame(frame, labels, min_visible)
+    got = count_frame(frame, labels, min_visible, ego if seed % 2 else None)
     expected = reference(labels, score, 0.8, ego, min_pixels, min_visible)
     assert (
         len(got.labelled),
@@ -109,17 +109,40 @@ def test_void_ego_and_region_by_hand():
     frame = AlarmPipeline(AlarmConfig(region="all", min_pixels=1, persistence=SINGLE)).process(
         np.zeros(labels.shape, np.uint8), score, 0.0, ego=ego
     )
-    got = count_frame(frame, labels, min_visible=1)
+    got = count_frame(frame, labels, 1, ego)
     assert got.reported == 1 and got.false_alarms == () and got.detected == 1
     assert (got.inlier_region, got.flagged_region) == (inlier - 1, 2)
     # the drivable region limits the pixel counts to the predicted road (rows 0..5 here)
     trainids = np.full(labels.shape, 8, np.uint8)
     trainids[:6, :] = 0
     frame = AlarmPipeline(AlarmConfig(min_pixels=1, persistence=SINGLE)).process(trainids, score, 0.0, ego=ego)
-    got = count_frame(frame, labels, min_visible=1)
+    got = count_frame(frame, labels, 1, ego)
     region_inlier = int(((labels == 0) & frame.region).sum())
     assert frame.region[:6].sum() == 6 * 20 - 1 and not frame.region[6:].any()
     assert (got.inlier_region, got.flagged_region) == (region_inlier, 2)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_threshold_sweep_counts_as_the_chain_does(seed):
+    rng = np.random.default_rng(100 + seed)
+    h, w = 30, 40
+    labels = np.zeros((h, w), np.uint8)
+    for _ in range(4):
+        y, x, s = rng.integers(0, h), rng.integers(0, w), rng.integers(1, 4)
+        labels[max(0, y - s) : y + s, max(0, x - s) : x + s] = 1
+    labels[rng.random((h, w)) < 0.1] = 255
+    score = rng.normal(0, 1, (h, w)).astype(np.float32) + (labels == 1)
+    ego = np.zeros((h, w), bool)
+    ego[-4:, :] = True
+    trainids = np.zeros((h, w), np.uint8)
+    trainids[:, : w // 3] = 8  # a left third that is no road
+    pipe = AlarmPipeline(AlarmConfig(region="drivable", region_min_fraction=0.0, min_pixels=3, persistence=SINGLE))
+    for threshold in (-0.5, 0.5, 1.2, 2.5):
+        frame = pipe.process(trainids, score, threshold, ego=ego)
+        sweep = ThresholdSweep(score, labels, frame.region, min_pixels=3, min_visible=2)
+        got = count_frame(frame, labels, 2, ego)
+        assert sweep.at(threshold) == (got.detected, len(got.false_alarms))
+        assert sweep.labelled == len(got.labelled)
 
 
 def test_running_totals_and_rates():

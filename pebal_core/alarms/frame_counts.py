@@ -16,6 +16,9 @@ obstacle) and the evaluation labels (0 inlier, 1 anomaly, 255 void):
 * **pixel FPR in the region**: of the inlier pixels (label 0) inside the alarm region (every
   pixel for region ``all``) and outside the ego mask, the share that alarm.
 
+:class:`ThresholdSweep` counts the same for one frame at many thresholds (choosing a threshold by
+obstacles).
+
 :class:`ObstacleCounts` adds frames up (``pebal eval``'s ``obstacle_level`` report, the bag scorer,
 the demo). Without obstacle identities across frames (real LostAndFound labels have none) these
 are per-frame rates; ``benchmarks/bench_alarms.py`` follows obstacles through synthetic sequences
@@ -70,38 +73,58 @@ class FrameObstacles:
         return sum(o.detected for o in self.labelled)
 
 
-def count_frame(frame: AlarmFrame, labels: np.ndarray, min_visible: int = DEFAULT_MIN_VISIBLE) -> FrameObstacles:
+def _labelled(labels: np.ndarray, min_visible: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(truth, sizes, counted)``: the 8-connected anomaly components (int map, 0 elsewhere),
+    their sizes (index = component id) and the bool array of ids that count (``>= min_visible``)."""
+    truth, n = ndimage.label(labels == EVAL_ANOMALY, structure=EIGHT_CONNECTED)
+    sizes = np.bincount(truth.ravel(), minlength=n + 1)
+    counted = sizes >= min_visible
+    counted[0] = False
+    return truth, sizes, counted
+
+
+def _overlaps(components: np.ndarray, n: int, truth: np.ndarray, counted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(hit, on_anomaly)``: per labelled id, whether a reported component overlaps it; per
+    reported id ``1..n``, whether it covers an anomaly pixel (index 0 unused in both)."""
+    both = (components > 0) & (truth > 0)
+    hit = np.zeros(counted.size, bool)
+    hit[truth[both]] = True
+    on_anomaly = np.zeros(n + 1, bool)
+    on_anomaly[components[both]] = True
+    return hit & counted, on_anomaly
+
+
+def count_frame(
+    frame: AlarmFrame, labels: np.ndarray, min_visible: int = DEFAULT_MIN_VISIBLE, ego: np.ndarray | None = None
+) -> FrameObstacles:
     """Labelled obstacles, detections, false alarms and region pixels of one frame (module docstring).
 
     Args:
         frame: the chain's alarms of the frame (all maps ``H x W``).
         labels: ``uint8 H x W``, 0 inlier, 1 anomaly, 255 void.
         min_visible: smallest labelled obstacle that counts (pixels).
+        ego: bool ``H x W`` ego-vehicle mask the chain ran with (None = none): its pixels leave the
+            pixel counts.
     """
     labels = np.asarray(labels)
     if labels.shape != frame.components.shape:
         raise ValueError(f"labels {labels.shape} and alarms {frame.components.shape} differ in size")
-    anomaly = labels == EVAL_ANOMALY
-    truth, n = ndimage.label(anomaly, structure=EIGHT_CONNECTED)
-    sizes = np.bincount(truth.ravel(), minlength=n + 1)
-    hit = np.zeros(n + 1, bool)
-    hit[truth[(frame.components > 0) & anomaly]] = True
+    truth, sizes, counted = _labelled(labels, min_visible)
+    hit, on_anomaly = _overlaps(frame.components, len(frame.obstacles), truth, counted)
     labelled = []
     for index, box in enumerate(ndimage.find_objects(truth), start=1):
-        if box is None or sizes[index] < min_visible:
+        if box is None or not counted[index]:
             continue
         rows, cols = box
         corners = (cols.start, rows.start, cols.stop - 1, rows.stop - 1)
         labelled.append(LabelledObstacle(corners, int(sizes[index]), bool(hit[index])))
     labelled.sort(key=lambda o: -o.pixels)
-    on_anomaly = np.zeros(len(frame.obstacles) + 1, bool)
-    on_anomaly[frame.components[anomaly]] = True
     false_alarms = tuple(ob.index for ob in frame.obstacles if not on_anomaly[ob.index + 1])
     inside = labels == EVAL_INLIER
     if frame.region is not None:
         inside &= frame.region
-    if frame.ego is not None:
-        inside &= ~frame.ego
+    if ego is not None:
+        inside &= ~ego
     return FrameObstacles(
         labelled=tuple(labelled),
         reported=len(frame.obstacles),
@@ -109,6 +132,50 @@ def count_frame(frame: AlarmFrame, labels: np.ndarray, min_visible: int = DEFAUL
         inlier_region=int(inside.sum()),
         flagged_region=int((inside & frame.alarms).sum()),
     )
+
+
+class ThresholdSweep:
+    """Labelled obstacles detected and false alarms of one single frame at many thresholds, as
+    :func:`count_frame` counts them after the alarm chain without persistence (for choosing a
+    threshold by obstacles; labelled components are found once).
+
+    Args:
+        score: float32 ``H x W`` anomaly score.
+        labels: ``uint8 H x W``, 0 inlier, 1 anomaly, 255 void.
+        allowed: bool ``H x W`` where alarms may be raised (the region, ego pixels left out), None = everywhere.
+        min_pixels: smallest reported obstacle (pixels of this frame).
+        min_visible: smallest labelled obstacle that counts.
+    """
+
+    def __init__(
+        self,
+        score: np.ndarray,
+        labels: np.ndarray,
+        allowed: np.ndarray | None,
+        min_pixels: int,
+        min_visible: int = DEFAULT_MIN_VISIBLE,
+    ) -> None:
+        if score.shape != labels.shape or (allowed is not None and allowed.shape != score.shape):
+            raise ValueError(f"score {score.shape}, labels {labels.shape} and region must be equal H x W maps")
+        self.score, self.allowed, self.min_pixels = score, allowed, int(min_pixels)
+        self.truth, _, self.counted = _labelled(np.asarray(labels), min_visible)
+        self.labelled = int(self.counted.sum())
+
+    def at(self, threshold: float) -> tuple[int, int]:
+        """``(detected, false alarms)`` at ``threshold``."""
+        alarm = self.score >= threshold
+        if self.allowed is not None:
+            alarm &= self.allowed
+        components, n = ndimage.label(alarm, structure=EIGHT_CONNECTED)
+        if n == 0:
+            return 0, 0
+        sizes = np.bincount(components.ravel(), minlength=n + 1)
+        small = sizes < self.min_pixels
+        small[0] = True
+        components[small[components]] = 0
+        hit, on_anomaly = _overlaps(components, n, self.truth, self.counted)
+        reported = ~small
+        return int(hit.sum()), int((reported & ~on_anomaly).sum())
 
 
 @dataclass
@@ -126,9 +193,10 @@ class ObstacleCounts:
     flagged_region: int = 0
     per_frame: list[FrameObstacles] = field(default_factory=list)
 
-    def update(self, frame: AlarmFrame, labels: np.ndarray) -> FrameObstacles:
-        """Add one frame: its alarms and its labels (``uint8 H x W``, 0 inlier, 1 anomaly, 255 void)."""
-        counted = count_frame(frame, labels, self.min_visible)
+    def update(self, frame: AlarmFrame, labels: np.ndarray, ego: np.ndarray | None = None) -> FrameObstacles:
+        """Add one frame: its alarms, its labels (``uint8 H x W``, 0 inlier, 1 anomaly, 255 void)
+        and the ego mask the chain ran with (:func:`count_frame`)."""
+        counted = count_frame(frame, labels, self.min_visible, ego)
         self.frames += 1
         self.obstacles += len(counted.labelled)
         self.detected += counted.detected
