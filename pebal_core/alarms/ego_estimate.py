@@ -28,8 +28,9 @@ size of at most ``work_side`` pixels on the long side:
   and anywhere else dear. Where no persistent outline separates a border strip from the scene,
   the cheapest cut is the border links themselves and the mask stays empty.
 * **Finish**: the car side's components that touch the border; persistent structures
-  (``coherence >= structure_coherence``) touching them (a star standing on the bonnet, whose
-  ring shows the road through it) joined; holes filled; parts thinner than ``2 * thin + 1``
+  (``coherence >= structure_coherence``) within ``attach_distance`` pixels of them (a star
+  standing on the bonnet, whose ring shows the road through it and whose stem may show no
+  persistent edge) joined; holes filled; parts thinner than ``2 * thin + 1``
   pixels removed (a morphological opening: spurs of lane markings and other scene edges that touch
   the outline); ``margin`` pixels added all round (the
   edge pixels mix car and scene: the gradient operator spreads an edge over about two pixels on
@@ -75,6 +76,7 @@ class EstimateSettings:
     border_capacity: float = 10.0
     scene_capacity: float = 50.0
     structure_coherence: float = 0.4
+    attach_distance: int = 6
     thin: int = 2
     margin: int = 2
     min_fraction: float = 0.0005
@@ -243,7 +245,8 @@ def mask_from_statistics(stats: FrameStatistics, settings: EstimateSettings = Es
     if not car.any():
         return car
     structure = coherence >= settings.structure_coherence
-    car |= _touching(structure, ndimage.binary_dilation(car, iterations=2))
+    near = cv2.dilate(car.astype(np.uint8), _disc(settings.attach_distance)) > 0
+    car |= _touching(structure, near)
     car = ndimage.binary_fill_holes(car).astype(np.uint8)
     if settings.thin > 0:
         car = cv2.morphologyEx(car, cv2.MORPH_OPEN, _disc(settings.thin))
