@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -185,8 +186,8 @@ def read_ego_mask(path: str | os.PathLike) -> EgoMask:
 
 
 def load_ego_mask(spec: str | os.PathLike | None) -> EgoMask | None:
-    """The mask a specification names (module docstring); None for ``None`` or ``""`` (no mask)."""
-    if spec is None or str(spec).strip() == "":
+    """The mask a specification names (module docstring); None for ``None``, ``""`` or ``"none"`` (no mask)."""
+    if spec is None or str(spec).strip().lower() in ("", "none"):
         return None
     text = str(spec).strip()
     if _POLYGONS.match(text):
@@ -195,6 +196,25 @@ def load_ego_mask(spec: str | os.PathLike | None) -> EgoMask | None:
         mask = read_ego_mask(shipped_mask_path(text))
         return EgoMask(mask.mask, f"shipped:{text}")
     return read_ego_mask(text)
+
+
+def mask_for_frame(mask: EgoMask | None, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str | None]:
+    """``(mask at the frame's size, None)``, or ``(None, why)`` when the mask does not fit a frame
+    of ``shape`` (another camera's aspect ratio): a stream's frames then run without the mask and
+    the caller says so (the ROS node, the bag scorer that replays it). ``(None, None)`` without a mask."""
+    if mask is None:
+        return None, None
+    try:
+        return mask.at(shape), None
+    except EgoMaskError as e:
+        return None, f"{e}; such frames run without an ego mask"
+
+
+@lru_cache(maxsize=16)
+def cached_ego_mask(spec: str) -> EgoMask | None:
+    """:func:`load_ego_mask` of ``spec``, loaded once per process (an operating point's mask is
+    read for every frame; a file changed on disk is read again only by a new process)."""
+    return load_ego_mask(spec)
 
 
 def write_ego_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:

@@ -134,6 +134,20 @@ def count_frame(
     )
 
 
+def frame_evidence(name: str, counted: FrameObstacles, frame: AlarmFrame) -> dict:
+    """One frame's obstacle-level result as JSON values, for reports: which labelled obstacles
+    were missed and where the false alarms are (boxes ``[u_min, v_min, u_max, v_max]``, inclusive
+    pixel indices; ``score`` the peak energy)."""
+    false_alarms = [frame.obstacles[i] for i in counted.false_alarms]
+    return {
+        "name": name,
+        "labelled": len(counted.labelled),
+        "detected": counted.detected,
+        "missed": [{"box": list(o.box), "pixels": o.pixels} for o in counted.labelled if not o.detected],
+        "false_alarms": [{"box": list(o.box), "pixels": o.pixels, "score": o.score} for o in false_alarms],
+    }
+
+
 class ThresholdSweep:
     """Labelled obstacles detected and false alarms of one single frame at many thresholds, as
     :func:`count_frame` counts them after the alarm chain without persistence (for choosing a
