@@ -16,11 +16,10 @@ from pebal_core.alarms.ego_mask import (
     read_ego_mask,
     write_ego_mask,
 )
-from pebal_core.alarms.persistence import PersistenceConfig
-from pebal_core.alarms.pipeline import AlarmConfig, AlarmPipeline
+from pebal_core.alarms.frame import FrameContext
+from pebal_core.alarms.operating_point import OperatingPoint
+from pebal_core.alarms.pipeline import AlarmPipeline
 from pebal_core.alarms.region import drivable_region
-
-SINGLE = PersistenceConfig(k=1, n=1)
 
 
 def _bonnet(h: int = 64, w: int = 128, top: int = 52) -> np.ndarray:
@@ -110,18 +109,39 @@ def test_ego_pixels_never_alarm_and_leave_region_and_obstacles():
     score[28:40, 20:30] = 0.0  # an alarm blob straddling the bonnet edge (rows 28..31 outside)
     score[35:40, 45:55] = 0.0  # an alarm blob on the bonnet only
     for region in ("drivable", "all"):
-        pipe = AlarmPipeline(AlarmConfig(region=region, min_pixels=5, persistence=SINGLE))
-        frame = pipe.process(labels, score, -1.0, ego=ego)
+        context = FrameContext(labels, score, OperatingPoint(-1.0, region=region, min_pixels=5), ego_mask=ego)
+        frame = AlarmPipeline(sequence=False).process(context)
         assert not (frame.alarms & ego).any()
-        assert frame.ego is ego
         if region == "drivable":
             assert not (frame.region & ego).any() and frame.region[:32].all()
         assert len(frame.obstacles) == 1 and frame.obstacles[0].pixels == 4 * 10
         assert frame.obstacles[0].box == (20, 28, 29, 31)
-        # the raw per-pixel mask (the paper's) is untouched
-        assert frame.raw[35:, 45:55].all()
-    with pytest.raises(ValueError, match="ego mask"):
-        AlarmPipeline().process(labels, score, -1.0, ego=ego[:-1])
+        # the per-pixel mask (the paper's) is untouched
+        assert context.mask[35:, 45:55].all()
+
+
+def test_point_carries_its_mask_and_none_is_no_mask():
+    from pebal_core.alarms.operating_point import resolve_operating_point
+
+    point = OperatingPoint(-3.0, "obstacles:0.5", ego_mask="lostandfound")
+    assert OperatingPoint.from_dict(point.to_dict()) == point
+    assert "ego mask lostandfound" in point.describe()
+    assert OperatingPoint(-3.0, ego_mask=" None ").ego_mask == ""
+    meta = {"score_threshold": -3.0}
+    resolved = resolve_operating_point(meta, "", {"ego_mask": "cityscapes"})
+    assert resolved.point.ego_mask == "cityscapes" and resolved.overridden == ("ego_mask",)
+    assert load_ego_mask("none") is None
+
+
+def test_mask_for_frame_says_when_a_mask_does_not_fit():
+    from pebal_core.alarms.ego_mask import mask_for_frame
+
+    ego = EgoMask(_bonnet(1024, 2048, 900), "ego.png")
+    mask, why = mask_for_frame(ego, (512, 1024))
+    assert why is None and mask.shape == (512, 1024)
+    mask, why = mask_for_frame(ego, (1080, 1920))
+    assert mask is None and "1920x1080" in why and "run without an ego mask" in why
+    assert mask_for_frame(None, (10, 10)) == (None, None)
 
 
 def test_bonnet_predicted_as_road_joins_no_fragments():

@@ -8,11 +8,16 @@ from collections import deque
 import numpy as np
 import pytest
 
-from pebal_core.alarms.frame_counts import ObstacleCounts, ThresholdSweep, count_frame
-from pebal_core.alarms.persistence import PersistenceConfig
-from pebal_core.alarms.pipeline import AlarmConfig, AlarmPipeline
+from pebal_core.alarms.frame import FrameContext
+from pebal_core.alarms.frame_counts import ObstacleCounts, ThresholdSweep, count_frame, frame_evidence
+from pebal_core.alarms.operating_point import OperatingPoint
+from pebal_core.alarms.pipeline import AlarmPipeline
 
-SINGLE = PersistenceConfig(k=1, n=1)
+
+def chain(trainids, score, threshold, ego=None, region="all", min_pixels=1, min_fraction=0.002):
+    """The alarm chain of one still at a point with these settings."""
+    point = OperatingPoint(threshold, region=region, min_pixels=min_pixels, region_min_fraction=min_fraction)
+    return AlarmPipeline(sequence=False).process(FrameContext(trainids, score, point, ego_mask=ego))
 
 
 def flood_components(mask: np.ndarray) -> list[set[tuple[int, int]]]:
@@ -68,9 +73,9 @@ def test_counts_match_a_flood_fill_reference(seed):
     if seed % 2:
         ego[h - rng.integers(1, 5) :, :] = True
     min_pixels, min_visible = int(rng.integers(1, 5)), int(rng.integers(1, 6))
-    pipe = AlarmPipeline(AlarmConfig(region="all", min_pixels=min_pixels, persistence=SINGLE))
-    frame = pipe.process(np.zeros((h, w), np.uint8), score, 0.8, ego=ego if seed % 2 else None)
-    got = count_frame(frame, labels, min_visible, ego if seed % 2 else None)
+    used = ego if seed % 2 else None
+    frame = chain(np.zeros((h, w), np.uint8), score, 0.8, used, min_pixels=min_pixels)
+    got = count_frame(frame, labels, min_visible, used)
     expected = reference(labels, score, 0.8, ego, min_pixels, min_visible)
     assert (
         len(got.labelled),
@@ -92,9 +97,7 @@ def test_void_ego_and_region_by_hand():
     score[2:4, 2:4] = 1.0  # on the diagonal obstacle
     score[9:12, 5:9] = 1.0  # on the bonnet (void only): a false alarm without the ego mask
     score[5, 15] = 1.0  # one inlier pixel alarms
-    frame = AlarmPipeline(AlarmConfig(region="all", min_pixels=1, persistence=SINGLE)).process(
-        np.zeros(labels.shape, np.uint8), score, 0.0
-    )
+    frame = chain(np.zeros(labels.shape, np.uint8), score, 0.0)
     got = count_frame(frame, labels, min_visible=1)
     assert [o.pixels for o in got.labelled] == [2, 1, 1]
     assert [o.detected for o in got.labelled] == [True, False, False]
@@ -106,16 +109,14 @@ def test_void_ego_and_region_by_hand():
     ego = np.zeros(labels.shape, bool)
     ego[9:, :] = True
     ego[5, 15] = True
-    frame = AlarmPipeline(AlarmConfig(region="all", min_pixels=1, persistence=SINGLE)).process(
-        np.zeros(labels.shape, np.uint8), score, 0.0, ego=ego
-    )
+    frame = chain(np.zeros(labels.shape, np.uint8), score, 0.0, ego)
     got = count_frame(frame, labels, 1, ego)
     assert got.reported == 1 and got.false_alarms == () and got.detected == 1
     assert (got.inlier_region, got.flagged_region) == (inlier - 1, 2)
     # the drivable region limits the pixel counts to the predicted road (rows 0..5 here)
     trainids = np.full(labels.shape, 8, np.uint8)
     trainids[:6, :] = 0
-    frame = AlarmPipeline(AlarmConfig(min_pixels=1, persistence=SINGLE)).process(trainids, score, 0.0, ego=ego)
+    frame = chain(trainids, score, 0.0, ego, region="drivable")
     got = count_frame(frame, labels, 1, ego)
     region_inlier = int(((labels == 0) & frame.region).sum())
     assert frame.region[:6].sum() == 6 * 20 - 1 and not frame.region[6:].any()
@@ -136,9 +137,8 @@ def test_threshold_sweep_counts_as_the_chain_does(seed):
     ego[-4:, :] = True
     trainids = np.zeros((h, w), np.uint8)
     trainids[:, : w // 3] = 8  # a left third that is no road
-    pipe = AlarmPipeline(AlarmConfig(region="drivable", region_min_fraction=0.0, min_pixels=3, persistence=SINGLE))
     for threshold in (-0.5, 0.5, 1.2, 2.5):
-        frame = pipe.process(trainids, score, threshold, ego=ego)
+        frame = chain(trainids, score, threshold, ego, region="drivable", min_pixels=3, min_fraction=0.0)
         sweep = ThresholdSweep(score, labels, frame.region, min_pixels=3, min_visible=2)
         got = count_frame(frame, labels, 2, ego)
         assert sweep.at(threshold) == (got.detected, len(got.false_alarms))
@@ -152,14 +152,22 @@ def test_running_totals_and_rates():
     hit[1:3, 1:3] = 1.0
     miss = np.full(labels.shape, -5.0, np.float32)
     miss[6:8, 6:8] = 1.0
-    pipe = AlarmPipeline(AlarmConfig(region="all", min_pixels=1, persistence=SINGLE))
     counts = ObstacleCounts(min_visible=1, keep_frames=True)
     for score in (hit, miss, miss):
-        counts.update(pipe.process(np.zeros(labels.shape, np.uint8), score, 0.0), labels)
+        counts.update(chain(np.zeros(labels.shape, np.uint8), score, 0.0), labels)
     s = counts.summary()
     assert (s["frames"], s["obstacles"], s["detected"], s["false_alarms"]) == (3, 3, 1, 2)
     assert s["detection_rate"] == pytest.approx(1 / 3) and s["false_alarms_per_frame"] == pytest.approx(2 / 3)
     assert s["pixel_fpr_region"] == pytest.approx(8 / (3 * 96))
     assert len(counts.per_frame) == 3 and counts.per_frame[1].false_alarms == (0,)
+    frame = chain(np.zeros(labels.shape, np.uint8), miss, 0.0)
+    evidence = frame_evidence("x.png", counts.per_frame[1], frame)
+    assert evidence == {
+        "name": "x.png",
+        "labelled": 1,
+        "detected": 0,
+        "missed": [{"box": [1, 1, 2, 2], "pixels": 4}],
+        "false_alarms": [{"box": [6, 6, 7, 7], "pixels": 4, "score": 1.0}],
+    }
     with pytest.raises(ValueError, match="differ in size"):
-        counts.update(pipe.process(np.zeros((5, 5), np.uint8), np.zeros((5, 5), np.float32), 0.0), labels)
+        counts.update(chain(np.zeros((5, 5), np.uint8), np.zeros((5, 5), np.float32), 0.0), labels)
