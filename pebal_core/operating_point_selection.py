@@ -70,6 +70,7 @@ class OperatingPointSearch:
         min_pixels: smallest reported obstacle (pixels of each frame) of ``fa:<x>``, ``obstacles:<x>``
             and the obstacle counts.
         min_visible: smallest labelled obstacle counted (pixels of each frame).
+        progress: show a progress bar while ``obstacles:<x>`` tries its candidates.
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class OperatingPointSearch:
         frames: list[ValidationFrame],
         min_pixels: int = DEFAULT_MIN_PIXELS,
         min_visible: int = DEFAULT_MIN_VISIBLE,
+        progress: bool = False,
     ) -> None:
         if not frames:
             raise ValueError("choosing an operating point needs at least one validation image")
@@ -84,6 +86,8 @@ class OperatingPointSearch:
         self.min_pixels = int(min_pixels)
         self.min_visible = int(min_visible)
         self._sweeps: list[ThresholdSweep] | None = None
+        self._obstacles: dict[float, tuple[int, int, int]] = {}
+        self.progress = progress
         anomaly, inlier, inlier_region = [], [], []
         for f in frames:
             if f.score.shape != f.labels.shape:
@@ -127,12 +131,16 @@ class OperatingPointSearch:
     def obstacles(self, threshold: float) -> tuple[int, int, int]:
         """``(labelled, detected, false alarms)`` over all frames at ``threshold``, counted as
         ``pebal eval`` counts them (see the ``obstacles:<x>`` policy)."""
+        if threshold in self._obstacles:  # several policies and the measures ask for the same thresholds
+            return self._obstacles[threshold]
         if self._sweeps is None:
             self._sweeps = [
                 ThresholdSweep(f.score, f.labels, f.region, self.min_pixels, self.min_visible) for f in self.frames
             ]
         counts = [sweep.at(threshold) for sweep in self._sweeps]
-        return sum(s.labelled for s in self._sweeps), sum(c[0] for c in counts), sum(c[1] for c in counts)
+        found = sum(s.labelled for s in self._sweeps), sum(c[0] for c in counts), sum(c[1] for c in counts)
+        self._obstacles[threshold] = found
+        return found
 
     def measured(self, threshold: float, rule: str, **extra: object) -> dict:
         """What ``threshold`` does on these frames: ``tpr`` (anomalous pixels flagged, all pixels),
@@ -196,7 +204,10 @@ class OperatingPointSearch:
         one detecting the most labelled obstacles with at most ``budget`` false alarms per frame
         (ties: the highest); the highest candidate, flagged, when none is within budget."""
         best, most = None, -1
-        for t in self.candidates():  # descending: a tie keeps the higher threshold
+        candidates = tqdm(
+            self.candidates(), desc=f"obstacles:{budget:g}", unit="threshold", leave=False, disable=not self.progress
+        )
+        for t in candidates:  # descending: a tie keeps the higher threshold
             _, detected, false_alarms = self.obstacles(t)
             if false_alarms / len(self.frames) <= budget and detected > most:
                 best, most = t, detected
@@ -294,7 +305,7 @@ def choose_operating_points(
     if options.input_size is None and recorded_input_size(model.checkpoint_metadata) is not None:
         options = replace(options, input_size=recorded_input_size(model.checkpoint_metadata))
     frames = validation_frames(model, dataset, options, region, include_sidewalk, ego_mask=ego_mask)
-    search = OperatingPointSearch(frames, min_pixels)
+    search = OperatingPointSearch(frames, min_pixels, progress=options.progress)
     settings = dict(
         region=region,
         include_sidewalk=include_sidewalk,

@@ -287,7 +287,7 @@ def resolve_operating_point(
     Args:
         metadata: the model's metadata (``Predictor.metadata``, or a checkpoint's).
         policy: a stored policy's name; ``""`` for the model's default.
-        overrides: ``{field: value}`` of :class:`OperatingPoint`; ``None`` values are not set;
+        overrides: ``{field: value}`` of :class:`OperatingPoint`; ``None`` and ``""`` values are not set;
             ``persistence`` takes a dict of the :class:`~pebal_core.alarms.persistence.PersistenceConfig`
             fields to change.
 
@@ -311,7 +311,7 @@ def resolve_operating_point(
     names = [f.name for f in fields(OperatingPoint)]
     changes = {}
     for name, value in (overrides or {}).items():
-        if value is None or value == {}:
+        if value is None or value == {} or value == "":  # not set ("none" asks for no ego mask)
             continue
         if name not in names:
             raise ValueError(f"{name!r} is no part of an operating point")
