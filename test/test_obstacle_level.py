@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 import pytest
+from np_reference import brute_obstacle_counts
 
 from pebal_core.alarms.frame import FrameContext
 from pebal_core.alarms.frame_counts import ObstacleCounts, ThresholdSweep, count_frame, frame_evidence
@@ -18,43 +17,6 @@ def chain(trainids, score, threshold, ego=None, region="all", min_pixels=1, min_
     """The alarm chain of one still at a point with these settings."""
     point = OperatingPoint(threshold, region=region, min_pixels=min_pixels, region_min_fraction=min_fraction)
     return AlarmPipeline(sequence=False).process(FrameContext(trainids, score, point, ego_mask=ego))
-
-
-def flood_components(mask: np.ndarray) -> list[set[tuple[int, int]]]:
-    """8-connected components of a bool map, by breadth-first flood fill (no scipy)."""
-    h, w = mask.shape
-    seen = np.zeros_like(mask, bool)
-    components = []
-    for y in range(h):
-        for x in range(w):
-            if not mask[y, x] or seen[y, x]:
-                continue
-            seen[y, x] = True
-            queue, pixels = deque([(y, x)]), set()
-            while queue:
-                cy, cx = queue.popleft()
-                pixels.add((cy, cx))
-                for dy in (-1, 0, 1):
-                    for dx in (-1, 0, 1):
-                        ny, nx = cy + dy, cx + dx
-                        if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
-                            seen[ny, nx] = True
-                            queue.append((ny, nx))
-            components.append(pixels)
-    return components
-
-
-def reference(labels, score, threshold, ego, min_pixels, min_visible):
-    """Brute-force counts for region ``all``: ``(labelled, detected, reported, false alarms, inlier, flagged)``."""
-    alarm = (score >= threshold) & ~ego
-    reported = [c for c in flood_components(alarm) if len(c) >= min_pixels]
-    anomaly = {(int(y), int(x)) for y, x in zip(*np.nonzero(labels == 1), strict=True)}
-    truth = [c for c in flood_components(labels == 1) if len(c) >= min_visible]
-    kept = set().union(*reported) if reported else set()
-    detected = sum(1 for c in truth if c & kept)
-    false_alarms = sum(1 for c in reported if not c & anomaly)
-    inlier = (labels == 0) & ~ego
-    return len(truth), detected, len(reported), false_alarms, int(inlier.sum()), int((inlier & alarm).sum())
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -76,7 +38,7 @@ def test_counts_match_a_flood_fill_reference(seed):
     used = ego if seed % 2 else None
     frame = chain(np.zeros((h, w), np.uint8), score, 0.8, used, min_pixels=min_pixels)
     got = count_frame(frame, labels, min_visible, used)
-    expected = reference(labels, score, 0.8, ego, min_pixels, min_visible)
+    expected = brute_obstacle_counts(labels, score, 0.8, ego, min_pixels, min_visible)
     assert (
         len(got.labelled),
         got.detected,
