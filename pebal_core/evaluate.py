@@ -27,7 +27,8 @@ its threshold, region, smallest obstacle scaled to the image size, ego-vehicle m
 its own, no persistence) and :mod:`pebal_core.alarms.frame_counts` counts, against the labels,
 the labelled obstacles detected, the false-alarm obstacles per frame and the pixel FPR in the
 region; the report's ``obstacle_level`` entry holds them, the point they were counted at and, per
-image, the obstacles missed and the false alarms (boxes).
+image, the obstacles missed and the false alarms (boxes). Images the ego mask does not fit (another
+aspect ratio) run without it, as in the node, and are listed.
 
 Outputs of :func:`write_report`: ``results.json``, ``results.md`` (a table like the paper's
 Table 3, values in %), ``roc.png`` and ``pr.png``.
@@ -49,11 +50,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pebal_core.alarms.ego_mask import cached_ego_mask
+from pebal_core.alarms.ego_mask import cached_ego_mask, mask_for_frame
 from pebal_core.alarms.frame import FrameContext
 from pebal_core.alarms.frame_counts import DEFAULT_MIN_VISIBLE, ObstacleCounts, frame_evidence
 from pebal_core.alarms.operating_point import OperatingPoint, resolve_operating_point
-from pebal_core.alarms.pipeline import AlarmPipeline
+from pebal_core.alarms.pipeline import AlarmFrame, AlarmPipeline
 from pebal_core.component_metrics import ANOMALY_TRACK, OBSTACLE_TRACK, ComponentMetrics
 from pebal_core.data.anomaly_pairs import identity_collate
 from pebal_core.fileio import atomic_write, atomic_write_text
@@ -269,16 +270,22 @@ class ObstacleLevel:
         self.counts = ObstacleCounts(options.min_visible)
         self.images: list[dict] = []
         self.pixels: set[int] = set()
+        self.unfit: list[str] = []
 
-    def update(self, name: str, scored: ScoredItem) -> None:
-        """Count one image (its PEBAL score, predicted trainIds and labels at the compared size)."""
+    def update(self, name: str, scored: ScoredItem) -> tuple[FrameContext, AlarmFrame]:
+        """Count one image (its PEBAL score, predicted trainIds and labels at the compared size) and
+        return its context and alarms. An image the ego mask does not fit (another aspect ratio)
+        runs without the mask, as in the node, and is listed."""
         score, label = scored.scores["pebal"], scored.label
-        ego = None if self.mask is None else self.mask.at(label.shape)
+        ego, why = mask_for_frame(self.mask, label.shape)
+        if why:
+            self.unfit.append(name)
         frame = FrameContext(scored.trainids, score, self.resolved.point, ego_mask=ego)
         alarms = self.chain.process(frame)
         counted = self.counts.update(alarms, label, ego)
         self.pixels.add(self.resolved.point.min_pixels_at(label.shape))
         self.images.append(frame_evidence(name, counted, alarms))
+        return frame, alarms
 
     def report(self) -> dict:
         """The ``obstacle_level`` report entry: the point, how it was resolved, the totals and rates
@@ -289,6 +296,7 @@ class ObstacleLevel:
             "point_warning": self.resolved.warning(),
             **self.counts.summary(),
             "min_pixels": sorted(self.pixels),
+            "images_without_ego_mask": self.unfit,
             "per_image": self.images,
         }
 
@@ -305,6 +313,12 @@ def obstacle_line(report: dict) -> str | None:
         f"Obstacle level at {point.describe()} (single images): {o['detected']} of {o['obstacles']} labelled "
         f"obstacles (>= {o['min_visible']} px) detected ({rate}), {o['false_alarms_per_frame']:.2f} false-alarm "
         f"obstacles per image, pixel FPR in the region {fpr}."
+        + (
+            f" The ego mask does not fit {len(o['images_without_ego_mask'])} images (another aspect ratio): they ran "
+            "without it."
+            if o.get("images_without_ego_mask")
+            else ""
+        )
     )
 
 
