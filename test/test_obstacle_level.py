@@ -114,16 +114,16 @@ def test_running_totals_and_rates():
     hit[1:3, 1:3] = 1.0
     miss = np.full(labels.shape, -5.0, np.float32)
     miss[6:8, 6:8] = 1.0
-    counts = ObstacleCounts(min_visible=1, keep_frames=True)
-    for score in (hit, miss, miss):
-        counts.update(chain(np.zeros(labels.shape, np.uint8), score, 0.0), labels)
+    counts = ObstacleCounts(min_visible=1)
+    trainids = np.zeros(labels.shape, np.uint8)
+    per_frame = [counts.update(chain(trainids, score, 0.0), labels) for score in (hit, miss, miss)]
     s = counts.summary()
     assert (s["frames"], s["obstacles"], s["detected"], s["false_alarms"]) == (3, 3, 1, 2)
     assert s["detection_rate"] == pytest.approx(1 / 3) and s["false_alarms_per_frame"] == pytest.approx(2 / 3)
     assert s["pixel_fpr_region"] == pytest.approx(8 / (3 * 96))
-    assert len(counts.per_frame) == 3 and counts.per_frame[1].false_alarms == (0,)
+    assert per_frame[1].false_alarms == (0,) and per_frame[0].detected == 1
     frame = chain(np.zeros(labels.shape, np.uint8), miss, 0.0)
-    evidence = frame_evidence("x.png", counts.per_frame[1], frame)
+    evidence = frame_evidence("x.png", per_frame[1], frame)
     assert evidence == {
         "name": "x.png",
         "labelled": 1,

@@ -27,7 +27,7 @@ for first-detection numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -194,10 +194,9 @@ class ThresholdSweep:
 
 @dataclass
 class ObstacleCounts:
-    """Running totals of :func:`count_frame` over frames; ``keep_frames`` also keeps each frame's result."""
+    """Running totals of :func:`count_frame` over frames."""
 
     min_visible: int = DEFAULT_MIN_VISIBLE
-    keep_frames: bool = False
     frames: int = 0
     obstacles: int = 0
     detected: int = 0
@@ -205,7 +204,6 @@ class ObstacleCounts:
     false_alarms: int = 0
     inlier_region: int = 0
     flagged_region: int = 0
-    per_frame: list[FrameObstacles] = field(default_factory=list)
 
     def update(self, frame: AlarmFrame, labels: np.ndarray, ego: np.ndarray | None = None) -> FrameObstacles:
         """Add one frame: its alarms, its labels (``uint8 H x W``, 0 inlier, 1 anomaly, 255 void)
@@ -218,8 +216,6 @@ class ObstacleCounts:
         self.false_alarms += len(counted.false_alarms)
         self.inlier_region += counted.inlier_region
         self.flagged_region += counted.flagged_region
-        if self.keep_frames:
-            self.per_frame.append(counted)
         return counted
 
     def summary(self) -> dict:
