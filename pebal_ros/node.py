@@ -64,6 +64,7 @@ from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from pebal_core.alarms.ego_mask import mask_for_frame
 from pebal_core.alarms.frame import FrameContext
 from pebal_core.alarms.pipeline import AlarmPipeline
 from pebal_core.runtime import Predictor
@@ -302,7 +303,13 @@ class PebalNode(Node):
             info = self._camera_info
         intrinsics, problem = camera_intrinsics(info, score.shape, self.resolve_topic_name("camera_info"))
         stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
-        core = FrameContext(labels, score, s.point.point, rgb, stamp, intrinsics, s.mount, s.probability_scale)
+        ego, unfit = mask_for_frame(s.ego, score.shape)
+        if unfit:  # a frame of another camera: alarms without the mask, and the node says so
+            self._stats.unfit_ego_mask(unfit)
+            self._warn("ego_mask", unfit)
+        core = FrameContext(
+            labels, score, s.point.point, rgb, stamp, intrinsics, s.mount, s.probability_scale, ego_mask=ego
+        )
         return NodeFrame(header, core, s, self._converter, self._alarm_chain, self._grid, problem)
 
     def _record(self, frame: Frame, f: NodeFrame, inference_ms: float, published: list[str]) -> None:

@@ -93,6 +93,7 @@ class Stats:
     sequence_gaps: int = 0
     sequence_measured: bool = False
     bad_stamps: int = 0
+    ego_mask_unfit: int = 0
     last_frame: float = -math.inf  # time.monotonic() of the last frame received
     busy_since: float | None = None  # time.monotonic() when the worker took the frame in flight
     waiting_since: float | None = None  # time.monotonic() when a frame arrived that no worker has taken yet
@@ -179,6 +180,12 @@ class Stats:
             self.nonfinite_last, self.nonfinite_size = nonfinite, size
             return nonfinite_problem(self) if starts else None
 
+    def unfit_ego_mask(self, text: str) -> None:
+        """A frame the ego mask does not fit (another aspect ratio) ran without it."""
+        with self.lock:
+            self.ego_mask_unfit += 1
+            self._problem(text)
+
     def failed_frame(self, text: str) -> None:
         with self.lock:
             self.inference_errors += 1
@@ -262,6 +269,7 @@ def counter_values(st: Stats, pending: int, rate_in: float, rate_out: float) -> 
         "inference_errors": st.inference_errors,
         "frames_lost_before_node": st.sequence_gaps if st.sequence_measured or not st.frames_in else "not measurable",
         "bad_stamps": st.bad_stamps,
+        "frames_without_ego_mask": st.ego_mask_unfit,
         "pending_frames": pending,
         **{f"published_{name}": n for name, n in st.published.items()},
         "rate_in_hz": f"{rate_in:.2f}",

@@ -23,6 +23,8 @@ from pathlib import Path
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from pebal_core.alarms.ego_mask import SPEC_HELP as EGO_SPEC_HELP
+from pebal_core.alarms.ego_mask import EgoMask, cached_ego_mask
 from pebal_core.alarms.operating_point import POLICIES_HELP, ResolvedPoint, parse_policy, resolve_operating_point
 from pebal_core.alarms.persistence import PersistenceConfig
 from pebal_core.alarms.region import REGIONS
@@ -228,6 +230,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("alarms.include_sidewalk", None, "the drivable area includes sidewalk; unset = the point's", kind=bool),
     ParamSpec(
+        "alarms.ego_mask",
+        None,
+        f"ego-vehicle mask, pixels that never alarm ({EGO_SPEC_HELP}); 'none' = no mask; unset = the operating "
+        "point's",
+        kind=str,
+    ),
+    ParamSpec(
         "alarms.min_pixels",
         None,
         "smallest obstacle (pixels of the camera image, 8-connected); unset = the operating point's, scaled "
@@ -280,6 +289,7 @@ POINT_PARAMETERS = {
     "alarms.region": "region",
     "alarms.include_sidewalk": "include_sidewalk",
     "alarms.min_pixels": "min_pixels",
+    "alarms.ego_mask": "ego_mask",
     **{f"persistence.{name}": f"persistence.{name}" for name in ("k", "n", "k_off", "radius", "max_gap")},
 }
 """Parameter -> the part of the operating point (:class:`~pebal_core.alarms.operating_point.OperatingPoint`
@@ -305,6 +315,7 @@ class Settings:
     outputs: frozenset[str]
     compute_only_subscribed: bool
     point: ResolvedPoint
+    ego: EgoMask | None
     overlay_alpha: float
     max_image_pixels: int
     warning_throttle: float
@@ -406,6 +417,11 @@ def check_value(name: str, value: object) -> str | None:
             parse_policy(str(value))
         except ValueError as e:
             return str(e)
+    if name == "alarms.ego_mask":
+        try:
+            cached_ego_mask(str(value))
+        except ValueError as e:
+            return f"alarms.ego_mask: {e}"
     return None
 
 
@@ -431,7 +447,11 @@ def check_combination(values: dict, metadata: Mapping | None = None) -> str | No
         grid_from(values)
         mount_from(values)
         if metadata is not None:
-            resolve_point(values, metadata)
+            spec = resolve_point(values, metadata).point.ego_mask
+            try:
+                cached_ego_mask(spec)
+            except ValueError as e:
+                return f"the operating point's ego mask: {e} (set alarms.ego_mask to another mask, or to none)"
     except ValueError as e:
         return str(e)
     return None
@@ -445,6 +465,7 @@ def settings_from(values: dict, metadata: Mapping) -> Settings:
         outputs=frozenset(name for name in OUTPUTS if values[f"outputs.{name}"]),
         compute_only_subscribed=bool(values["compute_only_subscribed"]),
         point=point,
+        ego=cached_ego_mask(point.point.ego_mask),
         overlay_alpha=float(values["overlay_alpha"]),
         max_image_pixels=int(values["max_image_pixels"]),
         warning_throttle=float(values["warning_throttle"]),
