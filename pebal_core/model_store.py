@@ -64,8 +64,8 @@ MODELS: dict[str, NamedModel] = {
 }
 DEFAULT = "default"
 """The name of the model used when none is given."""
-MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".onnx", ".engine", ".plan")
-"""Suffixes of model files (checkpoints, ONNX files, TensorRT plans)."""
+MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".onnx", ".xml", ".engine", ".plan")
+"""Suffixes of model files (checkpoints, ONNX files, OpenVINO IR, TensorRT plans)."""
 
 
 class UnknownModelError(FileNotFoundError):

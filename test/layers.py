@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "foundation",
         "label conventions, file and image I/O, image sources, normalisation, resize protocols, the ONNX file "
-        "contract, geometry, camera intrinsics, calibration",
+        "contract, what model metadata may hold, geometry, camera intrinsics, calibration, denormal numbers",
         (
             "pebal_core",
             "pebal_core.version",
@@ -35,11 +35,13 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "pebal_core.preprocessing",
             "pebal_core.protocols",
             "pebal_core.onnx_contract",
+            "pebal_core.model_metadata",
             "pebal_core.percentiles",
             "pebal_core.calibration",
             "pebal_core.ground",
             "pebal_core.camera_calibration",
             "pebal_core.assets",
+            "pebal_core.denormals",
         ),
     ),
     (
@@ -58,8 +60,12 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("pebal_core.alarms", "pebal_core.visualize"),
     ),
     ("data", "datasets (training, evaluation, synthetic world)", ("pebal_core.data",)),
-    ("export", "ONNX export, TensorRT engines", ("pebal_core.export",)),
-    ("runtime", "the Predictor: the one inference path, three backends", ("pebal_core.runtime",)),
+    ("export", "ONNX export, OpenVINO int8 models, TensorRT engines", ("pebal_core.export",)),
+    (
+        "runtime",
+        "the Predictor: the one inference path; its backends and the measured choice among them",
+        ("pebal_core.runtime", "pebal_core.backends"),
+    ),
     (
         "evaluation",
         "model + dataset -> metrics report, operating points chosen on validation data",

@@ -31,14 +31,15 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import CompressedImage, Image
 
-from pebal_core import runtime
+from pebal_core import backends
 from pebal_core.alarms.frame import FrameContext
 from pebal_core.alarms.operating_point import OperatingPoint, StoredPoints
 from pebal_core.alarms.pipeline import AlarmPipeline
+from pebal_core.backends import TorchBackend
 from pebal_core.ground import CameraMount, GroundGrid, intrinsic_matrix
 from pebal_core.labels import PALETTE
 from pebal_core.operating_point_selection import write_operating_points
-from pebal_core.runtime import Predictor, TorchBackend
+from pebal_core.runtime import Predictor
 from pebal_core.visualize import alarm_overlay
 from pebal_ros.node import OUTPUTS, PebalNode
 from pebal_ros.node_parameters import IMAGE_OUTPUTS
@@ -152,6 +153,7 @@ def test_every_output_matches_the_predictor_and_keeps_the_header(ros_env, predic
         for key in ("rate_in_hz", "rate_out_hz", "inference_ms_p50", "inference_ms_p99", "latency_ms_p90"):
             assert float(values[key]) >= 0, key
         assert values["backend"] == "torch" and values["model_id"] == predictor.model_id
+        assert values["backend_precision"] == "fp32" and values["backend_choice"] == "named, not measured"
         assert values["frames_dropped"] == "0" and values["frames_rejected"] == "0"
 
 
@@ -314,6 +316,43 @@ def test_the_models_operating_point_runs_and_an_override_is_said(ros_env, checkp
         assert node._settings.point.point == stored and stored.min_pixels_at((H, W)) == 2
 
 
+def test_the_ego_mask_never_alarms_and_frames_it_does_not_fit_run_without_it(ros_env, predictor, rgb, reference):
+    """``alarms.ego_mask`` as polygons over the bottom quarter: the overlay is the core's with that
+    mask (hatched, no alarm under it); a frame of another aspect ratio runs without the mask and
+    /diagnostics counts it; a mask that cannot be read is refused with the reason."""
+    labels, score, threshold = reference
+    polygons = f"{W}x{H}: 0,36 {W - 1},36 {W - 1},{H - 1} 0,{H - 1}"
+    with RosSession() as session:
+        node = _start(
+            session, predictor, score_threshold=threshold, **{"alarms.ego_mask": polygons, "alarms.region": "all"}
+        )
+        probe = Probe(session)
+        _connected(probe, node)
+        stamp = probe.now()
+        probe.image_pub.publish(image_msg(rgb, stamp, "cam_optical"))
+        out = probe.wait_outputs(stamp, ("anomaly_overlay", "anomaly_score"))
+        ego = np.zeros((H, W), bool)
+        ego[36:, :] = True
+        point = OperatingPoint(threshold, region="all", ego_mask=polygons)
+        frame = FrameContext(labels, score, point, rgb, stamp.sec + stamp.nanosec * 1e-9, ego_mask=ego)
+        alarms = AlarmPipeline().process(frame)
+        assert (score[36:] >= threshold).any() and not (alarms.alarms & ego).any()
+        np.testing.assert_array_equal(as_array(out["anomaly_overlay"]), alarm_overlay(frame, alarms))
+        # a square frame: another camera for a 4:3 mask
+        stamp = probe.now()
+        probe.image_pub.publish(image_msg(rgb[:, :H], stamp, "cam_optical"))
+        probe.wait_outputs(stamp, ("anomaly_overlay",))
+        values = probe.wait_diag(lambda v: v["frames_without_ego_mask"] == "1", what="the unfit frame counted")
+        assert "run without an ego mask" in values["last_problem"]
+        client = AsyncParameterClient(probe.node, "pebal_node")
+        assert client.wait_for_services(timeout_sec=15.0)
+        future = client.set_parameters(_overrides({"alarms.ego_mask": "/no/such/mask.png"}))
+        wait_until(future.done, 15.0, "set_parameters reply")
+        (result,) = future.result().results
+        assert not result.successful and "does not exist" in result.reason
+        assert node._settings.point.point.ego_mask == polygons
+
+
 def test_outputs_computed_only_for_subscribers(ros_env, predictor, rgb):
     with RosSession() as session:
         node = _start(session, predictor)
@@ -360,6 +399,8 @@ def test_console_script_with_params_file(ros_env, checkpoint, predictor, rgb, re
         f"model:={checkpoint}",
         "-p",
         "diagnostics_period:=0.2",
+        "-p",  # the first start with backend auto exports and times the model (test_backend_auto_reports_...)
+        "backend:=torch",
         "-r",
         "image:=/cam/image_raw",
         "-r",
@@ -429,8 +470,8 @@ class _RecordingTensorRT(TorchBackend):
 
 
 def test_engine_auto_build_reaches_only_the_tensorrt_backend(ros_env, checkpoint, monkeypatch):
-    monkeypatch.setitem(runtime._BACKENDS, "tensorrt", _RecordingTensorRT)
-    monkeypatch.setitem(runtime._BACKENDS, "torch", _RecordingTensorRT)  # record the torch call as well
+    monkeypatch.setitem(backends._BACKENDS, "tensorrt", _RecordingTensorRT)
+    monkeypatch.setitem(backends._BACKENDS, "torch", _RecordingTensorRT)  # record the torch call as well
     with RosSession() as session:
         for backend, auto in (("tensorrt", False), ("tensorrt", True), ("torch", False)):
             values = {"model": str(checkpoint), "backend": backend, "engine_auto_build": auto, "device": "cuda:0"}
@@ -442,6 +483,22 @@ def test_engine_auto_build_reaches_only_the_tensorrt_backend(ros_env, checkpoint
     assert first["engine_auto_build"] is False and first["device"] == "cuda:0" and first["smoothing"] is True
     assert second["engine_auto_build"] is True
     assert "engine_auto_build" not in third
+
+
+def test_backend_auto_reports_its_measured_choice(ros_env, checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("PEBAL_CACHE_DIR", str(tmp_path / "cache"))
+    values = {"model": str(checkpoint), "backend": "auto", "input_height": 32, "input_width": 64}
+    with RosSession() as session:
+        node = PebalNode(node_name="n_auto", context=session.context, parameter_overrides=_overrides(values))
+        try:
+            choice = node.predictor.backend.choice
+            status = {kv.key: kv.value for kv in node.diagnostic_status().values}
+        finally:
+            node.destroy_node()
+    assert set(choice["times_ms"]) == {"torch", "onnxruntime", "openvino"}
+    assert status["backend"] == choice["backend"] == min(choice["times_ms"], key=choice["times_ms"].get)
+    assert status["backend_choice"] == choice["summary"] and f"{choice['backend']} " in choice["summary"]
+    assert list((tmp_path / "cache" / "auto").glob("*.json")), "the choice is cached in PEBAL_CACHE_DIR"
 
 
 def test_console_script_help():

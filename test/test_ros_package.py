@@ -62,6 +62,9 @@ PIP_ONLY = {
     "onnx_ir": "onnx-ir",
     "pycocotools": "pycocotools",
     "rosbags": "rosbags",
+    "simplejpeg": "simplejpeg",
+    "openvino": "openvino",
+    "nncf": "nncf",
 }
 GPU_EXTRAS = {"tensorrt": "tensorrt", "pycuda": "pycuda"}
 

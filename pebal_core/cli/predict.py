@@ -17,20 +17,25 @@ VIDEO_KINDS = ("video", "folder", "glob")
 """Sources whose overlays also go into one video."""
 
 
+
 def add_predict(p: argparse.ArgumentParser) -> None:
+    from pebal_core.alarms.ego_mask import SPEC_HELP as EGO_HELP
+
     p.description = (
         "Run a model on image sources and write, per frame: " + OUTPUTS_HELP + ". A SOURCE is an image "
         "file, a folder of images (natural order), a glob ('frames/**/*.png', quoted) or a video file; a frame's "
         "<name> is its file's path below the folder or the glob's fixed part without the suffix, or "
         "<video>_<index:06d>. Two frames with one name (e.g. a.png given from two folders) get <name>_2, ... "
         "so that no frame's outputs replace another's. A video, folder or glob also gets <label>_overlay.mp4, "
-        "every overlay in order (at the video's frame rate, else --fps)."
+        "every overlay in order (at the video's frame rate, else --fps). A frame whose every score is NaN or "
+        "infinite (a broken model) gets no files and makes the command fail (exit status 2)."
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="image or video file, folder of images, or glob")
     p.add_argument(
         "--model",
         default="default",
-        help="checkpoint (torch), .onnx file (onnxruntime, tensorrt) or .engine plan (tensorrt), or a shipped "
+        help="checkpoint (torch), .onnx file (onnxruntime, tensorrt), OpenVINO .xml (openvino) or .engine plan "
+        "(tensorrt), or a shipped "
         "model's name: 'default' (the real-camera model, the default) or 'synthetic' (see `pebal models`)",
     )
     p.add_argument(
@@ -40,9 +45,14 @@ def add_predict(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--backend",
-        default="torch",
-        choices=("torch", "onnxruntime", "tensorrt"),
-        help="inference backend (default torch)",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime", "openvino", "tensorrt"),
+        help="inference backend (default auto: the fastest CPU backend installed, timed on this machine for this "
+        "model at its first use and cached in $XDG_CACHE_HOME/pebal; never tensorrt)",
+    )
+    p.add_argument(
+        "--precision",
+        help="openvino: fp32 (default) or bf16 (CPUs with bf16 arithmetic); tensorrt: fp16 (default), fp32 or int8",
     )
     p.add_argument(
         "--device",
@@ -64,6 +74,11 @@ def add_predict(p: argparse.ArgumentParser) -> None:
         type=float,
         help="energy threshold for the alarms, overriding the operating point's (which then no longer applies as "
         "it was chosen)",
+    )
+    p.add_argument(
+        "--ego-mask",
+        metavar="MASK",
+        help=f"ego-vehicle mask of the camera, overriding the point's: {EGO_HELP}; 'none' = no mask",
     )
     p.add_argument("--no-smoothing", action="store_true", help="skip the 7x7 Gaussian smoothing of the score")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of a folder's or glob's overlay video (10)")
@@ -124,21 +139,31 @@ class OverlayVideo:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    import logging
+
     import numpy as np
     from tqdm import tqdm
 
+    from pebal_core.alarms.ego_mask import cached_ego_mask, mask_for_frame
     from pebal_core.alarms.frame import FrameContext
     from pebal_core.alarms.operating_point import resolve_operating_point
     from pebal_core.alarms.pipeline import AlarmPipeline
+    from pebal_core.cli.errors import UserError
     from pebal_core.images import write_label, write_rgb
     from pebal_core.labels import colorize
     from pebal_core.model_store import resolve_model
     from pebal_core.runtime import Predictor
+    from pebal_core.scoring import nonfinite_pixels
     from pebal_core.sources import open_source
     from pebal_core.visualize import alarm_overlay, heatmap
 
     sources = [open_source(spec) for spec in args.sources]  # every source checked before the model loads
-    options = {"engine_auto_build": True} if args.engine_auto_build else {}
+    if args.backend == "auto":  # say what the first, slow use of a model on this machine is doing
+        logging.basicConfig(format="%(message)s")
+        logging.getLogger("pebal_core.backends.auto").setLevel(logging.INFO)
+    options: dict[str, object] = {"engine_auto_build": True} if args.engine_auto_build else {}
+    if args.precision:
+        options["precision"] = args.precision
     predictor = Predictor.from_checkpoint(
         resolve_model(args.model),
         backend=args.backend,
@@ -148,13 +173,16 @@ def run_predict(args: argparse.Namespace) -> int:
         arch=args.arch,
         **options,
     )
-    resolved = resolve_operating_point(predictor.metadata, args.policy, {"threshold": args.threshold})
+    print(f"backend: {predictor.backend.describe()}")
+    overrides = {"threshold": args.threshold, "ego_mask": args.ego_mask}
+    resolved = resolve_operating_point(predictor.metadata, args.policy, overrides)
+    mask = cached_ego_mask(resolved.point.ego_mask)
     print(f"operating point: {resolved.warning() or resolved.point.describe()}")
     args.out.mkdir(parents=True, exist_ok=True)
     names, videos = OutputNames(), OutputNames()
     lengths = [s.length for s in sources]
     total = sum(lengths) if None not in lengths else None
-    written = 0
+    written, blind = 0, []
     with tqdm(total=total, unit="frame", desc="predict") as bar:
         for source in sources:
             video = None
@@ -164,15 +192,29 @@ def run_predict(args: argparse.Namespace) -> int:
                 if note:
                     bar.write(f"note: {note}")
             chain = AlarmPipeline(sequence=source.kind == "video")  # a video is a sequence, images are stills
+            unfit_said = False
             try:
                 for frame in source:
                     what = str(frame.path) if frame.path is not None else f"{source.spec} frame {frame.index}"
+                    labels, score = predictor.predict(frame.rgb)
+                    bar.update(1)
+                    bad = nonfinite_pixels(score)
+                    if bad == score.size:
+                        bar.write(f"{what}: every score is NaN or infinite: no files written")
+                        blind.append(what)
+                        continue
+                    if args.ego_mask and mask is not None:  # a mask asked for must fit (EgoMaskError otherwise)
+                        ego = mask.at(score.shape)
+                    else:  # the point's own mask: frames of another camera run without it, as on the node
+                        ego, unfit = mask_for_frame(mask, score.shape)
+                        if unfit and not unfit_said:
+                            bar.write(f"note: {source.spec}: {unfit}")
+                            unfit_said = True
                     name, note = names.claim(frame.name, what)
                     if note:
                         bar.write(f"note: {note}")
-                    labels, score = predictor.predict(frame.rgb)
                     stamp = frame.index / (source.fps or args.fps) if chain.sequence else None
-                    context = FrameContext(labels, score, resolved.point, frame.rgb, stamp=stamp)
+                    context = FrameContext(labels, score, resolved.point, frame.rgb, stamp=stamp, ego_mask=ego)
                     alarms = chain.process(context)
                     stem = args.out / name
                     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -185,15 +227,22 @@ def run_predict(args: argparse.Namespace) -> int:
                     if video is not None:
                         video.add(picture)
                     found = f"{len(alarms.obstacles)} obstacle(s)"
-                    bar.write(f"{what}: score range [{score.min():.3f}, {score.max():.3f}], {found} -> {stem}_*")
+                    finite = score[np.isfinite(score)] if bad else score
+                    nan = f"; {bad} of {score.size} pixels NaN or infinite" if bad else ""
+                    bar.write(f"{what}: score range [{finite.min():.3f}, {finite.max():.3f}]{nan}, {found} -> {stem}_*")
                     written += 1
-                    bar.update(1)
             finally:
                 source.close()
                 path = video.close() if video is not None else None
             if path is not None:
                 bar.write(f"{source.spec}: {video.frames} overlays -> {path}")
     print(f"{written} frames -> {args.out}/<name>_{{labels,color,score,overlay}}.*")
+    if blind:
+        raise UserError(
+            f"{len(blind)} of {written + len(blind)} frames got no finite anomaly score ({', '.join(blind[:3])}"
+            f"{', ...' if len(blind) > 3 else ''}): the model gives NaN/inf everywhere (check its normalisation "
+            f"and weights, and the backend {args.backend})"
+        )
     return 0
 
 
