@@ -97,6 +97,32 @@ def test_predict_with_an_ego_mask_never_alarms_on_the_car(tmp_path, model_file):
     assert bad.returncode == 2 and "100x100 but the frame is 80x48" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_predict_runs_frames_of_another_camera_without_the_points_own_ego_mask(tmp_path):
+    """A model whose stored point carries a 5:3 camera's mask (bottom quarter): a 5:3 frame is masked
+    there (hatched, no alarm tint), a square frame of another camera runs without the mask (every
+    pixel tinted, as the node does) and the run says so once; both get their files, exit 0."""
+    from pebal_core.visualize import hatch
+
+    point = OperatingPoint(-1e9, "hand-set", region="all", min_pixels=1, ego_mask="160x96: 0,72 159,72 159,95 0,95")
+    model = save_checkpoint(build_model("resnet18", width=0.25), tmp_path / "m.safetensors",
+                            **StoredPoints({"x": point}, "x").to_metadata())  # fmt: skip
+    rng = np.random.default_rng(2)
+    wide, square = (rng.integers(0, 255, shape, dtype=np.uint8) for shape in ((48, 80, 3), (64, 64, 3)))
+    (tmp_path / "in").mkdir()
+    write_rgb(tmp_path / "in" / "wide.png", wide)
+    write_rgb(tmp_path / "in" / "square.png", square)
+    out = run("predict", str(tmp_path / "in"), "--model", str(model), "--backend", "torch", "--no-video",
+              "--out", str(tmp_path / "out"))  # fmt: skip
+    assert out.stdout.count("such frames run without an ego mask") == 1 and "64x64" in out.stdout
+    ego = np.zeros((48, 80), bool)
+    ego[36:, :] = True
+    np.testing.assert_array_equal(read_rgb(tmp_path / "out" / "wide_overlay.png")[38:-1, 1:-1],
+                                  hatch(wide, ego)[38:-1, 1:-1])  # fmt: skip
+    blend = square.astype(np.float64) * (1 - OVERLAY_ALPHA) + np.array([255.0, 0.0, 0.0]) * OVERLAY_ALPHA
+    overlay = read_rgb(tmp_path / "out" / "square_overlay.png")
+    assert np.abs(overlay[3:-3, 3:-3] - blend[3:-3, 3:-3]).max() <= 0.5 + 1e-3  # alarms on the bottom rows too
+
+
 def test_checkpoint_info_and_convert(tmp_path, model_file):
     assert "format:  pebal" in run("checkpoint", "info", str(model_file)).stdout
     out = tmp_path / "c.pt"
@@ -157,19 +183,21 @@ def test_predict_folders_sharing_file_names_and_a_video(tmp_path, model_file):
 
 def test_predict_fails_when_every_score_of_an_image_is_nan(tmp_path):
     """A file that loads (finite float32 weights, valid metadata) but whose classifier weights of
-    3e38 overflow the logits: every score is NaN. The issue: exit 0 and "score range [nan, nan]"."""
+    3e38 overflow the logits: every score is NaN, so no files and exit status 2 (not "score range
+    [nan, nan]" and exit 0)."""
     import torch
 
     model = build_model("resnet18", width=0.25)
     with torch.no_grad():
-        model.classifier.weight.fill_(3e38)
+        model.final[-1].weight.fill_(3e38)  # the 1x1 classifier conv
     path = save_checkpoint(model, tmp_path / "overflow.safetensors", score_threshold=-5.0)
     write_rgb(tmp_path / "img.png", np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8))
-    out = run("predict", str(tmp_path / "img.png"), "--model", str(path), "--out", str(tmp_path / "out"), check=False)
+    out = run("predict", str(tmp_path / "img.png"), "--model", str(path), "--backend", "torch",
+              "--out", str(tmp_path / "out"), check=False)  # fmt: skip
     assert out.returncode == 2, out.stdout + out.stderr
     assert "img.png: every score is NaN or infinite: no files written" in out.stdout
     assert (
-        out.stderr.startswith("pebal: error: 1 of 1 images got no finite anomaly score")
+        out.stderr.splitlines()[-1].startswith("pebal: error: 1 of 1 frames got no finite anomaly score")
         and "Traceback" not in out.stderr
     )
     assert list((tmp_path / "out").iterdir()) == []
