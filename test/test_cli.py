@@ -23,7 +23,7 @@ def run(*args, check=True):
 
 def test_help_lists_subcommands():
     text = run("--help").stdout
-    for cmd in ("predict", "models", "checkpoint", "export", "eval", "threshold", "train", "synth"):
+    for cmd in ("predict", "models", "checkpoint", "export", "eval", "threshold", "mask", "train", "synth"):
         assert cmd in text
     assert "--fps" in run("predict", "--help").stdout and "--protocol" in run("eval", "--help").stdout
 
@@ -34,12 +34,27 @@ def test_help_and_parsing_do_not_load_torch():
     --help loads what that command declares."""
     code = (
         "import sys\nfrom pebal_core.cli import main\n"
-        "for argv in (['--help'], ['predict', '--help'], ['export', 'onnx', '--help']):\n"
+        "for argv in (['--help'], ['predict', '--help'], ['export', 'onnx', '--help'],\n"
+        "             ['mask', 'estimate', '--help']):\n"
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
         "print('torch loaded:', 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "torch loaded: False" in out.stdout, out.stdout + out.stderr
+
+
+def test_every_output_option_is_out():
+    """Every sub-command that writes files takes ``--out``; export's ``-o`` and ``--output`` are the same option."""
+    from pebal_core.cli import build_parser
+
+    for argv in (["predict", "x.png"], ["eval", "--model", "m", "--dataset", "fs_static", "--root", "r"],
+                 ["synth"], ["mask", "estimate", "f/"]):  # fmt: skip
+        assert build_parser(argv[0]).parse_args([*argv, "--out", "o"]).out.name == "o"
+    for sub, src in (("onnx", "m.safetensors"), ("openvino", "m.onnx"), ("tensorrt", "m.onnx")):
+        extra = ["--calibration-images", "c/"] if sub == "openvino" else []
+        for flag in ("-o", "--out", "--output"):
+            args = build_parser("export").parse_args(["export", sub, src, *extra, flag, "o.x"])
+            assert args.output.name == "o.x", (sub, flag)
 
 
 @pytest.fixture(scope="module")

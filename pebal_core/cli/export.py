@@ -14,7 +14,8 @@ def add_export(p: argparse.ArgumentParser) -> None:
         "with the model's metadata in metadata_props. `export tensorrt` builds a TensorRT plan from such "
         "a file on this machine's GPU and writes a JSON sidecar (TensorRT version, GPU, precision, "
         "input profile, ONNX sha256) used to refuse or rebuild the plan elsewhere. `export openvino` "
-        "quantises such a file to an int8 OpenVINO IR for the CPU (energy head kept in float)."
+        "quantises such a file to an int8 OpenVINO IR for the CPU (energy head kept in float). Each writes "
+        "to -o/--out (--output is an alias)."
     )
     esub = p.add_subparsers(dest="export_cmd", required=True)
     o = esub.add_parser(
@@ -24,7 +25,14 @@ def add_export(p: argparse.ArgumentParser) -> None:
         "others with `pebal checkpoint convert SRC DST --arch NAME` first) to ONNX.",
     )
     o.add_argument("checkpoint", help="checkpoint file, or a shipped model's name ('default', 'synthetic')")
-    o.add_argument("-o", "--output", type=Path, help="output .onnx (default: the checkpoint's name with .onnx)")
+    o.add_argument(
+        "-o",
+        "--out",
+        "--output",
+        dest="output",
+        type=Path,
+        help="output .onnx (default: the checkpoint's name with .onnx)",
+    )
     o.add_argument(
         "--input-size",
         type=int,
@@ -50,7 +58,14 @@ def add_export(p: argparse.ArgumentParser) -> None:
         "it keeps the answers on your own labelled data (docs/deployment.md, the accuracy gate).",
     )
     v.add_argument("onnx", type=Path, help="a file written by `pebal export onnx` (fixed size, or give --input-size)")
-    v.add_argument("-o", "--output", type=Path, help="IR .xml (default <stem>.int8.xml beside the ONNX; + .bin)")
+    v.add_argument(
+        "-o",
+        "--out",
+        "--output",
+        dest="output",
+        type=Path,
+        help="IR .xml (default <stem>.int8.xml beside the ONNX; + .bin)",
+    )
     v.add_argument("--calibration-images", type=Path, required=True, help="folder of inlier camera images")
     v.add_argument("--calibration-limit", type=int, default=300, help="at most this many images, evenly spread (300)")
     v.add_argument("--validation-images", type=Path, help="folder of other inlier images for accuracy control")
@@ -69,7 +84,14 @@ def add_export(p: argparse.ArgumentParser) -> None:
         "where the tensorrt backend looks for them.",
     )
     t.add_argument("onnx", type=Path, help="a file written by `pebal export onnx`")
-    t.add_argument("-o", "--output", type=Path, help="plan file (default <stem>.<precision>.engine beside the ONNX)")
+    t.add_argument(
+        "-o",
+        "--out",
+        "--output",
+        dest="output",
+        type=Path,
+        help="plan file (default <stem>.<precision>.engine beside the ONNX)",
+    )
     t.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16", help="default fp16")
     t.add_argument(
         "--input-size", type=int, nargs=2, metavar=("H", "W"), help="size to optimise for (required if dynamic)"
