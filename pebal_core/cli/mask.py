@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm")
-
 
 def add_mask(p: argparse.ArgumentParser) -> None:
     from pebal_core.alarms.ego_estimate import MIN_FRAMES, EstimateSettings
@@ -49,6 +47,8 @@ def add_mask(p: argparse.ArgumentParser) -> None:
 
 def image_files(inputs: list[Path]) -> list[Path]:
     """The image files named or found (recursively) in the folders named, in name order per input."""
+    from pebal_core.sources import IMAGE_SUFFIXES
+
     files: list[Path] = []
     for path in inputs:
         if path.is_dir():
