@@ -469,7 +469,7 @@ def _add_mask(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("bag", type=Path, help="the recording (a bag folder)")
     p.add_argument("--topic", required=True, help="camera topic (sensor_msgs/Image or CompressedImage)")
-    p.add_argument("--out", type=Path, default=Path("ego_mask.png"), help="mask PNG to write (default ego_mask.png)")
+    p.add_argument("-o", "--out", type=Path, default=Path("ego_mask.png"), help="mask PNG to write (ego_mask.png)")
     p.add_argument("--picture", type=Path, help="picture to write (default: <out>_picture.jpg beside the mask)")
     p.add_argument("--every", type=float, default=1.0, help="seconds between the frames used, at least (1.0)")
     p.add_argument("--max-frames", type=int, default=200, help="use at most this many frames (200)")

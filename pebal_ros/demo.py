@@ -664,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint for the node, or a shipped model's name: default (the real-camera model; the default) "
         "or synthetic (see `pebal models`)",
     )
-    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
+    p.add_argument("-o", "--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
     p.add_argument("--split", default="test", help="dataset split (default: test)")
     p.add_argument("--sequence", action="append", help="only this sequence (Validation_Dataset: set; repeatable)")
     p.add_argument("--frames", type=int, help="at most this many frames")

@@ -44,12 +44,13 @@ def test_help_and_parsing_do_not_load_torch():
 
 
 def test_every_output_option_is_out():
-    """Every sub-command that writes files takes ``--out``; export's ``-o`` and ``--output`` are the same option."""
+    """Every sub-command that writes files takes ``-o``/``--out``; export's ``--output`` is the same option."""
     from pebal_core.cli import build_parser
 
     for argv in (["predict", "x.png"], ["eval", "--model", "m", "--dataset", "fs_static", "--root", "r"],
                  ["synth"], ["mask", "estimate", "f/"]):  # fmt: skip
-        assert build_parser(argv[0]).parse_args([*argv, "--out", "o"]).out.name == "o"
+        for flag in ("-o", "--out"):
+            assert build_parser(argv[0]).parse_args([*argv, flag, "o"]).out.name == "o", (argv[0], flag)
     for sub, src in (("onnx", "m.safetensors"), ("openvino", "m.onnx"), ("tensorrt", "m.onnx")):
         extra = ["--calibration-images", "c/"] if sub == "openvino" else []
         for flag in ("-o", "--out", "--output"):

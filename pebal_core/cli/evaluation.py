@@ -109,7 +109,7 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="dataloader worker processes (default 0)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
-    p.add_argument("--out", type=Path, default=Path("eval_out"), help="output directory (default ./eval_out)")
+    p.add_argument("-o", "--out", type=Path, default=Path("eval_out"), help="output directory (default ./eval_out)")
     p.add_argument("--fpr95", choices=FPR95_DEFINITIONS, help="FPR95 definition reported (default: the protocol's)")
     p.add_argument("--streaming", action="store_true", help="bounded-memory metrics with a certified error bound")
     p.add_argument("--max-cells", type=int, default=DEFAULT_MAX_CELLS, help="streaming cell budget")

@@ -32,7 +32,7 @@ def add_mask(p: argparse.ArgumentParser) -> None:
         ),
     )
     e.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively for images)")
-    e.add_argument("--out", type=Path, default=Path("ego_mask.png"), help="mask PNG to write (default ego_mask.png)")
+    e.add_argument("-o", "--out", type=Path, default=Path("ego_mask.png"), help="mask PNG to write (ego_mask.png)")
     e.add_argument("--picture", type=Path, help="picture to write (default: <out>_picture.jpg beside the mask)")
     e.add_argument("--max-frames", type=int, default=200, help="use at most this many frames, evenly spread (200)")
     e.add_argument(

@@ -83,7 +83,7 @@ def add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-smoothing", action="store_true", help="skip the 7x7 Gaussian smoothing of the score")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of a folder's or glob's overlay video (10)")
     p.add_argument("--no-video", action="store_true", help="no overlay videos")
-    p.add_argument("--out", type=Path, default=Path("predictions"), help="output directory (default ./predictions)")
+    p.add_argument("-o", "--out", type=Path, default=Path("predictions"), help="output directory (./predictions)")
 
 
 class OutputNames:

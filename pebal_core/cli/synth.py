@@ -21,7 +21,7 @@ def add_synth(p: argparse.ArgumentParser) -> None:
         "camera and timestamp files), plus world.json describing everything drawn. The same seed and options "
         "give byte-identical files."
     )
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help=f"image size (default {d.height} {d.width})")
     p.add_argument("--small", action="store_true", help="a tiny world for smoke tests (64x128, a few images per part)")
