@@ -72,13 +72,35 @@ def _ros2_launch(launch_setup, *args: str, env: dict | None = None, cwd: Path | 
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str]:
+    """Wait for ``ros2 launch`` to exit; ``(exit status, its output)``.
+
+    Waits for the process itself, not for the end of its output. If it is still running after
+    ``timeout`` seconds, the test fails with every process of its group that was still alive
+    (pid, state, command line) and the output captured so far; the group is then killed."""
     try:
         out, _ = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    except subprocess.TimeoutExpired:
+        alive = _group_processes(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(
+            f"ros2 launch (pid {proc.pid}) did not exit within {timeout} s; still alive:\n"
+            + "\n".join(alive)
+            + f"\n--- launch output ---\n{out}"
+        )
     return proc.returncode, out
+
+
+def _group_processes(pgid: int) -> list[str]:
+    """``pid state cmdline`` of every live process in process group ``pgid``."""
+    found = []
+    for p in psutil.process_iter(["pid", "status", "cmdline"]):
+        try:
+            if os.getpgid(p.info["pid"]) == pgid:
+                found.append(f"{p.info['pid']} {p.info['status']} {' '.join(p.info['cmdline'] or ())}")
+        except (ProcessLookupError, PermissionError):
+            continue
+    return found
 
 
 def _processes_with(marker: str) -> list[psutil.Process]:
