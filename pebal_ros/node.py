@@ -29,10 +29,12 @@ the Predictor (which sizes the network input: ``input_height`` x ``input_width``
 size, else the frame's bounded by ``max_network_pixels``), builds the frame's context once
 (:class:`~pebal_ros.node_outputs.NodeFrame`: header, intrinsics, operating point) and publishes each
 wanted output from it (:data:`~pebal_ros.node_outputs.OUTPUTS_TABLE`). Outputs that are disabled,
-or (``compute_only_subscribed``) have no subscriber, are not computed; with none wanted the frame is
-not run at all. Alarms run at the model's stored operating point (:mod:`pebal_core.alarms`);
-``score_threshold``, ``alarms.*`` and ``persistence.*`` override its parts when set, and the log and
-/diagnostics then say that the stored point no longer applies as it was chosen.
+or (``compute_only_subscribed``) have no subscriber, are not computed (the overlay is not drawn,
+the grid not projected); with none wanted the frame is not run at all. The alarm chain runs on
+every frame that is run, so its persistence state never depends on who subscribes. Alarms run at
+the model's stored operating point (:mod:`pebal_core.alarms`); ``score_threshold``, ``alarms.*``
+and ``persistence.*`` override its parts when set, and the log and /diagnostics then say that the
+stored point no longer applies as it was chosen.
 
 Faults are reported, never silent (:mod:`pebal_ros.node_diagnostics`): a failing frame is counted
 and logged and the worker goes on; /diagnostics says ERROR when the worker stopped or a frame is
@@ -316,8 +318,7 @@ class PebalNode(Node):
         stamp = f.header.stamp
         processing_ms = (time.perf_counter() - frame.received) * 1e3
         latency = stamp_latency_ms(self.get_clock().now().nanoseconds, stamp.sec, stamp.nanosec)
-        alarms = f.computed_alarms
-        obstacles = None if alarms is None else len(alarms.obstacles)
+        obstacles = len(f.alarms.obstacles)  # the chain runs on every frame, whoever subscribes
         if not self._stats.frame_done(published, inference_ms, processing_ms, latency, obstacles):
             self._warn(
                 "stamp",

@@ -9,11 +9,13 @@ random domain id).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from glob import glob
@@ -77,18 +79,81 @@ def _ros2_launch(launch_setup, *args: str, env: dict | None = None, cwd: Path | 
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str]:
+    """Wait for ``ros2 launch`` to exit; ``(exit status, its output)``.
+
+    The output is read on a thread while this waits for the process itself (not for the end of
+    its output, which a leftover process holding the pipe would delay). The test fails, with the
+    output captured so far and every process still alive, when ``ros2 launch`` runs past
+    ``timeout`` s (the processes of its group, then killed) or when it exited but its output pipe
+    stays open (the processes holding it)."""
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        alive = _group_processes(proc.pid)
         os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        tail = out[-8000:]
-        raise AssertionError(f"ros2 launch did not end within {timeout:g} s; the end of its output:\n{tail}") from None
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode, out
+        proc.wait()
+        reader.join(10.0)
+        pytest.fail(
+            f"ros2 launch (pid {proc.pid}) did not exit within {timeout} s; processes of its group still alive:\n"
+            + "\n".join(alive)
+            + "\n--- its output ---\n"
+            + "".join(chunks)
+        )
+    reader.join(10.0)
+    if reader.is_alive():
+        holders = _pipe_holders(proc.stdout.fileno())
+        for pid in holders:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        pytest.fail(
+            f"ros2 launch exited (status {proc.returncode}) but its output pipe stayed open, held by:\n"
+            + "\n".join(_describe(pid) for pid in holders)
+            + "\n--- its output ---\n"
+            + "".join(chunks)
+        )
+    return proc.returncode, "".join(chunks)
+
+
+def _describe(pid: int) -> str:
+    try:
+        p = psutil.Process(pid)
+        return f"{pid} ({p.status()}) {' '.join(p.cmdline())}"
+    except psutil.Error:
+        return f"{pid} (gone)"
+
+
+def _group_processes(pgid: int) -> list[str]:
+    """``pid (state) command line`` of every live process in process group ``pgid``."""
+    found = []
+    for pid in psutil.pids():
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pgid:
+                found.append(_describe(pid))
+    return found
+
+
+def _pipe_holders(fd: int) -> list[int]:
+    """Pids of the other processes with the pipe behind our ``fd`` open."""
+    target = f"pipe:[{os.fstat(fd).st_ino}]"
+    holders = []
+    for pid in psutil.pids():
+        if pid == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(f"/proc/{pid}/fd/{n}") == target for n in os.listdir(f"/proc/{pid}/fd")):
+                holders.append(pid)
+    return holders
+
+
+def _tiny_model(folder: Path, size: tuple[int, int]) -> Path:
+    """A tiny resnet18 (width 0.25) that records its input size. The launched node runs backend
+    ``auto`` (the parameter file's), which on a model's first start exports it and times every
+    CPU backend at the recorded size, else at 512x1024: seconds at 512x1024 on an idle machine,
+    more than the tests' 60 s wait for the node on a loaded one; at ``size`` a fraction of one."""
+    return save_checkpoint(build_model("resnet18", width=0.25), folder / "tiny.safetensors", input_size=list(size))
 
 
 def _processes_with(marker: str) -> list[psutil.Process]:
@@ -143,8 +208,8 @@ def test_namespaced_launch_with_arguments_serves_outputs(launch_setup, ros_env, 
     """namespace, image_topic (camera_info beside it), model, use_sim_time, log_level and the Fast DDS
     profile reach the node; its outputs arrive over rclpy under the namespace; Ctrl-C ends the launch."""
     ws, _ = launch_setup
-    model = save_checkpoint(build_model("resnet18", width=0.25), tmp_path / "tiny.safetensors")
     h, w = 48, 64
+    model = _tiny_model(tmp_path, (h, w))
     rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     labels, score = Predictor.from_checkpoint(model).predict(rgb)
     ns = f"car_{uuid.uuid4().hex[:8]}"
@@ -362,7 +427,7 @@ def test_supervisor_script_stops_the_node_with_the_launch(launch_setup, ros_env,
     """SIGTERM to `ros2 launch` alone orphans pebal_node (upstream launch: "using SIGTERM can result
     in orphaned processes"); the documented script, signalled alone the same way, stops both."""
     ws, tools = launch_setup
-    model = save_checkpoint(build_model("resnet18", width=0.25), tmp_path / "tiny.safetensors")
+    model = _tiny_model(tmp_path, (48, 64))
     orphan_ns, ns = f"orphan_{uuid.uuid4().hex[:8]}", f"sup_{uuid.uuid4().hex[:8]}"
     launch = _ros2_launch(launch_setup, f"namespace:={orphan_ns}", f"model:={model}", env=ros_env)
     try:
