@@ -55,6 +55,7 @@ from tqdm import tqdm
 
 from pebal_core.config import ConfigError, TrainConfig, TrainDataConfig, from_dict, to_dict
 from pebal_core.data.anomalymix import AnomalyMix
+from pebal_core.data.base import InMemory
 from pebal_core.data.camvid import CamVid
 from pebal_core.data.cityscapes import Cityscapes
 from pebal_core.data.coco import CocoOutliers
@@ -130,6 +131,19 @@ def build_inliers(d: TrainDataConfig, split: str) -> Dataset:
     return Cityscapes(d.cityscapes, split, d.labels)
 
 
+def build_training_inliers(d: TrainDataConfig) -> Dataset:
+    """The training inliers: ``data.inliers`` of ``data.split``, then each of ``data.extra_inliers``
+    ``repeat`` times."""
+    main = build_inliers(d, d.split)
+    if not d.extra_inliers:
+        return main
+    extras = []
+    for e in d.extra_inliers:
+        ds = Cityscapes(e.cityscapes, e.split, e.labels, tuple(e.size) if e.size else None, e.ego_vehicle)
+        extras.append(InMemory(ds) if e.in_memory else ds)
+    return ConcatDataset([main, *(ds for e, ds in zip(d.extra_inliers, extras, strict=True) for _ in range(e.repeat))])
+
+
 def build_outliers(d: TrainDataConfig) -> Dataset:
     """The outlier-exposure source of ``d``: COCO instances / Meta-OoD masks, or COCO panoptic segments."""
     if d.coco is None:
@@ -145,11 +159,22 @@ def build_outliers(d: TrainDataConfig) -> Dataset:
 def build_dataset(cfg: TrainConfig) -> AnomalyMix:
     """The training set of ``cfg``: inliers (``data.inliers``), with COCO outliers in pebal mode."""
     d = cfg.data
-    inliers = build_inliers(d, d.split)
+    inliers = build_training_inliers(d)
     mode = d.ood if cfg.mode == "pebal" else "none"
     outliers = build_outliers(d) if mode != "none" else None
-    transform = JointTransform(scale=tuple(d.scale), crop=tuple(d.crop), flip=d.flip)
-    return AnomalyMix(inliers, outliers, mode, d.ood_ratio, tuple(d.paste_scale), transform, cfg.seed)
+    transform = JointTransform(scale=tuple(d.scale), crop=tuple(d.crop), flip=d.flip, keep_anomaly=d.crop_keeps_anomaly)
+    return AnomalyMix(
+        inliers,
+        outliers,
+        mode,
+        d.ood_ratio,
+        tuple(d.paste_scale),
+        transform,
+        cfg.seed,
+        paste=d.paste,
+        road=d.road,
+        road_fraction=d.road_fraction,
+    )
 
 
 # ----------------------------------------------------------------------------- model
@@ -333,6 +358,8 @@ class Trainer:
         self.dist, self.device = init_distributed(cfg.device)
         if self.device.type == "cpu":
             keep_freed_memory()
+            # denormal weights (thousands in the real ESPNet checkpoint) make CPU kernels ~10x slower
+            torch.set_flush_denormal(True)
         self.dataset = build_dataset(cfg)
         self.sampler = EpochSampler(len(self.dataset), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world)
         if self.sampler.steps == 0:

@@ -213,17 +213,31 @@ class ESPNetEncoder(nn.Module):
     def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Everything but ``classifier``: (level-1 output ``B x 16 x H/2 x W/2``, ``b2`` output
         ``B x 131 x H/4 x W/4``, ``b3`` output ``B x 256 x H/8 x W/8``)."""
+        level1, level2 = self.levels_1_2(x)
+        return level1, level2, self.stage3(level2)
+
+    def levels_1_2(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Levels 1 and 2: (level-1 output ``B x 16 x H/2 x W/2``, ``b2`` output ``B x 131 x H/4 x W/4``)."""
         level1 = self.level1(x)
         down2 = self.level2_0(self.b1(torch.cat([level1, self.sample1(x)], 1)))
         y = down2
         for block in self.level2:
             y = block(y)
-        level2 = self.b2(torch.cat([y, down2, self.sample2(x)], 1))
-        down3 = self.level3_0(level2)
-        y = down3
-        for block in self.level3:
-            y = block(y)
-        return level1, level2, self.b3(torch.cat([down3, y], 1))
+        return level1, self.b2(torch.cat([y, down2, self.sample2(x)], 1))
+
+    def stage3(self, level2: torch.Tensor) -> torch.Tensor:
+        """Level 3, the last stage: ``b2`` output -> ``b3`` output ``B x 256 x H/8 x W/8``."""
+        return level3_forward(self, level2)
+
+
+def level3_forward(owner: nn.Module, level2: torch.Tensor) -> torch.Tensor:
+    """Level 3 with ``owner``'s layers ``level3_0``, ``level3`` and ``b3``: ``b2`` output ``B x 131 x H/4 x W/4``
+    -> ``b3`` output ``B x 256 x H/8 x W/8``."""
+    down3 = owner.level3_0(level2)
+    y = down3
+    for block in owner.level3:
+        y = block(y)
+    return owner.b3(torch.cat([down3, y], 1))
 
 
 class ESPNetFeatures(NamedTuple):
@@ -286,6 +300,34 @@ class ESPNetDecoder(nn.Module):
         return self.classifier(self.conv(torch.cat([decoded, level1], 1)))
 
 
+class ESPNetStageFeatures(NamedTuple):
+    """What :meth:`ESPNet.features` hands to the ``last_stage`` block (see :class:`ESPNetLastStage`)."""
+
+    level2: torch.Tensor
+    """Encoder ``b2`` output, ``B x 131 x H/4 x W/4``."""
+    level1: torch.Tensor
+    """Encoder level-1 output, ``B x 16 x H/2 x W/2``."""
+
+
+class ESPNetLastStage(ESPNetDecoder):
+    """The ``last_stage`` fine-tuning block: the encoder's last stage (level 3: the downsampling ESP
+    module ``level3_0``, the ``q`` residual ESP modules ``level3`` and ``b3``) before the
+    :class:`ESPNetDecoder` layers.
+
+    A view over the model's own layers: 338,739 parameters for 20 classes and ``q = 8`` (the
+    network has 364,569). ``forward(level2, level1)`` -> ``B x classes x H x W`` logits.
+    """
+
+    def __init__(self, model: ESPNet) -> None:
+        super().__init__(model)
+        self.level3_0 = model.encoder.level3_0
+        self.level3 = model.encoder.level3
+        self.b3 = model.encoder.b3
+
+    def forward(self, level2: torch.Tensor, level1: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(level3_forward(self, level2), level2, level1)
+
+
 class ESPNet(SegmentationModel):
     """ESPNet with its light-weight decoder (see the module docstring).
 
@@ -313,16 +355,19 @@ class ESPNet(SegmentationModel):
         self.__dict__["_last_stage"] = final  # not a child: its layers are registered above
         self.block = "final"
 
-    finetune_blocks = ("final", "decoder")
+    finetune_blocks = ("final", "decoder", "last_stage")
 
     def select_finetune_block(self, name: str) -> None:
-        """``final`` (the last decoder stage, 8,140 parameters) or ``decoder`` (the encoder's 1x1
-        classifier and the whole decoder, :class:`ESPNetDecoder`, 20,240 parameters)."""
+        """``final`` (the last decoder stage, 8,140 parameters), ``decoder`` (the encoder's 1x1
+        classifier and the whole decoder, :class:`ESPNetDecoder`, 20,240 parameters) or
+        ``last_stage`` (the encoder's level 3 and the decoder block, :class:`ESPNetLastStage`)."""
         super().select_finetune_block(name)
         self.__dict__.pop("final", None)
         self.attach_final_view(self._last_stage)
         if name == "decoder":
             self.attach_final_view(ESPNetDecoder(self))
+        elif name == "last_stage":
+            self.attach_final_view(ESPNetLastStage(self))
         self.block = name
 
     def features(self, x: torch.Tensor) -> ESPNetFeatures:
@@ -336,12 +381,15 @@ class ESPNet(SegmentationModel):
         if self.block == "decoder":
             level1, level2, level3 = self.encoder.trunk(x)
             return ESPNetTrunkFeatures(level3, level2, level1)
+        if self.block == "last_stage":
+            level1, level2 = self.encoder.levels_1_2(x)
+            return ESPNetStageFeatures(level2, level1)
         level1, level2, logits = self.encoder(x)
         up3 = self.up_l3(self.br(logits))
         decoded = self.up_l2(self.combine_l2_l3(torch.cat([self.level3_C(level2), up3], 1)))
         return ESPNetFeatures(decoded, level1)
 
-    def final_inputs(self, feats: ESPNetFeatures | ESPNetTrunkFeatures) -> tuple:
-        """``final``'s arguments (``(decoded, level1)``, or ``(level3, level2, level1)`` with the
-        ``decoder`` block); it returns logits at the input size."""
+    def final_inputs(self, feats: ESPNetFeatures | ESPNetTrunkFeatures | ESPNetStageFeatures) -> tuple:
+        """``final``'s arguments (``(decoded, level1)``; ``(level3, level2, level1)`` with the
+        ``decoder`` block; ``(level2, level1)`` with ``last_stage``); it returns logits at the input size."""
         return tuple(feats)
