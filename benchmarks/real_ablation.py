@@ -20,7 +20,7 @@ from pathlib import Path
 
 import real_model
 
-from pebal_core.fileio import atomic_write_text
+from pebal_core.fileio import replace_between_markers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,15 +93,6 @@ def cell(row: dict, key: str) -> str:
     return f"{100 * r['ap']:.2f} / {100 * r['fpr95']:.2f}"
 
 
-def write_doc(path: Path, text: str) -> None:
-    doc = path.read_text()
-    begin, end = "<!-- real_ablation:begin -->", "<!-- real_ablation:end -->"
-    if begin not in doc or end not in doc:
-        raise SystemExit(f"{path} has no {begin} ... {end} section")
-    head, rest = doc.split(begin, 1)
-    atomic_write_text(path, head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1])
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/ablation", help="working folder of the runs")
@@ -117,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(args)
     print(text)
     if args.doc:
-        write_doc(args.doc, text)
+        replace_between_markers(args.doc, "<!-- real_ablation:begin -->", "<!-- real_ablation:end -->", [text])
     return 0
 
 

@@ -29,8 +29,9 @@ Stages (``--stages``, each resumable; working files under ``--out/<arch>[/<run>]
     ``training_data``, ``score_threshold_source``, the selection table and the training config.
 ``test``
     The shipped model and its base network on the test sets (course protocol, 512x1024 and
-    native), on CamVid test and on the 8 Cityscapes gtFine frames (pixel accuracy at 512x1024);
-    results in ``test.json``. Read once per final model.
+    native), on CamVid test and on the 8 Cityscapes gtFine frames (pixel accuracy at 512x1024),
+    and the baselines of every other base network of :data:`BASES` at 512x1024; results in
+    ``test.json``. Read once per final model.
 
 The test sets (RoadAnomaly, RoadAnomaly21, RoadObsticle21, FS_LostFound_full) are never read
 before ``test``. ``benchmarks/real_data_pebal.py`` turns the results into the document tables.
@@ -450,6 +451,17 @@ def stage_test(args: argparse.Namespace) -> dict:
                     f"{key}: PEBAL AP {100 * m['pebal']['ap']:.2f} FPR95 {100 * m['pebal']['fpr95']:.2f}",
                     file=sys.stderr,
                 )
+    for arch, info in BASES.items():  # every other base of the zoo: its baselines, the bar to beat
+        if arch == args.arch or not (Path(args.realdata) / info["file"]).is_file():
+            continue
+        model = load_model(Path(args.realdata) / info["file"], arch=arch).eval()
+        for name in TEST_SETS:
+            key = f"zoo/{arch}/512x1024/{name}"
+            if key not in results:
+                ds = ValidationDataset(Path(args.realdata) / "Validation_Dataset", name)
+                report = evaluate(model, ds, course_options(RESOLUTIONS["512x1024"]))
+                results[key] = {"methods": summary(report), "n_images": report["n_images"]}
+                atomic_write_text(path, json.dumps(results, indent=1) + "\n")
     return results
 
 
