@@ -72,6 +72,8 @@ HOLDOUT_FS_STATIC = tuple(range(15))
 TEST_SETS = ("RoadAnomaly21", "RoadObsticle21", "FS_LostFound_full", "RoadAnomaly")
 DEFAULT_SHARED = "../shared/realdata"
 """How the configuration files spell the realdata folder (replaced by ``--realdata``)."""
+PSEUDO_INLIERS = "@pseudo_inliers"
+"""How the configuration files name the pseudo-labelled inlier tree (:func:`build_pseudo_inliers`)."""
 ROAD_HOLDOUT = "road_holdout"
 ROAD_HOLDOUT_VARIANTS = 2
 """Road hold-out images per fs_static hold-out frame (each with its own objects)."""
@@ -128,11 +130,47 @@ def with_realdata(value, realdata: Path):
     return value
 
 
+def build_pseudo_inliers(args: argparse.Namespace) -> Path:
+    """The pseudo-labelled Cityscapes frames (built once per base network, ``<out>/pseudo_inliers/<arch>``):
+    the fs_static frames outside the hold-out that show no hold-out frame's scene (15 17 19 20 21 22
+    24 25 26 27 29) and the unlabelled ``frankfurt_000000_000576``, at 512x1024, labelled with the
+    pretrained base network's own argmax (``benchmarks/realdata_inliers.py``); where its 20-way
+    argmax is its channel 19 (the bonnet, mostly), the label is ``UNCLASSED_ID``; fs_static's pasted
+    objects and void are void. Returns the Cityscapes root inside the tree."""
+    from realdata_inliers import FS_STATIC_SAME_FRAME, build_inlier_tree
+
+    from pebal_core.labels import UNCLASSED_ID
+
+    out = Path(args.out) / "pseudo_inliers" / args.arch
+    if not out.is_dir():
+        twins = {j for pair in FS_STATIC_SAME_FRAME for j in pair if set(pair) & set(HOLDOUT_FS_STATIC)}
+        model_file = Path(args.realdata) / BASES[args.arch]["file"]
+        build_inlier_tree(
+            args.realdata,
+            out,
+            load_model(model_file, arch=args.arch),
+            holdout=tuple(sorted(set(HOLDOUT_FS_STATIC) | twins)),
+            model_file=model_file,
+            channel19=UNCLASSED_ID,
+        )
+    return out / "cityscapes"
+
+
+def with_pseudo_inliers(value, args: argparse.Namespace):
+    """``value`` with every string :data:`PSEUDO_INLIERS` replaced by the tree of :func:`build_pseudo_inliers`."""
+    if isinstance(value, dict):
+        return {k: with_pseudo_inliers(v, args) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_pseudo_inliers(v, args) for v in value]
+    return str(build_pseudo_inliers(args)) if value == PSEUDO_INLIERS else value
+
+
 def resolved_config(args: argparse.Namespace) -> Path:
     """The run's configuration file ``<run>/config.yaml``: ``--config`` with the realdata paths of
-    ``--realdata``, the run's ``out_dir`` and base checkpoint; ``--set`` overrides come on top."""
+    ``--realdata``, the pseudo-labelled inliers built, the run's ``out_dir`` and base checkpoint;
+    ``--set`` overrides come on top."""
     raw = yaml.safe_load(Path(args.config or config_path(args.arch)).read_text())
-    cfg = with_realdata(raw, Path(args.realdata))
+    cfg = with_pseudo_inliers(with_realdata(raw, Path(args.realdata)), args)
     cfg["out_dir"] = str(run_dir(args) / "train")
     cfg["model"]["base"] = str(Path(args.realdata) / BASES[args.arch]["file"])
     cfg["model"]["arch"] = args.arch
