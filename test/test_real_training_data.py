@@ -292,7 +292,8 @@ def test_training_step_with_road_pastes_extra_inliers_and_the_last_stage(tmp_pat
     assert trainer.dataset.n_outliers == min(4, len(trainer.dataset.outliers))  # one mixed sample per two inliers
     frame = trainer.dataset.inliers[4]
     assert frame["image"].shape == (32, 64, 3) and frame["name"] in frames
-    assert (frame["label"] == UNCLASSED_ID).sum() > 0 and (trainer.dataset.inliers[5]["label"] == UNCLASSED_ID).sum() == 0
+    assert (frame["label"] == UNCLASSED_ID).any()  # its bonnet
+    assert not (trainer.dataset.inliers[5]["label"] == UNCLASSED_ID).any()  # the other frame has none
     model = trainer.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     terms = trainer.step(next(iter(trainer.loader())))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
+from tiny_trees import make_cityscapes, make_coco_ood_seg
 
 from pebal_core.data.anomalymix import AnomalyMix
 from pebal_core.data.cityscapes import Cityscapes
@@ -24,7 +25,6 @@ from pebal_core.data.road_obstacles import (
 )
 from pebal_core.data.synthetic.camera import Camera
 from pebal_core.data.transforms import JointTransform
-from tiny_trees import make_cityscapes, make_coco_ood_seg
 
 SHARP = RoadPaste(feather_px=(0.0, 0.0), shadow=(0.0, 0.0), contrast=(1.0, 1.0))
 """No soft edge, no shadow, brightness matched exactly: every pasted pixel is predictable."""
@@ -234,8 +234,11 @@ def test_paste_modes_are_deterministic_and_both_mixes_them(road_trees):
         return [mix[i] for i in reversed(range(len(mix)))][::-1]
 
     a, b, c = items(1, "both"), items(1, "both"), items(2, "both")
-    assert all(np.array_equal(x["image"], y["image"]) and np.array_equal(x["label"], y["label"]) for x, y in zip(a, b))
-    assert not all(np.array_equal(x["image"], y["image"]) for x, y in zip(a, c))
+    assert all(
+        np.array_equal(x["image"], y["image"]) and np.array_equal(x["label"], y["label"])
+        for x, y in zip(a, b, strict=True)
+    )
+    assert not all(np.array_equal(x["image"], y["image"]) for x, y in zip(a, c, strict=True))
     sources = {x["source"] for x in a[len(cs) :]}
     assert sources == {"road", "mixed"}
     assert all(x["is_ood"] for x in a[len(cs) :]), "keep_anomaly: every mixed crop shows its object"

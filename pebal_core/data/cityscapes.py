@@ -7,7 +7,8 @@
                                                       (and/or ..._gtFine_labelIds.png)
 
 ``labelTrainIds`` files (written by ``cityscapesscripts``' ``createTrainIdLabelImgs``) hold
-trainIds 0..18 and 255; ``labelIds`` files hold the 34 official ids and are mapped with the
+trainIds 0..18 and 255 (trees of pseudo-labelled frames may also hold ``UNCLASSED_ID``, 253);
+``labelIds`` files hold the 34 official ids and are mapped with the
 official table (:func:`pebal_core.labels.label_ids_to_train_ids`). Items follow
 :mod:`pebal_core.data.base`: ``image`` RGB uint8, ``label`` trainIds/255 uint8, ``name``
 ``<city>/<city>_<seq>_<frame>``.
@@ -41,6 +42,7 @@ LabelKind = Literal["auto", "trainIds", "labelIds"]
 _VALID_TRAIN_ID = np.zeros(256, dtype=bool)
 _VALID_TRAIN_ID[:NUM_CLASSES] = True
 _VALID_TRAIN_ID[VOID_ID] = True
+_VALID_TRAIN_ID[UNCLASSED_ID] = True  # pseudo-labelled trees: inlier pixels without a class
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,8 @@ def read_sample(sample: CityscapesSample) -> tuple[np.ndarray, np.ndarray]:
     if not _VALID_TRAIN_ID[raw].all():
         bad = sorted(set(np.unique(raw[~_VALID_TRAIN_ID[raw]]).tolist()))
         raise DatasetError(
-            f"{sample.label} holds values {bad[:6]}; a labelTrainIds file holds trainIds 0..18 and 255 "
+            f"{sample.label} holds values {bad[:6]}; a labelTrainIds file holds trainIds 0..18, 255 (void) "
+            f"and, in pseudo-labelled trees, {UNCLASSED_ID} (an inlier without a class) "
             "(use labels: labelIds for *_gtFine_labelIds.png files)"
         )
     return image, raw
