@@ -36,14 +36,22 @@ class Run:
     overrides: tuple[str, ...] = field(default_factory=tuple)
 
 
+CS8_ONLY = (
+    "data.extra_inliers=[{cityscapes: ../shared/realdata/cityscapes_gtfine_8, split: train, size: [512, 1024], "
+    "repeat: 10, ego_vehicle: inlier, in_memory: true}]"
+)
+"""The recipe's inliers without the pseudo-labelled frames: CamVid and the 8 Cityscapes gtFine frames."""
+
 RUNS = (
-    Run("paper_camvid_decoder", "espnet_p2q8", "the previous recipe: CamVid only, paper paste (margins -9 / -4)",
+    Run("paper_camvid_decoder", "espnet_p2q8", "CamVid only, paper paste, COCO train+val, margins -9 / -4",
         "config/realdata_camvid_espnet.yaml"),
-    Run("paper_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, paper paste", overrides=("data.paste=paper",)),
-    Run("road_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, road paste", overrides=("data.paste=road",)),
-    Run("both_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, paper + road paste (1:1)"),
-    Run("both_last_stage", "espnet_p2q8", "as both_decoder, + the encoder's last stage",
-        overrides=("model.finetune=last_stage",)),
+    Run("paper_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, paper paste", overrides=("data.paste=paper", CS8_ONLY)),
+    Run("both_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, paper + road paste (1:1)",
+        overrides=("data.paste=both", CS8_ONLY)),
+    Run("road_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, road paste", overrides=(CS8_ONLY,)),
+    Run("road_last_stage", "espnet_p2q8", "as road_decoder, + the encoder's last stage",
+        overrides=(CS8_ONLY, "model.finetune=last_stage")),
+    Run("road_pseudo_decoder", "espnet_p2q8", "road paste, CamVid + Cityscapes-8 + 12 pseudo-labelled frames"),
 )  # fmt: skip
 """The runs, in the order they are trained."""
 

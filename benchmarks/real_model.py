@@ -179,14 +179,20 @@ def resolved_config(args: argparse.Namespace) -> Path:
     return path
 
 
+def run_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` with :data:`DEFAULT_SHARED` re-rooted at ``--realdata`` (as in the configuration files)."""
+    return [item.replace(DEFAULT_SHARED, str(args.realdata)) for item in args.set]
+
+
 def load_run_config(args: argparse.Namespace):
     from pebal_core.config import TrainConfig, load_config
 
-    return load_config(TrainConfig, resolved_config(args), args.set)
+    return load_config(TrainConfig, resolved_config(args), run_overrides(args))
 
 
 def stage_train(args: argparse.Namespace) -> None:
-    cmd = [sys.executable, "-m", "pebal_core.cli", "train", "--config", str(resolved_config(args)), *args.set]
+    cmd = [sys.executable, "-m", "pebal_core.cli", "train", "--config", str(resolved_config(args))]
+    cmd += run_overrides(args)
     print("+", " ".join(cmd), file=sys.stderr)
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     t0 = time.time()
