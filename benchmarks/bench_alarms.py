@@ -4,17 +4,17 @@ pixel and component numbers on the real single-frame sets.
 **Sequences** (``--world``: a synthetic world with the ``lostandfound`` part, e.g. ``pebal synth
 --seed 7 --parts lostandfound``; obstacle positions come from its ``world.json``). Every frame
 runs through the model (torch, the node's :class:`~pebal_core.runtime.Predictor`) and through
-:class:`~pebal_core.alarms.pipeline.AlarmPipeline` in three variants: the raw per-pixel mask
-(``score >= threshold`` everywhere, single frames), the drivable region alone, and region +
-persistence (the node's defaults). Ground truth per frame: the connected components of the
-obstacle label ids (``gtCoarse`` ids >= 2), each assigned to the ``world.json`` obstacle whose
-foot point projects nearest (two obstacles of one family share an id). An obstacle is *visible*
-in a frame when it has at least ``--min-visible`` (20) pixels, and *detected* when an obstacle
-the pipeline reports overlaps its pixels; a reported obstacle overlapping no obstacle pixel is a
-*false alarm*. Per variant: the share of obstacles detected within ``--within`` (3) frames of
-their first visible frame, false-alarm obstacles per frame, frames from first visibility to
-first detection, the distance (camera foot point to obstacle, m) at first detection, and the
-ground-position error of the detections (m).
+:class:`~pebal_core.alarms.pipeline.AlarmPipeline` in three variants of each operating point: the
+raw per-pixel mask (``score >= threshold`` everywhere, single frames), the drivable region alone,
+and the point as stored (region + persistence, what the node runs). Ground truth per frame: the
+connected components of the obstacle label ids (``gtCoarse`` ids >= 2), each assigned to the
+``world.json`` obstacle whose foot point projects nearest (two obstacles of one family share an
+id). An obstacle is *visible* in a frame when it has at least ``--min-visible`` (20) pixels, and
+*detected* when an obstacle the pipeline reports overlaps its pixels; a reported obstacle
+overlapping no obstacle pixel is a *false alarm*. Per variant: the share of obstacles detected
+within ``--within`` (3) frames of their first visible frame, false-alarm obstacles per frame,
+frames from first visibility to first detection, the distance (camera foot point to obstacle, m)
+at first detection, and the ground-position error of the detections (m).
 
 **Real sets** (``--real``: the folder holding ``FS_LostFound_full`` and ``RoadObsticle21``; single
 frames, so no persistence; test sets: measured at the model's stored point, never tuned on):
@@ -32,33 +32,33 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from pebal_core.alarms.operating_point import METADATA_KEY
-from pebal_core.alarms.persistence import PersistenceConfig
-from pebal_core.alarms.pipeline import AlarmConfig, AlarmPipeline
+from pebal_core.alarms.frame import FrameContext
+from pebal_core.alarms.operating_point import METADATA_KEY, NO_PERSISTENCE, OperatingPoint, StoredPoints
+from pebal_core.alarms.pipeline import AlarmPipeline
 from pebal_core.alarms.region import drivable_region
 from pebal_core.component_metrics import EIGHT_CONNECTED, OBSTACLE_TRACK, ComponentMetrics
 from pebal_core.data.lostandfound import list_frames
 from pebal_core.data.synthetic.camera import Camera
 from pebal_core.fileio import atomic_write_text
-from pebal_core.ground import CameraMount, image_to_ground_homography, intrinsic_matrix
+from pebal_core.ground import CameraMount, intrinsic_matrix
 from pebal_core.images import read_label, read_rgb
 from pebal_core.labels import EVAL_ANOMALY, EVAL_INLIER
 from pebal_core.model_store import resolve_model
 from pebal_core.runtime import Predictor
 
-OFF = PersistenceConfig(k=1, n=1, k_off=1)
 VARIANTS = {
-    "raw per-pixel mask": AlarmConfig(region="all", persistence=OFF),
-    "drivable region": AlarmConfig(region="drivable", persistence=OFF),
-    "region + persistence": AlarmConfig(),
+    "raw per-pixel mask": {"region": "all", "persistence": NO_PERSISTENCE},
+    "drivable region": {"region": "drivable", "persistence": NO_PERSISTENCE},
+    "region + persistence": {},
 }
+"""Variant -> changes to the stored operating point (none: the point as the node runs it)."""
 REAL_SETS = ("FS_LostFound_full", "RoadObsticle21")
 
 
@@ -150,18 +150,18 @@ class Tally:
 def measure_sequences(
     predictor: Predictor,
     world_dir: Path,
-    setups: dict[tuple[str, str], tuple[float, AlarmConfig]],
+    setups: dict[tuple[str, str], OperatingPoint],
     min_visible: int,
     progress: bool,
 ) -> dict:
     """``{(policy, variant): Tally}`` over every frame of the world's LostAndFound sequences;
-    ``setups`` maps each ``(policy, variant)`` to its ``(threshold, AlarmConfig)``."""
+    ``setups`` maps each ``(policy, variant)`` to its operating point."""
     root = world_dir / "lostandfound"
     seqs = sequence_cameras(json.loads((world_dir / "world.json").read_text()))
     frames = list_frames(root, "test")
     if not frames:
         raise SystemExit(f"no LostAndFound frames under {root}")
-    pipes = {key: AlarmPipeline(cfg) for key, (_, cfg) in setups.items()}
+    pipes = {key: AlarmPipeline() for key in setups}
     tallies = {key: Tally() for key in pipes}
     for f in tqdm(frames, desc="sequences", unit="frame", disable=not progress):
         seq = seqs[f.sequence]
@@ -172,11 +172,11 @@ def measure_sequences(
         truth = obstacle_masks(ids, seq, cam)
         any_obstacle = ids >= 2
         mount = CameraMount(cam.z, cam.pitch, cam.x, cam.y)
-        homography = image_to_ground_homography(intrinsic_matrix(cam.fx, cam.fy, cam.u0, cam.v0), mount)
+        k = intrinsic_matrix(cam.fx, cam.fy, cam.u0, cam.v0)
         stamp = int(f.timestamp_file.read_text()) / 1e9
         labels, score = predictor.predict(rgb)
         for key, pipe in pipes.items():
-            out = pipe.process(labels, score, setups[key][0], stamp, homography, mount)
+            out = pipe.process(FrameContext(labels, score, setups[key], rgb, stamp, k, mount))
             tally = tallies[key]
             tally.frames += 1
             for ob in out.obstacles:
@@ -305,20 +305,20 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     model = resolve_model(args.model or "synthetic")
     predictor = Predictor.from_checkpoint(model)
-    meta = predictor.metadata.get(METADATA_KEY) or {}
-    points = {k: v["threshold"] for k, v in meta.get("points", {}).items()}
-    default = meta.get("default")
-    if not points:
-        raise SystemExit(f"{model} carries no {METADATA_KEY}; run `pebal threshold --write` first")
+    stored = StoredPoints.from_metadata(predictor.metadata)
+    if not predictor.metadata.get(METADATA_KEY):
+        raise SystemExit(f"{model} stores no operating points; run `pebal threshold --write` first")
+    default = stored.default
     wanted = args.policy or list(dict.fromkeys(["tpr95", default]))
-    thresholds = {policy: points[policy] for policy in wanted}
+    points = {policy: stored.points[policy] for policy in wanted}
+    thresholds = {policy: point.threshold for policy, point in points.items()}
     result: dict = {}
     progress = not args.no_progress
     if args.world:
         world = json.loads((args.world / "world.json").read_text())
         if world["seed"] in (0, 1):
             print(f"warning: world seed {world['seed']} was used for training or selection", file=sys.stderr)
-        setups = {(p, v): (t, cfg) for p, t in thresholds.items() for v, cfg in VARIANTS.items()}
+        setups = {(p, v): replace(point, **changes) for p, point in points.items() for v, changes in VARIANTS.items()}
         tallies = measure_sequences(predictor, args.world, setups, args.min_visible, progress)
         results = {p: {v: tallies[p, v].summary(args.within) for v in VARIANTS} for p in thresholds}
         first = next(iter(results.values()))[next(iter(VARIANTS))]
@@ -338,10 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         real_predictor = Predictor.from_checkpoint(model, input_size=size)
         result["real"] = {
             "policy": default,
-            "threshold": points[default],
+            "threshold": stored.points[default].threshold,
             "model": str(model),
             "input_size": "x".join(map(str, size)),
-            "sets": measure_real(real_predictor, args.real, points[default], progress),
+            "sets": measure_real(real_predictor, args.real, stored.points[default].threshold, progress),
         }
     text = markdown(result)
     print(text)

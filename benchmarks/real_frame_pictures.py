@@ -6,9 +6,9 @@ input size its metadata records, and this script writes
 
 * ``docs/real_cityscapes_labels.png``: per frame, the camera image and the predicted trainIds in
   the Cityscapes palette;
-* ``docs/real_cityscapes_overlay.png``: per frame, the pixels at or above the model's alarm
-  threshold tinted red (what the node publishes on ``anomaly_overlay``) and the anomaly score
-  as a heat map (both pictures as 256-colour PNGs);
+* ``docs/real_cityscapes_overlay.png``: per frame, the pixels at or above the threshold of the
+  model's operating point tinted red (every pixel, no region: the node's ``anomaly_mask``) and
+  the anomaly score as a heat map (both pictures as 256-colour PNGs);
 
 and prints, per frame, the share of pixels of the main classes, the share flagged, and the
 agreement of the labels with the pretrained ESPNet's (``--pretrained``, the base network). Rerun
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from pebal_core.alarms.operating_point import resolve_operating_point
 from pebal_core.images import read_rgb
 from pebal_core.labels import CLASS_NAMES, colorize
 from pebal_core.model_store import model_path
@@ -84,7 +85,7 @@ def main() -> None:
     size = tuple(size) if size else None
     model = Predictor.default(input_size=size)
     pretrained = Predictor.from_checkpoint(args.realdata / PRETRAINED, arch="espnet_p2q8", input_size=size)
-    threshold = model.score_threshold
+    threshold = resolve_operating_point(model.metadata).point.threshold
     print(f"default model {model_path().name} ({model.model_id}), input {size}, threshold {threshold:.4g}")
     print("| frame | " + " | ".join(f"{c} %" for c in SHOWN_CLASSES) + " | flagged % | agrees with pretrained % |")
     print("|---|" + "---:|" * (len(SHOWN_CLASSES) + 2))

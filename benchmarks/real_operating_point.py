@@ -1,17 +1,15 @@
 """Store the alarm operating points of a real-data model, chosen on the fs_static hold-out.
 
-``make real-model`` ships the model with the best-pixel-F1 threshold of the hold-out
-(``benchmarks/real_model.py``); this step runs ``pebal threshold`` on the same fixed hold-out,
-Fishyscapes Static validation images 0-14 (Cityscapes frames with pasted objects; none of the
-test sets), all 15 of them, frames without anomaly pixels included (they count false alarms), and
-rewrites the model's metadata:
-
-* ``alarm_operating_points``: every policy (``tpr95``, ``fpr:<x>``, ``fa:<x>``) with its TPR, FPR,
-  drivable-area FPR and false-alarm obstacles per frame (obstacles of at least ``--min-pixels``
-  pixels at the hold-out's 2048x1024; 320 px there is the 20 px of a 256x512 frame);
-* ``score_threshold``: the ``--default`` policy's threshold (``fpr:0.01``: at most 1 % of the
-  drivable area's inlier pixels flagged), with ``score_threshold_source`` saying how it was chosen;
-* ``score_threshold_best_f1``: the threshold ``real_model.py`` shipped, kept beside it.
+``make real-model`` ships the model without operating points (``benchmarks/real_model.py``); this
+step runs ``pebal threshold`` on the same fixed hold-out, Fishyscapes Static validation images
+0-14 (Cityscapes frames with pasted objects; none of the test sets), all 15 of them, frames
+without anomaly pixels included (they count false alarms), and stores in the model (through the
+one writer, :func:`pebal_core.operating_point_selection.write_operating_points`; weights unchanged)
+every policy (``tpr95``, ``fpr:<x>``, ``fa:<x>``) with the settings it was chosen with (the
+drivable region, obstacles of at least ``--min-pixels`` pixels at the hold-out's 2048x1024 (320 px
+there is the 20 px of a 256x512 frame), the persistence filter for sequences) and its TPR, FPR,
+drivable-area FPR and false-alarm obstacles per frame on the hold-out; ``--default`` (``fpr:0.01``:
+at most 1 % of the drivable area's inlier pixels flagged) is the point the node runs.
 
 Why ``fpr:0.01`` and not a false-alarm budget such as ``fa:0.1``: on the hold-out the real ESPNet
 model keeps about half of the anomalous pixels at ``fpr:0.01`` but under 10 % at ``fa:0.3`` and
@@ -29,9 +27,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
-from pebal_core.models.checkpoint import copy_with_metadata, read_checkpoint
+from pebal_core.alarms.operating_point import StoredPoints
+from pebal_core.models.checkpoint import read_checkpoint
+from pebal_core.operating_point_selection import write_operating_points
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDOUT = range(15)
@@ -55,38 +56,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="the real-data model; rewritten in place")
     parser.add_argument("--realdata", type=Path, default=ROOT.parent / "shared" / "realdata", help="realdata folder")
-    parser.add_argument("--default", default="fpr:0.01", help="policy stored as score_threshold (fpr:0.01)")
+    parser.add_argument("--default", default="fpr:0.01", help="the model's default point (fpr:0.01)")
     parser.add_argument("--min-pixels", type=int, default=320, help="smallest false-alarm obstacle (320 px)")
     args = parser.parse_args(argv)
-    before = read_checkpoint(args.model).metadata
     with tempfile.TemporaryDirectory() as tmp:
         tree = holdout_tree(args.realdata, Path(tmp) / "holdout")
         points = Path(tmp) / "points.safetensors"
         cmd = [sys.executable, "-m", "pebal_core.cli", "threshold", "--model", str(args.model),
                "--dataset", "validation/fs_static", "--root", str(tree), "--keep-all-images",
-               "--min-pixels", str(args.min_pixels), "--default", args.default, "--write", str(points)]
+               "--min-pixels", str(args.min_pixels), "--default", args.default, "--write", str(points)]  # fmt: skip
         for policy in POLICIES:
             cmd += ["--policy", policy]
         subprocess.run(cmd, check=True)
-        after = read_checkpoint(points).metadata
-        updates = {
-            "score_threshold": after["score_threshold"],
-            "score_threshold_source": {
-                **after["score_threshold_source"],
-                "images": f"Validation_Dataset/fs_static {HOLDOUT.start}-{HOLDOUT.stop - 1} (the fixed hold-out)",
-                "min_pixels": args.min_pixels,
-            },
-            "alarm_operating_points": after["alarm_operating_points"],
-        }
-        if "score_threshold_best_f1" not in before:
-            updates["score_threshold_best_f1"] = {
-                "score": before["score_threshold"],
-                "source": before["score_threshold_source"],
-            }
+        meta = read_checkpoint(points).metadata
+        stored = StoredPoints.from_metadata(meta)
+        images = f"Validation_Dataset/fs_static {HOLDOUT.start}-{HOLDOUT.stop - 1} (the fixed hold-out)"
+        stored = replace(stored, source={**stored.source, "dataset_root": images})
         out = Path(tmp) / "model.safetensors"
-        copy_with_metadata(args.model, out, updates)
+        write_operating_points(args.model, out, stored, meta.get("input_size"))
         os.replace(shutil.copy(out, args.model.with_suffix(".tmp")), args.model)  # atomic on one file system
-    print(f"{args.model}: score_threshold {updates['score_threshold']:.4f} ({args.default} on the fs_static hold-out)")
+    print(f"{args.model}: {stored.points[stored.default].describe()} on the fs_static hold-out")
     return 0
 
 

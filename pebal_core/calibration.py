@@ -4,8 +4,8 @@ The runtime score is the smoothed inlier free energy ``E = -logsumexp(logits[:19
 more anomalous, unbounded, and on a model-dependent scale. Two things are derived from it:
 
 * a **decision threshold** (energy value): a pixel is anomalous when ``score >= threshold``. The
-  evaluation stores the 95%-TPR point of a model in its checkpoint metadata
-  (``Predictor.score_threshold``); :data:`DEFAULT_ENERGY_THRESHOLD` is the fallback.
+  threshold is part of the model's operating point, stored with the alarm settings it was chosen
+  with (:mod:`pebal_core.alarms.operating_point`).
 * an **anomaly probability** for consumers that fuse evidence (occupancy grids): a logistic
   calibration centred on the threshold,
   ``p(s) = 1 / (1 + exp(-(s - threshold) / scale))``, so ``p = 0.5`` exactly at the threshold and
@@ -20,24 +20,8 @@ import math
 
 import numpy as np
 
-DEFAULT_ENERGY_THRESHOLD = -9.0
-"""Threshold used when a model carries none: the midpoint of the energy margins PEBAL trains
-towards (inlier energies below ``m_in = -12``, anomalous energies above ``m_out = -6``)."""
-
 DEFAULT_PROBABILITY_SCALE = 1.0
 """Energy units per unit of logit in :func:`anomaly_probability`."""
-
-
-def resolve_threshold(requested: float | None, model_threshold: float | None) -> tuple[float, str]:
-    """The threshold to use and where it came from (``parameter``, ``model`` or ``default``).
-
-    ``requested`` None or NaN means "not set": the model's stored threshold wins, then the default.
-    """
-    if requested is not None and not math.isnan(requested):
-        return float(requested), "parameter"
-    if model_threshold is not None and math.isfinite(model_threshold):
-        return float(model_threshold), "model"
-    return DEFAULT_ENERGY_THRESHOLD, "default"
 
 
 def anomaly_probability(

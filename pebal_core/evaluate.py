@@ -387,34 +387,3 @@ def run_evaluation(
         options=options_dict(options),
     )
     return report
-
-
-def save_with_threshold(
-    checkpoint: str | os.PathLike, dst: str | os.PathLike, report: dict, arch: str | None = None
-) -> Path:
-    """Copy ``checkpoint`` to ``dst`` with metadata ``score_threshold`` = the report's PEBAL score
-    at 95 % TPR (the ROS node's alarm threshold), ``score_threshold_source`` saying where it
-    came from and ``input_size`` = the (height, width) the network ran at when every image ran
-    at the same size (absent otherwise), which the Predictor then runs the model at by default,
-    so the threshold holds and the cost does not grow with the camera's resolution. Other metadata (training
-    configuration, ...) is kept; float16 files stay float16.
-    ``arch`` as in :func:`run_evaluation` (bare state_dicts)."""
-    from pebal_core.models.checkpoint import copy_with_metadata
-
-    if "score_threshold" not in report:
-        raise ValueError("the evaluation produced no PEBAL threshold (no 'pebal' method or no anomalous pixels)")
-    t = report["score_threshold"]
-    meta = {"score_threshold": float(t["score"])}
-    sizes = report.get("network_sizes") or []
-    if len(sizes) == 1:  # one network size: the threshold holds there; the Predictor's default from now on
-        meta["input_size"] = list(sizes[0])
-    meta["score_threshold_source"] = {
-        "dataset": report.get("dataset"),
-        "dataset_options": report.get("dataset_options", {}),
-        "n_images": report["n_images"],
-        "tpr": t["tpr"],
-        "fpr": t["fpr"],
-        "rule": "score >= threshold flags >= 95% of the anomalous pixels (highest such threshold)",
-        "evaluated_checkpoint_sha256": report.get("model", {}).get("sha256"),
-    }
-    return copy_with_metadata(checkpoint, dst, meta, remove=() if len(sizes) == 1 else ("input_size",), arch=arch)

@@ -14,8 +14,9 @@ name           file (in ``pebal_core/assets/``)        what it is
                                                        that world
 =============  ======================================  ==============================================
 
-What a shipped model is (base network, training data, input size, alarm threshold and how it was
-chosen) is recorded in its own metadata, not here: :func:`describe` reads it. The licences of the
+What a shipped model is (base network, training data, input size, alarm operating points and how
+they were chosen) is recorded in its own metadata, not here: :func:`describe` reads it (``pebal
+models`` adds the operating point). The licences of the
 shipped weights and of the data they were trained on are in ``pebal_core/assets/NOTICE.md``.
 
 Wherever a model file is asked for by the command-line tools or the node, a name of this table
@@ -99,9 +100,8 @@ def describe(name: str) -> dict[str, str]:
     """What the shipped model ``name`` is, from its metadata: ``{field: one line of text}`` for listings.
 
     Fields: ``file``, ``arch``, ``base_model`` (name, source, licence), ``training`` (when the
-    metadata describes it in words), ``training_data``, ``input_size`` (``HxW``, or any size),
-    ``score_threshold`` and ``threshold_from`` (data, TPR and FPR there). A field the model's
-    metadata lacks is left out.
+    metadata describes it in words), ``training_data``, ``input_size`` (``HxW``, or any size). A
+    field the model's metadata lacks is left out.
     """
     from pebal_core.models.checkpoint import read_checkpoint
 
@@ -117,13 +117,6 @@ def describe(name: str) -> dict[str, str]:
         out["training_data"] = _one_line(meta["training_data"])
     size = meta.get("input_size")
     out["input_size"] = f"{size[0]}x{size[1]}" if size else "any (each image's own size)"
-    if meta.get("score_threshold") is not None:
-        out["score_threshold"] = f"{float(meta['score_threshold']):.4g}"
-        source = meta.get("score_threshold_source")
-        if isinstance(source, dict):
-            options = _one_line(source.get("dataset_options") or {})
-            rates = ", ".join(f"{k.upper()} {100 * float(source[k]):.1f} %" for k in ("tpr", "fpr") if k in source)
-            out["threshold_from"] = f"{source.get('dataset')} ({options}): {rates}"
     return out
 
 

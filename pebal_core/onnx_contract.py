@@ -22,6 +22,11 @@ MAX_SIDE = 8192
 """Largest height/width a dynamic-size export accepts."""
 DYNAMIC = "dynamic"
 """Value of the ``input_size`` metadata entry of a dynamic-size export."""
+OPERATING_POINT_KEYS = ("alarm_operating_points", "score_threshold")
+"""The model metadata entries holding its alarm operating points (read by
+:mod:`pebal_core.alarms.operating_point`; ``score_threshold`` is a bare threshold without its settings).
+An export carries them inside ``checkpoint_metadata``; :func:`parse_metadata` returns them at the
+top level, where a checkpoint's metadata has them, so every backend's metadata reads the same."""
 
 
 class ExportError(RuntimeError):
@@ -33,8 +38,9 @@ def parse_metadata(props: Mapping[str, str]) -> dict:
 
     Returns a dict with ``arch`` (str), ``arch_kwargs`` (dict), ``num_classes`` (int),
     ``input_size`` (``(H, W)`` or ``None`` for dynamic), ``normalization`` (dict),
-    ``score_threshold`` (float or None), ``smoothing`` (bool), ``outputs`` (list),
-    ``pebal_version``, ``source_checkpoint``, ``source_sha256`` and ``checkpoint_metadata``.
+    ``smoothing`` (bool), ``outputs`` (list), ``pebal_version``, ``source_checkpoint``,
+    ``source_sha256``, ``checkpoint_metadata`` and the entries of :data:`OPERATING_POINT_KEYS`
+    (from ``checkpoint_metadata``; a file with its own ``score_threshold`` entry keeps that one).
 
     Raises:
         ExportError: the file was not written by :func:`export_onnx` (no ``pebal_onnx_format``)
@@ -52,18 +58,22 @@ def parse_metadata(props: Mapping[str, str]) -> dict:
             "upgrade pebal or re-export the model"
         )
     size = props.get("input_size", DYNAMIC)
+    checkpoint_metadata = json.loads(props.get("checkpoint_metadata", "{}"))
+    points = {
+        key: json.loads(props[key]) if key in props else checkpoint_metadata.get(key) for key in OPERATING_POINT_KEYS
+    }
     return {
         "arch": props.get("arch"),
         "arch_kwargs": json.loads(props.get("arch_kwargs", "{}")),
         "num_classes": int(props.get("num_classes", 20)),
         "input_size": None if size == DYNAMIC else tuple(int(v) for v in size.split("x")),
         "normalization": json.loads(props["normalization"]),
-        "score_threshold": json.loads(props.get("score_threshold", "null")),
         "smoothing": json.loads(props.get("smoothing", "true")),
         "outputs": json.loads(props.get("outputs", json.dumps(list(OUTPUT_NAMES[:2])))),
         "pebal_version": props.get("pebal_version"),
         "source_checkpoint": props.get("source_checkpoint"),
         "source_sha256": props.get("source_sha256"),
-        "checkpoint_metadata": json.loads(props.get("checkpoint_metadata", "{}")),
+        "checkpoint_metadata": checkpoint_metadata,
         "opset": int(props.get("opset", 0)),
+        **points,
     }

@@ -19,6 +19,11 @@ anomaly metrics are computed; :data:`RESIZE_PROTOCOLS` names them:
 
 At an image's own size both protocols are the same (nothing is resized).
 
+The *network size* of an image without a fixed input size is its own size, scaled down (aspect
+ratio kept) to at most :data:`MAX_NETWORK_PIXELS` pixels and
+:data:`~pebal_core.onnx_contract.MAX_SIDE` pixels a side (:func:`bounded_size`), so that the cost
+of a frame never grows with the camera's resolution.
+
 An *evaluation protocol* (:data:`EVAL_PROTOCOLS`, ``pebal eval --protocol``) fixes the input
 size, the resize protocol and the FPR95 definition of a published table.
 
@@ -27,10 +32,18 @@ This module depends only on numpy, OpenCV and (for ``course``) Pillow.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from pebal_core.onnx_contract import MAX_SIDE
+
+MAX_NETWORK_PIXELS = 1024 * 2048
+"""Default bound on the network input of an image without a fixed input size: the Cityscapes frame
+size (1024 x 2048), the largest size the shipped models are trained and evaluated at; larger network
+inputs cost memory and time and gain nothing for them."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,23 @@ def resize_protocol(name: str) -> ResizeProtocol:
     if name not in RESIZE_PROTOCOLS:
         raise ValueError(f"resize protocol must be one of {', '.join(RESIZE_PROTOCOLS)}, got {name!r}")
     return RESIZE_PROTOCOLS[name]
+
+
+def bounded_size(height: int, width: int, max_pixels: int = MAX_NETWORK_PIXELS) -> tuple[int, int]:
+    """The network input for a ``height`` x ``width`` image without a fixed input size: its own
+    size when it has at most ``max_pixels`` pixels and :data:`~pebal_core.onnx_contract.MAX_SIDE` a
+    side, else both sides scaled by one factor and rounded down (aspect ratio kept within
+    rounding, each side at least 1)."""
+    scale = min(1.0, math.sqrt(max_pixels / (height * width)), MAX_SIDE / max(height, width))
+    if scale == 1.0:
+        return height, width
+    h, w = max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
+    while h * w > max_pixels:  # floating-point rounding at the boundary
+        if h >= w:
+            h -= 1
+        else:
+            w -= 1
+    return h, w
 
 
 def resize_image(rgb: np.ndarray, size: tuple[int, int], protocol: str = "predictor") -> np.ndarray:

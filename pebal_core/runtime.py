@@ -3,9 +3,13 @@
 ``Predictor.predict(rgb)`` takes one RGB ``uint8`` image ``H x W x 3`` and returns
 ``(labels uint8 H x W, score float32 H x W)`` at the image's own resolution: labels are
 Cityscapes trainIds 0..18, the score is the PEBAL anomaly score (inlier free energy, Gaussian
-smoothed; higher = more anomalous). When an ``input_size`` is configured (by the caller, or
-recorded in the model's metadata as the size it was evaluated at) the image is resized to it
-for the network and the outputs are resized back, as the resize protocol says
+smoothed; higher = more anomalous).
+
+The Predictor owns frame sizing (:meth:`Predictor.network_size`): the network runs at the
+caller's ``input_size``, else the model's own (a fixed-size export's, or the size its metadata
+records as the one it was evaluated and thresholded at), else the image's own size bounded by
+``max_network_pixels`` and the side limit (:func:`pebal_core.protocols.bounded_size`). The image
+is resized to it and the outputs are resized back as the resize protocol says
 (:mod:`pebal_core.protocols`; ``predictor``: OpenCV bilinear, labels nearest, score bilinear).
 
 This is the project's one inference path: ``pebal eval`` (:mod:`pebal_core.evaluate`), the
@@ -52,7 +56,14 @@ from pebal_core.models.base import SegmentationModel
 from pebal_core.models.checkpoint import load_model
 from pebal_core.onnx_contract import OUTPUT_NAMES, parse_metadata
 from pebal_core.preprocessing import image_to_tensor
-from pebal_core.protocols import resize_image, resize_label_map, resize_protocol, resize_score
+from pebal_core.protocols import (
+    MAX_NETWORK_PIXELS,
+    bounded_size,
+    resize_image,
+    resize_label_map,
+    resize_protocol,
+    resize_score,
+)
 from pebal_core.scoring import METHODS, all_scores, inlier_labels, labels_and_score
 
 
@@ -61,7 +72,7 @@ class Backend:
 
     Attributes:
         name: backend name (``torch``, ``onnxruntime``, ``tensorrt``).
-        metadata: the model's metadata (architecture, normalisation, score threshold, ...).
+        metadata: the model's metadata (architecture, normalisation, operating points, ...).
     """
 
     name = "abstract"
@@ -168,7 +179,7 @@ class OnnxRuntimeBackend(Backend):
 
     Args:
         path: the ``.onnx`` file; its metadata supplies ``metadata`` (architecture,
-            normalisation, score threshold, ...); ``metadata["sha256"]`` is the ONNX file's
+            normalisation, operating points, ...); ``metadata["sha256"]`` is the ONNX file's
             hash, ``metadata["source_sha256"]`` the checkpoint's.
         device: ``cpu``, ``cuda[:N]`` or ``tensorrt[:N]`` (execution providers, CPU fallback
             for unsupported nodes).
@@ -405,9 +416,10 @@ def available_backends() -> list[str]:
 def recorded_input_size(metadata: dict) -> tuple[int, int] | None:
     """The ``(height, width)`` a model's metadata records as its input size, or ``None``.
 
-    ``input_size`` in a checkpoint's metadata is the size its score threshold was measured at
-    (``pebal eval --write-threshold``); in an ONNX export's metadata it is the graph's fixed
-    size, and a dynamic export carries the checkpoint's in ``checkpoint_metadata``."""
+    ``input_size`` in a checkpoint's metadata is the network size its operating points were measured
+    at (``pebal threshold --write``, ``pebal eval --write-threshold``); in an ONNX export's metadata
+    it is the graph's fixed size, and a dynamic export carries the checkpoint's in
+    ``checkpoint_metadata``."""
     for meta in (metadata, metadata.get("checkpoint_metadata") or {}):
         size = meta.get("input_size")
         if size:
@@ -435,15 +447,22 @@ class Predictor:
 
     Args:
         backend: a constructed :class:`Backend`.
-        input_size: ``(height, width)`` the network runs at; ``None`` = each image's own size.
+        input_size: ``(height, width)`` the network runs at; ``None`` = each image's own size,
+            bounded by ``max_network_pixels``.
         protocol: the resize protocol (:data:`pebal_core.protocols.RESIZE_PROTOCOLS`) used when
-            ``input_size`` differs from the image's size: ``predictor`` (OpenCV bilinear, the
+            the network size differs from the image's size: ``predictor`` (OpenCV bilinear, the
             deployed behaviour) or ``course`` (PIL bilinear, the published protocol of
             ``docs/data_sources.md``).
+        max_network_pixels: without ``input_size``, larger images run at a scaled-down size (aspect
+            kept) of at most this many pixels.
     """
 
     def __init__(
-        self, backend: Backend, input_size: tuple[int, int] | None = None, protocol: str = "predictor"
+        self,
+        backend: Backend,
+        input_size: tuple[int, int] | None = None,
+        protocol: str = "predictor",
+        max_network_pixels: int = MAX_NETWORK_PIXELS,
     ) -> None:
         self.backend = backend
         if input_size is not None:
@@ -451,8 +470,11 @@ class Predictor:
             if h <= 0 or w <= 0:
                 raise ValueError(f"input_size must be positive (height, width), got {input_size}")
             input_size = (h, w)
+        if int(max_network_pixels) < 1:
+            raise ValueError(f"max_network_pixels must be >= 1, got {max_network_pixels}")
         self.input_size = input_size
         self.protocol = resize_protocol(protocol).name
+        self.max_network_pixels = int(max_network_pixels)
 
     @classmethod
     def from_model(
@@ -475,6 +497,7 @@ class Predictor:
         input_size: tuple[int, int] | None = None,
         smoothing: bool = True,
         arch: str | None = None,
+        max_network_pixels: int = MAX_NETWORK_PIXELS,
         **backend_options: object,
     ) -> Predictor:
         """Load a model file with the named backend (``torch`` takes any checkpoint format).
@@ -483,8 +506,8 @@ class Predictor:
         bare state_dict, e.g. ``arch="espnet_p2q8"`` for a real Cityscapes ESPNet); for a file
         that carries its architecture it must agree with it. ``input_size`` defaults to the
         model's fixed size when it has one (a fixed-size ONNX export or TensorRT plan), else to
-        the size its metadata records (:func:`recorded_input_size`), else each image's own size;
-        ``backend_options`` go to the backend (see the module docstring), e.g.
+        the size its metadata records (:func:`recorded_input_size`), else each image's own size
+        (bounded by ``max_network_pixels``); ``backend_options`` go to the backend (see the module docstring), e.g.
         ``engine_auto_build=True`` for ``tensorrt``.
         """
         if backend not in _BACKENDS:
@@ -494,7 +517,8 @@ class Predictor:
         engine = _BACKENDS[backend](path, device=device, smoothing=smoothing, input_size=input_size, **backend_options)
         if arch is not None and engine.metadata.get("arch") != arch:
             raise ValueError(f"{path} holds architecture {engine.metadata.get('arch')!r}, not the {arch!r} asked for")
-        return cls(engine, input_size or engine.input_size or recorded_input_size(engine.metadata))
+        size = input_size or engine.input_size or recorded_input_size(engine.metadata)
+        return cls(engine, size, max_network_pixels=max_network_pixels)
 
     @classmethod
     def default(cls, **kwargs: object) -> Predictor:
@@ -512,15 +536,10 @@ class Predictor:
         meta = self.metadata
         return f"{meta.get('arch', '?')}@{str(meta.get('sha256', ''))[:12]}"
 
-    @property
-    def score_threshold(self) -> float | None:
-        """The energy threshold stored with the model (95%-TPR point of its evaluation), if any."""
-        value = self.metadata.get("score_threshold")
-        return None if value is None else float(value)
-
     def network_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        """``(height, width)`` the network runs an image of ``image_size`` (height, width) at."""
-        return self.input_size or (int(image_size[0]), int(image_size[1]))
+        """``(height, width)`` the network runs an image of ``image_size`` (height, width) at: the
+        input size, else the image's own size bounded by ``max_network_pixels`` (module docstring)."""
+        return self.input_size or bounded_size(int(image_size[0]), int(image_size[1]), self.max_network_pixels)
 
     def network_image(self, rgb: np.ndarray) -> np.ndarray:
         """``rgb`` checked (non-empty uint8 ``H x W x 3``) and resized to :meth:`network_size`."""

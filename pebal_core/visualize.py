@@ -8,11 +8,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pebal_core.alarms.frame import FrameContext
 from pebal_core.alarms.pipeline import AlarmFrame
-from pebal_core.calibration import anomaly_probability
 
 ANOMALY_TINT = (255, 0, 0)
 """RGB colour blended over anomalous pixels in overlays."""
+OVERLAY_ALPHA = 0.55
+"""Default tint strength of overlays (``pebal predict``; the node's ``overlay_alpha``)."""
 
 
 def heatmap(score: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
@@ -32,7 +34,7 @@ def heatmap(score: np.ndarray, vmin: float | None = None, vmax: float | None = N
 
 
 def overlay(
-    rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = ANOMALY_TINT, alpha: float = 0.55
+    rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = ANOMALY_TINT, alpha: float = OVERLAY_ALPHA
 ) -> np.ndarray:
     """The image with pixels where ``mask`` is true blended towards ``color`` by ``alpha``."""
     if rgb.shape[:2] != mask.shape:
@@ -62,41 +64,34 @@ def alarm_tint(probability: np.ndarray) -> np.ndarray:
     return np.stack([np.full_like(green, 255), green, np.zeros_like(green)], axis=-1)
 
 
-def alarm_overlay(
-    rgb: np.ndarray,
-    frame: AlarmFrame,
-    score: np.ndarray,
-    probability_scale: float = 1.0,
-    alpha: float = 0.55,
-) -> np.ndarray:
+def alarm_overlay(frame: FrameContext, alarms: AlarmFrame, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
     """The camera image with what a driver needs: the alarm region outlined (cyan), the alarm
     pixels tinted by their calibrated probability (orange at the threshold, red well above it),
     each obstacle's outline (yellow) and box (red) with its distance when known. Pixels outside
     the alarms keep their colours, so nothing is red where there is no alarm.
 
     Args:
-        rgb: ``uint8 H x W x 3`` camera image.
-        frame: the frame's alarms (:meth:`pebal_core.alarms.pipeline.AlarmPipeline.process`).
-        score: ``float32 H x W`` anomaly score (energy) the alarms were made from.
-        probability_scale: energy units per logit of the probability (see
-            :func:`pebal_core.calibration.anomaly_probability`).
+        frame: the frame (its ``rgb`` image, score and probability calibration).
+        alarms: the frame's alarms (:meth:`pebal_core.alarms.pipeline.AlarmPipeline.process`).
         alpha: tint strength of alarm pixels.
     """
-    if rgb.shape[:2] != frame.alarms.shape or score.shape != frame.alarms.shape:
-        raise ValueError(f"image {rgb.shape[:2]}, score {score.shape} and alarms {frame.alarms.shape} differ in size")
-    out = np.ascontiguousarray(rgb, dtype=np.uint8).copy()
-    if frame.region is not None:
-        contours, _ = cv2.findContours(frame.region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if frame.rgb is None:
+        raise ValueError("an alarm overlay needs the frame's camera image")
+    if alarms.alarms.shape != frame.shape:
+        raise ValueError(f"frame {frame.shape} and alarms {alarms.alarms.shape} differ in size")
+    out = np.ascontiguousarray(frame.rgb, dtype=np.uint8).copy()
+    if alarms.region is not None:
+        contours, _ = cv2.findContours(alarms.region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, REGION_COLOR, 1, cv2.LINE_AA)
-    alarm = frame.alarms
+    alarm = alarms.alarms
     if alarm.any():
-        p = anomaly_probability(score[alarm], frame.threshold, probability_scale)
+        p = frame.probability(frame.score[alarm])
         blended = out[alarm].astype(np.float32) * (1.0 - alpha) + alarm_tint(p).astype(np.float32) * alpha
         out[alarm] = blended.round().astype(np.uint8)
     thickness = max(1, round(out.shape[0] / 256))
-    for ob in frame.obstacles:
+    for ob in alarms.obstacles:
         contours, _ = cv2.findContours(
-            (frame.components == ob.index + 1).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+            (alarms.components == ob.index + 1).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
         )
         cv2.drawContours(out, contours, -1, CONTOUR_COLOR, 1, cv2.LINE_AA)
         u0, v0, u1, v1 = ob.box

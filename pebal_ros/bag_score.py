@@ -22,12 +22,12 @@ PEBAL score is recomputed the same way and compared with the recorded one
 (``consistency.max_abs_diff``): a large difference means the node ran another model or input
 size than the one given here, and is reported as a warning.
 
-Alarms (``alarm_threshold`` set and the recording holds the node's ``semantic`` topic): the
-recorded trainIds and scores go through the node's alarm pipeline
-(:class:`pebal_core.alarms.pipeline.AlarmPipeline`: drivable region, persistence, obstacles) in
-receive order, and :class:`pebal_core.alarms.frame_counts.ObstacleCounts` compares the obstacles
-with the labelled hazards of each frame: obstacle detection rate per frame and false-alarm
-obstacles per frame.
+Alarms (``point`` set, the operating point the node ran, and the recording holds the node's
+``semantic`` topic): the recorded trainIds and scores go through the node's alarm chain
+(:class:`pebal_core.alarms.pipeline.AlarmPipeline` at that point: region, persistence, obstacles)
+in receive order, and :class:`pebal_core.alarms.frame_counts.ObstacleCounts` compares the
+obstacles with the labelled hazards of each frame: obstacle detection rate per frame and
+false-alarm obstacles per frame.
 
 Throughput and latency come from bag (receive) times: output frames/s over the scored frames,
 input frames/s over the reference topic, and latency = receive time of ``anomaly_score`` minus
@@ -45,8 +45,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pebal_core.alarms.frame import FrameContext
 from pebal_core.alarms.frame_counts import ObstacleCounts
-from pebal_core.alarms.pipeline import AlarmConfig, AlarmPipeline
+from pebal_core.alarms.operating_point import OperatingPoint
+from pebal_core.alarms.pipeline import AlarmPipeline
 from pebal_core.images import read_rgb
 from pebal_core.metrics import DEFAULT_MAX_CELLS, AnomalyMetrics
 from pebal_core.percentiles import percentiles
@@ -84,10 +86,9 @@ class ScoreOptions:
     data_root: Path | None = None
     """LostAndFound root (None = the one stored in the converted bags)."""
     non_hazards: str = "void"
-    alarm_threshold: float | None = None
-    """Energy threshold the node alarmed on; with ``semantic_topic`` recorded, obstacle-level counts."""
-    alarms: AlarmConfig = field(default_factory=AlarmConfig)
-    """The node's alarm configuration (region, smallest obstacle, persistence) the counts replay."""
+    point: OperatingPoint | None = None
+    """The operating point the node alarmed at (threshold, region, smallest obstacle, persistence);
+    with ``semantic_topic`` recorded, the obstacle-level counts replay it."""
     semantic_topic: str = "/pebal/semantic"
     exact: bool = True
     max_cells: int = DEFAULT_MAX_CELLS
@@ -184,17 +185,19 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
                 f"output bag {output_bag} has no {o.score_topic}; it holds {', '.join(topics) or 'nothing'} "
                 "(record the node's anomaly_score topic, or pass --score-topic)"
             )
-        alarms = o.alarm_threshold is not None and o.semantic_topic in topics
+        alarms = o.point is not None and o.semantic_topic in topics
         wanted = [o.score_topic] + ([reference] if reference in topics else [])
         wanted += [o.semantic_topic] if alarms else []
-        pipeline, counts_alarms, halves = AlarmPipeline(o.alarms), ObstacleCounts(), {}
+        pipeline, counts_alarms, halves, alarm_sizes = AlarmPipeline(), ObstacleCounts(), {}, set()
         total = topics[o.score_topic].count
         bar = tqdm(total=total, desc="score", unit="frame", disable=not o.progress)
         for i, (conn, ts, data) in enumerate(reader.messages(wanted)):
             msg = reader.deserialize(data, conn, i)
             stamp = stamp_ns(msg.header.stamp)
             if alarms and conn.topic == o.semantic_topic:
-                _alarm_half(halves, stamp, "semantic", converter.to_numpy(msg), pipeline, counts_alarms, o)
+                alarm_sizes.add(
+                    _alarm_half(halves, stamp, "semantic", converter.to_numpy(msg), pipeline, counts_alarms, o)
+                )
                 continue
             if conn.topic != o.score_topic:
                 reference_rx.setdefault(stamp, ts)
@@ -238,7 +241,7 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
                 overall[m].update(arr, label)
                 per_seq[m][frame.sequence].update(arr, label)
             if alarms:
-                _alarm_half(halves, stamp, "score", (score, label), pipeline, counts_alarms, o)
+                alarm_sizes.add(_alarm_half(halves, stamp, "score", (score, label), pipeline, counts_alarms, o))
         bar.close()
 
     counts.missing = [frames[s].name for s in sorted(index) if s not in scored_rx]
@@ -272,12 +275,14 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
         "model": None if o.model is None else str(o.model),
     }
     if alarms:
-        p = o.alarms.persistence
+        p = o.point.persistence
+        sizes = alarm_sizes - {None}
         report["alarms"] = {
-            "threshold": o.alarm_threshold,
-            "region": o.alarms.region,
-            "min_pixels": o.alarms.min_pixels,
+            "threshold": o.point.threshold,
+            "region": o.point.region,
+            "min_pixels": sorted({o.point.min_pixels_at(size) for size in sizes}),
             "persistence": f"{p.k} of {p.n}",
+            "point": o.point.to_dict(),
             **counts_alarms.summary(),
         }
     if scorer is not None:
@@ -291,17 +296,17 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
 
 def _alarm_half(
     halves: dict, stamp: int, kind: str, value, pipeline: AlarmPipeline, counts: ObstacleCounts, o: ScoreOptions
-) -> None:
+) -> tuple[int, int] | None:
     """Keep one half of a frame (``semantic`` trainIds or ``score`` with its label); once both
-    halves of a stamp are in, run the alarm pipeline on it and count its obstacles."""
+    halves of a stamp are in, run the alarm chain on it, count its obstacles and return its size."""
     entry = halves.setdefault(stamp, {})
     entry[kind] = value
     if len(entry) < 2:
-        return
+        return None
     del halves[stamp]
     score, label = entry["score"]
-    frame = pipeline.process(entry["semantic"], score, o.alarm_threshold, stamp / 1e9)
-    counts.update(frame, label)
+    counts.update(pipeline.process(FrameContext(entry["semantic"], score, o.point, stamp=stamp / 1e9)), label)
+    return score.shape
 
 
 # ---------------------------------------------------------------------------------------- table
@@ -348,9 +353,10 @@ def format_table(report: dict, per_sequence: bool = False) -> str:
     a = report.get("alarms")
     if a is not None and a["frames"]:
         rate = "–" if a["detection_rate"] is None else f"{100 * a['detection_rate']:.1f} %"
+        px = "/".join(map(str, a["min_pixels"]))
         lines.append(
             f"alarms at threshold {a['threshold']:.4g} ({a['region']} region, {a['persistence']} frames, obstacles "
-            f">= {a['min_pixels']} px, as the node): "
+            f">= {px} px, as the node): "
             f"{a['detected']} of {a['obstacles']} labelled obstacles (>= {a['min_visible']} px) detected per frame "
             f"({rate}), {a['false_alarms_per_frame']:.3f} false-alarm obstacles per frame over {a['frames']} frames."
         )

@@ -18,7 +18,8 @@ picks sets); the model is the shipped default one unless ``--model`` names anoth
    CameraInfo topic (on a loaded machine discovery can take longer than any fixed delay);
 4. stop the recorder and the node, **score** the recording against the labels
    (:mod:`pebal_ros.bag_score`: PEBAL from the node, MaxLogit offline on the same frames with the
-   same model; obstacle-level alarm counts at the threshold the node reported) and print the table;
+   same model; obstacle-level alarm counts at the operating point the node runs, resolved from the
+   model and the ``--node-param`` values as the node resolves it) and print the table;
 5. write the node's overlay frames to ``<out>/overlays/`` and ``<out>/anomaly_overlay.gif``
    (and, with ``--sheet``, several of them, evenly spaced over the run, in one picture).
 
@@ -54,7 +55,7 @@ from pebal_core.console import run_reporting_errors
 from pebal_core.fileio import atomic_write_text
 
 if TYPE_CHECKING:
-    from pebal_core.alarms.pipeline import AlarmConfig
+    from pebal_core.alarms.operating_point import ResolvedPoint
 
 NAMESPACE = "/pebal"
 IMAGE_TOPIC = "/camera/image_raw"
@@ -265,14 +266,6 @@ def _node_diagnostics(output_bag: Path) -> dict[str, str]:
     return last
 
 
-def _node_threshold(diag: dict[str, str]) -> float | None:
-    """The score threshold the node reported (``"-4.03 (model)"`` -> -4.03), None when unknown."""
-    try:
-        return float(diag["score_threshold"].split()[0])
-    except (KeyError, IndexError, ValueError):
-        return None
-
-
 @contextlib.contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
     """``os.environ`` updated with ``values`` inside the block, restored after it."""
@@ -376,8 +369,8 @@ class DemoRun:
     logs: Path
     input_bag: Path
     output_bag: Path
-    alarms: AlarmConfig | None = None
-    """The node's :class:`~pebal_core.alarms.pipeline.AlarmConfig` (defaults plus ``--node-param``)."""
+    point: ResolvedPoint | None = None
+    """The operating point the node runs (the model's, with the ``--node-param`` overrides)."""
     timings: dict[str, float] = field(default_factory=dict)
     frames: int = 0
     index: dict = field(default_factory=dict)
@@ -403,8 +396,9 @@ def prepare(args: argparse.Namespace) -> DemoRun:
     model = resolve_model(args.model).resolve()
     if not model.is_file():
         raise FileNotFoundError(f"model {model} does not exist")
-    input_size = args.input_size or recorded_input_size(read_checkpoint(model).metadata)
-    alarms = node_alarm_config(args.node_param or ())
+    metadata = read_checkpoint(model).metadata
+    input_size = args.input_size or recorded_input_size(metadata)
+    point = node_operating_point(metadata, args.node_param or ())
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUT_NAMES:
         target = out / name
@@ -414,16 +408,18 @@ def prepare(args: argparse.Namespace) -> DemoRun:
             target.unlink()
     logs = out / "logs"
     logs.mkdir()
-    return DemoRun(out, model, input_size, logs, out / "bags" / "input", out / "bags" / "output", alarms)
+    return DemoRun(out, model, input_size, logs, out / "bags" / "input", out / "bags" / "output", point)
 
 
-def node_alarm_config(node_params: Iterable[str]) -> AlarmConfig:
-    """The alarm configuration the node runs with: its parameter defaults, overridden by
-    ``NAME:=VALUE`` strings (values parsed as YAML, as ``--ros-args -p`` does). Refuses names the
-    node does not declare and values it would refuse, before anything starts."""
+def node_operating_point(metadata: dict, node_params: Iterable[str]) -> ResolvedPoint:
+    """The operating point the node runs for a model (``metadata``): its parameter defaults,
+    overridden by ``NAME:=VALUE`` strings (values parsed as YAML, as ``--ros-args -p`` does),
+    resolved as the node resolves them (:func:`pebal_ros.node_parameters.resolve_point`). Refuses
+    names the node does not declare and values or combinations it would refuse, before anything
+    starts."""
     import yaml
 
-    from pebal_ros.node_parameters import PARAMETERS, alarm_config_from, check_value
+    from pebal_ros.node_parameters import PARAMETERS, check_value, resolve_point
 
     values = {spec.name: spec.default for spec in PARAMETERS}
     for text in node_params:
@@ -437,7 +433,7 @@ def node_alarm_config(node_params: Iterable[str]) -> AlarmConfig:
         if problem:
             raise ValueError(f"--node-param {text!r}: {problem}")
         values[name] = value
-    return alarm_config_from(values)[0]
+    return resolve_point(values, metadata)
 
 
 def convert_frames(args: argparse.Namespace, run: DemoRun) -> None:
@@ -559,7 +555,6 @@ def score_recording(args: argparse.Namespace, run: DemoRun) -> dict:
     from pebal_ros.bag_score import ScoreOptions, score_bag
 
     with _timed(run, "score"):
-        diag = _node_diagnostics(run.output_bag)
         report = score_bag(
             run.output_bag,
             [run.input_bag],
@@ -569,13 +564,12 @@ def score_recording(args: argparse.Namespace, run: DemoRun) -> dict:
                 model=run.model,
                 input_size=run.input_size,
                 exact=not args.streaming,
-                alarm_threshold=_node_threshold(diag),
-                alarms=run.alarms,
+                point=run.point.point,
                 semantic_topic=f"{NAMESPACE}/semantic",
                 progress=False,
             ),
         )
-        report["node_diagnostics"] = diag
+        report["node_diagnostics"] = _node_diagnostics(run.output_bag)
         report["demo"] = {
             "rate": run.rate,
             "recorded_fps": 1 / run.interval,
@@ -635,6 +629,7 @@ def run_demo(args: argparse.Namespace) -> int:
     """The five steps (see the module docstring); returns the exit status."""
     t_total = time.perf_counter()
     run = prepare(args)
+    print(f"      operating point: {run.point.warning() or run.point.point.describe()}", flush=True)
     convert_frames(args, run)
     env = ros_environment()
     procs: list[Process] = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
@@ -28,6 +29,32 @@ from pebal_ros.node_parameters import OUTPUTS
 
 STATS_WINDOW = 300
 """Frames over which latency percentiles are computed."""
+LATENCY_WINDOW_MS = (-1000.0, 60000.0)
+"""Latencies (node clock minus header stamp, ms) outside this window are counted as bad stamps
+instead of being averaged in: a stamp of 0, or a camera clock far off the node's. The lower end
+allows clocks of two machines to differ by up to 1 s."""
+SEQUENCE_PUBLISHERS = 64
+"""Publishers whose last sequence number is remembered (for gap counting)."""
+
+
+def stamp_latency_ms(now_ns: int, sec: int, nanosec: int) -> float:
+    """Node clock minus a header stamp, in ms (any stamp, negative or zero, gives a number)."""
+    return (now_ns - (int(sec) * 1_000_000_000 + int(nanosec))) / 1e6
+
+
+@dataclass
+class Period:
+    """What the counters say about the time since the last report (:meth:`Stats.period`)."""
+
+    values: dict[str, object]
+    rate_in: float
+    rate_out: float
+    problems: int
+    errors: int
+    busy_since: float | None
+    waiting_since: float | None
+    failure: str
+    last_frame: float
 
 
 @dataclass
@@ -58,6 +85,122 @@ class Stats:
     obstacles_last: int = 0
     obstacles_total: int = 0
     frames_with_obstacles: int = 0
+    last_report: tuple[float, int, int] = (-math.inf, 0, 0)  # time.monotonic(), frames in, frames out
+
+    def period(self, now: float, pending: int) -> Period:
+        """The counters and rates since the last call (``now``: ``time.monotonic()``), whose
+        per-period problem counts it resets; ``pending`` frames wait in the mailbox."""
+        with self.lock:
+            t_prev, in_prev, out_prev = self.last_report
+            dt = max(now - t_prev, 1e-9)
+            rate_in, rate_out = (self.frames_in - in_prev) / dt, (self.frames_out - out_prev) / dt
+            self.last_report = (now, self.frames_in, self.frames_out)
+            problems, errors = self.problems_since_report, self.errors_since_report
+            self.problems_since_report = self.errors_since_report = 0
+            values = counter_values(self, pending, rate_in, rate_out)
+            return Period(
+                values, rate_in, rate_out, problems, errors, self.busy_since, self.waiting_since,
+                self.worker_failure, self.last_frame,
+            )  # fmt: skip
+
+    def busy(self, since: float | None) -> None:
+        """The worker took a frame at ``since`` (``time.monotonic()``), or finished it (None)."""
+        with self.lock:
+            self.busy_since = since
+            if since is not None:
+                self.waiting_since = None
+
+    def _problem(self, text: str) -> None:
+        self.problems_since_report += 1
+        self.last_problem = text
+
+    def arrived(self, now: float, dropped: bool, gap: int | None) -> None:
+        """A frame reached the callback at ``now`` (``time.monotonic()``), replacing a waiting one
+        (``dropped``), after ``gap`` frames of its publisher that never arrived (None: not measurable)."""
+        with self.lock:
+            self.frames_in += 1
+            self.dropped += int(dropped)
+            self.last_frame = now
+            if self.waiting_since is None:
+                self.waiting_since = now
+            if gap is not None:
+                self.sequence_measured = True
+                self.sequence_gaps += gap
+                if gap:
+                    self._problem(f"{gap} frame(s) lost before reaching the node (publisher sequence gap)")
+
+    def rejected_frame(self, kind: str, text: str) -> None:
+        with self.lock:
+            self.rejected[kind] = self.rejected.get(kind, 0) + 1
+            self._problem(text)
+
+    def failed_frame(self, text: str) -> None:
+        with self.lock:
+            self.inference_errors += 1
+            self.errors_since_report += 1
+            self.last_problem = text
+
+    def frame_done(
+        self, published: list[str], inference_ms: float, processing_ms: float, latency_ms: float, obstacles: int | None
+    ) -> bool:
+        """Count a processed frame (``obstacles`` None: the alarm chain did not run); False when its
+        latency lies outside :data:`LATENCY_WINDOW_MS` (a bad stamp, not averaged in)."""
+        sane = LATENCY_WINDOW_MS[0] <= latency_ms <= LATENCY_WINDOW_MS[1]
+        with self.lock:
+            self.frames_out += 1
+            for name in published:
+                self.published[name] += 1
+            self.inference_ms.append(inference_ms)
+            self.processing_ms.append(processing_ms)
+            if sane:
+                self.latency_ms.append(latency_ms)
+            else:
+                self.bad_stamps += 1
+                self._problem(f"bad header stamp: node clock - stamp = {latency_ms / 1e3:.6g} s")
+            if obstacles is not None:
+                self.obstacles_last = obstacles
+                self.obstacles_total += obstacles
+                self.frames_with_obstacles += int(obstacles > 0)
+        return sane
+
+
+class SequenceGaps:
+    """Frames lost between a publisher and the node, from the publication sequence numbers."""
+
+    def __init__(self) -> None:
+        self._last: dict[bytes, int] = {}
+
+    def gap(self, info: Mapping) -> int | None:
+        """Frames this publisher sent between its previous frame and this one that never arrived
+        (0 for consecutive frames and a publisher's first frame); None when the middleware gives no
+        publication sequence numbers (``info``: the subscription's ``MessageInfo``)."""
+        seq, gid = info.get("publication_sequence_number"), info.get("publisher_gid")
+        if not seq or not gid:
+            return None
+        key = bytes(gid["data"]) if isinstance(gid, dict) else bytes(gid)
+        last = self._last.pop(key, None)
+        self._last[key] = max(seq, last or 0)  # re-inserted: the dict's order is least recently seen first
+        if len(self._last) > SEQUENCE_PUBLISHERS:
+            del self._last[next(iter(self._last))]
+        return seq - last - 1 if last is not None and seq > last else 0
+
+
+class WarningThrottle:
+    """At most one log line per ``period`` seconds per kind of warning; the rest are counted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def text(self, kind: str, text: str, now: float, period: float) -> str | None:
+        """``text`` to log now (with the count of those suppressed since), or None to stay quiet."""
+        with self._lock:
+            last, suppressed = self._last.get(kind, (-math.inf, 0))
+            if now - last < period:
+                self._last[kind] = (last, suppressed + 1)
+                return None
+            self._last[kind] = (now, 0)
+        return text + (f" ({suppressed} more like this since the last warning)" if suppressed else "")
 
 
 def counter_values(st: Stats, pending: int, rate_in: float, rate_out: float) -> dict[str, object]:
@@ -87,16 +230,10 @@ def counter_values(st: Stats, pending: int, rate_in: float, rate_out: float) -> 
     }
 
 
-def watchdog_problem(
-    now: float,
-    worker_stopped: bool,
-    failure: str,
-    busy_since: float | None,
-    waiting_since: float | None,
-    timeout: float,
-) -> str | None:
+def watchdog_problem(now: float, worker_stopped: bool, period: Period, timeout: float) -> str | None:
     """Why the worker is not producing output (None when it is running normally); times are
     ``time.monotonic()`` seconds, ``timeout`` is ``watchdog_timeout`` (s)."""
+    failure, busy_since, waiting_since = period.failure, period.busy_since, period.waiting_since
     if worker_stopped:
         return (
             f"the inference thread has stopped ({failure or 'no exception recorded'}): frames are not "
@@ -143,17 +280,10 @@ class InputSilence:
         )
 
 
-def summary(
-    stalled: str | None,
-    errors: int,
-    silence: str | None,
-    problems: int,
-    values: dict[str, object],
-    rate_in: float,
-    rate_out: float,
-    image_topic: str,
-) -> tuple[bytes, str]:
+def summary(stalled: str | None, silence: str | None, period: Period, image_topic: str) -> tuple[bytes, str]:
     """The level and message of the status: the most severe finding (see the module docstring)."""
+    errors, problems, values = period.errors, period.problems, period.values
+    rate_in, rate_out = period.rate_in, period.rate_out
     if stalled:
         return DiagnosticStatus.ERROR, stalled
     if errors:

@@ -5,25 +5,35 @@
 :func:`check_value` judges one value, :func:`check_combination` a full set; the node refuses any
 set for which either gives a reason. :func:`settings_from` turns the values into the
 run-time-changeable :class:`Settings` the worker reads.
+
+The alarm parameters (:data:`POINT_PARAMETERS`: ``score_threshold``, ``alarms.*`` but the policy,
+``persistence.*`` but the grid's radius) are declared without a value: unset, the node runs the
+model's stored operating point (``alarms.policy`` picks one, empty = its default); each one set
+overrides that part of the point (:func:`resolve_point`), and the node says so.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from pebal_core.alarms.operating_point import POLICIES_HELP, parse_policy, policy_threshold
+from pebal_core.alarms.operating_point import POLICIES_HELP, ResolvedPoint, parse_policy, resolve_operating_point
 from pebal_core.alarms.persistence import PersistenceConfig
-from pebal_core.alarms.pipeline import AlarmConfig
 from pebal_core.alarms.region import REGIONS
-from pebal_core.calibration import DEFAULT_PROBABILITY_SCALE, resolve_threshold
+from pebal_core.calibration import DEFAULT_PROBABILITY_SCALE
 from pebal_core.ground import CameraMount, GroundGrid
-from pebal_core.model_store import is_model_name, model_names
+from pebal_core.model_store import is_model_name, model_names, resolve_model
 from pebal_core.models import list_models
+from pebal_core.onnx_contract import MAX_SIDE
+from pebal_core.protocols import MAX_NETWORK_PIXELS
+from pebal_core.runtime import Predictor
+from pebal_core.visualize import OVERLAY_ALPHA
 from pebal_ros.conversions import CONVERSION_METHODS, DEFAULT_MAX_PIXELS
 from pebal_ros.obstacle_msgs import DETECTIONS_AVAILABLE
 
@@ -35,10 +45,8 @@ OUTPUTS = ALL_OUTPUTS if DETECTIONS_AVAILABLE else ALL_OUTPUTS[:-1]
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 RELIABILITY = ("best_effort", "reliable")
 _DEVICE = re.compile(r"^(cpu|(cuda|tensorrt)(:\d+)?)$")
-MAX_NETWORK_PIXELS = 1024 * 2048
-"""Default of ``max_network_pixels``: the Cityscapes frame size (1024 x 2048), the largest size the
-shipped models are trained and evaluated at; larger network inputs cost memory and time and gain
-nothing for them."""
+_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER}
+_TYPES |= {float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class ParamSpec:
 
     ``bounds`` is an inclusive ``(min, max)`` range (an IntegerRange / FloatingPointRange in the
     descriptor, enforced by rclpy); ``choices`` is a closed set of strings (enforced by the node).
+    A parameter whose ``default`` is None is declared unset, of type ``kind``.
     """
 
     name: str
@@ -55,16 +64,22 @@ class ParamSpec:
     read_only: bool = False
     bounds: tuple[float, float] | None = None
     choices: tuple[str, ...] | None = None
+    kind: type | None = None
+
+    @property
+    def value_type(self) -> type:
+        return type(self.default) if self.default is not None else self.kind
 
     def descriptor(self) -> ParameterDescriptor:
         d = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only)
+        d.type = _TYPES[self.value_type]
         if self.choices:
             d.additional_constraints = f"one of: {', '.join(self.choices)}"
         if self.bounds is not None:
             lo, hi = self.bounds
-            if isinstance(self.default, bool):
+            if self.value_type is bool:
                 raise TypeError(f"{self.name}: bounds on a bool")
-            if isinstance(self.default, int):
+            if self.value_type is int:
                 d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
             else:
                 d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
@@ -97,9 +112,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "network input height (px); 0 with input_width 0 = the model's input size, else each image's size "
         "scaled down to at most max_network_pixels",
         True,
-        (0, 8192),
+        (0, MAX_SIDE),
     ),
-    ParamSpec("input_width", 0, "network input width (px); 0 with input_height 0: see input_height", True, (0, 8192)),
+    ParamSpec(
+        "input_width", 0, "network input width (px); 0 with input_height 0: see input_height", True, (0, MAX_SIDE)
+    ),
     ParamSpec(
         "max_network_pixels",
         MAX_NETWORK_PIXELS,
@@ -111,13 +128,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("smoothing", True, "7x7 sigma-1 Gaussian smoothing of the energy score (the reference score)", True),
     ParamSpec(
         "score_threshold",
-        math.nan,
-        "anomaly threshold, an energy value (score >= threshold is anomalous); NaN = the model's stored "
-        "threshold, or -9.0 when the model has none",
+        None,
+        "anomaly threshold, an energy value (score >= threshold is anomalous); unset = the operating point's",
+        kind=float,
     ),
     *(ParamSpec(f"outputs.{name}", True, f"publish {name}") for name in ALL_OUTPUTS),
     ParamSpec("compute_only_subscribed", True, "compute an enabled output only while it has subscribers"),
-    ParamSpec("overlay_alpha", 0.55, "tint strength of anomalous pixels in anomaly_overlay", bounds=(0.0, 1.0)),
+    ParamSpec(
+        "overlay_alpha", OVERLAY_ALPHA, "tint strength of anomalous pixels in anomaly_overlay", bounds=(0.0, 1.0)
+    ),
     ParamSpec(
         "max_image_pixels",
         DEFAULT_MAX_PIXELS,
@@ -157,20 +176,56 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "alarms.policy",
         "",
-        f"operating point stored in the model ({POLICIES_HELP}); empty = the model's default "
-        "(score_threshold, when set, wins)",
+        f"operating point stored in the model to run ({POLICIES_HELP}); empty = the model's default",
     ),
-    ParamSpec("alarms.region", "drivable", "where alarms are raised: drivable area or every pixel", choices=REGIONS),
-    ParamSpec("alarms.include_sidewalk", False, "the drivable area includes sidewalk"),
-    ParamSpec("alarms.min_pixels", 20, "smallest obstacle (pixels, 8-connected)", bounds=(1, 1 << 24)),
-    ParamSpec("persistence.k", 2, "frames of the newest n that must alarm to raise an alarm", bounds=(1, 100)),
-    ParamSpec("persistence.n", 3, "window (received frames); k = n = 1 turns the filter off", bounds=(1, 100)),
-    ParamSpec("persistence.k_off", 1, "an alarm that is on stays on while k_off of n frames alarm", bounds=(1, 100)),
-    ParamSpec("persistence.radius", 4, "image motion tolerated between frames (px)", bounds=(0, 100)),
-    ParamSpec("persistence.grid_radius", 3, "ground-grid motion tolerated between frames (cells)", bounds=(0, 100)),
     ParamSpec(
-        "persistence.max_gap", 0.5, "seconds between frames after which the filters start over", bounds=(0.0, 3600.0)
+        "alarms.region",
+        None,
+        "where alarms are raised: drivable area or every pixel; unset = the operating point's",
+        choices=REGIONS,
+        kind=str,
     ),
+    ParamSpec("alarms.include_sidewalk", None, "the drivable area includes sidewalk; unset = the point's", kind=bool),
+    ParamSpec(
+        "alarms.min_pixels",
+        None,
+        "smallest obstacle (pixels of the camera image, 8-connected); unset = the operating point's, scaled "
+        "from the image size it was chosen at",
+        bounds=(1, 1 << 24),
+        kind=int,
+    ),
+    ParamSpec(
+        "persistence.k", None, "frames of the newest n that must alarm; unset = the point's", bounds=(1, 100), kind=int
+    ),
+    ParamSpec(
+        "persistence.n",
+        None,
+        "window (received frames), k = n = 1 turns the filter off; unset = the point's",
+        bounds=(1, 100),
+        kind=int,
+    ),
+    ParamSpec(
+        "persistence.k_off",
+        None,
+        "an alarm that is on stays on while k_off of n frames alarm; unset = the point's",
+        bounds=(1, 100),
+        kind=int,
+    ),
+    ParamSpec(
+        "persistence.radius",
+        None,
+        "image motion tolerated between frames (px); unset = the point's",
+        bounds=(0, 100),
+        kind=int,
+    ),
+    ParamSpec(
+        "persistence.max_gap",
+        None,
+        "seconds between frames after which the filters start over; unset = the point's",
+        bounds=(0.0, 3600.0),
+        kind=float,
+    ),
+    ParamSpec("persistence.grid_radius", 3, "ground-grid motion tolerated between frames (cells)", bounds=(0, 100)),
     ParamSpec(
         "grid.probability_scale",
         DEFAULT_PROBABILITY_SCALE,
@@ -179,6 +234,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
 )
 _SPECS = {spec.name: spec for spec in PARAMETERS}
+POINT_PARAMETERS = {
+    "score_threshold": "threshold",
+    "alarms.region": "region",
+    "alarms.include_sidewalk": "include_sidewalk",
+    "alarms.min_pixels": "min_pixels",
+    **{f"persistence.{name}": f"persistence.{name}" for name in ("k", "n", "k_off", "radius", "max_gap")},
+}
+"""Parameter -> the part of the operating point (:class:`~pebal_core.alarms.operating_point.OperatingPoint`
+field, ``persistence.<field>``) it overrides when set."""
 
 
 @dataclass(frozen=True)
@@ -187,8 +251,7 @@ class Settings:
 
     outputs: frozenset[str]
     compute_only_subscribed: bool
-    threshold: float
-    threshold_source: str
+    point: ResolvedPoint
     overlay_alpha: float
     max_image_pixels: int
     warning_throttle: float
@@ -198,7 +261,6 @@ class Settings:
     mount: CameraMount
     grid_frame: str
     probability_scale: float
-    alarms: AlarmConfig
     grid_persistence: PersistenceConfig
 
 
@@ -218,31 +280,55 @@ def mount_from(values: dict) -> CameraMount:
     )
 
 
-def alarm_config_from(values: dict) -> tuple[AlarmConfig, PersistenceConfig]:
-    """The image alarm configuration and the grid's persistence filter."""
-    persistence = PersistenceConfig(
-        values["persistence.k"],
-        values["persistence.n"],
-        values["persistence.k_off"],
-        values["persistence.radius"],
-        values["persistence.max_gap"],
+def resolve_point(values: Mapping, metadata: Mapping) -> ResolvedPoint:
+    """The operating point the node runs: the model's (``metadata``) stored point of ``alarms.policy``
+    with the parts set by :data:`POINT_PARAMETERS` overridden
+    (:func:`pebal_core.alarms.operating_point.resolve_operating_point`). Raises ``ValueError`` for
+    a policy the model does not store or a combination the point refuses (e.g. ``k > n``)."""
+    overrides: dict = {"persistence": {}}
+    for name, part in POINT_PARAMETERS.items():
+        if values.get(name) is None:
+            continue
+        if part.startswith("persistence."):
+            overrides["persistence"][part.split(".", 1)[1]] = values[name]
+        else:
+            overrides[part] = values[name]
+    return resolve_operating_point(metadata, str(values["alarms.policy"]), overrides)
+
+
+def load_predictor(values: Mapping) -> Predictor:
+    """The Predictor the parameters ask for: ``model`` (a file or a shipped model's name) with
+    ``backend``, ``device``, ``smoothing``, ``input_height`` x ``input_width`` (0: the model's
+    size) and ``max_network_pixels``."""
+    options: dict[str, object] = {"max_network_pixels": values["max_network_pixels"]}
+    if values["backend"] == "tensorrt":
+        options["engine_auto_build"] = bool(values["engine_auto_build"])
+    size = (values["input_height"], values["input_width"]) if values["input_height"] else None
+    return Predictor.from_checkpoint(
+        resolve_model(values["model"]),
+        backend=values["backend"],
+        device=values["device"],
+        input_size=size,
+        smoothing=values["smoothing"],
+        arch=values["arch"] or None,
+        **options,
     )
-    alarms = AlarmConfig(
-        region=values["alarms.region"],
-        include_sidewalk=values["alarms.include_sidewalk"],
-        min_pixels=values["alarms.min_pixels"],
-        persistence=persistence,
+
+
+def qos_profile(reliability: str) -> QoSProfile:
+    """The QoS of the node's inputs or outputs: depth 1, volatile, ``reliability`` (:data:`RELIABILITY`)."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.VOLATILE,
     )
-    grid = PersistenceConfig(
-        persistence.k, persistence.n, persistence.k_off, values["persistence.grid_radius"], persistence.max_gap
-    )
-    return alarms, grid
 
 
 def check_value(name: str, value: object) -> str | None:
-    """Why ``value`` is not acceptable for parameter ``name`` (None if it is)."""
+    """Why ``value`` is not acceptable for parameter ``name`` (None if it is; None = unset is)."""
     spec = _SPECS.get(name)
-    if spec is None:
+    if spec is None or value is None:
         return None
     if spec.choices and value not in spec.choices:
         return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
@@ -255,8 +341,8 @@ def check_value(name: str, value: object) -> str | None:
         )
     if name == "arch" and value and value not in list_models():
         return f"arch must be empty or one of {', '.join(list_models())}, got {value!r}"
-    if name == "score_threshold" and math.isinf(float(value)):
-        return "score_threshold must be a finite energy value, or NaN for the model's own threshold"
+    if name == "score_threshold" and not math.isfinite(float(value)):
+        return "score_threshold must be a finite energy value; leave it unset for the operating point's threshold"
     if name == "grid.frame_id" and not str(value).strip():
         return "grid.frame_id must name a frame (e.g. base_footprint)"
     if name == "alarms.policy" and value:
@@ -267,8 +353,9 @@ def check_value(name: str, value: object) -> str | None:
     return None
 
 
-def check_combination(values: dict) -> str | None:
-    """Why a full set of parameter values does not work together (None if it does)."""
+def check_combination(values: dict, metadata: Mapping | None = None) -> str | None:
+    """Why a full set of parameter values does not work together (None if it does); with the
+    model's ``metadata``, the operating point they resolve to is checked too."""
     if (values["input_height"] == 0) != (values["input_width"] == 0):
         return (
             "input_height and input_width must both be 0 (native size) or both positive, "
@@ -277,26 +364,21 @@ def check_combination(values: dict) -> str | None:
     try:
         grid_from(values)
         mount_from(values)
-        alarm_config_from(values)
+        if metadata is not None:
+            resolve_point(values, metadata)
     except ValueError as e:
         return str(e)
     return None
 
 
-def settings_from(values: dict, metadata: dict) -> Settings:
+def settings_from(values: dict, metadata: Mapping) -> Settings:
     """The :class:`Settings` for a full set of parameter values; ``metadata`` is the model's
-    (:attr:`pebal_core.runtime.Predictor.metadata`), which holds its threshold and operating points."""
-    policy = str(values["alarms.policy"])
-    model_threshold = policy_threshold(metadata, policy)
-    threshold, source = resolve_threshold(values["score_threshold"], model_threshold)
-    if source == "model" and policy:
-        source = f"model, policy {policy}"
-    alarms, grid_persistence = alarm_config_from(values)
+    (:attr:`pebal_core.runtime.Predictor.metadata`), which holds its operating points."""
+    point = resolve_point(values, metadata)
     return Settings(
         outputs=frozenset(name for name in OUTPUTS if values[f"outputs.{name}"]),
         compute_only_subscribed=bool(values["compute_only_subscribed"]),
-        threshold=threshold,
-        threshold_source=source,
+        point=point,
         overlay_alpha=float(values["overlay_alpha"]),
         max_image_pixels=int(values["max_image_pixels"]),
         warning_throttle=float(values["warning_throttle"]),
@@ -306,8 +388,7 @@ def settings_from(values: dict, metadata: dict) -> Settings:
         mount=mount_from(values),
         grid_frame=str(values["grid.frame_id"]),
         probability_scale=float(values["grid.probability_scale"]),
-        alarms=alarms,
-        grid_persistence=grid_persistence,
+        grid_persistence=replace(point.point.persistence, radius=values["persistence.grid_radius"]),
     )
 
 
@@ -323,5 +404,6 @@ def parameters_help() -> str:
         else:
             extra = ""
         flag = " (read-only)" if s.read_only else ""
-        rows.append(f"  {s.name:<{width}}  default {s.default!r}{extra}{flag}\n  {'':<{width}}  {s.description}")
+        default = "unset" if s.default is None else f"default {s.default!r}"
+        rows.append(f"  {s.name:<{width}}  {default}{extra}{flag}\n  {'':<{width}}  {s.description}")
     return "\n".join(rows)

@@ -5,8 +5,9 @@
   previous frame's markers (one ``DELETEALL`` in namespace :data:`MARKER_NS`), then, per obstacle
   with a ground position, a ``CUBE`` standing on the ground at the contact point (as wide as the
   obstacle's ground width, :data:`MARKER_DEPTH` deep, drawn as tall as it is wide: the height is
-  not measured) and a ``TEXT_VIEW_FACING`` label above it (distance and score). Colour: orange at
-  the threshold to red well above it (the calibrated probability), as in the overlay. Marker ids
+  not measured) and a ``TEXT_VIEW_FACING`` label above it (distance and probability). Colour:
+  orange at the threshold to red well above it (the calibrated probability of the frame's context,
+  :meth:`pebal_core.alarms.frame.FrameContext.probability`), as in the overlay. Marker ids
   are ``2 * index`` (cube) and ``2 * index + 1`` (label).
 * :func:`obstacle_detections`: ``vision_msgs/Detection2DArray`` in image coordinates (the image
   header unchanged): box centre and size in pixels, one hypothesis of class :data:`CLASS_ID` with
@@ -20,8 +21,8 @@ from rclpy.duration import Duration
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
+from pebal_core.alarms.frame import FrameContext
 from pebal_core.alarms.obstacles import Obstacle
-from pebal_core.calibration import anomaly_probability
 
 try:  # optional: not on the pip registry
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
@@ -48,17 +49,15 @@ def _color(probability: float) -> ColorRGBA:
     return ColorRGBA(r=1.0, g=float(170.0 * (1.0 - p) / 255.0), b=0.0, a=0.8)
 
 
-def obstacle_markers(
-    obstacles: list[Obstacle], header: Header, threshold: float, probability_scale: float
-) -> MarkerArray:
-    """The MarkerArray of one frame (``header``: the ground frame and the image stamp)."""
+def obstacle_markers(obstacles: list[Obstacle], header: Header, frame: FrameContext) -> MarkerArray:
+    """The MarkerArray of one frame's obstacles (``header``: the ground frame and the image stamp)."""
     clear = Marker(header=header, ns=MARKER_NS, action=Marker.DELETEALL)
     markers = [clear]
     lifetime = Duration(seconds=MARKER_LIFETIME_S).to_msg()
     for ob in obstacles:
         if ob.ground is None:
             continue
-        p = float(anomaly_probability(ob.score, threshold, probability_scale))
+        p = float(frame.probability(ob.score))
         width = max(ob.width or 0.0, MIN_MARKER_SIZE)
         cube = Marker(header=header, ns=MARKER_NS, id=2 * ob.index, type=Marker.CUBE, action=Marker.ADD)
         cube.pose.position.x = ob.ground[0] + MARKER_DEPTH / 2
@@ -82,10 +81,8 @@ def obstacle_markers(
     return MarkerArray(markers=markers)
 
 
-def obstacle_detections(
-    obstacles: list[Obstacle], header: Header, threshold: float, probability_scale: float
-) -> Detection2DArray:
-    """The Detection2DArray of one frame (``header``: the image's, unchanged)."""
+def obstacle_detections(obstacles: list[Obstacle], header: Header, frame: FrameContext) -> Detection2DArray:
+    """The Detection2DArray of one frame's obstacles (``header``: the image's, unchanged)."""
     if not DETECTIONS_AVAILABLE:
         raise RuntimeError("vision_msgs is not installed: install ros-<distro>-vision-msgs for obstacle_detections")
     out = Detection2DArray(header=header)
@@ -96,7 +93,7 @@ def obstacle_detections(
         d.bbox.size_x, d.bbox.size_y = (float(s) for s in ob.size)
         hypothesis = ObjectHypothesisWithPose()
         hypothesis.hypothesis.class_id = CLASS_ID
-        hypothesis.hypothesis.score = float(anomaly_probability(ob.score, threshold, probability_scale))
+        hypothesis.hypothesis.score = float(frame.probability(ob.score))
         d.results.append(hypothesis)
         out.detections.append(d)
     return out

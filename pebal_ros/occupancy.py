@@ -1,9 +1,9 @@
 """Anomaly score map -> ``nav_msgs/OccupancyGrid`` on the ground plane.
 
 The geometry lives in :mod:`pebal_core.ground` (image -> ground homography from the pinhole
-intrinsics, camera height and pitch; per-cell maxima) and the score -> probability map in
-:mod:`pebal_core.calibration`. This module adds the ROS parts: intrinsics from
-``sensor_msgs/CameraInfo`` and the OccupancyGrid message.
+intrinsics, camera height and pitch; per-cell maxima) and the score -> probability map in the
+frame's context (:meth:`pebal_core.alarms.frame.FrameContext.probability`). This module adds the
+ROS parts: intrinsics from ``sensor_msgs/CameraInfo`` and the OccupancyGrid message.
 
 Cell values follow the OccupancyGrid convention: ``0..100`` = ``round(100 * p)`` with ``p`` the
 calibrated anomaly probability of the most anomalous pixel that lands in the cell, ``-1`` =
@@ -24,7 +24,7 @@ from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
-from pebal_core.calibration import anomaly_probability
+from pebal_core.alarms.frame import FrameContext
 from pebal_core.ground import CameraMount, CellMaxima, GroundGrid, image_to_ground_homography, intrinsic_matrix
 
 UNKNOWN = -1
@@ -52,6 +52,19 @@ def intrinsics_from_camera_info(info: CameraInfo, image_shape: tuple[int, int] |
     return intrinsic_matrix(fx, fy, cx, cy)
 
 
+def camera_intrinsics(
+    info: CameraInfo | None, image_shape: tuple[int, int], topic: str
+) -> tuple[np.ndarray | None, str | None]:
+    """``(K, None)`` for a frame of ``image_shape`` from the latest CameraInfo of ``topic``, or
+    ``(None, why not)`` when none arrived or it carries no usable camera matrix."""
+    if info is None:
+        return None, f"anomaly_grid needs intrinsics: no CameraInfo on {topic}"
+    try:
+        return intrinsics_from_camera_info(info, image_shape), None
+    except ValueError as e:
+        return None, str(e)
+
+
 class OccupancyMapper:
     """Fills grid cells from score maps, caching the pixel -> cell lookup between frames.
 
@@ -69,20 +82,15 @@ class OccupancyMapper:
             self._key = key
         return self._cells
 
-    def values(
-        self,
-        score: np.ndarray,
-        k: np.ndarray,
-        grid: GroundGrid,
-        mount: CameraMount,
-        threshold: float,
-        probability_scale: float,
-    ) -> np.ndarray:
-        """Cell values ``int8 cells_y x cells_x`` (0..100, -1 unknown) for one score map ``H x W``."""
-        top = self.cell_maxima(k, score.shape, grid, mount).reduce(score)
+    def values(self, frame: FrameContext, grid: GroundGrid) -> np.ndarray:
+        """Cell values ``int8 cells_y x cells_x`` (0..100, -1 unknown) of one frame's score, seen with
+        its intrinsics and mount (both required)."""
+        if frame.intrinsics is None or frame.mount is None:
+            raise ValueError("the ground grid needs the frame's camera intrinsics and mount")
+        top = self.cell_maxima(frame.intrinsics, frame.shape, grid, frame.mount).reduce(frame.score)
         seen = ~np.isnan(top)
         out = np.full(top.shape, UNKNOWN, dtype=np.int8)
-        out[seen] = np.rint(100.0 * anomaly_probability(top[seen], threshold, probability_scale)).astype(np.int8)
+        out[seen] = np.rint(100.0 * frame.probability(top[seen])).astype(np.int8)
         return out
 
 

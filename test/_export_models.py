@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pebal_core.alarms.operating_point import OperatingPoint, StoredPoints
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import save_checkpoint
 from pebal_core.models.resnet import BasicBlock, Bottleneck
@@ -68,7 +69,12 @@ def realistic_model(arch: str, size: tuple[int, int] = (64, 128), seed: int = 0,
     return model
 
 
+STORED_POINT = OperatingPoint(-4.25, "fpr:0.01", min_pixels=80, image_size=(64, 128))
+"""The operating point :func:`realistic_checkpoint` stores (what exports must carry along)."""
+
+
 def realistic_checkpoint(directory: Path, arch: str, **kwargs) -> Path:
-    """:func:`realistic_model` saved in the project format, with a score threshold."""
+    """:func:`realistic_model` saved in the project format, with :data:`STORED_POINT`."""
     path = Path(directory) / f"{arch}.safetensors"
-    return save_checkpoint(realistic_model(arch, **kwargs), path, score_threshold=-4.25)
+    points = StoredPoints({STORED_POINT.policy: STORED_POINT}, STORED_POINT.policy)
+    return save_checkpoint(realistic_model(arch, **kwargs), path, **points.to_metadata())

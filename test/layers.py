@@ -52,7 +52,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     (
         "alarms",
-        "score map -> drivable region, operating points, persistence, obstacles; drawing them",
+        "score map -> drivable region, operating points, persistence, obstacles, the per-frame context; drawing them",
         ("pebal_core.alarms", "pebal_core.visualize"),
     ),
     ("data", "datasets (training, evaluation, synthetic world)", ("pebal_core.data",)),
@@ -61,7 +61,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "evaluation",
         "model + dataset -> metrics report, operating points chosen on validation data",
-        ("pebal_core.evaluate", "pebal_core.alarms.selection"),
+        ("pebal_core.evaluate", "pebal_core.operating_point_selection"),
     ),
     (
         "training",

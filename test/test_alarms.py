@@ -1,4 +1,4 @@
-"""pebal_core.alarms: region, persistence, obstacles and operating points on hand-made inputs.
+"""pebal_core.alarms: region, persistence, obstacles and the alarm chain on hand-made inputs.
 
 References are independent of the code under test: hand-drawn label maps, hand-counted
 sequences, closed-form pinhole geometry and scikit-learn's ROC curve.
@@ -10,19 +10,12 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_curve
 
+from pebal_core.alarms.frame import FrameContext
 from pebal_core.alarms.obstacles import find_obstacles
-from pebal_core.alarms.operating_point import (
-    METADATA_KEY,
-    OperatingPointSearch,
-    ValidationFrame,
-    operating_points_metadata,
-    parse_policy,
-    policy_threshold,
-)
+from pebal_core.alarms.operating_point import OperatingPoint
 from pebal_core.alarms.persistence import Persistence, PersistenceConfig
-from pebal_core.alarms.pipeline import AlarmConfig, AlarmPipeline, persist_grid
+from pebal_core.alarms.pipeline import AlarmPipeline, persist_grid
 from pebal_core.alarms.region import alarm_region, drivable_region
 from pebal_core.ground import CameraMount, image_to_ground_homography, intrinsic_matrix
 
@@ -238,89 +231,47 @@ def test_pipeline_region_persistence_and_obstacles_together():
     score = np.full(labels.shape, -12.0, np.float32)
     score[25:30, 20:26] = -3.0  # the object on the road
     score[2:8, 2:8] = -3.0  # a sign on the building: outside the region
-    pipe = AlarmPipeline(AlarmConfig(min_pixels=20))
-    first = pipe.process(labels, score, -6.0, stamp=0.0)
-    assert first.raw.sum() == 30 + 36 and not first.alarms.any() and first.obstacles == []
-    second = pipe.process(labels, score, -6.0, stamp=0.1)
+    point = OperatingPoint(-6.0, min_pixels=20)
+    pipe = AlarmPipeline()
+    first_frame = FrameContext(labels, score, point, stamp=0.0)
+    first = pipe.process(first_frame)
+    assert first_frame.mask.sum() == 30 + 36 and not first.alarms.any() and first.obstacles == []
+    second = pipe.process(FrameContext(labels, score, point, stamp=0.1))
     assert second.alarms.sum() == 30 and [o.box for o in second.obstacles] == [(20, 25, 25, 29)]
-    everywhere = AlarmPipeline(AlarmConfig(region="all", persistence=PersistenceConfig(k=1, n=1)))
-    assert len(everywhere.process(labels, score, -6.0).obstacles) == 2
+    everywhere = OperatingPoint(-6.0, region="all", persistence=PersistenceConfig(k=1, n=1))
+    assert len(AlarmPipeline().process(FrameContext(labels, score, everywhere)).obstacles) == 2
+    # a still is judged on its own: the first frame already alarms, whatever the point's persistence
+    assert AlarmPipeline(sequence=False).process(FrameContext(labels, score, point)).alarms.sum() == 30
+    # a new operating point starts the filter over: the next frame needs k frames again
+    pipe.process(
+        FrameContext(labels, score, OperatingPoint(-6.0, min_pixels=20, persistence=PersistenceConfig(3, 4)), stamp=0.2)
+    )
+    assert not pipe.process(FrameContext(labels, score, OperatingPoint(-6.0, min_pixels=20), stamp=0.3)).alarms.any()
 
 
-# ----------------------------------------------------------------------------- operating points
-def _validation(seed: int = 0) -> list[ValidationFrame]:
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(6):
-        labels = np.zeros((32, 48), np.uint8)
-        labels[10:16, 10:18] = 1  # an anomaly
-        labels[:3] = 255  # void
-        score = rng.normal(-10.0, 1.5, labels.shape).astype(np.float32)
-        score[labels == 1] += 6.0
-        region = np.zeros(labels.shape, bool)
-        region[8:, :] = True
-        frames.append(ValidationFrame(score, labels, region))
-    return frames
+def test_smallest_obstacle_scales_with_the_image_area_it_was_counted_at():
+    """A point's ``min_pixels`` counted at 40 x 60 holds a quarter as many pixels at 20 x 30 (and four
+    times as many at 80 x 120); without an image size the count is the same at every size."""
+    point = OperatingPoint(-6.0, region="all", min_pixels=20, image_size=(40, 60), persistence=PersistenceConfig(1, 1))
+    assert (point.min_pixels_at((40, 60)), point.min_pixels_at((20, 30)), point.min_pixels_at((80, 120))) == (20, 5, 80)
+    assert point.min_pixels_at((1, 1)) == 1 and OperatingPoint(-6.0, min_pixels=20).min_pixels_at((80, 120)) == 20
+    score = np.full((20, 30), -12.0, np.float32)
+    score[2:4, 2:4] = 0.0  # 4 px: below the 5 px the point asks for at this size
+    score[10:12, 10:13] = 0.0  # 6 px: kept
+    labels = np.zeros(score.shape, np.uint8)
+    found = AlarmPipeline().process(FrameContext(labels, score, point)).obstacles
+    assert [o.pixels for o in found] == [6]
 
 
-def test_tpr95_is_the_highest_threshold_with_95_percent_tpr_as_scikit_learn_finds_it():
-    frames = _validation()
-    search = OperatingPointSearch(frames)
-    point = search.choose("tpr95")
-    valid = np.concatenate([f.labels[f.labels != 255] for f in frames]) == 1
-    scores = np.concatenate([f.score[f.labels != 255] for f in frames])
-    fpr, tpr, thresholds = roc_curve(valid, scores, drop_intermediate=False)
-    i = np.flatnonzero(tpr >= 0.95)[0]
-    assert point.threshold == pytest.approx(thresholds[i])
-    assert point.tpr == pytest.approx(tpr[i]) and point.fpr == pytest.approx(fpr[i])
-
-
-def test_fpr_budget_flags_at_most_that_share_of_inlier_pixels_in_the_region():
-    frames = _validation()
-    point = OperatingPointSearch(frames).choose("fpr:0.01")
-    inlier = np.concatenate([f.score[(f.labels == 0) & f.region] for f in frames])
-    flagged = (inlier >= point.threshold).mean()
-    assert flagged <= 0.01 and point.fpr_region == pytest.approx(flagged)
-    # the lowest such threshold: the next inlier score below it would break the budget
-    below = inlier[inlier < point.threshold].max()
-    assert (inlier >= below).mean() > 0.01
-
-
-def test_false_alarm_budget_counts_components_outside_the_anomalies():
-    frames = _validation()
-    search = OperatingPointSearch(frames, min_pixels=1)
-    point = search.choose("fa:0.5")
-    assert point.false_alarms_per_frame <= 0.5
-    # hand count at that threshold
-    from scipy import ndimage
-
-    total = 0
-    for f in frames:
-        cc, n = ndimage.label((f.score >= point.threshold) & f.region & (f.labels != 255), np.ones((3, 3)))
-        total += sum(1 for c in range(1, n + 1) if not (f.labels[cc == c] == 1).any())
-    assert point.false_alarms_per_frame == pytest.approx(total / len(frames))
-    assert search.choose("fa:0").false_alarms_per_frame == 0
-
-
-def test_policies_parse_and_travel_through_the_metadata():
-    assert parse_policy("tpr95") == ("tpr", 0.95) and parse_policy("fpr:0.001") == ("fpr", 0.001)
-    assert parse_policy("fa:0.1") == ("fa", 0.1)
-    for bad in ("tpr90", "fpr:2", "fa:-1", "fa:x", ""):
-        with pytest.raises(ValueError, match="unknown alarm policy"):
-            parse_policy(bad)
-    search = OperatingPointSearch(_validation())
-    points = [search.choose(p) for p in ("tpr95", "fa:0.5")]
-    meta = operating_points_metadata(points, "fa:0.5", {"dataset": "hand-made"})
-    assert meta["score_threshold"] == points[1].threshold and meta[METADATA_KEY]["default"] == "fa:0.5"
-    assert policy_threshold(meta, "") == points[1].threshold
-    assert policy_threshold(meta, "tpr95") == points[0].threshold
-    with pytest.raises(ValueError, match="it has: tpr95, fa:0.5"):
-        policy_threshold(meta, "fpr:0.01")
-    # an ONNX export keeps the source checkpoint's metadata under checkpoint_metadata
-    onnx_like = {"score_threshold": meta["score_threshold"], "checkpoint_metadata": meta}
-    assert policy_threshold(onnx_like, "tpr95") == points[0].threshold
-    with pytest.raises(ValueError, match="not among"):
-        operating_points_metadata(points, "fpr:0.01", {})
+def test_the_ego_vehicle_never_alarms():
+    labels = _street()
+    score = np.full(labels.shape, -12.0, np.float32)
+    score[30:, 20:40] = 0.0  # the bonnet at the bottom of the frame, on the predicted road
+    ego = np.zeros(labels.shape, bool)
+    ego[34:, :] = True
+    point = OperatingPoint(-6.0, min_pixels=1, persistence=PersistenceConfig(1, 1))
+    alarms = AlarmPipeline().process(FrameContext(labels, score, point, ego_mask=ego)).alarms
+    assert alarms.sum() == 4 * 20 and not (alarms & ego).any()
 
 
 def test_frame_counts_detections_and_false_alarms_by_hand():
@@ -334,12 +285,11 @@ def test_frame_counts_detections_and_false_alarms_by_hand():
     score = np.full(labels.shape, -10.0, np.float32)
     score[4:10, 4:10] = 0.0  # overlaps the first hazard
     score[12:17, 30:39] = 0.0  # a false alarm, partly on void
-    pipe = AlarmPipeline(AlarmConfig(region="all", min_pixels=10, persistence=PersistenceConfig(k=1, n=1)))
+    point = OperatingPoint(-1.0, region="all", min_pixels=10, persistence=PersistenceConfig(k=1, n=1))
+    pipe, trainids = AlarmPipeline(), np.zeros(labels.shape, np.uint8)
     counts = ObstacleCounts(min_visible=20)
-    counts.update(pipe.process(np.zeros(labels.shape, np.uint8), score, -1.0), labels)
-    counts.update(
-        pipe.process(np.zeros(labels.shape, np.uint8), np.full(labels.shape, -10.0, np.float32), -1.0), labels
-    )
+    counts.update(pipe.process(FrameContext(trainids, score, point)), labels)
+    counts.update(pipe.process(FrameContext(trainids, np.full(labels.shape, -10.0, np.float32), point)), labels)
     s = counts.summary()
     assert (s["frames"], s["obstacles"], s["detected"], s["reported"], s["false_alarms"]) == (2, 4, 1, 2, 1)
     assert s["detection_rate"] == 0.25 and s["false_alarms_per_frame"] == 0.5

@@ -22,8 +22,8 @@ from laf_tree import make_tree
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from pebal_core.alarms.operating_point import OperatingPoint
 from pebal_core.alarms.persistence import PersistenceConfig
-from pebal_core.alarms.pipeline import AlarmConfig
 from pebal_core.data.base import DatasetError
 from pebal_core.metrics import anomaly_metrics
 from pebal_core.models import build_model
@@ -312,20 +312,26 @@ def test_alarm_counts_from_recorded_semantic_labels_and_scores(converted, tmp_pa
         expected_detected += 0 if first_after_gap else big
         previous = stamp
     assert expected_detected > 0
-    options = ScoreOptions(score_topic=TOPIC, alarm_threshold=0.0, semantic_topic=semantic, progress=False)
+    options = ScoreOptions(score_topic=TOPIC, point=OperatingPoint(0.0), semantic_topic=semantic, progress=False)
     alarms = score_bag(tmp_path / "out", [input_bag], options)["alarms"]
     assert (alarms["frames"], alarms["obstacles"], alarms["detected"]) == (6, expected_obstacles, expected_detected)
     assert alarms["false_alarms"] == 0 and alarms["reported"] == expected_detected
-    assert (alarms["region"], alarms["persistence"], alarms["min_pixels"]) == ("drivable", "2 of 3", 20)
-    # the node's own configuration is replayed: without persistence the first frame after a gap counts too
-    single = AlarmConfig(persistence=PersistenceConfig(k=1, n=1, k_off=1))
-    options = ScoreOptions(
-        score_topic=TOPIC, alarm_threshold=0.0, semantic_topic=semantic, alarms=single, progress=False
-    )
+    assert (alarms["region"], alarms["persistence"], alarms["min_pixels"]) == ("drivable", "2 of 3", [20])
+    # the node's own operating point is replayed: without persistence the first frame after a gap counts too
+    single = OperatingPoint(0.0, persistence=PersistenceConfig(k=1, n=1, k_off=1))
+    options = ScoreOptions(score_topic=TOPIC, point=single, semantic_topic=semantic, progress=False)
     report = score_bag(tmp_path / "out", [input_bag], options)
     assert report["alarms"]["detected"] == expected_obstacles > expected_detected
     assert "(drivable region, 1 of 1 frames, obstacles >= 20 px, as the node)" in format_table(report)
-    quiet = ScoreOptions(score_topic=TOPIC, alarm_threshold=100.0, semantic_topic=semantic, progress=False)
+    # a point whose smallest obstacle was counted at twice the frames' size: a quarter of it here
+    h, w = outputs[0][1].shape
+    scaled = OperatingPoint(0.0, min_pixels=80, image_size=(2 * h, 2 * w), persistence=single.persistence)
+    options = ScoreOptions(score_topic=TOPIC, point=scaled, semantic_topic=semantic, progress=False)
+    assert score_bag(tmp_path / "out", [input_bag], options)["alarms"] == report["alarms"] | {
+        "min_pixels": [20],
+        "point": scaled.to_dict(),
+    }
+    quiet = ScoreOptions(score_topic=TOPIC, point=OperatingPoint(100.0), semantic_topic=semantic, progress=False)
     report = score_bag(tmp_path / "out", [input_bag], quiet)
     assert (report["alarms"]["reported"], report["alarms"]["detected"]) == (0, 0)
     assert "false-alarm obstacles per frame over 6 frames" in format_table(report)

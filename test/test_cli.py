@@ -6,9 +6,12 @@ import sys
 import numpy as np
 import pytest
 
+from pebal_core.alarms.obstacles import DEFAULT_MIN_PIXELS
+from pebal_core.alarms.operating_point import OperatingPoint, StoredPoints
 from pebal_core.images import read_label, read_rgb, write_rgb
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import save_checkpoint
+from pebal_core.visualize import OVERLAY_ALPHA
 
 
 def run(*args, check=True):
@@ -26,21 +29,34 @@ def test_help_lists_subcommands():
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
+    """A tiny model whose stored operating point alarms everywhere (every score is >= -1e9, every
+    pixel is in the region ``all``)."""
     path = tmp_path_factory.mktemp("m") / "r18.safetensors"
-    return save_checkpoint(build_model("resnet18", width=0.25), path, score_threshold=-1e9)
+    point = OperatingPoint(-1e9, "hand-set", region="all", min_pixels=1)
+    return save_checkpoint(build_model("resnet18", width=0.25), path, **StoredPoints({"x": point}, "x").to_metadata())
 
 
-def test_predict_writes_labels_score_and_overlay(tmp_path, model_file):
+def test_predict_writes_labels_score_and_the_alarm_overlay(tmp_path, model_file):
     rgb = np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)
     write_rgb(tmp_path / "img.png", rgb)
-    run("predict", str(tmp_path / "img.png"), "--model", str(model_file), "--out", str(tmp_path / "out"))
+    out = run("predict", str(tmp_path / "img.png"), "--model", str(model_file), "--out", str(tmp_path / "out"))
+    assert "operating point: threshold -1e+09 (hand-set), region every pixel" in out.stdout
+    assert "1 obstacle(s)" in out.stdout  # the whole frame is one alarm component
     labels = read_label(tmp_path / "out" / "img_labels.png")
     score = np.load(tmp_path / "out" / "img_score.npy")
     assert labels.shape == (48, 80) and labels.max() <= 18
     assert score.shape == (48, 80) and score.dtype == np.float32
     assert read_rgb(tmp_path / "out" / "img_color.png").shape == (48, 80, 3)
     overlay = read_rgb(tmp_path / "out" / "img_overlay.png")
-    assert (overlay != rgb).any(), "threshold -1e9 marks every pixel anomalous, so every pixel is tinted"
+    # inside the obstacle's outline every pixel is an alarm far above the threshold (probability 1):
+    # the image blended towards pure red by the overlay's alpha
+    blend = rgb.astype(np.float64) * (1 - OVERLAY_ALPHA) + np.array([255.0, 0.0, 0.0]) * OVERLAY_ALPHA
+    assert np.abs(overlay[3:-3, 3:-3] - blend[3:-3, 3:-3]).max() <= 0.5 + 1e-3
+    # an explicit threshold overrides the stored one, and says so: above every score, nothing alarms
+    out = run("predict", str(tmp_path / "img.png"), "--model", str(model_file), "--threshold", "1e9",
+              "--out", str(tmp_path / "quiet"))  # fmt: skip
+    assert "threshold overridden" in out.stdout and "0 obstacle(s)" in out.stdout
+    np.testing.assert_array_equal(read_rgb(tmp_path / "quiet" / "img_overlay.png"), rgb)
 
 
 def test_checkpoint_info_and_convert(tmp_path, model_file):
@@ -74,8 +90,13 @@ def test_threshold_writes_operating_points_into_a_copy(tmp_path, model_file):
     assert "| fpr:0.05 (default) |" in text and "| tpr95 |" in text
     meta = read_checkpoint(out).metadata
     points = meta["alarm_operating_points"]
-    assert points["default"] == "fpr:0.05" and meta["score_threshold"] == points["points"]["fpr:0.05"]["threshold"]
-    assert meta["score_threshold_source"]["policy"] == "fpr:0.05" and points["source"]["region"] == "all"
+    stored = StoredPoints.from_metadata(meta)
+    assert stored.default == "fpr:0.05" and "score_threshold" not in meta
+    # every point carries the settings it was chosen with: the region asked for, obstacles of the
+    # default size counted at the validation images' size
+    assert {p.region for p in stored.points.values()} == {"all"} and stored.source["dataset"] == "synthetic"
+    sizes = {p.image_size for p in stored.points.values()}
+    assert len(sizes) == 1 and None not in sizes and stored.points["fpr:0.05"].min_pixels == DEFAULT_MIN_PIXELS
     # the 95 %-TPR point, recomputed with the deployed predictor and scikit-learn
     predictor = Predictor.from_checkpoint(model_file)
     data = build_anomaly_dataset("synthetic", world, split="LostAndFound")

@@ -105,10 +105,11 @@ def test_demo_round_trip(ros_env, tmp_path):
     assert report["latency_ms"]["n"] >= 1 and report["latency_ms"]["p50"] > 0
     assert report["throughput"]["output_fps"] > 0
     assert int(report["node_diagnostics"]["frames_out"]) == len(recorded)
-    # obstacle-level counts at the threshold the node reported (the tiny model carries none: -9.0),
-    # over the frames whose score and semantic labels were both recorded
+    # obstacle-level counts at the operating point the node ran (the tiny model stores none: -9.0 and
+    # the default settings, as the node reported too), over the frames whose score and semantic
+    # labels were both recorded
     alarms = report["alarms"]
-    assert alarms["threshold"] == -9.0 and report["node_diagnostics"]["score_threshold"].startswith("-9 ")
+    assert alarms["threshold"] == -9.0 and report["node_diagnostics"]["score_threshold"] == "-9"
     assert 1 <= alarms["frames"] <= len(recorded) and alarms["detected"] <= alarms["obstacles"]
     assert alarms["false_alarms"] <= alarms["reported"]
 
@@ -153,23 +154,31 @@ def test_demo_reports_a_missing_model_in_one_line(tmp_path):
     assert "Traceback" not in run.stderr
 
 
-def test_node_params_set_the_alarm_configuration_the_recording_is_scored_with():
-    """``--node-param`` values reach the scorer's alarm replay as the node reads them; names the node
-    does not declare and values it refuses stop the demo before anything starts."""
-    from pebal_core.alarms.pipeline import AlarmConfig
-    from pebal_ros.demo import node_alarm_config
+def test_node_params_set_the_operating_point_the_recording_is_scored_with():
+    """The demo resolves the operating point from the model and the ``--node-param`` values as the
+    node does: unset, the model's stored point; names the node does not declare and values or
+    combinations it refuses stop the demo before anything starts."""
+    from pebal_core.alarms.operating_point import StoredPoints
+    from pebal_core.model_store import model_path
+    from pebal_core.models.checkpoint import read_checkpoint
+    from pebal_ros.demo import node_operating_point
 
-    default = node_alarm_config([])
-    assert default == AlarmConfig()  # the node's parameter defaults are the pipeline's defaults
-    c = node_alarm_config(["persistence.k:=1", "persistence.n:=1", "alarms.min_pixels:=320", "alarms.region:=all"])
-    assert (c.persistence.k, c.persistence.n, c.min_pixels, c.region) == (1, 1, 320, "all")
-    assert c.persistence.radius == default.persistence.radius and c.include_sidewalk == default.include_sidewalk
+    meta = read_checkpoint(model_path("default")).metadata
+    stored = StoredPoints.from_metadata(meta)
+    default = node_operating_point(meta, [])
+    assert default.point == stored.points[stored.default] and default.overridden == ()
+    single = node_operating_point(meta, ["persistence.k:=1", "persistence.n:=1", "alarms.region:=all"])
+    assert (single.point.persistence.k, single.point.persistence.n, single.point.region) == (1, 1, "all")
+    assert single.overridden == ("region", "persistence") and single.point.min_pixels == default.point.min_pixels
+    assert single.point.persistence.radius == default.point.persistence.radius
     with pytest.raises(ValueError, match="no_such_param"):
-        node_alarm_config(["no_such_param:=1"])
+        node_operating_point(meta, ["no_such_param:=1"])
     with pytest.raises(ValueError, match="alarms.region"):
-        node_alarm_config(["alarms.region:=everywhere"])
+        node_operating_point(meta, ["alarms.region:=everywhere"])
     with pytest.raises(ValueError, match="NAME:=VALUE"):
-        node_alarm_config(["persistence.k=1"])
+        node_operating_point(meta, ["persistence.k=1"])
+    with pytest.raises(ValueError, match="k <= n"):
+        node_operating_point(meta, ["persistence.k:=5"])
 
 
 # pebal_node's main takes sys.argv as rclpy does (program name first); the others argv[1:]

@@ -12,6 +12,7 @@ from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from tiny_trees import make_anomaly_pairs
 
+from pebal_core.alarms.operating_point import StoredPoints
 from pebal_core.data.anomaly_sets import build_anomaly_dataset
 from pebal_core.evaluate import EvalOptions, evaluate
 from pebal_core.images import read_label, read_rgb, write_label, write_rgb
@@ -92,9 +93,9 @@ def test_pebal_eval_writes_table_json_plots_and_matches_sklearn(tmp_path, fs_roo
     threshold = report["score_threshold"]
     flagged = scores["pebal"] >= threshold["score"]
     assert threshold["tpr"] == pytest.approx((flagged & (y == 1)).sum() / (y == 1).sum()) and threshold["tpr"] >= 0.95
-    assert Predictor.from_checkpoint(thr_ckpt).score_threshold == pytest.approx(threshold["score"])
-    meta = read_checkpoint(thr_ckpt).metadata
-    assert meta["score_threshold_source"]["dataset"] == "fs_lost_and_found" and meta["arch"] == "resnet18"
+    stored = StoredPoints.from_metadata(Predictor.from_checkpoint(thr_ckpt).metadata)
+    assert stored.points[stored.default].threshold == pytest.approx(threshold["score"])
+    assert stored.source["dataset"] == "fs_lost_and_found" and read_checkpoint(thr_ckpt).metadata["arch"] == "resnet18"
     comp = report["components"]
     assert (
         comp["segsize"] == 500

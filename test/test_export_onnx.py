@@ -11,8 +11,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from _export_models import camera_like, realistic_checkpoint
+from _export_models import STORED_POINT, camera_like, realistic_checkpoint
 
+from pebal_core.alarms.operating_point import resolve_operating_point
 from pebal_core.export.onnx import ExportError, export_onnx, read_metadata
 from pebal_core.models import list_models
 from pebal_core.models.checkpoint import load_model
@@ -101,13 +102,14 @@ def test_metadata_props_describe_the_model(tmp_path, checkpoints):
     assert json.loads(props["arch_kwargs"]) == {"width": 0.25}
     assert props["input_size"] == "64x128"
     assert json.loads(props["normalization"]) == model.normalization.to_dict()
-    assert json.loads(props["score_threshold"]) == -4.25
+    assert "score_threshold" not in props  # the operating points travel once, in checkpoint_metadata
     assert props["pebal_version"] == __version__
     assert props["source_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert json.loads(props["outputs"]) == ["labels", "score"]
     assert json.loads(props["smoothing"]) is True
     meta = read_metadata(path)
-    assert meta["input_size"] == SIZE and meta["score_threshold"] == -4.25 and meta["arch"] == "resnet18"
+    assert meta["input_size"] == SIZE and meta["arch"] == "resnet18"
+    assert resolve_operating_point(meta).point == STORED_POINT  # threshold and settings, as the checkpoint's
 
 
 def test_unsmoothed_score_and_logits_output(tmp_path, checkpoints):

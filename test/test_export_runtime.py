@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import onnxruntime as ort
 import pytest
-from _export_models import camera_like, realistic_checkpoint
+from _export_models import STORED_POINT, camera_like, realistic_checkpoint
 
+from pebal_core.alarms.operating_point import resolve_operating_point
 from pebal_core.export.onnx import export_onnx
 from pebal_core.images import read_label, write_rgb
 from pebal_core.runtime import BackendError, Predictor
@@ -73,7 +74,7 @@ def test_fixed_onnx_predictor_resizes_to_the_model_size(checkpoint, fixed_onnx):
 
 def test_metadata_threshold_and_model_id_come_from_the_onnx_file(checkpoint, fixed_onnx):
     pred = Predictor.from_checkpoint(fixed_onnx, backend="onnxruntime")
-    assert pred.score_threshold == -4.25
+    assert resolve_operating_point(pred.metadata).point == STORED_POINT
     assert pred.metadata["arch"] == "resnet18" and pred.metadata["arch_kwargs"] == {"width": 0.25}
     assert pred.metadata["source_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     onnx_sha = hashlib.sha256(fixed_onnx.read_bytes()).hexdigest()
@@ -174,7 +175,8 @@ def test_onnxruntime_backend_reads_metadata_without_onnx_or_the_exporter(fixed_o
         "import sys; from pebal_core.runtime import Predictor;"
         f"p = Predictor.from_checkpoint({str(fixed_onnx)!r}, backend='onnxruntime');"
         "mods = sorted(m for m in ('onnx', 'pebal_core.export.onnx') if m in sys.modules);"
-        "print(p.input_size, p.score_threshold, mods)"
+        "from pebal_core.alarms.operating_point import resolve_operating_point;"
+        "print(p.input_size, resolve_operating_point(p.metadata).point.threshold, mods)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"{SIZE} -4.25 []"

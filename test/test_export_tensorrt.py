@@ -19,8 +19,9 @@ from pathlib import Path
 import _fake_tensorrt
 import numpy as np
 import pytest
-from _export_models import camera_like, realistic_checkpoint
+from _export_models import STORED_POINT, camera_like, realistic_checkpoint
 
+from pebal_core.alarms.operating_point import resolve_operating_point
 from pebal_core.export.onnx import export_onnx, read_metadata
 from pebal_core.export.tensorrt import (
     DeviceEnv,
@@ -406,7 +407,7 @@ def test_tensorrt_backend_matches_torch(tmp_path, precision):
     rgb = np.ascontiguousarray(camera_like(*SIZE, seed=9)[0].transpose(1, 2, 0))
     labels, score = trt_pred.predict(rgb)
     ref_labels, ref_score = torch_pred.predict(rgb)
-    assert trt_pred.score_threshold == -4.25
+    assert resolve_operating_point(trt_pred.metadata).point == STORED_POINT
     if precision == "fp32":
         assert (labels == ref_labels).mean() >= 0.999 and np.abs(score - ref_score).max() <= 1e-3
     else:

@@ -16,11 +16,13 @@ from sklearn.metrics import average_precision_score
 from tiny_trees import make_anomaly_pairs
 
 from pebal_core import cli
+from pebal_core.alarms.operating_point import resolve_operating_point
 from pebal_core.data.anomaly_sets import build_anomaly_dataset
-from pebal_core.evaluate import EvalOptions, predictor_for, run_evaluation, save_with_threshold, score_item
+from pebal_core.evaluate import EvalOptions, predictor_for, run_evaluation, score_item
 from pebal_core.images import read_label, read_rgb
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+from pebal_core.operating_point_selection import eval_points, write_operating_points
 from pebal_core.runtime import Predictor
 
 SIZE = (60, 90)
@@ -93,7 +95,8 @@ def test_pebal_eval_threshold_and_ap_come_from_predictor_scores(tmp_path, fs_roo
     # the threshold's size is recorded; the node's Predictor and a later eval use it by default
     assert read_checkpoint(thr).metadata["input_size"] == [40, 56]
     deployed = Predictor.from_checkpoint(thr)
-    assert deployed.input_size == (40, 56) and deployed.score_threshold == report["score_threshold"]["score"]
+    point = resolve_operating_point(deployed.metadata).point
+    assert deployed.input_size == (40, 56) and point.threshold == report["score_threshold"]["score"]
     again = tmp_path / "again"
     assert cli.main(["eval", "--model", str(thr), *args[3:7], "--methods", "pebal", "--no-plots", "--no-progress",
                      "--out", str(again)]) == 0  # fmt: skip
@@ -106,12 +109,14 @@ def test_threshold_records_the_one_network_size_or_none(tmp_path, fs_root, model
     options = EvalOptions(methods=("pebal",), progress=False)
     report = run_evaluation(model_file, "fs_static", fs_root, options)
     assert report["input_size"] is None and report["network_sizes"] == [list(SIZE)]
-    assert read_checkpoint(save_with_threshold(model_file, tmp_path / "a.pt", report)).metadata["input_size"] == [*SIZE]
+    written = write_operating_points(model_file, tmp_path / "a.pt", *eval_points(report))
+    assert read_checkpoint(written).metadata["input_size"] == [*SIZE]
 
     mixed = tmp_path / "mixed" / "Static"
     make_anomaly_pairs(mixed / "original", mixed / "labels", SIZE, [(10, 12, 13, 19)], 1, name="a{}")
     make_anomaly_pairs(mixed / "original", mixed / "labels", (48, 64), [(8, 8, 10, 12)], 2, name="b{}")
     report = run_evaluation(model_file, "fs_static", mixed.parent, options)
     assert report["network_sizes"] == [[48, 64], list(SIZE)]
-    assert "input_size" not in read_checkpoint(save_with_threshold(model_file, tmp_path / "b.pt", report)).metadata
+    written = write_operating_points(model_file, tmp_path / "b.pt", *eval_points(report))
+    assert "input_size" not in read_checkpoint(written).metadata
     assert Predictor.from_checkpoint(tmp_path / "b.pt").input_size is None

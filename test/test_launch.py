@@ -34,6 +34,7 @@ from pebal_core.models import build_model
 from pebal_core.models.checkpoint import save_checkpoint
 from pebal_core.runtime import Predictor
 from pebal_ros.node import OUTPUTS, PARAMETERS
+from pebal_ros.node_parameters import POINT_PARAMETERS
 
 LAUNCH_ARGUMENTS = {
     "namespace",
@@ -237,8 +238,12 @@ def test_parameter_file_matches_the_declared_parameters():
     doc = yaml.safe_load((ROOT / "config" / "pebal.yaml").read_text())
     values = _flatten(doc["/**"]["ros__parameters"])
     specs = {s.name: s for s in PARAMETERS}
-    # every declared parameter is in the file, except score_threshold (unset = the model's threshold)
-    assert set(values) == set(specs) - {"score_threshold"}
+    # every declared parameter is in the file, except those left unset so that the model's operating
+    # point holds as it was chosen; the file shows each of them commented out
+    assert set(values) == set(specs) - set(POINT_PARAMETERS)
+    text = (ROOT / "config" / "pebal.yaml").read_text()
+    for name in POINT_PARAMETERS:
+        assert specs[name].default is None and f"# {name.rsplit('.', 1)[-1]}:" in text, name
     for name, value in values.items():
         spec = specs[name]
         assert type(value) is type(spec.default), (name, value)

@@ -27,3 +27,26 @@ def test_architecture_doc_shows_the_current_layers():
     text = (ROOT / "docs" / "architecture.md").read_text()
     section = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
     assert section == markdown(), "regenerate with: .venv/bin/python test/layers.py docs/architecture.md"
+
+
+def test_architecture_prose_names_only_what_exists():
+    """Every ``pebal_core...`` / ``pebal_ros...`` name in the prose of docs/architecture.md (the layer
+    section aside) is a module, or an attribute of one, that exists: the prose follows the code."""
+    import importlib
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    prose = text.split(BEGIN, 1)[0] + text.split(END, 1)[1]
+    names = set(re.findall(r"`((?:pebal_core|pebal_ros)(?:\.\w+)+)`", prose))
+    assert len(names) > 20
+    for name in sorted(names):
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):  # the longest importable prefix, then attributes
+            try:
+                obj = importlib.import_module(".".join(parts[:cut]))
+            except ModuleNotFoundError:
+                continue
+            for attr in parts[cut:]:
+                assert hasattr(obj, attr), f"docs/architecture.md names {name}, which does not exist"
+                obj = getattr(obj, attr)
+            break

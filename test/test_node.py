@@ -32,12 +32,16 @@ from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import CompressedImage, Image
 
 from pebal_core import runtime
+from pebal_core.alarms.frame import FrameContext
+from pebal_core.alarms.operating_point import OperatingPoint, StoredPoints
 from pebal_core.alarms.pipeline import AlarmPipeline
-from pebal_core.ground import CameraMount, GroundGrid, image_to_ground_homography, intrinsic_matrix
+from pebal_core.ground import CameraMount, GroundGrid, intrinsic_matrix
 from pebal_core.labels import PALETTE
-from pebal_core.runtime import TorchBackend
+from pebal_core.operating_point_selection import write_operating_points
+from pebal_core.runtime import Predictor, TorchBackend
 from pebal_core.visualize import alarm_overlay
-from pebal_ros.node import IMAGE_OUTPUTS, OUTPUTS, PebalNode
+from pebal_ros.node import OUTPUTS, PebalNode
+from pebal_ros.node_parameters import IMAGE_OUTPUTS
 from pebal_ros.occupancy import OccupancyMapper
 
 pytestmark = pytest.mark.ros
@@ -111,17 +115,16 @@ def test_every_output_matches_the_predictor_and_keeps_the_header(ros_env, predic
         np.testing.assert_array_equal(as_array(out["anomaly_mask"]), np.where(mask, 255, 0))
         k = intrinsic_matrix(FX, FY, (W - 1) / 2, (H - 1) / 2)
         mount = CameraMount(1.5, 0.2)
-        alarms = AlarmPipeline().process(
-            labels, score, threshold, stamp.sec + stamp.nanosec * 1e-9, image_to_ground_homography(k, mount), mount
-        )
-        overlay = alarm_overlay(rgb, alarms, score, 1.0, 0.4)
+        # the tiny model stores no operating point: the default settings at the threshold set
+        frame = FrameContext(labels, score, OperatingPoint(threshold), rgb, stamp.sec + stamp.nanosec * 1e-9, k, mount)
+        overlay = alarm_overlay(frame, AlarmPipeline().process(frame), 0.4)
         np.testing.assert_array_equal(as_array(out["anomaly_overlay"]), overlay)
 
         grid = out["anomaly_grid"]
         assert grid.header.frame_id == "base_link" and grid.header.stamp == stamp
         assert (grid.info.width, grid.info.height, grid.info.resolution) == (30, 20, 1.0)
         assert (grid.info.origin.position.x, grid.info.origin.position.y) == (-2.0, -10.0)
-        expected = OccupancyMapper().values(score, k, GroundGrid(1.0, 30, 20, -2.0, -10.0), mount, threshold, 1.0)
+        expected = OccupancyMapper().values(frame, GroundGrid(1.0, 30, 20, -2.0, -10.0))
         assert (expected >= 50).any()
         expected[expected >= 50] = 49  # the first frame: no alarm cell has persistence yet (2 of 3 frames)
         np.testing.assert_array_equal(np.array(grid.data, dtype=np.int8).reshape(20, 30), expected)
@@ -277,9 +280,38 @@ def test_parameters_validated_at_set_time_and_applied(ros_env, predictor, rgb, r
         assert out["anomaly_grid"].info.width == 15 and out["anomaly_grid"].info.resolution == 2.0
         values = probe.wait_diag(lambda v: v["frames_out"] == "1")
         assert values["published_semantic"] == "0" and values["published_semantic_color"] == "1"
-        assert values["score_threshold"].endswith("(parameter)")
+        assert values["score_threshold"] == "-1e+09" and values["operating_point"].endswith("(default)")
         time.sleep(0.3)
         assert probe.outputs_with_stamp(stamp)["semantic"] is None
+
+
+def test_the_models_operating_point_runs_and_an_override_is_said(ros_env, checkpoint, reference, tmp_path):
+    """A model that stores an operating point: unset parameters run it as stored; a parameter set to
+    another value overrides that part, and the log and /diagnostics say that the stored point no
+    longer applies as chosen; set back to the stored value, the override is gone."""
+    threshold = reference[2]
+    stored = OperatingPoint(threshold, "fa:0.1", region="all", min_pixels=6, image_size=(2 * H, 2 * W))
+    points = StoredPoints({"fa:0.1": stored}, "fa:0.1")
+    model = Predictor.from_checkpoint(write_operating_points(checkpoint, tmp_path / "m.safetensors", points, None))
+    with RosSession() as session:
+        node = _start(session, model)
+        probe = Probe(session)
+        _connected(probe, node)
+        values = probe.wait_diag(lambda v: True)
+        assert values["operating_point_overrides"] == "none" and values["operating_point"].endswith("(model)")
+        assert node._settings.point.point == stored and values["score_threshold"] == f"{threshold:.6g}"
+        node.set_parameters([Parameter("alarms.min_pixels", value=3)])
+        values = probe.wait_diag(lambda v: v["operating_point_overrides"] == "min_pixels", what="the override")
+        assert values["operating_point"].endswith("(model, overridden)") and ">= 3 px" in values["operating_point"]
+        probe.wait(
+            lambda: any("min_pixels overridden" in log.msg and "no longer applies" in log.msg for log in probe.logs),
+            10.0,
+            "the override's warning",
+        )
+        # the stored count, 6 px at twice this size, means 2 px here (6 / 4, rounded): setting it back
+        node.set_parameters([Parameter("alarms.min_pixels", value=6)])
+        values = probe.wait_diag(lambda v: v["operating_point_overrides"] == "none", what="no override")
+        assert node._settings.point.point == stored and stored.min_pixels_at((H, W)) == 2
 
 
 def test_outputs_computed_only_for_subscribers(ros_env, predictor, rgb):

@@ -24,8 +24,10 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 from std_msgs.msg import Empty
 
+from pebal_core.protocols import bounded_size
 from pebal_core.runtime import Predictor
-from pebal_ros.node import LATENCY_WINDOW_MS, PebalNode, network_size
+from pebal_ros.node import PebalNode
+from pebal_ros.node_diagnostics import LATENCY_WINDOW_MS
 
 pytestmark = pytest.mark.ros
 
@@ -188,7 +190,7 @@ def test_a_hung_worker_is_reported_by_the_watchdog(ros_env, predictor, rgb):
 def test_a_worker_that_stops_taking_frames_is_reported_by_the_watchdog(ros_env, predictor, rgb):
     """The worker thread stays alive but waits on a mailbox nobody fills (the callbacks are handed
     a new one): frames keep arriving and none is processed, which the watchdog reports."""
-    from pebal_ros.node import LatestFrame
+    from pebal_ros.mailbox import LatestFrame
 
     with RosSession() as session:
         node, probe = _start(session, predictor, watchdog_timeout=0.5)
@@ -257,25 +259,25 @@ def test_silence_while_the_camera_topic_has_a_publisher_warns(ros_env, predictor
         assert probe.wait_diag(lambda v: True)["_level"] == OK
 
 
-def test_network_runs_at_most_max_network_pixels(ros_env, predictor, rgb):
-    """No input size anywhere: a frame above max_network_pixels runs at the frame's size scaled by
-    one factor, sides rounded down (48 x 64 with 1024 pixels: sqrt(1024 / 3072) = 0.577, so
-    27.7 x 36.95 -> 27 x 36), and the outputs come back at the frame's size."""
+def test_network_runs_at_most_max_network_pixels(ros_env, checkpoint, predictor, rgb):
+    """The node loads its model with ``max_network_pixels``, and the Predictor sizes each frame: no
+    input size anywhere, so a frame above the bound runs at the frame's size scaled by one factor,
+    sides rounded down (48 x 64 with 1024 pixels: sqrt(1024 / 3072) = 0.577, so 27.7 x 36.95 ->
+    27 x 36), and the outputs come back at the frame's size."""
     assert predictor.input_size is None
-    assert network_size(H, W, 1024) == (27, 36)
-    assert network_size(H, W, H * W) == (H, W)
+    assert bounded_size(H, W, 1024) == (27, 36) and bounded_size(H, W, H * W) == (H, W)
     with RosSession() as session:
-        node, probe = _start(session, predictor, max_network_pixels=1024)
+        node, probe = _start(session, None, model=str(checkpoint), max_network_pixels=1024)
         values = probe.wait_diag(lambda v: True)
         assert values["input_size"] == "each frame's size, at most 1024 pixels"
+        assert node.predictor.network_size((H, W)) == (27, 36)
         stamp = probe.now()
         probe.image_pub.publish(image_msg(rgb, stamp))
         got = as_array(probe.wait_outputs(stamp)["semantic"])
-        expected = Predictor(predictor.backend, network_size(H, W, 1024)).predict(rgb)[0]
+        expected = Predictor(predictor.backend, (27, 36)).predict(rgb)[0]
         assert got.shape == (H, W)
         np.testing.assert_array_equal(got, expected)
         assert not np.array_equal(expected, predictor.predict(rgb)[0])  # the bound changed the input
-        assert predictor.input_size is None  # the shared predictor itself is untouched
 
 
 def test_model_input_size_is_used_and_reported(ros_env, predictor, rgb):

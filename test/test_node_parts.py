@@ -1,4 +1,5 @@
-"""The node's pieces that need no DDS: the newest-frame mailbox, parameter checks, output images."""
+"""The node's pieces that need no DDS: the newest-frame mailbox, parameter checks, network sizes,
+output images."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ import pytest
 from conftest import ROOT
 from rcl_interfaces.msg import ParameterDescriptor
 
+from pebal_core.alarms.operating_point import OperatingPoint, StoredPoints
 from pebal_core.labels import LABELS, PALETTE, colorize
+from pebal_core.onnx_contract import MAX_SIDE
+from pebal_core.protocols import bounded_size
 from pebal_core.visualize import overlay
-from pebal_ros.node import LatestFrame, network_size, stamp_latency_ms
-from pebal_ros.node_parameters import OUTPUTS, PARAMETERS, check_combination, check_value
+from pebal_ros.mailbox import LatestFrame
+from pebal_ros.node_diagnostics import stamp_latency_ms
+from pebal_ros.node_parameters import OUTPUTS, PARAMETERS, check_combination, check_value, resolve_point
 
 
 def test_latest_frame_keeps_only_the_newest():
@@ -62,12 +67,27 @@ def test_value_checks_give_reasons():
     assert check_value("device", "cuda:1") is None and check_value("device", "tensorrt:0") is None
     assert "cpu, cuda, cuda:N" in check_value("device", "gpu0")
     assert "does not exist" in check_value("model", "/no/such/model.safetensors")
-    assert check_value("score_threshold", math.nan) is None and check_value("score_threshold", -7.5) is None
-    assert "finite" in check_value("score_threshold", -math.inf)
+    assert check_value("score_threshold", None) is None and check_value("score_threshold", -7.5) is None
+    assert "finite" in check_value("score_threshold", -math.inf) and "unset" in check_value("score_threshold", math.nan)
     values = {s.name: s.default for s in PARAMETERS}
-    assert check_combination(values) is None
+    assert check_combination(values) is None and check_combination(values, {}) is None
     assert "both be 0" in check_combination(values | {"input_height": 512})
     assert "exceeds" in check_combination(values | {"grid.resolution": 0.01, "grid.size_x": 1000.0})
+    # with the model's metadata the operating point the values resolve to is checked too
+    assert "k <= n" in check_combination(values | {"persistence.k": 4}, {})
+    assert "no operating point 'tpr95'" in check_combination(values | {"alarms.policy": "tpr95"}, {})
+
+
+def test_unset_alarm_parameters_run_the_models_point_and_set_ones_override_it():
+    stored = OperatingPoint(-4.8, "fpr:0.01", min_pixels=320, image_size=(1024, 2048))
+    meta = StoredPoints({"fpr:0.01": stored}, "fpr:0.01").to_metadata()
+    values = {s.name: s.default for s in PARAMETERS}
+    assert all(values[name] is None for name in ("score_threshold", "alarms.min_pixels", "persistence.k"))
+    assert resolve_point(values, meta).point == stored
+    resolved = resolve_point(values | {"alarms.min_pixels": 20, "persistence.k": 1, "persistence.n": 1}, meta)
+    assert resolved.overridden == ("min_pixels", "persistence")
+    assert (resolved.point.min_pixels, resolved.point.persistence.k, resolved.point.persistence.n) == (20, 1, 1)
+    assert resolved.point.threshold == -4.8 and resolved.point.region == "drivable"
 
 
 def test_colorize_matches_the_label_table():
@@ -111,14 +131,16 @@ def test_node_docs_document_every_parameter_and_topic():
         assert f"| `{topic}` |" in section, topic
 
 
-def test_network_size_keeps_the_aspect_and_the_bound():
+def test_network_size_keeps_the_aspect_and_the_bounds():
     # a 12 MP 4:3 camera at the 1024 x 2048 bound: scale sqrt(2097152 / 12582912) = 0.408,
     # 3072 x 4096 -> 1254.1 x 1672.2 -> 1254 x 1672
-    assert network_size(3072, 4096, 1024 * 2048) == (1254, 1672)
-    assert network_size(1024, 2048, 1024 * 2048) == (1024, 2048)  # at the bound: unchanged
-    assert network_size(10, 10, 1) == (1, 1)
+    assert bounded_size(3072, 4096, 1024 * 2048) == (1254, 1672)
+    assert bounded_size(1024, 2048, 1024 * 2048) == (1024, 2048)  # at the bound: unchanged
+    assert bounded_size(10, 10, 1) == (1, 1)
+    # a panorama within the pixel bound but wider than a dynamic export takes: the side bound, 8192 / 20000
+    assert MAX_SIDE == 8192 and bounded_size(100, 20000, 1 << 26) == (40, 8192)
     for h, w, bound in [(3000, 4000, 10_000), (1080, 1920, 500_000), (7, 5000, 4096), (4097, 3, 1024)]:
-        nh, nw = network_size(h, w, bound)
+        nh, nw = bounded_size(h, w, bound)
         assert nh * nw <= bound and nh >= 1 and nw >= 1
         assert (nh + 1) * (nw + 1) > bound  # no larger size of one scale factor fits
         if min(nh, nw) > 10:

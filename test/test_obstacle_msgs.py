@@ -17,7 +17,9 @@ from scipy import ndimage
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
+from pebal_core.alarms.frame import FrameContext
 from pebal_core.alarms.obstacles import Obstacle
+from pebal_core.alarms.operating_point import OperatingPoint
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import save_checkpoint
 from pebal_core.runtime import Predictor
@@ -50,11 +52,16 @@ def _obstacle(index: int, ground, width=0.8, score=-2.0) -> Obstacle:
     )
 
 
+def _frame(threshold: float) -> FrameContext:
+    """A frame judged at ``threshold`` (probability scale 1): what the markers' colours are computed from."""
+    return FrameContext(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.float32), OperatingPoint(threshold))
+
+
 def test_markers_clear_the_last_frame_then_draw_a_box_and_a_label_per_grounded_obstacle():
     header = Header(frame_id="base_footprint")
     header.stamp.sec, header.stamp.nanosec = 12, 345
     obstacles = [_obstacle(0, (12.0, -1.0)), _obstacle(1, None), _obstacle(2, (30.0, 4.0), width=0.05, score=-6.0)]
-    msg = obstacle_markers(obstacles, header, threshold=-4.0, probability_scale=1.0)
+    msg = obstacle_markers(obstacles, header, _frame(-4.0))
     clear, *rest = msg.markers
     assert clear.action == Marker.DELETEALL and clear.ns == MARKER_NS
     assert all(m.header.frame_id == "base_footprint" and m.header.stamp.sec == 12 for m in msg.markers)
@@ -72,14 +79,14 @@ def test_markers_clear_the_last_frame_then_draw_a_box_and_a_label_per_grounded_o
     assert far_cube.color.g == pytest.approx(170 / 255, abs=1e-6)  # below the threshold: orange
     assert label.text == f"{math.hypot(12.0, -1.0):.1f} m  p={p:.2f}"
     assert cube.lifetime.sec == 1
-    empty = obstacle_markers([], header, -4.0, 1.0)
+    empty = obstacle_markers([], header, _frame(-4.0))
     assert [m.action for m in empty.markers] == [Marker.DELETEALL]
 
 
 @pytest.mark.skipif(not DETECTIONS_AVAILABLE, reason="vision_msgs is not installed (not on PyPI; full ROS installs)")
 def test_detections_carry_image_boxes_and_probabilities():
     header = Header(frame_id="cam")
-    msg = obstacle_detections([_obstacle(0, None)], header, threshold=-2.0, probability_scale=1.0)
+    msg = obstacle_detections([_obstacle(0, None)], header, _frame(-2.0))
     (d,) = msg.detections
     assert msg.header.frame_id == "cam" and d.id == "0"
     assert (d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.size_x, d.bbox.size_y) == (14.5, 22, 10, 5)

@@ -14,7 +14,9 @@ import pytest
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
-from pebal_core.calibration import DEFAULT_ENERGY_THRESHOLD, anomaly_probability, resolve_threshold
+from pebal_core.alarms.frame import FrameContext
+from pebal_core.alarms.operating_point import OperatingPoint
+from pebal_core.calibration import anomaly_probability
 from pebal_core.ground import (
     MAX_GRID_CELLS,
     CameraMount,
@@ -152,12 +154,6 @@ def test_anomaly_probability_logistic():
         anomaly_probability(s, t, 0.0)
 
 
-def test_resolve_threshold_order():
-    assert resolve_threshold(-7.0, -5.0) == (-7.0, "parameter")
-    assert resolve_threshold(math.nan, -5.0) == (-5.0, "model")
-    assert resolve_threshold(None, None) == (DEFAULT_ENERGY_THRESHOLD, "default")
-
-
 def _camera_info(width: int, height: int, k: np.ndarray) -> CameraInfo:
     info = CameraInfo(width=width, height=height)
     info.k = k.reshape(-1).astype(np.float64)
@@ -183,7 +179,8 @@ def test_mapper_values_at_known_ground_positions():
     target_x, target_y = 12.3, 1.7
     u, v = project(np.array([target_x]), np.array([target_y]), mount)
     score[int(round(v[0])), int(round(u[0]))] = threshold + 2.944 * scale
-    values = OccupancyMapper().values(score, K, grid, mount, threshold, scale)
+    frame = FrameContext(np.zeros(score.shape, np.uint8), score, OperatingPoint(threshold), None, None, K, mount, scale)
+    values = OccupancyMapper().values(frame, grid)
     assert values.dtype == np.int8 and values.shape == (20, 40)
     # the rounded pixel centre lands within a few cm of the target, well inside cell (11, 17)
     row, col = math.floor(target_y + 10.0), math.floor(target_x + 5.0)

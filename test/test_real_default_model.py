@@ -30,6 +30,7 @@ from node_harness import Probe, RosSession, as_array, camera_info_msg, first_out
 from np_reference import np_gaussian_blur, np_lse
 from safetensors.torch import save_file
 
+from pebal_core.alarms.operating_point import StoredPoints, resolve_operating_point
 from pebal_core.images import read_label, read_rgb
 from pebal_core.labels import NUM_CLASSES
 from pebal_core.model_store import MODELS, describe, model_names, model_path, resolve_model
@@ -69,7 +70,8 @@ def test_default_names_the_real_model_and_everything_resolves_to_it():
         model_path("no-such-model")
     predictor = Predictor.default()
     assert predictor.metadata["sha256"] == _sha256(path)
-    assert predictor.score_threshold == read_checkpoint(path).metadata["score_threshold"]
+    stored = StoredPoints.from_metadata(read_checkpoint(path).metadata)
+    assert resolve_operating_point(predictor.metadata).point == stored.points[stored.default]
 
 
 def test_default_model_metadata_says_what_it_is_and_where_its_threshold_came_from():
@@ -81,10 +83,11 @@ def test_default_model_metadata_says_what_it_is_and_where_its_threshold_came_fro
     base = meta["base_model"]
     assert base["name"] and base["source"] and base["licence"] == "MIT"  # only MIT weights may ship
     assert meta["training_data"]
-    assert isinstance(meta["score_threshold"], float) and np.isfinite(meta["score_threshold"])
-    source = meta["score_threshold_source"]
-    assert not any(name in str(source) for name in TEST_SETS)  # never chosen on a test set
-    assert source["dataset"] and (source.get("rule") or source.get("policy"))  # on what data, by which rule
+    stored = StoredPoints.from_metadata(meta)
+    point = stored.points[stored.default]
+    assert np.isfinite(point.threshold) and point.policy == stored.default
+    assert not any(name in str(stored.source) for name in TEST_SETS)  # never chosen on a test set
+    assert stored.source["dataset"] and stored.measured[stored.default]["rule"]  # on what data, by which rule
 
 
 def test_no_shipped_model_rests_on_weights_without_a_licence():
@@ -216,6 +219,6 @@ def test_default_model_labels_a_real_cityscapes_frame_sensibly(realdata):
     scene = np.isin(cv2.resize(ids, rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST), NOT_SCENE, invert=True)
     assert labels.shape == score.shape == scene.shape and 0.8 < scene.mean() < 1.0
     agreement = float((labels == pretrained)[scene].mean())
-    flagged = float((score >= meta["score_threshold"])[scene].mean())
+    flagged = float((score >= resolve_operating_point(meta).point.threshold)[scene].mean())
     assert agreement >= MIN_AGREEMENT, agreement
     assert flagged < MAX_FLAGGED, flagged

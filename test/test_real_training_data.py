@@ -371,11 +371,12 @@ def test_pebal_eval_camvid_reports_the_nine_class_miou(tmp_path):
 # ----------------------------------------------------------------------------- the shipped real model
 def test_shipped_real_model_metadata_and_threshold(realdata):
     """The committed ESPNet PEBAL model says what it is; the best-pixel-F1 threshold of the
-    fs_static hold-out it names and the 95 % TPR point are recomputed here from the pooled scores;
-    the alarm threshold is the stored ``fpr:0.01`` operating point of the same hold-out
+    fs_static hold-out it records and the 95 % TPR point are recomputed here from the pooled scores;
+    the alarm operating point is the stored ``fpr:0.01`` point of the same hold-out
     (``benchmarks/real_operating_point.py``), above the 95 % TPR point."""
     from pathlib import Path
 
+    from pebal_core.alarms.operating_point import StoredPoints
     from pebal_core.data.validation_dataset import ValidationDataset
     from pebal_core.models.checkpoint import load_model, read_checkpoint
     from pebal_core.runtime import Predictor
@@ -387,12 +388,14 @@ def test_shipped_real_model_metadata_and_threshold(realdata):
     assert "CamVid" in meta["training_data"]["inliers"] and "COCO panoptic" in meta["training_data"]["outliers"]
     assert meta["input_size"] == [512, 1024]
     assert meta["train_config"]["model"]["finetune"] == "decoder"
-    points = meta["alarm_operating_points"]
-    assert points["default"] == "fpr:0.01" and meta["score_threshold_source"]["policy"] == "fpr:0.01"
-    assert meta["score_threshold"] == points["points"]["fpr:0.01"]["threshold"]
-    assert points["points"]["fpr:0.01"]["fpr_region"] <= 0.01
-    assert meta["score_threshold_source"]["n_images"] == 15  # fs_static 0-14, frames without anomaly included
-    best_f1 = meta["score_threshold_best_f1"]
+    stored = StoredPoints.from_metadata(meta)
+    point = stored.points["fpr:0.01"]
+    assert stored.default == "fpr:0.01" and point.policy == "fpr:0.01"
+    assert stored.measured["fpr:0.01"]["fpr_region"] <= 0.01
+    assert stored.source["n_images"] == 15  # fs_static 0-14, frames without anomaly included
+    assert (point.min_pixels, point.image_size) == (320, (1024, 2048))  # the hold-out's 2048x1024 frames
+    best_f1 = meta["holdout_thresholds"]["best_f1"]
+    tpr95 = meta["holdout_thresholds"]["tpr95"]
     source = best_f1["source"]
     assert source["images"] == [0, 1, 4, 5, 6, 7, 8, 9, 10, 12, 13]  # fs_static 0-14 with anomaly pixels
     assert meta["selection"]["chosen"] in meta["selection"]["holdout"]
@@ -412,13 +415,13 @@ def test_shipped_real_model_metadata_and_threshold(realdata):
     s, y = np.concatenate(scores), np.concatenate(labels)
     pooled = np.sort(s[y])[::-1]
     k = int(np.ceil(0.95 * pooled.size)) - 1  # the k+1 highest scores are >= 95 % of the anomalous pixels
-    assert meta["score_threshold_tpr95"]["score"] == pytest.approx(float(pooled[k]), abs=1e-4)
+    assert tpr95["score"] == pytest.approx(float(pooled[k]), abs=1e-4)
     order = np.argsort(-s, kind="stable")
     s, y = s[order], y[order]
     tp, fp = np.cumsum(y), np.cumsum(~y)
     last = np.r_[s[1:] != s[:-1], True]  # flagging score >= s[i] takes every pixel up to the run's end
     f1 = 2 * tp[last] / (tp[last] + fp[last] + y.sum())
     assert best_f1["score"] == pytest.approx(float(s[last][np.argmax(f1)]), abs=1e-4)
-    assert best_f1["score"] > meta["score_threshold_tpr95"]["score"]
-    assert meta["score_threshold"] > meta["score_threshold_tpr95"]["score"]
-    assert points["points"]["tpr95"]["threshold"] <= meta["score_threshold"]
+    assert best_f1["score"] > tpr95["score"]
+    assert point.threshold > tpr95["score"]
+    assert stored.points["tpr95"].threshold <= point.threshold

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from pebal_core.alarms.operating_point import StoredPoints, resolve_operating_point
 from pebal_core.data.anomaly_sets import build_anomaly_dataset
 from pebal_core.data.synthetic import WorldConfig, generate_world
 from pebal_core.model_store import model_path
@@ -33,17 +34,18 @@ def test_synthetic_model_is_the_documented_real_time_model_with_a_threshold():
     assert path.suffix == ".safetensors" and path.stat().st_size < 10 * 2**20
     meta = read_checkpoint(path).metadata
     assert meta["arch"] == "resnet18" and meta["arch_kwargs"] == {"width": 0.5} and meta["num_classes"] == 20
-    assert isinstance(meta["score_threshold"], float) and meta["score_threshold"] < 0  # a free energy
-    source = meta["score_threshold_source"]
-    assert source["dataset"] == "synthetic" and source["dataset_options"] == {"split": "LostAndFound"}
-    # the alarm threshold is the fa:0.1 operating point; the paper's 95 %-TPR point is stored beside it
-    points = meta["alarm_operating_points"]
-    assert source["policy"] == points["default"] == "fa:0.1" and source["false_alarms_per_frame"] <= 0.1
-    assert points["points"]["fa:0.1"]["threshold"] == meta["score_threshold"]
-    assert abs(points["points"]["tpr95"]["tpr"] - 0.95) < 0.01
-    assert points["points"]["tpr95"]["threshold"] < meta["score_threshold"]
+    stored = StoredPoints.from_metadata(meta)
+    point = stored.points[stored.default]
+    assert point.threshold < 0  # a free energy
+    assert stored.source["dataset"] == "synthetic" and stored.source["dataset_options"] == {"split": "LostAndFound"}
+    # the alarm operating point is fa:0.1, chosen with obstacles of 20 px at the worlds' 256x512;
+    # the paper's 95 %-TPR point is stored beside it
+    assert stored.default == "fa:0.1" and stored.measured["fa:0.1"]["false_alarms_per_frame"] <= 0.1
+    assert (point.region, point.min_pixels, point.image_size) == ("drivable", 20, (256, 512))
+    assert abs(stored.measured["tpr95"]["tpr"] - 0.95) < 0.01
+    assert stored.points["tpr95"].threshold < point.threshold
     predictor = Predictor.from_checkpoint(path)
-    assert predictor.score_threshold == meta["score_threshold"]
+    assert resolve_operating_point(predictor.metadata).point == point
 
 
 @pytest.mark.parametrize("split", ["LostAndFound", "Static"])

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from pebal_core import cli
+from pebal_core.alarms.operating_point import StoredPoints
 from pebal_core.data.synthetic import SMALL, WorldConfig, generate_world
 from pebal_core.models.checkpoint import load_model, read_checkpoint
 
@@ -56,8 +57,8 @@ def test_both_stages_and_the_threshold_step_run_on_a_synthetic_world(tmp_path):
     after = read_checkpoint(shipped)
     floats = [t for t in after.state_dict.values() if t.is_floating_point()]
     assert floats and all(t.dtype == torch.float16 for t in floats)  # `half: true` keeps the file small
-    assert isinstance(after.metadata["score_threshold"], float)
-    assert after.metadata["alarm_operating_points"]["default"] == "fa:0.1"
+    stored = StoredPoints.from_metadata(after.metadata)
+    assert stored.default == "fa:0.1" and stored.points["fa:0.1"].region == "all"
     model = load_model(shipped)
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v.float(), before[k].half().float())}
     assert changed and all(k.startswith("final.") for k in changed)  # stage 2 trains the final block only

@@ -1,10 +1,13 @@
 """From a predicted frame (trainIds + anomaly score) to the alarms and obstacles of that frame.
 
-:class:`AlarmPipeline` holds the per-stream state (the persistence filter) and runs, per frame:
-region (:mod:`~pebal_core.alarms.region`) -> ``score >= threshold`` inside it -> persistence
-(:mod:`~pebal_core.alarms.persistence`) -> obstacles (:mod:`~pebal_core.alarms.obstacles`).
-The ROS node, the alarm benchmark and the overlays all call :meth:`AlarmPipeline.process`, so
-the numbers measured are those of what the node publishes.
+:class:`AlarmPipeline` is the alarm chain of one image stream: it holds the stream's state (the
+persistence filter) and runs, per frame (:class:`~pebal_core.alarms.frame.FrameContext`, at the
+frame's operating point): region (:mod:`~pebal_core.alarms.region`) -> ``score >= threshold``
+inside it, off the ego vehicle -> persistence (:mod:`~pebal_core.alarms.persistence`; on for
+sequences, off for single still images) -> obstacles of at least the point's smallest size at the
+frame's size (:mod:`~pebal_core.alarms.obstacles`). The ROS node, ``pebal predict``, the bag
+scorer and the alarm benchmark all call :meth:`AlarmPipeline.process`, so the numbers measured
+are those of what the node publishes and a still shows what the node shows.
 
 :func:`persist_grid` applies a second persistence filter to ground-grid values (OccupancyGrid
 convention: 0..100 = probability in percent, -1 unknown; a cell alarms at ``>= 50``, i.e. at the
@@ -14,44 +17,20 @@ alarm), so the grid still carries the evidence but only persistent cells read as
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from pebal_core.alarms.obstacles import DEFAULT_MIN_PIXELS, Obstacle, find_obstacles
-from pebal_core.alarms.persistence import Persistence, PersistenceConfig
-from pebal_core.alarms.region import DEFAULT_MIN_FRACTION, REGIONS, alarm_region
-from pebal_core.ground import CameraMount
+from pebal_core.alarms.frame import FrameContext
+from pebal_core.alarms.obstacles import Obstacle, find_obstacles
+from pebal_core.alarms.operating_point import NO_PERSISTENCE
+from pebal_core.alarms.persistence import Persistence
+from pebal_core.alarms.region import alarm_region
 
 GRID_ALARM = 50
 """Grid value (percent) from which a cell alarms: the calibrated probability at the threshold."""
 GRID_CAP = GRID_ALARM - 1
 """Value a non-persistent alarm cell is capped to by :func:`persist_grid`."""
-
-
-@dataclass(frozen=True)
-class AlarmConfig:
-    """How alarms are made (the node's ``alarms.*`` parameters).
-
-    Attributes:
-        region: ``drivable`` or ``all`` (:data:`pebal_core.alarms.region.REGIONS`).
-        include_sidewalk: the drivable area includes sidewalk.
-        region_min_fraction: road fragments below this fraction of the image are ignored.
-        min_pixels: smallest obstacle (pixels).
-        persistence: the image-space temporal filter.
-    """
-
-    region: str = "drivable"
-    include_sidewalk: bool = False
-    region_min_fraction: float = DEFAULT_MIN_FRACTION
-    min_pixels: int = DEFAULT_MIN_PIXELS
-    persistence: PersistenceConfig = field(default_factory=PersistenceConfig)
-
-    def __post_init__(self) -> None:
-        if self.region not in REGIONS:
-            raise ValueError(f"alarm region must be one of {', '.join(REGIONS)}, got {self.region!r}")
-        if self.min_pixels < 1:
-            raise ValueError(f"min_pixels must be >= 1, got {self.min_pixels}")
 
 
 @dataclass
@@ -60,55 +39,44 @@ class AlarmFrame:
 
     Attributes:
         region: bool, the region of interest (None = every pixel).
-        raw: bool, ``score >= threshold`` (the per-pixel mask of the paper).
-        alarms: bool, ``raw`` inside the region after persistence.
+        alarms: bool, ``score >= threshold`` inside the region, off the ego vehicle, after persistence.
         obstacles: the obstacles, largest first.
         components: int32, ``i + 1`` on the pixels of ``obstacles[i]``.
-        threshold: the score threshold used (energy).
     """
 
     region: np.ndarray | None
-    raw: np.ndarray
     alarms: np.ndarray
     obstacles: list[Obstacle]
     components: np.ndarray
-    threshold: float
 
 
 class AlarmPipeline:
-    """Alarms of one camera stream, frame after frame (see the module docstring)."""
+    """The alarm chain of one image stream (see the module docstring).
 
-    def __init__(self, config: AlarmConfig | None = None) -> None:
-        self.config = config or AlarmConfig()
-        self.persistence = Persistence(self.config.persistence)
+    Args:
+        sequence: the frames form a sequence (a camera, a video): the operating point's persistence
+            filter runs. False for single still images: each frame is judged on its own.
+    """
 
-    def process(
-        self,
-        labels: np.ndarray,
-        score: np.ndarray,
-        threshold: float,
-        stamp: float | None = None,
-        homography: np.ndarray | None = None,
-        mount: CameraMount | None = None,
-    ) -> AlarmFrame:
-        """Alarms of one frame.
+    def __init__(self, sequence: bool = True) -> None:
+        self.sequence = sequence
+        self.persistence = Persistence(NO_PERSISTENCE)
 
-        Args:
-            labels: ``uint8 H x W`` predicted trainIds (for the region).
-            score: ``float32 H x W`` anomaly score (energy; higher = more anomalous).
-            threshold: alarm where ``score >= threshold``.
-            stamp: frame time in seconds (header stamp); None = no gap detection.
-            homography: image -> ground ``H`` for obstacle ground positions (None = image only).
-            mount: the camera mount of ``homography``.
-        """
-        if labels.shape != score.shape:
-            raise ValueError(f"labels {labels.shape} and score {score.shape} must be equal H x W maps")
-        c = self.config
-        region = alarm_region(labels, c.region, c.include_sidewalk, c.region_min_fraction)
-        raw = score >= threshold
-        alarms = self.persistence.update(raw if region is None else raw & region, stamp)
-        obstacles, components = find_obstacles(alarms, score, c.min_pixels, homography, mount)
-        return AlarmFrame(region, raw, alarms, obstacles, components, float(threshold))
+    def process(self, frame: FrameContext) -> AlarmFrame:
+        """Alarms of one frame, at ``frame.point``."""
+        point = frame.point
+        config = point.persistence if self.sequence else NO_PERSISTENCE
+        if config != self.persistence.config:  # a new operating point: the filter starts over
+            self.persistence = Persistence(config)
+        region = alarm_region(frame.labels, point.region, point.include_sidewalk, point.region_min_fraction)
+        candidates = frame.mask if region is None else frame.mask & region
+        if frame.ego_mask is not None:
+            candidates = candidates & ~frame.ego_mask
+        alarms = self.persistence.update(candidates, frame.stamp)
+        obstacles, components = find_obstacles(
+            alarms, frame.score, point.min_pixels_at(frame.shape), frame.homography, frame.mount
+        )
+        return AlarmFrame(region, alarms, obstacles, components)
 
 
 def persist_grid(values: np.ndarray, persistence: Persistence, stamp: float | None = None) -> np.ndarray:

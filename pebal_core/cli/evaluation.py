@@ -72,8 +72,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
             "Void pixels are ignored. Writes to --out: results.md (AUROC / AP / FPR95 table in %), "
             "results.json (all numbers, the three FPR95 definitions, operating points), roc.png and pr.png, and "
             "prints the table and the PEBAL score threshold at 95% TPR (the paper's operating point; "
-            "--write-threshold stores it in a copy of the checkpoint, `pebal threshold` chooses and stores the "
-            "alarm operating points pebal_node uses).\n\n"
+            "--write-threshold stores it as the operating point of a copy of the checkpoint; `pebal threshold` "
+            "chooses and stores the alarm operating points pebal_node uses).\n\n"
             f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n\n"
             "camvid/<split> (train, val or test; --root = the CamVid folder in the SegNet layout) measures the "
             "inlier segmentation instead: mIoU over the 9 Cityscapes classes CamVid labels, written to "
@@ -129,7 +129,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         "--write-threshold",
         type=Path,
         metavar="CKPT",
-        help="write a copy of the checkpoint whose metadata score_threshold is the PEBAL threshold at 95%% TPR",
+        help="write a copy of the checkpoint whose operating point is the PEBAL threshold at 95%% TPR (with the "
+        "default alarm settings)",
     )
 
 
@@ -170,11 +171,11 @@ def run_eval(args: argparse.Namespace) -> int:
         EvalOptions,
         markdown_table,
         run_evaluation,
-        save_with_threshold,
         skipped_line,
         write_report,
     )
     from pebal_core.model_store import resolve_model
+    from pebal_core.operating_point_selection import eval_points, write_operating_points
     from pebal_core.protocols import EVAL_PROTOCOLS
 
     checkpoint = resolve_model(args.model)
@@ -218,8 +219,9 @@ def run_eval(args: argparse.Namespace) -> int:
         f"{report['seconds']:.1f} s -> {written}"
     )
     if args.write_threshold is not None:
-        threshold_file = save_with_threshold(checkpoint, args.write_threshold, report, arch=args.arch)
-        print(f"wrote {threshold_file} (score_threshold set)")
+        stored, size = eval_points(report)
+        written = write_operating_points(checkpoint, args.write_threshold, stored, size, arch=args.arch)
+        print(f"wrote {written} (its operating point: {stored.points[stored.default].describe()})")
     return 0
 
 
@@ -227,8 +229,8 @@ def add_threshold(sub: argparse._SubParsersAction) -> None:
     from pebal_core.alarms.obstacles import DEFAULT_MIN_PIXELS
     from pebal_core.alarms.operating_point import DEFAULT_POLICY, POLICIES_HELP
     from pebal_core.alarms.region import REGIONS
-    from pebal_core.alarms.selection import DEFAULT_POLICIES
     from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
+    from pebal_core.operating_point_selection import DEFAULT_POLICIES
 
     p = sub.add_parser(
         "threshold",
@@ -236,11 +238,12 @@ def add_threshold(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Run a model over a validation dataset (any dataset `pebal eval` reads), compute the score threshold "
-            f"of each policy ({POLICIES_HELP}) and print them. With --write, write a copy of the model whose "
-            "metadata stores every point and how it was chosen (alarm_operating_points) and, as score_threshold, "
-            "the --default policy's threshold: what pebal_node alarms on. The region of fpr:<x> and fa:<x> is the "
-            "drivable area of the model's own prediction (docs/alarms.md). Choose on validation data, never on "
-            "the test set you report.\n\n"
+            f"of each policy ({POLICIES_HELP}) and print them. With --write, write a copy of the model (weights "
+            "unchanged) whose metadata stores every point with the alarm settings it was chosen with (region, "
+            "smallest obstacle at the validation images' size, persistence for sequences) and how it was chosen; "
+            "the --default point is what pebal_node, pebal predict and the demo alarm at unless told otherwise. "
+            "The region of fpr:<x> and fa:<x> is the drivable area of the model's own prediction "
+            "(docs/alarms.md). Choose on validation data, never on the test set you report.\n\n"
             f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n"
             "example: pebal threshold --model runs/pebal/model.safetensors --dataset synthetic --split LostAndFound "
             "--root val_world --write model_with_alarms.safetensors"
@@ -260,14 +263,17 @@ def add_threshold(sub: argparse._SubParsersAction) -> None:
         metavar="POLICY",
         help=f"policy to compute (repeatable; default: {', '.join(DEFAULT_POLICIES)})",
     )
-    p.add_argument("--default", default=DEFAULT_POLICY, help=f"policy stored as score_threshold ({DEFAULT_POLICY})")
+    p.add_argument(
+        "--default", default=DEFAULT_POLICY, help=f"policy stored as the model's default point ({DEFAULT_POLICY})"
+    )
     p.add_argument("--region", choices=REGIONS, default="drivable", help="region of fpr/fa policies (default drivable)")
     p.add_argument("--include-sidewalk", action="store_true", help="the drivable area includes sidewalk")
     p.add_argument(
         "--min-pixels",
         type=int,
         default=DEFAULT_MIN_PIXELS,
-        help=f"smallest false-alarm obstacle counted by fa:<x> ({DEFAULT_MIN_PIXELS})",
+        help=f"smallest obstacle, pixels of the validation images: counted by fa:<x>, stored with every point "
+        f"({DEFAULT_MIN_PIXELS})",
     )
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     p.add_argument("--limit", type=int, help="use only the first N images")
@@ -279,15 +285,16 @@ def add_threshold(sub: argparse._SubParsersAction) -> None:
 def run_threshold(args: argparse.Namespace) -> int:
     import json
 
-    from pebal_core.alarms.selection import (
-        DEFAULT_POLICIES,
-        choose_operating_points,
-        format_points,
-        save_with_operating_points,
-    )
+    from pebal_core.alarms.operating_point import METADATA_KEY
     from pebal_core.evaluate import EvalOptions
     from pebal_core.fileio import atomic_write_text
     from pebal_core.model_store import resolve_model
+    from pebal_core.operating_point_selection import (
+        DEFAULT_POLICIES,
+        choose_operating_points,
+        format_points,
+        write_operating_points,
+    )
 
     checkpoint = resolve_model(args.model)
     dataset_options = _dataset_options(args)
@@ -297,7 +304,7 @@ def run_threshold(args: argparse.Namespace) -> int:
         limit=args.limit,
         progress=not args.no_progress,
     )
-    report = choose_operating_points(
+    stored = choose_operating_points(
         checkpoint,
         args.dataset,
         args.root,
@@ -310,14 +317,14 @@ def run_threshold(args: argparse.Namespace) -> int:
         min_pixels=args.min_pixels,
         arch=args.arch,
     )
-    print(format_points(report))
-    print(f"{report['source']['n_images']} images of {args.dataset} ({args.root}), region {args.region}")
+    print(format_points(stored))
+    print(f"{stored.source['n_images']} images of {args.dataset} ({args.root}), region {args.region}")
     if args.json is not None:
-        payload = {**report, "points": [p.to_dict() for p in report["points"]]}
-        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(stored.to_metadata()[METADATA_KEY], indent=2) + "\n")
     if args.write is not None:
-        written = save_with_operating_points(checkpoint, args.write, report, arch=args.arch)
-        print(f"wrote {written} (score_threshold = the {report['default']} point)")
+        size = stored.source["input_size"]
+        written = write_operating_points(checkpoint, args.write, stored, size, arch=args.arch)
+        print(f"wrote {written} (default: {stored.points[stored.default].describe()})")
     return 0
 
 

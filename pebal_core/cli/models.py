@@ -13,14 +13,17 @@ def add_models(sub: argparse._SubParsersAction) -> None:
         description=(
             "List the models shipped in the package, which every --model option (and the node's model "
             "parameter) takes by name, with what their metadata says about them (base network, training, input "
-            "size, alarm threshold), then every architecture build_model knows (the names --arch takes)."
+            "size, alarm operating point and the data it was chosen on), then every architecture build_model "
+            "knows (the names --arch takes)."
         ),
     )
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from pebal_core.model_store import MODELS, describe, model_names
+    from pebal_core.alarms.operating_point import StoredPoints
+    from pebal_core.model_store import MODELS, describe, model_names, model_path
     from pebal_core.models import list_models
+    from pebal_core.models.checkpoint import read_checkpoint
 
     print("shipped models (--model NAME):")
     for name in model_names():
@@ -30,6 +33,13 @@ def run_models(args: argparse.Namespace) -> int:
         except FileNotFoundError as e:
             print(f"             not installed: {e}")
             continue
+        stored = StoredPoints.from_metadata(read_checkpoint(model_path(name)).metadata)
+        if stored is not None:
+            fields["operating_point"] = stored.points[stored.default].describe()
+            rates = stored.measured.get(stored.default, {})
+            measured = ", ".join(f"{k.upper()} {100 * float(rates[k]):.1f} %" for k in ("tpr", "fpr") if k in rates)
+            source = stored.source
+            fields["point_chosen_on"] = f"{source.get('dataset')} ({source.get('n_images')} images): {measured}"
         for key, value in fields.items():
             print(f"             {key}: {value}")
     print("architectures (--arch NAME):")
@@ -65,6 +75,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     import json
 
     from pebal_core.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+    from pebal_core.onnx_contract import OPERATING_POINT_KEYS
 
     if args.checkpoint_cmd == "info":
         ckpt = read_checkpoint(args.path)
@@ -80,7 +91,8 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         return 0
     model = load_model(args.src, arch=args.arch, num_classes=args.num_classes)
     source = model.checkpoint_metadata
-    meta = {key: source[key] for key in ("train_config", "score_threshold") if source.get(key) is not None}
+    kept = ("train_config", "input_size", *OPERATING_POINT_KEYS)  # the operating points hold at input_size
+    meta = {key: source[key] for key in kept if source.get(key) is not None}
     meta["converted_from"] = {"file": str(args.src), "format": source["source_format"], "sha256": source["sha256"]}
     save_checkpoint(model, args.dst, half=args.half, **meta)
     print(f"wrote {args.dst}")

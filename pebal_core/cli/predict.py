@@ -13,8 +13,10 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run a model on image files and write, per image: <stem>_labels.png (trainIds 0..18), "
             "<stem>_color.png (Cityscapes palette), <stem>_score.npy (float32 PEBAL score, higher = more "
-            "anomalous), <stem>_score.png (heat map) and <stem>_overlay.png (anomalous pixels tinted red "
-            "where the score exceeds --threshold, or the model's stored threshold)."
+            "anomalous), <stem>_score.png (heat map) and <stem>_overlay.png: the alarms pebal_node raises on "
+            "the same frame, at the model's stored operating point (its threshold, region and smallest "
+            "obstacle; each image is a still, so without the persistence filter): region outlined, alarm "
+            "pixels tinted, obstacles boxed."
         ),
     )
     p.add_argument("images", nargs="+", type=Path, help="input image files (png, jpg, webp)")
@@ -47,7 +49,15 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         help="tensorrt backend: build a missing engine and rebuild one from another TensorRT version or GPU",
     )
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="run the network at this size")
-    p.add_argument("--threshold", type=float, help="energy threshold for the overlay (default: the model's)")
+    p.add_argument(
+        "--policy", default="", help="operating point stored in the model to alarm at (default: the model's default)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="energy threshold for the alarms, overriding the operating point's (which then no longer applies as "
+        "it was chosen)",
+    )
     p.add_argument("--no-smoothing", action="store_true", help="skip the 7x7 Gaussian smoothing of the score")
     p.add_argument("--out", type=Path, default=Path("predictions"), help="output directory (default ./predictions)")
 
@@ -55,11 +65,14 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from pebal_core.alarms.frame import FrameContext
+    from pebal_core.alarms.operating_point import resolve_operating_point
+    from pebal_core.alarms.pipeline import AlarmPipeline
     from pebal_core.images import read_rgb, write_label, write_rgb
     from pebal_core.labels import colorize
     from pebal_core.model_store import resolve_model
     from pebal_core.runtime import Predictor
-    from pebal_core.visualize import heatmap, overlay
+    from pebal_core.visualize import alarm_overlay, heatmap
 
     options = {"engine_auto_build": True} if args.engine_auto_build else {}
     predictor = Predictor.from_checkpoint(
@@ -71,21 +84,23 @@ def run_predict(args: argparse.Namespace) -> int:
         arch=args.arch,
         **options,
     )
-    threshold = args.threshold if args.threshold is not None else predictor.score_threshold
+    resolved = resolve_operating_point(predictor.metadata, args.policy, {"threshold": args.threshold})
+    print(f"operating point: {resolved.warning() or resolved.point.describe()}")
+    chain = AlarmPipeline(sequence=False)  # unrelated stills: each judged on its own
     args.out.mkdir(parents=True, exist_ok=True)
     for image_path in args.images:
         rgb = read_rgb(image_path)
         labels, score = predictor.predict(rgb)
+        frame = FrameContext(labels, score, resolved.point, rgb)
+        alarms = chain.process(frame)
         stem = args.out / image_path.stem
         write_label(f"{stem}_labels.png", labels)
         write_rgb(f"{stem}_color.png", colorize(labels))
         np.save(f"{stem}_score.npy", score)
         write_rgb(f"{stem}_score.png", heatmap(score))
-        if threshold is not None:
-            write_rgb(f"{stem}_overlay.png", overlay(rgb, score >= threshold))
-        print(f"{image_path}: score range [{score.min():.3f}, {score.max():.3f}] -> {stem}_*")
-    if threshold is None:
-        print("no threshold given and none stored in the model: overlays skipped (use --threshold)")
+        write_rgb(f"{stem}_overlay.png", alarm_overlay(frame, alarms))
+        found = f"{len(alarms.obstacles)} obstacle(s)"
+        print(f"{image_path}: score range [{score.min():.3f}, {score.max():.3f}], {found} -> {stem}_*")
     return 0
 
 

@@ -90,12 +90,10 @@ def metadata_props(
 
     Keys: ``pebal_onnx_format``, ``arch``, ``arch_kwargs``, ``num_classes``, ``input``
     (layout description), ``input_size`` (``"HxW"`` or ``"dynamic"``), ``normalization``,
-    ``score_threshold`` (energy value or ``null``), ``smoothing``, ``outputs``,
-    ``pebal_version``, ``source_checkpoint`` (file name), ``source_sha256``,
-    ``checkpoint_metadata`` (the source's metadata, without its local ``path``), ``exporter``,
-    ``opset``.
+    ``smoothing``, ``outputs``, ``pebal_version``, ``source_checkpoint`` (file name),
+    ``source_sha256``, ``checkpoint_metadata`` (the source's metadata, without its local ``path``;
+    it carries the operating points), ``exporter``, ``opset``.
     """
-    threshold = checkpoint_metadata.get("score_threshold")
     return {
         "pebal_onnx_format": str(FORMAT_VERSION),
         "arch": str(getattr(model, "arch", checkpoint_metadata.get("arch"))),
@@ -104,7 +102,6 @@ def metadata_props(
         "input": f"{INPUT_NAME}: uint8 RGB 1 x 3 x H x W, values 0..255, normalisation fused into the graph",
         "input_size": DYNAMIC if input_size is None else f"{input_size[0]}x{input_size[1]}",
         "normalization": json.dumps(model.normalization.to_dict()),
-        "score_threshold": json.dumps(None if threshold is None else float(threshold)),
         "smoothing": json.dumps(bool(smoothing)),
         "outputs": json.dumps(list(OUTPUT_NAMES[: 3 if logits else 2])),
         "pebal_version": __version__,

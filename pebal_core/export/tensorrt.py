@@ -88,7 +88,7 @@ class EngineInfo:
     ``input_shapes`` holds the optimisation profile of the input ``image`` as
     ``{"min": [1, 3, H, W], "opt": [...], "max": [...]}``; ``model`` holds the PEBAL metadata
     of the ONNX file (:func:`pebal_core.export.onnx.parse_metadata`), so that the runtime
-    knows the score threshold and architecture without reading the ONNX file.
+    knows the operating points and architecture without reading the ONNX file.
     """
 
     tensorrt_version: str

@@ -6,7 +6,7 @@ Formats recognised by :func:`read_checkpoint`:
     This project's format. ``.pt``: ``{"pebal_format": 1, "state_dict": ..., "metadata": ...}``;
     ``.safetensors``: the tensors plus the metadata as JSON under the header key ``pebal``.
     Metadata: ``arch``, ``arch_kwargs``, ``num_classes``, ``normalization``, ``train_config``,
-    ``pebal_version``, ``score_threshold`` (energy value or None) and free-form extras.
+    ``pebal_version`` and free-form extras (``alarm_operating_points``, ``input_size``, ...).
 ``nvidia-cityscapes``
     NVIDIA semantic-segmentation ``cityscapes_best.pth``: ``{"state_dict": ...}`` with keys
     prefixed ``module.``, a 19-row classifier, and training-only extras that are dropped
@@ -339,7 +339,6 @@ def model_metadata(model: SegmentationModel, **extra) -> dict:
         "pebal_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "train_config": None,
-        "score_threshold": None,
     }
     meta.update(extra)
     if meta["arch"] is None:
@@ -353,7 +352,7 @@ def save_checkpoint(model: SegmentationModel, path: str | os.PathLike, half: boo
     Args:
         half: store floating-point tensors as float16 (halves the file; they load back into
             float32 models, with float16 rounding of the weights).
-        metadata: extra metadata entries (``train_config``, ``score_threshold``, ...).
+        metadata: extra metadata entries (``train_config``, ``input_size``, ...).
     """
     path = Path(path)
     meta = model_metadata(model, **metadata)
@@ -396,7 +395,7 @@ def copy_with_metadata(
     """Copy ``checkpoint`` to ``dst`` in the project format with metadata entries ``updates`` set
     and the entries named in ``remove`` dropped.
 
-    Other metadata (training configuration, thresholds, ...) is kept; float16 files stay float16.
+    Other metadata (training configuration, operating points, ...) is kept; float16 files stay float16.
     ``arch`` names the architecture of a bare state_dict (files in the project format carry it).
     Refuses to overwrite ``checkpoint`` itself: write a copy, then replace the original yourself.
     """
