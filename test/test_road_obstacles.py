@@ -153,6 +153,26 @@ def test_soft_edges_label_the_pixels_where_alpha_reaches_one_half():
     assert changed[ndimage.binary_dilation(square, iterations=1) & ~square].any(), "the edge is soft"
 
 
+def test_a_tiny_object_keeps_an_opaque_labelled_core_and_one_outside_the_frame_is_skipped():
+    image, label = road_scene()
+    patch = np.full((2, 2, 3), 10, np.uint8)
+    settings = RoadPaste(feather_px=(1.0, 1.0), shadow=(0.0, 0.0), contrast=(1.0, 1.0))
+    where = Obstacle(row=100, col=80, h=2, w=2, height_m=0.15)
+    rng = np.random.default_rng(0)
+    out, out_label = paste_on_road(image, label, patch, np.ones((2, 2), bool), where, settings, rng)
+    assert 1 <= (out_label == 254).sum() <= 4
+    core = out_label == 254
+    assert luminance(out[core]).max() < luminance(image[core]).min(), "the object, not a faint blend"
+    mask = np.zeros((10, 10), bool)
+    mask[:, :2] = True  # only the object's left edge is solid
+    outside = Obstacle(row=100, col=158, h=10, w=10, height_m=0.3)  # the left edge falls at x = 153..154: inside
+    assert paste_on_road(image, label, np.zeros((10, 10, 3), np.uint8), mask, outside, SHARP, np.random.default_rng(0))
+    mask = np.zeros((10, 10), bool)
+    mask[:, 8:] = True  # only its right edge, which lies beyond the frame's last column
+    gone = paste_on_road(image, label, np.zeros((10, 10, 3), np.uint8), mask, outside, SHARP, np.random.default_rng(0))
+    assert gone is None
+
+
 def test_contact_shadow_darkens_the_road_under_the_object_and_keeps_its_label():
     image, label = road_scene()
     patch = np.full((10, 20, 3), 200, np.uint8)

@@ -224,12 +224,13 @@ def place_on_road(
 
 
 def _feathered_alpha(mask: np.ndarray, sigma: float) -> tuple[np.ndarray, int]:
-    """``mask`` (bool ``h x w``) blurred by a Gaussian of ``sigma`` px, padded by the blur's reach:
-    ``(alpha float32 (h + 2p) x (w + 2p), p)``."""
+    """``mask`` (bool ``h x w``, not empty) blurred by a Gaussian of ``sigma`` px and scaled to a
+    maximum of 1, padded by the blur's reach: ``(alpha float32 (h + 2p) x (w + 2p), p)``."""
     p = int(math.ceil(3 * sigma))
     padded = np.pad(mask.astype(np.float32), p)
     if sigma > 0:
         padded = cv2.GaussianBlur(padded, (2 * p + 1, 2 * p + 1), sigma, borderType=cv2.BORDER_CONSTANT)
+        padded /= padded.max()  # a mask a few pixels wide keeps an opaque core
     return padded, p
 
 
@@ -251,7 +252,7 @@ def paste_on_road(
     obstacle: Obstacle,
     settings: RoadPaste,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Composite one object into copies of ``(image, label)`` at ``obstacle`` (see the module docstring).
 
     Args:
@@ -262,6 +263,7 @@ def paste_on_road(
     Returns:
         ``(image, label)``: label ``ANOMALY_ID`` exactly where the object's alpha is >= 0.5; the
         host's label everywhere else; image pixels change only under the alpha and the shadow.
+        None (nothing pasted) when no pixel of the object with alpha >= 0.5 lies inside the host.
     """
     h, w = obstacle.h, obstacle.w
     shrink = h < patch.shape[0]
@@ -281,9 +283,11 @@ def paste_on_road(
     H, W = label.shape
     y0, x0, y1, x1 = max(0, top), max(0, left), min(H, top + alpha.shape[0]), min(W, left + alpha.shape[1])
     a = alpha[y0 - top : y1 - top, x0 - left : x1 - left, None]
+    if not (a >= 0.5).any():
+        return None
     o = obj[y0 - top : y1 - top, x0 - left : x1 - left]
     ring = image[max(0, obstacle.row - 2 * h) : min(H, obstacle.row + h), max(0, x0 - w) : min(W, x1 + w)]
-    gain = float(np.clip(contrast * luminance(ring).mean() / max(luminance(o[a[..., 0] >= 0.5]).mean(), 1.0), 0.2, 5))
+    gain = float(np.clip(contrast * luminance(ring).mean() / max(luminance(obj[alpha >= 0.5]).mean(), 1.0), 0.2, 5))
     if darkening > 0:
         out *= 1 - darkening * _contact_shadow((H, W), obstacle)[..., None]
     out[y0:y1, x0:x1] = a * np.clip(o * gain, 0, 255) + (1 - a) * out[y0:y1, x0:x1]
@@ -324,7 +328,10 @@ def paste_obstacles(
         where = place_on_road(road, ground, aspect, settings, rng)
         if where is None:
             continue
-        image, label = paste_on_road(image, label, patch, mask, where, settings, rng)
+        pasted = paste_on_road(image, label, patch, mask, where, settings, rng)
+        if pasted is None:
+            continue
+        image, label = pasted
         road = label == ROAD_TRAIN_ID
         placed.append(where)
     return image, label, placed
