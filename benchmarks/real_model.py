@@ -382,13 +382,20 @@ def stage_select(args: argparse.Namespace) -> dict:
                 file=sys.stderr,
             )
     floor = cache["base"]["camvid_val"]["miou"] - args.max_miou_drop / 100
-    allowed = [n for n in cache if n.startswith("step_") and cache[n]["camvid_val"]["miou"] >= floor]
-    if not allowed:
-        raise SystemExit(f"no snapshot keeps CamVid val mIoU within {args.max_miou_drop} points of the base")
-    chosen = max(allowed, key=lambda n: (holdout_score(cache[n]), n))
-    selection = {"chosen": chosen, "rule": selection_rule(args), "rows": cache}
+    steps = [n for n in cache if n.startswith("step_")]
+    allowed = [n for n in steps if cache[n]["camvid_val"]["miou"] >= floor]
+    chosen = max(allowed, key=lambda n: (holdout_score(cache[n]), n)) if allowed else None
+    selection = {
+        "chosen": chosen,
+        "best_without_inlier_floor": max(steps, key=lambda n: (holdout_score(cache[n]), n)),
+        "rule": selection_rule(args),
+        "rows": cache,
+    }
     atomic_write_text(d / "chosen.json", json.dumps(selection, indent=1) + "\n")
-    print(f"chosen: {chosen}", file=sys.stderr)
+    if chosen is None:
+        print(f"no snapshot keeps CamVid val mIoU within {args.max_miou_drop} points of the base", file=sys.stderr)
+    else:
+        print(f"chosen: {chosen}", file=sys.stderr)
     return selection
 
 
@@ -405,6 +412,8 @@ def selection_rule(args: argparse.Namespace) -> str:
 def stage_ship(args: argparse.Namespace) -> Path:
     d = run_dir(args)
     selection = json.loads((d / "chosen.json").read_text())
+    if selection["chosen"] is None:
+        raise SystemExit(f"{d}: no snapshot met the selection rule ({selection['rule']}); nothing to ship")
     chosen = d / "train" / f"{selection['chosen']}.safetensors"
     torch.set_num_threads(1)
     model = load_model(chosen).eval()

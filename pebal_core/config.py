@@ -345,7 +345,9 @@ class TrainModelConfig:
 @dataclasses.dataclass
 class OptimConfig:
     """Optimiser and poly learning-rate schedule ``lr * (1 - step / total) ** poly_power``
-    (after ``warmup_steps`` of linear warm-up). Paper: Adam, lr 1e-5, power 0.9."""
+    (after ``warmup_steps`` of linear warm-up). Paper: Adam, lr 1e-5, power 0.9.
+    ``stage_lr_scale``: with ``model.finetune: last_stage``, the encoder stage's layers learn at
+    ``lr * stage_lr_scale`` (the decoder at ``lr``)."""
 
     name: typing.Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-5
@@ -353,10 +355,13 @@ class OptimConfig:
     momentum: float = 0.9
     poly_power: float = 0.9
     warmup_steps: int = 0
+    stage_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.weight_decay < 0 or self.poly_power < 0 or self.warmup_steps < 0:
             raise ValueError("lr must be > 0; weight_decay, poly_power and warmup_steps >= 0")
+        if self.stage_lr_scale <= 0:
+            raise ValueError(f"stage_lr_scale must be > 0, got {self.stage_lr_scale}")
 
 
 @dataclasses.dataclass

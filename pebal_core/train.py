@@ -240,13 +240,25 @@ def finetune_logits(
     return upsample(final(*inputs), size), ref
 
 
-def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(
+    cfg: TrainConfig, params: list[nn.Parameter], stage: list[nn.Parameter] = ()
+) -> torch.optim.Optimizer:
+    """The optimiser over ``params``; those also in ``stage`` (an encoder stage being fine-tuned)
+    learn at ``lr * optim.stage_lr_scale`` (one parameter group unless that scale differs from 1)."""
     o = cfg.optim
+    slow = {id(p) for p in stage}
+    if o.stage_lr_scale != 1 and slow:
+        groups = [
+            {"params": [p for p in params if id(p) not in slow], "lr": o.lr},
+            {"params": [p for p in params if id(p) in slow], "lr": o.lr * o.stage_lr_scale},
+        ]
+    else:
+        groups = [{"params": list(params), "lr": o.lr}]
     if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
     if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
 def poly_factor(step: int, total: int, power: float, warmup: int = 0) -> float:
@@ -398,7 +410,8 @@ class Trainer:
             trained = nn.parallel.DistributedDataParallel(trained, device_ids=ids)
         self.trained = trained
         self.params = params
-        self.optimizer = make_optimizer(cfg, params)
+        stage = list(self.model.stage_parameters()) if cfg.mode == "pebal" else []
+        self.optimizer = make_optimizer(cfg, params, stage)
         o = cfg.optim
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: poly_factor(s, self.total_steps, o.poly_power, o.warmup_steps)

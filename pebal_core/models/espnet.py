@@ -370,6 +370,13 @@ class ESPNet(SegmentationModel):
             self.attach_final_view(ESPNetLastStage(self))
         self.block = name
 
+    def stage_parameters(self):
+        """With ``last_stage``: the parameters of the encoder's level 3 (``level3_0``, ``level3``, ``b3``)."""
+        if self.block != "last_stage":
+            return iter(())
+        e = self.encoder
+        return (p for m in (e.level3_0, e.level3, e.b3) for p in m.parameters())
+
     def features(self, x: torch.Tensor) -> ESPNetFeatures:
         """Encoder and decoder up to ``final``: ``B x 3 x H x W`` (normalised BGR) -> :class:`ESPNetFeatures`."""
         h, w = x.shape[-2:]
