@@ -304,6 +304,29 @@ def test_training_step_with_road_pastes_extra_inliers_and_the_last_stage(tmp_pat
     assert not any("running_" in k for k in changed)
 
 
+def test_stage_lr_scale_slows_only_the_encoder_stage():
+    from pebal_core.config import TrainConfig
+    from pebal_core.train import make_optimizer
+
+    model = build_model("espnet_p2q8", num_classes=20)
+    cfg = TrainConfig()
+    cfg.optim.lr, cfg.optim.stage_lr_scale = 1e-3, 0.1
+    model.select_finetune_block("decoder")
+    assert list(model.stage_parameters()) == []
+    assert len(make_optimizer(cfg, list(model.finetune_parameters()), []).param_groups) == 1
+    model.select_finetune_block("last_stage")
+    stage = list(model.stage_parameters())
+    opt = make_optimizer(cfg, list(model.finetune_parameters()), stage)
+    fast, slow = opt.param_groups
+    assert slow["lr"] == pytest.approx(1e-4) and fast["lr"] == pytest.approx(1e-3)
+    assert {id(p) for p in slow["params"]} == {id(p) for p in stage}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].startswith(("encoder.level3", "encoder.b3.")) for p in slow["params"])
+    assert not any(names[id(p)].startswith(("encoder.level3", "encoder.b3.")) for p in fast["params"])
+    cfg.optim.stage_lr_scale = 1.0
+    assert len(make_optimizer(cfg, list(model.finetune_parameters()), stage).param_groups) == 1
+
+
 # ----------------------------------------------------------------------------- the real folders
 def test_real_camvid_and_coco_panoptic(realdata):
     camvid = realdata / "camvid"
