@@ -12,6 +12,7 @@ on the machine hits both alike.
     python benchmarks/bench_onnx.py [--size 256 512] [--frames 30] [--threads N] [--sweep]
     python benchmarks/bench_onnx.py --model default --size 512 1024 [--sweep]   # a checkpoint or shipped model
     python benchmarks/bench_onnx.py --arch espnet_p2q8 --size 512 1024          # a zoo network, random weights
+    python benchmarks/bench_onnx.py --model default --arch espnetv2_s2 --size 512 1024  # several: compared in one run
 
 Without ``--model`` or ``--arch`` the two real-time ResNet-18 widths are compared.
 
@@ -93,15 +94,16 @@ def sweep(onnx_path: Path, rgb: np.ndarray, frames: int) -> None:
 
 def candidates(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
     """``(label, checkpoint)`` of the models to time: --model, --arch, or the two ResNet-18 widths."""
-    if args.model:
-        path = resolve_model(args.model)
-        arch = read_checkpoint(path).metadata.get("arch", "?")
-        return [(f"{args.model} ({arch})" if is_model_name(args.model) else f"{path.name} ({arch})", path)]
-    if args.arch:
-        torch.manual_seed(0)
-        ckpt = save_checkpoint(build_model(args.arch).eval(), tmp / "m.safetensors")
-        return [(f"{args.arch} (random weights)", ckpt)]
     out = []
+    for model in args.model or []:
+        path = resolve_model(model)
+        arch = read_checkpoint(path).metadata.get("arch", "?")
+        out.append((f"{model} ({arch})" if is_model_name(model) else f"{path.name} ({arch})", path))
+    for i, name in enumerate(args.arch or []):
+        torch.manual_seed(0)
+        out.append((f"{name} (random weights)", save_checkpoint(build_model(name).eval(), tmp / f"a{i}.safetensors")))
+    if out:
+        return out
     for i, (label, kwargs) in enumerate(CANDIDATES.items()):
         torch.manual_seed(0)
         out.append((label, save_checkpoint(build_model("resnet18", **kwargs).eval(), tmp / f"m{i}.safetensors")))
@@ -110,15 +112,17 @@ def candidates(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="checkpoint, or a shipped model's name (default, synthetic)")
-    parser.add_argument("--arch", help="a zoo architecture with random weights (e.g. espnet_p2q8; see `pebal models`)")
+    parser.add_argument(
+        "--model", nargs="+", help="checkpoints, or shipped models' names (default, synthetic); several are compared"
+    )
+    parser.add_argument(
+        "--arch", nargs="+", help="zoo architectures with random weights (e.g. espnet_p2q8; see `pebal models`)"
+    )
     parser.add_argument("--size", type=int, nargs=2, default=(256, 512), metavar=("H", "W"))
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--threads", type=int, default=usable_cores(), help="CPU threads for both backends")
     parser.add_argument("--sweep", action="store_true", help="also time onnxruntime session options")
     args = parser.parse_args()
-    if args.model and args.arch:
-        parser.error("give --model or --arch, not both")
     torch.set_num_threads(args.threads)
     h, w = args.size
     rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -135,8 +139,9 @@ def main() -> None:
         f" {'torch cpu ms':>13s} {'ort cpu ms':>11s}  {target}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        for label, ckpt in candidates(args, Path(tmp)):
-            onnx_path = export_onnx(ckpt, Path(tmp) / "m.onnx", input_size=(h, w))
+        sessions = []
+        for i, (label, ckpt) in enumerate(candidates(args, Path(tmp))):
+            onnx_path = export_onnx(ckpt, Path(tmp) / f"m{i}.onnx", input_size=(h, w))
             torch_pred = Predictor.from_checkpoint(ckpt, backend="torch")
             ort_pred = Predictor.from_checkpoint(onnx_path, backend="onnxruntime", threads=args.threads)
             agree = (torch_pred.predict(rgb)[0] == ort_pred.predict(rgb)[0]).mean()
@@ -152,7 +157,22 @@ def main() -> None:
             )
             if args.sweep:
                 sweep(onnx_path, rgb, args.frames)
+            sessions.append((label, ort_pred))
+        if fps_target and len(sessions) > 1:
+            compare_models(sessions, rgb, args.frames)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
+def compare_models(sessions: list, rgb: np.ndarray, frames: int) -> None:
+    """The onnxruntime predictors of several models timed round by round together: each one's
+    median wall and CPU ms per frame and its ratio to the first model's."""
+    wall, cpu = interleaved_medians([lambda p=p: p.predict(rgb) for _, p in sessions], frames)
+    print("onnxruntime, models interleaved in one run (ratio = this model's time / the first model's):")
+    for (label, _), t, c in zip(sessions, wall, cpu, strict=True):
+        print(
+            f"    {label:40s} {1000 * t:9.1f} ms  cpu {1000 * c:8.1f} ms  "
+            f"ratio {t / wall[0]:5.2f} (cpu {c / cpu[0]:5.2f})"
+        )
 
 
 if __name__ == "__main__":
