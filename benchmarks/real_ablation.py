@@ -42,18 +42,25 @@ CS8_ONLY = (
 )
 """The recipe's inliers without the pseudo-labelled frames: CamVid and the 8 Cityscapes gtFine frames."""
 
+DECODER = ("model.finetune=decoder", "optim.stage_lr_scale=1.0")
+"""The decoder block only (the recipe trains the encoder's last stage too)."""
+
 RUNS = (
     Run("paper_camvid_decoder", "espnet_p2q8", "CamVid only, paper paste, COCO train+val, margins -9 / -4",
         "config/realdata_camvid_espnet.yaml"),
-    Run("paper_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, paper paste", overrides=("data.paste=paper", CS8_ONLY)),
+    Run("paper_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, paper paste",
+        overrides=("data.paste=paper", CS8_ONLY, *DECODER)),
     Run("both_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, paper + road paste (1:1)",
-        overrides=("data.paste=both", CS8_ONLY)),
-    Run("road_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, road paste", overrides=(CS8_ONLY,)),
-    Run("road_last_stage", "espnet_p2q8", "as road_decoder, + the encoder's last stage",
-        overrides=(CS8_ONLY, "model.finetune=last_stage")),
-    Run("road_last_stage_slow", "espnet_p2q8", "as road_last_stage, the encoder stage at a tenth of the rate",
-        overrides=(CS8_ONLY, "model.finetune=last_stage", "optim.stage_lr_scale=0.1")),
-    Run("road_pseudo_decoder", "espnet_p2q8", "road paste, CamVid + Cityscapes-8 + 12 pseudo-labelled frames"),
+        overrides=("data.paste=both", CS8_ONLY, *DECODER)),
+    Run("road_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, road paste", overrides=(CS8_ONLY, *DECODER)),
+    Run("road_last_stage", "espnet_p2q8", "as road_decoder, + the encoder's last stage at the same rate",
+        overrides=(CS8_ONLY, "optim.stage_lr_scale=1.0")),
+    Run("road_last_stage_slow", "espnet_p2q8", "as road_decoder, + the encoder's last stage at a tenth of the rate",
+        overrides=(CS8_ONLY,)),
+    Run("road_pseudo_decoder", "espnet_p2q8", "as road_decoder, + 12 pseudo-labelled Cityscapes frames",
+        overrides=DECODER),
+    Run("recipe", "espnet_p2q8", "the recipe: road paste, CamVid + Cityscapes-8 + pseudo-labelled frames, "
+        "last stage at a tenth of the rate"),
 )  # fmt: skip
 """The runs, in the order they are trained."""
 
