@@ -6,9 +6,10 @@ Stages (``--stages``, each resumable; working files under ``--out/<arch>[/<run>]
     Quantiles of the base network's energy on training samples of the configured mix (inliers,
     paper-pasted and road-pasted pixels), to set the margins from (``energy_stats.json``).
 ``train``
-    ``pebal train`` with the configuration (default ``config/realdata_roadmix_<arch>.yaml``: CamVid
-    train + the 8 Cityscapes gtFine frames, COCO panoptic train2017 segments pasted anywhere and onto
-    the road), data paths taken from ``--realdata``; ``--set`` overrides single keys (the ablation
+    ``pebal train`` with the configuration (default: the base's, :data:`BASES`; for ESPNet
+    ``config/realdata_roadmix_espnet.yaml``: CamVid train, the 8 Cityscapes gtFine frames and the
+    pseudo-labelled Cityscapes frames of :func:`build_pseudo_inliers`, COCO panoptic train2017
+    segments pasted onto the road), data paths taken from ``--realdata``; ``--set`` overrides single keys (the ablation
     runs). Snapshots every ``snapshot_every`` steps; an interrupted run continues from its ``last.pt``.
 ``holdout``
     Builds the road hold-out set once (:func:`build_road_holdout`, shared by every run): the 15
@@ -85,6 +86,7 @@ RESOLUTIONS = {"512x1024": (512, 1024), "native": None}
 BASES = {
     "espnet_p2q8": {
         "file": "models/espnet_p2q8_cityscapes_sacmehta/espnet_p_2_q_8.safetensors",
+        "config": "config/realdata_roadmix_espnet.yaml",
         "base_model": {
             "name": "ESPNet (p=2, q=8), Cityscapes, 20 classes (19 trainIds + background)",
             "source": "github.com/sacmehta/ESPNet@afe71c38edaee3514ca44e0adcafdf36109bf437 "
@@ -94,6 +96,7 @@ BASES = {
     },
     "enet": {
         "file": "models/enet_cityscapes_void_yurnero14/model_best.pth",
+        "config": "config/realdata_camvid_enet.yaml",
         "base_model": {
             "name": "ENet, Cityscapes, 20 classes (19 trainIds + void)",
             "source": "github.com/yurnero14/Anomaly-Segmentation@a2744c409cba4ea20f7e0303902169d07a783611 "
@@ -112,7 +115,8 @@ TRAINING_DATA = {
 
 
 def config_path(arch: str) -> Path:
-    return ROOT / "config" / f"realdata_roadmix_{arch.split('_')[0]}.yaml"
+    """The base network's training configuration (:data:`BASES`)."""
+    return ROOT / BASES[arch]["config"]
 
 
 def run_dir(args: argparse.Namespace) -> Path:
@@ -627,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", default="runs/real_model", help="working folder (runs, selection, test results)")
     p.add_argument(
-        "--config", default=None, help="training configuration (default config/realdata_roadmix_<arch prefix>.yaml)"
+        "--config", default=None, help="training configuration (default: the base network's, see BASES)"
     )
     p.add_argument("--run", default="", help="name of this run under <out>/<arch>/ (the ablation runs; default none)")
     p.add_argument(
