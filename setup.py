@@ -48,6 +48,7 @@ setup(
         "eval": ["scikit-learn", "scipy", "matplotlib", "pillow"],
         "data": ["pycocotools"],
         "export": ["onnx", "onnxruntime"],
+        "openvino": ["openvino", "nncf"],
         "bag": ["rosbags", "pillow"],
         "tensorrt": ["tensorrt", "pycuda"],
     },

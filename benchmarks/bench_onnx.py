@@ -45,11 +45,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from pebal_core.backends import usable_cores
 from pebal_core.export.onnx import export_onnx
 from pebal_core.model_store import is_model_name, resolve_model
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import read_checkpoint, save_checkpoint
-from pebal_core.runtime import Predictor, usable_cores
+from pebal_core.runtime import Predictor
 
 CANDIDATES = {"resnet18 (width 0.5, synthetic model)": {"width": 0.5}, "resnet18 (width 1.0)": {"width": 1.0}}
 TARGET = 1.3

@@ -1,4 +1,4 @@
-"""Crash-safe file writing and content hashing.
+"""Crash-safe file writing, content hashing and the user cache folder.
 
 A checkpoint, report or engine written with :func:`atomic_write` is either the complete new
 file or the old one: data goes to a temporary file in the same directory, is flushed and
@@ -68,3 +68,14 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def user_cache_dir() -> Path:
+    """The project's folder in the user's cache directory: ``$PEBAL_CACHE_DIR`` when set, else
+    ``$XDG_CACHE_HOME/pebal``, else ``~/.cache/pebal`` (the XDG base directory default). Not created
+    here. What lives there can always be rebuilt (measured backend choices, ONNX exports of
+    checkpoints): deleting it costs time, never data."""
+    if os.environ.get("PEBAL_CACHE_DIR"):
+        return Path(os.environ["PEBAL_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "pebal"

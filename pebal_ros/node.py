@@ -160,8 +160,9 @@ class PebalNode(Node):
         self._worker = threading.Thread(target=self._work, name="pebal_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"model {self.predictor.model_id} on {self.predictor.backend.name}, images via {self._converter.name}, "
-            f"network input {self._input_size_text()}; listening on {self.resolve_topic_name('image')}"
+            f"model {self.predictor.model_id} on {self.predictor.backend.describe()}, images via "
+            f"{self._converter.name}, network input {self._input_size_text()}; listening on "
+            f"{self.resolve_topic_name('image')}"
         )
 
     # ------------------------------------------------------------------ parameters
@@ -343,6 +344,8 @@ class PebalNode(Node):
         period.values.update(
             {
                 "backend": self.predictor.backend.name,
+                "backend_precision": self.predictor.backend.precision,
+                "backend_choice": self.predictor.backend.choice_summary(),
                 "model_id": self.predictor.model_id,
                 "input_size": self._input_size_text(),
                 "worker": "running" if self.worker_alive else "stopped",

@@ -42,7 +42,7 @@ ALL_OUTPUTS = (*IMAGE_OUTPUTS, "anomaly_grid", "obstacles", "obstacle_detections
 """Every output the node can publish; each has an ``outputs.<name>`` parameter."""
 OUTPUTS = ALL_OUTPUTS if DETECTIONS_AVAILABLE else ALL_OUTPUTS[:-1]
 """Output topics of this install, in publishing order (``obstacle_detections`` needs vision_msgs)."""
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
 RELIABILITY = ("best_effort", "reliable")
 _DEVICE = re.compile(r"^(cpu|(cuda|tensorrt)(:\d+)?)$")
 _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER}
@@ -101,8 +101,22 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "empty = the file's own",
         True,
     ),
-    ParamSpec("backend", "torch", "inference backend", True, choices=BACKENDS),
-    ParamSpec("device", "cpu", "cpu, cuda or cuda:N (onnxruntime also tensorrt[:N])", True),
+    ParamSpec(
+        "backend",
+        "auto",
+        "inference backend; auto = the fastest CPU backend installed, measured on this machine for this model at the "
+        "first start and cached (never tensorrt: name it)",
+        True,
+        choices=BACKENDS,
+    ),
+    ParamSpec("device", "cpu", "cpu, cuda or cuda:N (onnxruntime also tensorrt[:N]); auto and openvino: cpu", True),
+    ParamSpec(
+        "precision",
+        "",
+        "openvino: fp32 or bf16 (a CPU with bf16 arithmetic); tensorrt: fp16, fp32 or int8; empty = the backend's "
+        "default (fp32; tensorrt fp16)",
+        True,
+    ),
     ParamSpec(
         "engine_auto_build", True, "tensorrt only: build the engine from the ONNX file when missing or stale", True
     ),
@@ -298,11 +312,13 @@ def resolve_point(values: Mapping, metadata: Mapping) -> ResolvedPoint:
 
 def load_predictor(values: Mapping) -> Predictor:
     """The Predictor the parameters ask for: ``model`` (a file or a shipped model's name) with
-    ``backend``, ``device``, ``smoothing``, ``input_height`` x ``input_width`` (0: the model's
-    size) and ``max_network_pixels``."""
+    ``backend``, ``device``, ``precision``, ``smoothing``, ``input_height`` x ``input_width`` (0: the
+    model's size) and ``max_network_pixels``."""
     options: dict[str, object] = {"max_network_pixels": values["max_network_pixels"]}
     if values["backend"] == "tensorrt":
         options["engine_auto_build"] = bool(values["engine_auto_build"])
+    if values["precision"]:
+        options["precision"] = values["precision"]
     size = (values["input_height"], values["input_width"]) if values["input_height"] else None
     return Predictor.from_checkpoint(
         resolve_model(values["model"]),
@@ -353,9 +369,19 @@ def check_value(name: str, value: object) -> str | None:
     return None
 
 
+PRECISIONS = {"openvino": ("fp32", "bf16"), "tensorrt": ("fp32", "fp16", "int8")}
+"""The ``precision`` values each backend takes (the others take none)."""
+
+
 def check_combination(values: dict, metadata: Mapping | None = None) -> str | None:
     """Why a full set of parameter values does not work together (None if it does); with the
     model's ``metadata``, the operating point they resolve to is checked too."""
+    backend, precision = values["backend"], values["precision"]
+    if precision and precision not in PRECISIONS.get(backend, ()):
+        allowed = "; ".join(f"{name}: {', '.join(p)}" for name, p in PRECISIONS.items())
+        return f"precision {precision!r} does not apply to backend {backend} (precision applies to {allowed})"
+    if backend in ("auto", "openvino") and values["device"] != "cpu":
+        return f"backend {backend} runs on the CPU: set device cpu, or name a GPU backend (tensorrt, torch)"
     if (values["input_height"] == 0) != (values["input_width"] == 0):
         return (
             "input_height and input_width must both be 0 (native size) or both positive, "

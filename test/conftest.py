@@ -5,12 +5,16 @@
 * ``realdata``: path of ``../shared/realdata``; tests using it skip with a reason when absent.
 * ``ros_env``: environment variables that keep DDS traffic on this machine (localhost
   discovery, a random domain id), applied to the test process and handed to subprocesses.
+* The user cache folder (``pebal_core.fileio.user_cache_dir``: backend ``auto``'s measured
+  choices and ONNX exports) is one temporary folder per test session (``PEBAL_CACHE_DIR``, handed
+  to subprocesses too), so tests neither read nor fill the user's own cache.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("PEBAL_REALDATA", ROOT.parent / "shared" / "realdata"))
 REFERENCE = Path(os.environ.get("PEBAL_REFERENCE", ROOT.parent / "shared" / "reference"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if "PEBAL_CACHE_DIR" not in os.environ:
+        os.environ["PEBAL_CACHE_DIR"] = tempfile.mkdtemp(prefix="pebal_test_cache_")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

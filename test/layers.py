@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "foundation",
         "label conventions, file and image I/O, normalisation, resize protocols, the ONNX file contract, "
-        "geometry, calibration",
+        "geometry, calibration, denormal numbers",
         (
             "pebal_core",
             "pebal_core.version",
@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "pebal_core.calibration",
             "pebal_core.ground",
             "pebal_core.assets",
+            "pebal_core.denormals",
         ),
     ),
     (
@@ -56,8 +57,12 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("pebal_core.alarms", "pebal_core.visualize"),
     ),
     ("data", "datasets (training, evaluation, synthetic world)", ("pebal_core.data",)),
-    ("export", "ONNX export, TensorRT engines", ("pebal_core.export",)),
-    ("runtime", "the Predictor: the one inference path, three backends", ("pebal_core.runtime",)),
+    ("export", "ONNX export, OpenVINO int8 models, TensorRT engines", ("pebal_core.export",)),
+    (
+        "runtime",
+        "the Predictor: the one inference path; its backends and the measured choice among them",
+        ("pebal_core.runtime", "pebal_core.backends"),
+    ),
     (
         "evaluation",
         "model + dataset -> metrics report, operating points chosen on validation data",

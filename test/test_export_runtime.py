@@ -14,9 +14,10 @@ import pytest
 from _export_models import STORED_POINT, camera_like, realistic_checkpoint
 
 from pebal_core.alarms.operating_point import resolve_operating_point
+from pebal_core.backends import BackendError
 from pebal_core.export.onnx import export_onnx
 from pebal_core.images import read_label, write_rgb
-from pebal_core.runtime import BackendError, Predictor
+from pebal_core.runtime import Predictor
 
 SIZE = (64, 96)
 

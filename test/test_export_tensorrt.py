@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 from pathlib import Path
 
 import _fake_tensorrt
@@ -22,15 +23,14 @@ import pytest
 from _export_models import STORED_POINT, camera_like, realistic_checkpoint
 
 from pebal_core.alarms.operating_point import resolve_operating_point
+from pebal_core.export.calibration import calibration_batch, calibration_files
 from pebal_core.export.onnx import export_onnx, read_metadata
 from pebal_core.export.tensorrt import (
     DeviceEnv,
     EngineError,
     EngineInfo,
     build_engine,
-    calibration_batch,
     calibration_cache_path,
-    calibration_files,
     compatibility_problems,
     engine_path_for,
     profile_covers,
@@ -389,13 +389,21 @@ def _gpu_ready() -> str | None:
 
 
 GPU_SKIP = _gpu_ready()
-requires_gpu = pytest.mark.skipif(GPU_SKIP is not None, reason=str(GPU_SKIP))
+
+
+@pytest.fixture
+def gpu() -> None:
+    """Skip without TensorRT, pycuda or a GPU; fail instead when ``PEBAL_REQUIRE_GPU=1`` (the GPU check,
+    ``benchmarks/gpu_check.sh``, must not pass by skipping)."""
+    if GPU_SKIP is not None:
+        if os.environ.get("PEBAL_REQUIRE_GPU") == "1":
+            pytest.fail(f"PEBAL_REQUIRE_GPU=1 but the TensorRT tests cannot run: {GPU_SKIP}")
+        pytest.skip(GPU_SKIP)
 
 
 @pytest.mark.gpu
-@requires_gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_tensorrt_backend_matches_torch(tmp_path, precision):
+def test_tensorrt_backend_matches_torch(tmp_path, precision, gpu):
     from pebal_core.runtime import Predictor
 
     ckpt = realistic_checkpoint(tmp_path, "resnet18")
@@ -419,8 +427,7 @@ def test_tensorrt_backend_matches_torch(tmp_path, precision):
 
 
 @pytest.mark.gpu
-@requires_gpu
-def test_tensorrt_int8_with_calibration_folder(tmp_path):
+def test_tensorrt_int8_with_calibration_folder(tmp_path, gpu):
     from pebal_core.export.tensorrt import build_engine
 
     ckpt = realistic_checkpoint(tmp_path, "resnet18")

@@ -17,9 +17,9 @@ def test_the_check_sees_imports_inside_functions_and_from_package_imports():
     """The graph is read from the source: imports inside functions count, and ``from pebal_core
     import cli`` is an edge to ``pebal_core.cli``, so hiding an upward import there fails too."""
     g = graph()
-    assert "pebal_core.export.tensorrt" in g["pebal_core.runtime"]  # imported inside TensorRTBackend
+    assert "pebal_core.export.tensorrt" in g["pebal_core.backends.tensorrt_backend"]  # imported inside TensorRTBackend
     assert "pebal_core.data.anomaly_sets" in g["pebal_core.evaluate"]  # imported inside run_evaluation
-    assert layer_of("pebal_core.runtime") > layer_of("pebal_core.export.tensorrt")
+    assert layer_of("pebal_core.backends.tensorrt_backend") > layer_of("pebal_core.export.tensorrt")
     assert [name for name, _, _ in LAYERS][layer_of("pebal_ros.node")] == "ros"
 
 

@@ -31,14 +31,15 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import CompressedImage, Image
 
-from pebal_core import runtime
+from pebal_core import backends
 from pebal_core.alarms.frame import FrameContext
 from pebal_core.alarms.operating_point import OperatingPoint, StoredPoints
 from pebal_core.alarms.pipeline import AlarmPipeline
+from pebal_core.backends import TorchBackend
 from pebal_core.ground import CameraMount, GroundGrid, intrinsic_matrix
 from pebal_core.labels import PALETTE
 from pebal_core.operating_point_selection import write_operating_points
-from pebal_core.runtime import Predictor, TorchBackend
+from pebal_core.runtime import Predictor
 from pebal_core.visualize import alarm_overlay
 from pebal_ros.node import OUTPUTS, PebalNode
 from pebal_ros.node_parameters import IMAGE_OUTPUTS
@@ -152,6 +153,7 @@ def test_every_output_matches_the_predictor_and_keeps_the_header(ros_env, predic
         for key in ("rate_in_hz", "rate_out_hz", "inference_ms_p50", "inference_ms_p99", "latency_ms_p90"):
             assert float(values[key]) >= 0, key
         assert values["backend"] == "torch" and values["model_id"] == predictor.model_id
+        assert values["backend_precision"] == "fp32" and values["backend_choice"] == "named, not measured"
         assert values["frames_dropped"] == "0" and values["frames_rejected"] == "0"
 
 
@@ -360,6 +362,8 @@ def test_console_script_with_params_file(ros_env, checkpoint, predictor, rgb, re
         f"model:={checkpoint}",
         "-p",
         "diagnostics_period:=0.2",
+        "-p",  # the first start with backend auto exports and times the model (test_backend_auto_reports_...)
+        "backend:=torch",
         "-r",
         "image:=/cam/image_raw",
         "-r",
@@ -429,8 +433,8 @@ class _RecordingTensorRT(TorchBackend):
 
 
 def test_engine_auto_build_reaches_only_the_tensorrt_backend(ros_env, checkpoint, monkeypatch):
-    monkeypatch.setitem(runtime._BACKENDS, "tensorrt", _RecordingTensorRT)
-    monkeypatch.setitem(runtime._BACKENDS, "torch", _RecordingTensorRT)  # record the torch call as well
+    monkeypatch.setitem(backends._BACKENDS, "tensorrt", _RecordingTensorRT)
+    monkeypatch.setitem(backends._BACKENDS, "torch", _RecordingTensorRT)  # record the torch call as well
     with RosSession() as session:
         for backend, auto in (("tensorrt", False), ("tensorrt", True), ("torch", False)):
             values = {"model": str(checkpoint), "backend": backend, "engine_auto_build": auto, "device": "cuda:0"}
@@ -442,6 +446,22 @@ def test_engine_auto_build_reaches_only_the_tensorrt_backend(ros_env, checkpoint
     assert first["engine_auto_build"] is False and first["device"] == "cuda:0" and first["smoothing"] is True
     assert second["engine_auto_build"] is True
     assert "engine_auto_build" not in third
+
+
+def test_backend_auto_reports_its_measured_choice(ros_env, checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("PEBAL_CACHE_DIR", str(tmp_path / "cache"))
+    values = {"model": str(checkpoint), "backend": "auto", "input_height": 32, "input_width": 64}
+    with RosSession() as session:
+        node = PebalNode(node_name="n_auto", context=session.context, parameter_overrides=_overrides(values))
+        try:
+            choice = node.predictor.backend.choice
+            status = {kv.key: kv.value for kv in node.diagnostic_status().values}
+        finally:
+            node.destroy_node()
+    assert set(choice["times_ms"]) == {"torch", "onnxruntime", "openvino"}
+    assert status["backend"] == choice["backend"] == min(choice["times_ms"], key=choice["times_ms"].get)
+    assert status["backend_choice"] == choice["summary"] and f"{choice['backend']} " in choice["summary"]
+    assert list((tmp_path / "cache" / "auto").glob("*.json")), "the choice is cached in PEBAL_CACHE_DIR"
 
 
 def test_console_script_help():

@@ -63,7 +63,7 @@ def test_parameter_descriptors_advertise_ranges_and_choices():
 
 def test_value_checks_give_reasons():
     assert check_value("backend", "torch") is None
-    assert "one of torch, onnxruntime, tensorrt" in check_value("backend", "tflite")
+    assert "one of auto, torch, onnxruntime, openvino, tensorrt" in check_value("backend", "tflite")
     assert check_value("device", "cuda:1") is None and check_value("device", "tensorrt:0") is None
     assert "cpu, cuda, cuda:N" in check_value("device", "gpu0")
     assert "does not exist" in check_value("model", "/no/such/model.safetensors")
@@ -76,6 +76,14 @@ def test_value_checks_give_reasons():
     # with the model's metadata the operating point the values resolve to is checked too
     assert "k <= n" in check_combination(values | {"persistence.k": 4}, {})
     assert "no operating point 'tpr95'" in check_combination(values | {"alarms.policy": "tpr95"}, {})
+    assert "runs on the CPU" in check_combination(values | {"device": "cuda"})  # the default backend is auto
+    assert check_combination(values | {"backend": "torch", "device": "cuda"}) is None
+    assert check_combination(values | {"backend": "openvino", "precision": "bf16"}) is None
+    assert check_combination(values | {"backend": "tensorrt", "device": "cuda", "precision": "int8"}) is None
+    assert "does not apply to backend torch" in check_combination(values | {"backend": "torch", "precision": "bf16"})
+    assert "does not apply to backend openvino" in check_combination(
+        values | {"backend": "openvino", "precision": "fp16"}
+    )
 
 
 def test_unset_alarm_parameters_run_the_models_point_and_set_ones_override_it():

@@ -61,6 +61,8 @@ PIP_ONLY = {
     "onnx_ir": "onnx-ir",
     "pycocotools": "pycocotools",
     "rosbags": "rosbags",
+    "openvino": "openvino",
+    "nncf": "nncf",
 }
 GPU_EXTRAS = {"tensorrt": "tensorrt", "pycuda": "pycuda"}
 

@@ -9,11 +9,11 @@ class UserError(Exception):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exception types whose message is printed as ``pebal: error: ...`` with exit status 2."""
+    from pebal_core.backends import BackendError
     from pebal_core.config import ConfigError
     from pebal_core.export.onnx import ExportError
     from pebal_core.export.tensorrt import EngineError
     from pebal_core.models.checkpoint import CheckpointError
-    from pebal_core.runtime import BackendError
 
     return (
         UserError,

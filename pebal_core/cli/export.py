@@ -1,4 +1,4 @@
-"""``pebal export``: ONNX files and TensorRT engines."""
+"""``pebal export``: ONNX files, OpenVINO int8 models and TensorRT engines."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from pathlib import Path
 def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="export to ONNX, build TensorRT engines",
+        help="export to ONNX, quantise for OpenVINO, build TensorRT engines",
         description=(
             "Deployment artefacts. `export onnx` writes the network with input normalisation and the "
             "energy-score head fused in (input 'image': uint8 RGB 1x3xHxW; outputs 'labels' uint8 1xHxW "
             "trainIds, 'score' float32 1xHxW anomaly score, optional 'logits'), checked with onnx.checker, "
             "with the model's metadata in metadata_props. `export tensorrt` builds a TensorRT plan from such "
             "a file on this machine's GPU and writes a JSON sidecar (TensorRT version, GPU, precision, "
-            "input profile, ONNX sha256) used to refuse or rebuild the plan elsewhere."
+            "input profile, ONNX sha256) used to refuse or rebuild the plan elsewhere. `export openvino` "
+            "quantises such a file to an int8 OpenVINO IR for the CPU (energy head kept in float)."
         ),
     )
     esub = p.add_subparsers(dest="export_cmd", required=True)
@@ -41,6 +42,28 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--logits", action="store_true", help="add a third output with the logits")
     o.add_argument("--opset", type=int, default=None, help="ONNX opset (>= 17; default 18)")
     o.add_argument("--verify", action="store_true", help="compare onnxruntime with torch on a random image")
+
+    v = esub.add_parser(
+        "openvino",
+        help="ONNX -> int8 OpenVINO IR for the CPU (NNCF post-training quantisation)",
+        description="Quantise a `pebal export onnx` file to int8 for OpenVINO's CPU plugin: weights per channel, "
+        "activation ranges from calibration images, the energy head (labels, free energy, smoothing) in float32. "
+        "With --validation-images, operations are returned to float32 until the labels agree with the float "
+        "model's on all but --max-label-drop of the validation pixels. Use inlier frames of your camera's kind "
+        "(ordinary road scenes), never the images you will test on. Run the result with --backend openvino; check "
+        "it keeps the answers on your own labelled data (docs/deployment.md, the accuracy gate).",
+    )
+    v.add_argument("onnx", type=Path, help="a file written by `pebal export onnx` (fixed size, or give --input-size)")
+    v.add_argument("-o", "--output", type=Path, help="IR .xml (default <stem>.int8.xml beside the ONNX; + .bin)")
+    v.add_argument("--calibration-images", type=Path, required=True, help="folder of inlier camera images")
+    v.add_argument("--calibration-limit", type=int, default=300, help="at most this many images, evenly spread (300)")
+    v.add_argument("--validation-images", type=Path, help="folder of other inlier images for accuracy control")
+    v.add_argument("--validation-limit", type=int, default=20, help="at most this many validation images (20)")
+    v.add_argument(
+        "--max-label-drop", type=float, default=0.01, help="accuracy control: share of pixels whose label may change"
+    )
+    v.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="size of a dynamic export")
+    v.add_argument("--preset", choices=("mixed", "performance"), default="mixed", help="NNCF preset (default mixed)")
 
     t = esub.add_parser(
         "tensorrt",
@@ -96,8 +119,33 @@ def run_export(args: argparse.Namespace) -> int:
             print(f"onnxruntime vs torch: labels agree on {100 * agree:.3f}% of pixels, max |score diff| {diff:.2e}")
         return 0
 
+    from pebal_core.backends import parse_device
+
+    if args.export_cmd == "openvino":
+        from pebal_core.export.calibration import calibration_files
+        from pebal_core.export.openvino import quantize_int8
+
+        calibration = calibration_files(args.calibration_images, args.calibration_limit)
+        validation = calibration_files(args.validation_images, args.validation_limit) if args.validation_images else []
+        output = args.output or args.onnx.with_name(f"{args.onnx.stem}.int8.xml")
+        record = quantize_int8(
+            args.onnx,
+            output,
+            calibration,
+            validation,
+            max_label_drop=args.max_label_drop,
+            input_size=_size(args.input_size),
+            preset=args.preset,
+            describe={"calibration_folder": str(args.calibration_images)},
+        )
+        if record["validation"]:
+            print(
+                f"labels agree with the float model on {100 * record['validation']['label_agreement']:.2f}% of "
+                "the validation pixels"
+            )
+        return 0
+
     from pebal_core.export.tensorrt import build_engine, engine_path_for
-    from pebal_core.runtime import parse_device
 
     _, index = parse_device(args.device, ("cuda",))
     print(f"building a {args.precision} TensorRT plan from {args.onnx} (kernel tuning takes minutes)")

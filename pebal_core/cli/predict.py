@@ -33,9 +33,14 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--backend",
-        default="torch",
-        choices=("torch", "onnxruntime", "tensorrt"),
-        help="inference backend (default torch)",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime", "openvino", "tensorrt"),
+        help="inference backend (default auto: the fastest CPU backend installed, timed on this machine for this "
+        "model at its first use and cached in $XDG_CACHE_HOME/pebal; never tensorrt)",
+    )
+    p.add_argument(
+        "--precision",
+        help="openvino: fp32 (default) or bf16 (CPUs with bf16 arithmetic); tensorrt: fp16 (default), fp32 or int8",
     )
     p.add_argument(
         "--device",
@@ -63,6 +68,8 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    import logging
+
     import numpy as np
 
     from pebal_core.alarms.frame import FrameContext
@@ -74,7 +81,12 @@ def run_predict(args: argparse.Namespace) -> int:
     from pebal_core.runtime import Predictor
     from pebal_core.visualize import alarm_overlay, heatmap
 
-    options = {"engine_auto_build": True} if args.engine_auto_build else {}
+    if args.backend == "auto":  # say what the first, slow use of a model on this machine is doing
+        logging.basicConfig(format="%(message)s")
+        logging.getLogger("pebal_core.backends.auto").setLevel(logging.INFO)
+    options: dict[str, object] = {"engine_auto_build": True} if args.engine_auto_build else {}
+    if args.precision:
+        options["precision"] = args.precision
     predictor = Predictor.from_checkpoint(
         resolve_model(args.model),
         backend=args.backend,
@@ -84,6 +96,7 @@ def run_predict(args: argparse.Namespace) -> int:
         arch=args.arch,
         **options,
     )
+    print(f"backend: {predictor.backend.describe()}")
     resolved = resolve_operating_point(predictor.metadata, args.policy, {"threshold": args.threshold})
     print(f"operating point: {resolved.warning() or resolved.point.describe()}")
     chain = AlarmPipeline(sequence=False)  # unrelated stills: each judged on its own

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pebal_core.denormals import flush_denormals
 from pebal_core.fileio import atomic_write
 from pebal_core.models.base import SegmentationModel
 from pebal_core.onnx_contract import (
@@ -156,7 +157,10 @@ def export_model(
     logits: bool = False,
     opset: int = DEFAULT_OPSET,
 ) -> Path:
-    """Export a loaded network (see :func:`export_onnx`); ``checkpoint_metadata`` fills the metadata."""
+    """Export a loaded network (see :func:`export_onnx`); ``checkpoint_metadata`` fills the metadata.
+
+    ``model`` is put in eval mode and its denormal weights are set to zero (in place,
+    :func:`pebal_core.denormals.flush_denormals`), so the file holds none."""
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old: use {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
     h, w = (int(v) for v in input_size)
@@ -168,6 +172,7 @@ def export_model(
     import onnx
     import onnx_ir
 
+    flush_denormals(model)  # an eval-mode model for export: zeroing sub-1e-38 weights changes no output
     net = DeployNetwork(model.eval(), smoothing, logits).eval()
     example = torch.zeros(1, 3, h, w, dtype=torch.uint8)
     dynamic_shapes = None

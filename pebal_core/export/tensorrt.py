@@ -35,18 +35,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from pebal_core.export.calibration import calibration_batch, calibration_files
 from pebal_core.export.onnx import INPUT_NAME, MAX_SIDE, MIN_SIDE, read_metadata
 from pebal_core.fileio import atomic_write, atomic_write_text, sha256_file
-from pebal_core.images import read_rgb
 from pebal_core.version import __version__
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PRECISION = "fp16"
 DEFAULT_WORKSPACE_MB = 2048
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 INSTALL_HINT = "install the optional extra on a machine with an NVIDIA GPU: pip install .[tensorrt]"
 
 log = logging.getLogger(__name__)
@@ -333,29 +331,6 @@ def resolve_engine(
 
 
 # ----------------------------------------------------------------------------- calibration
-def calibration_files(folder: str | os.PathLike, limit: int | None = None) -> list[Path]:
-    """Image files for INT8 calibration in ``folder`` (recursively), sorted; at most ``limit``, evenly spread."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"calibration image folder not found: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the calibration folder {folder}")
-    if limit is not None and len(files) > limit:
-        idx = np.linspace(0, len(files) - 1, limit).round().astype(int)
-        files = [files[i] for i in idx]
-    return files
-
-
-def calibration_batch(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
-    """One calibration input: the RGB image resized to ``(H, W)`` (bilinear, as the runtime does), uint8 ``1x3xHxW``."""
-    rgb = read_rgb(path)
-    h, w = size
-    if rgb.shape[:2] != (h, w):
-        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1))[None]
-
-
 def _entropy_calibrator(trt, cuda, files: list[Path], shape: list[int], cache: Path):
     """An ``IInt8EntropyCalibrator2`` feeding ``files`` one image per batch, caching its table in ``cache``."""
     from tqdm import tqdm

@@ -41,6 +41,7 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
+from pebal_core.denormals import flush_denormals
 from pebal_core.fileio import atomic_write, sha256_file
 from pebal_core.models.base import SegmentationModel
 from pebal_core.models.registry import build_model
@@ -302,7 +303,8 @@ def load_model(
 
     Returns:
         the model in eval mode, with ``model.checkpoint_metadata`` set to the file's metadata
-        (completed with ``source_format`` and ``sha256``).
+        (completed with ``source_format``, ``sha256`` and ``denormals_flushed``: how many denormal
+        weights of the file were set to zero, :mod:`pebal_core.denormals`).
     """
     ckpt = read_checkpoint(path)
     meta = dict(ckpt.metadata)
@@ -319,9 +321,10 @@ def load_model(
         raise CheckpointError(f"{ckpt.path}: {e.args[0]}") from e
     sd = extend_classifier(model, ckpt.state_dict, torch.Generator().manual_seed(seed))
     load_state_dict_strict(model, sd, source=f"{ckpt.path} ({ckpt.source_format} format)")
+    flushed = flush_denormals(model)
     if "normalization" in meta:
         model.normalization = Normalization.from_dict(meta["normalization"])
-    meta.update(source_format=ckpt.source_format, sha256=sha256_file(ckpt.path))
+    meta.update(source_format=ckpt.source_format, sha256=sha256_file(ckpt.path), denormals_flushed=flushed)
     if ckpt.dropped_keys:
         meta["dropped_keys"] = ckpt.dropped_keys
     model.checkpoint_metadata = meta
@@ -349,6 +352,9 @@ def model_metadata(model: SegmentationModel, **extra) -> dict:
 def save_checkpoint(model: SegmentationModel, path: str | os.PathLike, half: bool = False, **metadata) -> Path:
     """Write ``model`` in the project format, atomically; ``.safetensors`` or ``.pt`` by suffix.
 
+    Denormal weights are written as zero (:func:`pebal_core.denormals.flush_denormals`, on copies:
+    ``model`` itself is unchanged, so a training run that saves snapshots computes as before).
+
     Args:
         half: store floating-point tensors as float16 (halves the file; they load back into
             float32 models, with float16 rounding of the weights).
@@ -356,10 +362,10 @@ def save_checkpoint(model: SegmentationModel, path: str | os.PathLike, half: boo
     """
     path = Path(path)
     meta = model_metadata(model, **metadata)
-    sd = {}
-    for k, v in model.state_dict().items():
-        v = v.detach().cpu().contiguous()
-        sd[k] = v.half() if half and v.is_floating_point() else v
+    sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    flush_denormals(sd)  # float32 denormals; float16 storage keeps its own small numbers
+    if half:
+        sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
     with atomic_write(path) as tmp:
         if path.suffix == ".safetensors":
             save_safetensors(sd, str(tmp), metadata={"pebal": json.dumps(meta)})
@@ -381,6 +387,7 @@ _REGENERATED_METADATA = (
     "source_format",
     "sha256",
     "dropped_keys",
+    "denormals_flushed",
 )
 """Metadata that :func:`save_checkpoint` writes anew (never copied from the source file)."""
 
