@@ -13,8 +13,14 @@ on the machine hits both alike.
     python benchmarks/bench_onnx.py --model default --size 512 1024 [--sweep]   # a checkpoint or shipped model
     python benchmarks/bench_onnx.py --arch espnet_p2q8 --size 512 1024          # a zoo network, random weights
     python benchmarks/bench_onnx.py --model default --arch espnetv2_s2 --size 512 1024  # several: compared in one run
+    python benchmarks/bench_onnx.py --bases --size 512 1024                    # the shipped default + real bases
 
-Without ``--model`` or ``--arch`` the two real-time ResNet-18 widths are compared.
+Without ``--model``, ``--arch`` or ``--bases`` the two real-time ResNet-18 widths are compared.
+``--bases`` times the shipped default model beside every real Cityscapes base of the realdata
+folder (``benchmarks/real_data_baselines.py``'s ``MODELS``, real weights, by ``arch``) and
+reports each one's onnxruntime time over the default's (the speed criterion for shipping another
+base: no slower than the default through onnxruntime). All models are timed in one run, their
+calls interleaved round by round.
 
 ``--threads`` sets both sides' CPU threads (torch intra-op threads and onnxruntime intra-op
 threads; default: every usable core). On a machine shared with other work, OpenMP-style
@@ -44,12 +50,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from real_data_baselines import DEFAULT_REALDATA, MODELS
 
 from pebal_core.backends import usable_cores
 from pebal_core.export.onnx import export_onnx
-from pebal_core.model_store import is_model_name, resolve_model
+from pebal_core.model_store import DEFAULT, is_model_name, resolve_model
 from pebal_core.models import build_model
-from pebal_core.models.checkpoint import read_checkpoint, save_checkpoint
+from pebal_core.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from pebal_core.runtime import Predictor
 
 CANDIDATES = {"resnet18 (width 0.5, synthetic model)": {"width": 0.5}, "resnet18 (width 1.0)": {"width": 1.0}}
@@ -94,7 +101,18 @@ def sweep(onnx_path: Path, rgb: np.ndarray, frames: int) -> None:
 
 
 def candidates(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
-    """``(label, checkpoint)`` of the models to time: --model, --arch, or the two ResNet-18 widths."""
+    """``(label, checkpoint)`` of the models to time: --model and --arch (several of each), --bases, or
+    the two ResNet-18 widths."""
+    if args.bases:
+        out = [(f"{DEFAULT} ({read_checkpoint(resolve_model(DEFAULT)).metadata['arch']})", resolve_model(DEFAULT))]
+        for arch, file in MODELS.items():  # bare files: into the project format, which export_onnx reads
+            out.append(
+                (
+                    f"{arch} (real base)",
+                    save_checkpoint(load_model(args.realdata / file, arch=arch), tmp / f"{arch}.safetensors"),
+                )
+            )
+        return out
     out = []
     for model in args.model or []:
         path = resolve_model(model)
@@ -119,11 +137,15 @@ def main() -> None:
     parser.add_argument(
         "--arch", nargs="+", help="zoo architectures with random weights (e.g. espnet_p2q8; see `pebal models`)"
     )
+    parser.add_argument("--bases", action="store_true", help="the shipped default beside every real base (realdata)")
+    parser.add_argument("--realdata", type=Path, default=DEFAULT_REALDATA, help="realdata folder for --bases")
     parser.add_argument("--size", type=int, nargs=2, default=(256, 512), metavar=("H", "W"))
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--threads", type=int, default=usable_cores(), help="CPU threads for both backends")
     parser.add_argument("--sweep", action="store_true", help="also time onnxruntime session options")
     args = parser.parse_args()
+    if args.bases and (args.model or args.arch):
+        parser.error("give --bases alone, or --model/--arch")
     torch.set_num_threads(args.threads)
     h, w = args.size
     rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -134,46 +156,39 @@ def main() -> None:
         f"{os.getloadavg()[0]:.2f} at start"
     )
     fps_target = bool(args.model or args.arch)
-    target = f"ort fps >= {TARGET_FPS:g}" if fps_target else f"ratio >= {TARGET}"
+    target = "ort / default" if args.bases else f"ort fps >= {TARGET_FPS:g}" if fps_target else f"ratio >= {TARGET}"
     print(
         f"{'model':40s} {'torch ms':>9s} {'ort ms':>9s} {'torch fps':>10s} {'ort fps':>9s} {'ratio':>6s}"
         f" {'torch cpu ms':>13s} {'ort cpu ms':>11s}  {target}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        sessions = []
+        rows = []
         for i, (label, ckpt) in enumerate(candidates(args, Path(tmp))):
             onnx_path = export_onnx(ckpt, Path(tmp) / f"m{i}.onnx", input_size=(h, w))
-            torch_pred = Predictor.from_checkpoint(ckpt, backend="torch")
+            torch_pred = Predictor.from_checkpoint(ckpt, backend="torch", input_size=(h, w))
             ort_pred = Predictor.from_checkpoint(onnx_path, backend="onnxruntime", threads=args.threads)
             agree = (torch_pred.predict(rgb)[0] == ort_pred.predict(rgb)[0]).mean()
-            (t_torch, t_ort), (c_torch, c_ort) = interleaved_medians(
-                [lambda p=torch_pred: p.predict(rgb), lambda p=ort_pred: p.predict(rgb)], args.frames
-            )
+            rows.append((label, onnx_path, torch_pred, ort_pred, agree))
+        fns = [f for _, _, t, o, _ in rows for f in (lambda p=t: p.predict(rgb), lambda p=o: p.predict(rgb))]
+        wall, cpu = interleaved_medians(fns, args.frames)
+        for k, (label, onnx_path, _, _, agree) in enumerate(rows):
+            t_torch, t_ort, c_torch, c_ort = wall[2 * k], wall[2 * k + 1], cpu[2 * k], cpu[2 * k + 1]
             ratio = t_torch / t_ort
-            passed = 1 / t_ort >= TARGET_FPS if fps_target else ratio >= TARGET
+            if args.bases:
+                verdict = f"{t_ort / wall[1]:.2f}"
+            else:
+                passed = 1 / t_ort >= TARGET_FPS if fps_target else ratio >= TARGET
+                verdict = "PASS" if passed else "FAIL"
+                if len(rows) > 1:
+                    verdict += f" (ort / first {t_ort / wall[1]:.2f})"
             print(
                 f"{label:40s} {1000 * t_torch:9.1f} {1000 * t_ort:9.1f} {1 / t_torch:10.1f} {1 / t_ort:9.1f} "
-                f"{ratio:6.2f} {1000 * c_torch:13.1f} {1000 * c_ort:11.1f}  {'PASS' if passed else 'FAIL'}   "
+                f"{ratio:6.2f} {1000 * c_torch:13.1f} {1000 * c_ort:11.1f}  {verdict}   "
                 f"(labels agree on {100 * agree:.2f}% of pixels)"
             )
             if args.sweep:
                 sweep(onnx_path, rgb, args.frames)
-            sessions.append((label, ort_pred))
-        if fps_target and len(sessions) > 1:
-            compare_models(sessions, rgb, args.frames)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
-
-
-def compare_models(sessions: list, rgb: np.ndarray, frames: int) -> None:
-    """The onnxruntime predictors of several models timed round by round together: each one's
-    median wall and CPU ms per frame and its ratio to the first model's."""
-    wall, cpu = interleaved_medians([lambda p=p: p.predict(rgb) for _, p in sessions], frames)
-    print("onnxruntime, models interleaved in one run (ratio = this model's time / the first model's):")
-    for (label, _), t, c in zip(sessions, wall, cpu, strict=True):
-        print(
-            f"    {label:40s} {1000 * t:9.1f} ms  cpu {1000 * c:8.1f} ms  "
-            f"ratio {t / wall[0]:5.2f} (cpu {c / cpu[0]:5.2f})"
-        )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "foundation",
         "label conventions, file and image I/O, normalisation, resize protocols, the ONNX file contract, "
-        "geometry, calibration, denormal numbers",
+        "what model metadata may hold, geometry, calibration, denormal numbers",
         (
             "pebal_core",
             "pebal_core.version",
@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "pebal_core.preprocessing",
             "pebal_core.protocols",
             "pebal_core.onnx_contract",
+            "pebal_core.model_metadata",
             "pebal_core.percentiles",
             "pebal_core.calibration",
             "pebal_core.ground",

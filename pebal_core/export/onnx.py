@@ -127,7 +127,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError and friends from protobuf
         raise ExportError(f"cannot read {path} as an ONNX model: {e}") from e
-    return parse_metadata({p.key: p.value for p in proto.metadata_props})
+    return parse_metadata({p.key: p.value for p in proto.metadata_props}, path)
 
 
 @contextlib.contextmanager
