@@ -94,8 +94,9 @@ synthetic-model: $(STAMP)
 # real Cityscapes frames as inliers, COCO panoptic objects pasted onto the road, the encoder's last
 # stage and the decoder), choose the step on the held-out data (the fs_static hold-out, the road
 # hold-out built from it, CamVid val), write the model, set its alarm operating points on the fs_static
-# hold-out (benchmarks/real_operating_point.py: default fpr:0.01), then read the test sets once and
-# write the tables of docs/real_data_results.md. Data from $(REALDATA). Wall times on one core of
+# hold-out (benchmarks/real_operating_point.py: default obstacles:0.5 with the hold-out camera's ego
+# mask), then read the test sets once (pixel level; obstacle level with the ego masks, docs/alarms.md)
+# and write the tables of docs/real_data_results.md. Data from $(REALDATA). Wall times on one core of
 # the shared 2-core machine: docs/real_data_results.md section 2.
 # ARCH=enet makes the ENet model (CamVid-only paper recipe, config/realdata_camvid_enet.yaml) under
 # $(REAL_RUN)/enet (its base has no licence: never commit it).
@@ -105,8 +106,12 @@ REAL_MODEL ?= $(if $(filter espnet_p2q8,$(ARCH)),pebal_core/assets/real_espnet_p
 
 real-model: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/real_model.py --arch $(ARCH) --realdata $(REALDATA) --out $(REAL_RUN) \
-		--ship $(REAL_MODEL) --stages energy,train,holdout,select,ship,test,evidence
+		--ship $(REAL_MODEL) --stages energy,train,holdout,select,ship
 	$(PY) benchmarks/real_operating_point.py --model $(REAL_MODEL) --realdata $(REALDATA)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/real_model.py --arch $(ARCH) --realdata $(REALDATA) --out $(REAL_RUN) \
+		--ship $(REAL_MODEL) --stages test,evidence
+	$(PY) benchmarks/real_ego_masks.py --realdata $(REALDATA)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/real_obstacle_level.py --realdata $(REALDATA) --model $(REAL_MODEL)
 	$(PY) benchmarks/real_data_pebal.py --out $(REAL_RUN) --doc docs/real_data_results.md
 
 lint: $(STAMP)

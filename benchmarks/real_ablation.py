@@ -36,11 +36,12 @@ class Run:
     overrides: tuple[str, ...] = field(default_factory=tuple)
 
 
-CS8_ONLY = (
+PSEUDO = (
     "data.extra_inliers=[{cityscapes: ../shared/realdata/cityscapes_gtfine_8, split: train, size: [512, 1024], "
-    "repeat: 10, ego_vehicle: inlier, in_memory: true}]"
+    "repeat: 10, ego_vehicle: inlier, in_memory: true}, "
+    "{cityscapes: '@pseudo_inliers', split: train, repeat: 10, in_memory: true}]"
 )
-"""The recipe's inliers without the pseudo-labelled frames: CamVid and the 8 Cityscapes gtFine frames."""
+"""The recipe's inliers and the 12 pseudo-labelled Cityscapes frames (``real_model.build_pseudo_inliers``)."""
 
 DECODER = ("model.finetune=decoder", "optim.stage_lr_scale=1.0")
 """The decoder block only (the recipe trains the encoder's last stage too)."""
@@ -48,19 +49,16 @@ DECODER = ("model.finetune=decoder", "optim.stage_lr_scale=1.0")
 RUNS = (
     Run("paper_camvid_decoder", "espnet_p2q8", "CamVid only, paper paste, COCO train+val, margins -9 / -4",
         "config/realdata_camvid_espnet.yaml"),
-    Run("paper_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, paper paste",
-        overrides=("data.paste=paper", CS8_ONLY, *DECODER)),
+    Run("paper_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, paper paste", overrides=("data.paste=paper", *DECODER)),
     Run("both_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, paper + road paste (1:1)",
-        overrides=("data.paste=both", CS8_ONLY, *DECODER)),
-    Run("road_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, road paste", overrides=(CS8_ONLY, *DECODER)),
+        overrides=("data.paste=both", *DECODER)),
+    Run("road_decoder", "espnet_p2q8", "CamVid + Cityscapes-8, road paste", overrides=DECODER),
     Run("road_last_stage", "espnet_p2q8", "as road_decoder, + the encoder's last stage at the same rate",
-        overrides=(CS8_ONLY, "optim.stage_lr_scale=1.0")),
-    Run("road_last_stage_slow", "espnet_p2q8", "as road_decoder, + the encoder's last stage at a tenth of the rate",
-        overrides=(CS8_ONLY,)),
+        overrides=("optim.stage_lr_scale=1.0",)),
+    Run("road_last_stage_slow", "espnet_p2q8", "the recipe: as road_decoder, + the encoder's last stage at a "
+        "tenth of the rate"),
     Run("road_pseudo_decoder", "espnet_p2q8", "as road_decoder, + 12 pseudo-labelled Cityscapes frames",
-        overrides=DECODER),
-    Run("recipe", "espnet_p2q8", "the recipe: road paste, CamVid + Cityscapes-8 + pseudo-labelled frames, "
-        "last stage at a tenth of the rate"),
+        overrides=(PSEUDO, *DECODER)),
 )  # fmt: skip
 """The runs, in the order they are trained."""
 

@@ -1,11 +1,13 @@
 """Tables of the real-data PEBAL models for ``docs/real_data_results.md``.
 
-Reads what ``benchmarks/real_model.py`` wrote under ``--out/<arch>/`` (``selection.json``,
-``chosen.json``, ``energy_stats.json``, ``test.json``, ``evidence.json``) for every base network that has been
-through its ``test`` stage, and rewrites the section between the ``real_data_pebal`` markers of
-``--doc``: the hold-out selection, the test sets at 512x1024 and native (course protocol, AP /
-FPR95 of the fine-tuned model's PEBAL score against every score of the same pretrained network),
-CamVid test mIoU before and after, and per-image numbers for the sets that are not won.
+Reads what ``benchmarks/real_model.py`` wrote under ``--out/<arch>[/<run>]/`` (``selection.json``,
+``chosen.json``, ``energy_stats.json``, ``test.json``, ``evidence.json``) for every base network
+that has been through its ``test`` stage, and rewrites its part of the section between the
+``real_data_pebal`` markers of ``--doc`` (the parts of base networks without such a run stay as
+they are): the hold-out selection, the test sets at 512x1024 and native where measured (course
+protocol, AP / FPR95 of the fine-tuned model's PEBAL score against the best score of any pretrained
+base network measured), CamVid test mIoU before and after, and per-image numbers for the sets that
+are not won.
 
     .venv/bin/python benchmarks/real_data_pebal.py --out runs/real_model --doc docs/real_data_results.md
 """
@@ -237,17 +239,39 @@ def arch_section(arch: str, run: Path) -> list[str]:
     return lines
 
 
+def current_sections(doc: Path) -> dict[str, list[str]]:
+    """The lines of each base network's section now between the markers of ``doc``, by ``arch``."""
+    text = doc.read_text()
+    if BEGIN not in text or END not in text:
+        return {}
+    body = text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n").split("\n")
+    titles = {f"### {t}": arch for arch, t in ARCH_TITLES.items()}
+    sections: dict[str, list[str]] = {}
+    arch = None
+    for line in body:
+        arch = titles.get(line, arch)
+        if arch is not None:
+            sections.setdefault(arch, []).append(line)
+    return sections
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("runs/real_model"), help="benchmarks/real_model.py's --out")
+    p.add_argument("--run", default="", help="benchmarks/real_model.py's --run (the run under <out>/<arch>/)")
     p.add_argument("--doc", type=Path, default=Path("docs/real_data_results.md"), help="document to update")
     args = p.parse_args(argv)
+    kept = current_sections(args.doc)
     lines: list[str] = []
+    found = False
     for arch in ARCH_TITLES:
-        run = args.out / arch
+        run = args.out / arch / args.run if args.run else args.out / arch
         if (run / "test.json").is_file() and (run / "chosen.json").is_file():
             lines += arch_section(arch, run)
-    if not lines:
+            found = True
+        elif arch in kept:  # no run of this base here: its section stays as it is
+            lines += kept[arch]
+    if not found:
         print(f"no finished run under {args.out} (run benchmarks/real_model.py first)", file=sys.stderr)
         return 1
     replace_between_markers(args.doc, BEGIN, END, lines)

@@ -7,10 +7,11 @@ Stages (``--stages``, each resumable; working files under ``--out/<arch>[/<run>]
     paper-pasted and road-pasted pixels), to set the margins from (``energy_stats.json``).
 ``train``
     ``pebal train`` with the configuration (default: the base's, :data:`BASES`; for ESPNet
-    ``config/realdata_roadmix_espnet.yaml``: CamVid train, the 8 Cityscapes gtFine frames and the
-    pseudo-labelled Cityscapes frames of :func:`build_pseudo_inliers`, COCO panoptic train2017
-    segments pasted onto the road), data paths taken from ``--realdata``; ``--set`` overrides single keys (the ablation
-    runs). Snapshots every ``snapshot_every`` steps; an interrupted run continues from its ``last.pt``.
+    ``config/realdata_roadmix_espnet.yaml``: CamVid train and the 8 Cityscapes gtFine frames as
+    inliers, COCO panoptic train2017 segments pasted onto the road, the encoder's last stage and the
+    decoder fine-tuned), data paths taken from ``--realdata`` (``@pseudo_inliers`` in the configuration
+    or an override: the frames of :func:`build_pseudo_inliers`); ``--set`` overrides single keys (the
+    ablation runs). Snapshots every ``snapshot_every`` steps; an interrupted run continues from its ``last.pt``.
 ``holdout``
     Builds the road hold-out set once (:func:`build_road_holdout`, shared by every run): the 15
     fs_static hold-out frames with COCO **val2017** objects (never used in training) pasted onto the
@@ -210,8 +211,13 @@ def resolved_config(args: argparse.Namespace) -> Path:
 
 
 def run_overrides(args: argparse.Namespace) -> list[str]:
-    """``--set`` with :data:`DEFAULT_SHARED` re-rooted at ``--realdata`` (as in the configuration files)."""
-    return [item.replace(DEFAULT_SHARED, str(args.realdata)) for item in args.set]
+    """``--set`` with :data:`DEFAULT_SHARED` re-rooted at ``--realdata`` and :data:`PSEUDO_INLIERS`
+    replaced by the tree of :func:`build_pseudo_inliers` (as in the configuration files)."""
+    out = [item.replace(DEFAULT_SHARED, str(args.realdata)) for item in args.set]
+    return [
+        item.replace(PSEUDO_INLIERS, str(build_pseudo_inliers(args))) if PSEUDO_INLIERS in item else item
+        for item in out
+    ]
 
 
 def load_run_config(args: argparse.Namespace):
