@@ -410,7 +410,8 @@ def test_shipped_real_model_metadata_and_threshold(realdata):
     assert meta["base_model"]["licence"] == "MIT" and "sacmehta/ESPNet" in meta["base_model"]["source"]
     assert "CamVid" in meta["training_data"]["inliers"] and "COCO panoptic" in meta["training_data"]["outliers"]
     assert meta["input_size"] == [512, 1024]
-    assert meta["train_config"]["model"]["finetune"] == "decoder"
+    assert meta["train_config"]["model"]["finetune"] == "last_stage"
+    assert meta["train_config"]["data"]["paste"] == "road" and "onto the road" in meta["training_data"]["outliers"]
     stored = StoredPoints.from_metadata(meta)
     point = stored.points["obstacles:0.5"]
     assert stored.default == "obstacles:0.5" and point.policy == "obstacles:0.5" and point.ego_mask == "cityscapes"
