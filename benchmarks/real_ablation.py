@@ -3,9 +3,10 @@
 Each run is ``benchmarks/real_model.py --run NAME --stages train,select`` with the recipe's
 configuration and a few overrides (:data:`RUNS`); every run is judged on the hold-out data only
 (the fs_static hold-out, the road hold-out, CamVid val: ``real_model.py``'s ``select`` stage),
-so nothing here reads a test set. Runs are resumable and skipped when finished; ``--runs``
-picks some. ``--doc`` rewrites the table between the ``real_ablation`` markers of
-``docs/real_data_results.md`` from the finished runs' ``chosen.json``.
+so nothing here reads a test set. Runs are resumable, and skipped once their ``chosen.json``
+exists; ``--runs`` picks some (``--runs`` without names: none, only the table). ``--doc``
+rewrites the table between the ``real_ablation`` markers of ``docs/real_data_results.md`` from the
+finished runs' ``chosen.json``.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/real_ablation.py --out runs/ablation --doc docs/real_data_results.md
 """
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     for run in RUNS:
         if args.runs is not None and run.name not in args.runs:
+            continue
+        if (Path(args.out) / run.arch / run.name / "chosen.json").is_file():
             continue
         print(f"== {run.name}: {run.what}", file=sys.stderr, flush=True)
         real_model.main(run_args(run, args, "train,select"))
