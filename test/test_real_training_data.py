@@ -327,6 +327,27 @@ def test_stage_lr_scale_slows_only_the_encoder_stage():
     assert len(make_optimizer(cfg, list(model.finetune_parameters()), stage).param_groups) == 1
 
 
+@pytest.mark.parametrize(
+    ("arch", "stage_prefixes"),
+    [
+        ("espnet_p2q8", ("encoder.level3_0.", "encoder.level3.", "encoder.b3.")),
+        ("dabnet", ("downsample_2.", "DAB_Block_2.")),
+        ("espnetv2_s2", ("base_net.level4_0.", "base_net.level4.")),
+    ],
+)
+def test_stage_parameters_are_the_last_encoder_stage_of_the_last_stage_block(arch, stage_prefixes):
+    """Every zoo network with a ``last_stage`` block names its encoder stage's parameters (the
+    slow group of ``optim.stage_lr_scale``): exactly those of the named layers, all inside the
+    trained block, none before ``last_stage`` is selected."""
+    model = build_model(arch, num_classes=20)
+    assert list(model.stage_parameters()) == []
+    model.select_finetune_block("last_stage")
+    trained = {id(p) for p in model.finetune_parameters()}
+    stage = {id(p) for p in model.stage_parameters()}
+    expected = {id(p) for n, p in model.named_parameters() if n.startswith(stage_prefixes)}
+    assert stage == expected and expected and stage < trained
+
+
 # ----------------------------------------------------------------------------- the real folders
 def test_real_camvid_and_coco_panoptic(realdata):
     camvid = realdata / "camvid"
