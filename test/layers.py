@@ -22,14 +22,15 @@ BEGIN, END = "<!-- layers:begin -->", "<!-- layers:end -->"
 LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "foundation",
-        "label conventions, file and image I/O, normalisation, resize protocols, the ONNX file contract, "
-        "what model metadata may hold, geometry, calibration, denormal numbers",
+        "label conventions, file and image I/O, image sources, normalisation, resize protocols, the ONNX file "
+        "contract, what model metadata may hold, geometry, camera intrinsics, calibration, denormal numbers",
         (
             "pebal_core",
             "pebal_core.version",
             "pebal_core.console",
             "pebal_core.fileio",
             "pebal_core.images",
+            "pebal_core.sources",
             "pebal_core.labels",
             "pebal_core.preprocessing",
             "pebal_core.protocols",
@@ -38,6 +39,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "pebal_core.percentiles",
             "pebal_core.calibration",
             "pebal_core.ground",
+            "pebal_core.camera_calibration",
             "pebal_core.assets",
             "pebal_core.denormals",
         ),
@@ -75,8 +77,13 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("pebal_core.config", "pebal_core.losses", "pebal_core.train"),
     ),
     ("cli", "the `pebal` command", ("pebal_core.cli",)),
-    ("ros", "the ROS 2 node, bag tools and demo", ("pebal_ros",)),
+    ("ros", "the ROS 2 node, camera, bag tools and demo", ("pebal_ros",)),
 )
+
+
+LAZY_EXPORTS = {"pebal_core": {"pebal_core.runtime"}}
+"""Imports allowed upwards because they are a package's lazy attributes (module ``__getattr__``, run on
+first use, never at import): ``from pebal_core import Predictor``. They are not edges of the layer graph."""
 
 
 def module_name(path: Path) -> str:
@@ -119,9 +126,9 @@ def imports(path: Path, known: set[str]) -> set[str]:
 
 
 def graph() -> dict[str, set[str]]:
-    """Module -> the project modules it imports."""
+    """Module -> the project modules it imports (lazy exports, :data:`LAZY_EXPORTS`, left out)."""
     mods = modules()
-    return {name: imports(path, set(mods)) for name, path in mods.items()}
+    return {name: imports(path, set(mods)) - LAZY_EXPORTS.get(name, set()) for name, path in mods.items()}
 
 
 def upward_edges() -> list[str]:

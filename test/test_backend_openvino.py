@@ -64,8 +64,8 @@ def test_fixed_onnx_resizes_to_the_model_size_and_reads_the_metadata(checkpoint,
     assert pred.metadata["arch"] == "resnet18" and pred.metadata["arch_kwargs"] == {"width": 0.25}
     assert pred.metadata["source_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     # one model, one id on every backend: the source checkpoint's
-    source_id = f"resnet18@{hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]}"
-    assert pred.model_id == torch_pred.model_id == source_id
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert pred.model_id == torch_pred.model_id == f"resnet18@{digest[:12]}"
     assert int(pred.backend.compiled.get_property("INFERENCE_NUM_THREADS")) == 1
 
 
