@@ -90,21 +90,28 @@ synthetic-model: $(STAMP)
 		--finetuned $(SYNTHETIC_MODEL) --json $(MODEL_RUN)/synthetic_results.json --markdown docs/synthetic_results.md
 
 # `make real-model`: the real-data PEBAL model from nothing (benchmarks/real_model.py): fine-tune the
-# real Cityscapes $(ARCH) on CamVid train with AnomalyMix from COCO panoptic objects, choose the
-# step on the held-out data (fs_static images 0-14, CamVid val), set the alarm operating points on
-# the fs_static hold-out (benchmarks/real_operating_point.py: default fpr:0.01), write the model, then read the test sets once and write the tables of
-# docs/real_data_results.md. Data from $(REALDATA). Measured for ESPNet on one core of the busy
-# 2-core machine: 12 min training, 10 min selection, 12 min for the test sets at 512x1024 and
-# 24 min at native resolution (ENet: 24 min training).
-# ARCH=enet makes the ENet model under $(REAL_RUN)/enet (its base has no licence: never commit it).
+# real Cityscapes $(ARCH) with its configuration (ESPNet: config/realdata_roadmix_espnet.yaml, CamVid +
+# real Cityscapes frames as inliers, COCO panoptic objects pasted onto the road, the encoder's last
+# stage and the decoder), choose the step on the held-out data (the fs_static hold-out, the road
+# hold-out built from it, CamVid val), write the model, set its alarm operating points on the fs_static
+# hold-out (benchmarks/real_operating_point.py: default obstacles:0.5 with the hold-out camera's ego
+# mask), then read the test sets once (pixel level; obstacle level with the ego masks, docs/alarms.md)
+# and write the tables of docs/real_data_results.md. Data from $(REALDATA). Wall times on one core of
+# the shared 2-core machine: docs/real_data_results.md section 2.
+# ARCH=enet makes the ENet model (CamVid-only paper recipe, config/realdata_camvid_enet.yaml) under
+# $(REAL_RUN)/enet (its base has no licence: never commit it).
 ARCH       ?= espnet_p2q8
 REAL_RUN   ?= runs/real_model
 REAL_MODEL ?= $(if $(filter espnet_p2q8,$(ARCH)),pebal_core/assets/real_espnet_pebal.safetensors,$(REAL_RUN)/$(ARCH)/real_pebal.safetensors)
 
 real-model: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/real_model.py --arch $(ARCH) --realdata $(REALDATA) --out $(REAL_RUN) \
-		--ship $(REAL_MODEL) --stages energy,train,select,ship,test,evidence
+		--ship $(REAL_MODEL) --stages energy,train,holdout,select,ship
 	$(PY) benchmarks/real_operating_point.py --model $(REAL_MODEL) --realdata $(REALDATA)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/real_model.py --arch $(ARCH) --realdata $(REALDATA) --out $(REAL_RUN) \
+		--ship $(REAL_MODEL) --stages test,evidence
+	$(PY) benchmarks/real_ego_masks.py --realdata $(REALDATA)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/real_obstacle_level.py --realdata $(REALDATA) --model $(REAL_MODEL)
 	$(PY) benchmarks/real_data_pebal.py --out $(REAL_RUN) --doc docs/real_data_results.md
 
 lint: $(STAMP)

@@ -12,6 +12,7 @@ on the machine hits both alike.
     python benchmarks/bench_onnx.py [--size 256 512] [--frames 30] [--threads N] [--sweep]
     python benchmarks/bench_onnx.py --model default --size 512 1024 [--sweep]   # a checkpoint or shipped model
     python benchmarks/bench_onnx.py --arch espnet_p2q8 --size 512 1024          # a zoo network, random weights
+    python benchmarks/bench_onnx.py --model default --arch espnetv2_s2 --size 512 1024  # several: compared in one run
     python benchmarks/bench_onnx.py --bases --size 512 1024                    # the shipped default + real bases
 
 Without ``--model``, ``--arch`` or ``--bases`` the two real-time ResNet-18 widths are compared.
@@ -100,15 +101,8 @@ def sweep(onnx_path: Path, rgb: np.ndarray, frames: int) -> None:
 
 
 def candidates(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
-    """``(label, checkpoint)`` of the models to time: --model, --arch, --bases, or the two ResNet-18 widths."""
-    if args.model:
-        path = resolve_model(args.model)
-        arch = read_checkpoint(path).metadata.get("arch", "?")
-        return [(f"{args.model} ({arch})" if is_model_name(args.model) else f"{path.name} ({arch})", path)]
-    if args.arch:
-        torch.manual_seed(0)
-        ckpt = save_checkpoint(build_model(args.arch).eval(), tmp / "m.safetensors")
-        return [(f"{args.arch} (random weights)", ckpt)]
+    """``(label, checkpoint)`` of the models to time: --model and --arch (several of each), --bases, or
+    the two ResNet-18 widths."""
     if args.bases:
         out = [(f"{DEFAULT} ({read_checkpoint(resolve_model(DEFAULT)).metadata['arch']})", resolve_model(DEFAULT))]
         for arch, file in MODELS.items():  # bare files: into the project format, which export_onnx reads
@@ -120,6 +114,15 @@ def candidates(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
             )
         return out
     out = []
+    for model in args.model or []:
+        path = resolve_model(model)
+        arch = read_checkpoint(path).metadata.get("arch", "?")
+        out.append((f"{model} ({arch})" if is_model_name(model) else f"{path.name} ({arch})", path))
+    for i, name in enumerate(args.arch or []):
+        torch.manual_seed(0)
+        out.append((f"{name} (random weights)", save_checkpoint(build_model(name).eval(), tmp / f"a{i}.safetensors")))
+    if out:
+        return out
     for i, (label, kwargs) in enumerate(CANDIDATES.items()):
         torch.manual_seed(0)
         out.append((label, save_checkpoint(build_model("resnet18", **kwargs).eval(), tmp / f"m{i}.safetensors")))
@@ -128,8 +131,12 @@ def candidates(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="checkpoint, or a shipped model's name (default, synthetic)")
-    parser.add_argument("--arch", help="a zoo architecture with random weights (e.g. espnet_p2q8; see `pebal models`)")
+    parser.add_argument(
+        "--model", nargs="+", help="checkpoints, or shipped models' names (default, synthetic); several are compared"
+    )
+    parser.add_argument(
+        "--arch", nargs="+", help="zoo architectures with random weights (e.g. espnet_p2q8; see `pebal models`)"
+    )
     parser.add_argument("--bases", action="store_true", help="the shipped default beside every real base (realdata)")
     parser.add_argument("--realdata", type=Path, default=DEFAULT_REALDATA, help="realdata folder for --bases")
     parser.add_argument("--size", type=int, nargs=2, default=(256, 512), metavar=("H", "W"))
@@ -137,8 +144,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=usable_cores(), help="CPU threads for both backends")
     parser.add_argument("--sweep", action="store_true", help="also time onnxruntime session options")
     args = parser.parse_args()
-    if sum(map(bool, (args.model, args.arch, args.bases))) > 1:
-        parser.error("give one of --model, --arch, --bases")
+    if args.bases and (args.model or args.arch):
+        parser.error("give --bases alone, or --model/--arch")
     torch.set_num_threads(args.threads)
     h, w = args.size
     rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -172,6 +179,8 @@ def main() -> None:
             else:
                 passed = 1 / t_ort >= TARGET_FPS if fps_target else ratio >= TARGET
                 verdict = "PASS" if passed else "FAIL"
+                if len(rows) > 1:
+                    verdict += f" (ort / first {t_ort / wall[1]:.2f})"
             print(
                 f"{label:40s} {1000 * t_torch:9.1f} {1000 * t_ort:9.1f} {1 / t_torch:10.1f} {1 / t_ort:9.1f} "
                 f"{ratio:6.2f} {1000 * c_torch:13.1f} {1000 * c_ort:11.1f}  {verdict}   "

@@ -1,11 +1,13 @@
 """Tables of the real-data PEBAL models for ``docs/real_data_results.md``.
 
-Reads what ``benchmarks/real_model.py`` wrote under ``--out/<arch>/`` (``selection.json``,
-``chosen.json``, ``energy_stats.json``, ``test.json``, ``evidence.json``) for every base network that has been
-through its ``test`` stage, and rewrites the section between the ``real_data_pebal`` markers of
-``--doc``: the hold-out selection, the test sets at 512x1024 and native (course protocol, AP /
-FPR95 of the fine-tuned model's PEBAL score against every score of the same pretrained network),
-CamVid test mIoU before and after, and per-image numbers for the sets that are not won.
+Reads what ``benchmarks/real_model.py`` wrote under ``--out/<arch>[/<run>]/`` (``selection.json``,
+``chosen.json``, ``energy_stats.json``, ``test.json``, ``evidence.json``) for every base network
+that has been through its ``test`` stage, and rewrites its part of the section between the
+``real_data_pebal`` markers of ``--doc`` (the parts of base networks without such a run stay as
+they are): the hold-out selection, the test sets at 512x1024 and native where measured (course
+protocol, AP / FPR95 of the fine-tuned model's PEBAL score against the best score of any pretrained
+base network measured), CamVid test mIoU before and after, and per-image numbers for the sets that
+are not won.
 
     .venv/bin/python benchmarks/real_data_pebal.py --out runs/real_model --doc docs/real_data_results.md
 """
@@ -38,6 +40,9 @@ ERFNET_MAXLOGIT_512 = {
 all 100 FS L&F images where the rows here use 30 of them)."""
 
 
+ENERGY_PARTS = {"inlier": "inlier pixels", "mixed": "pixels pasted anywhere", "road": "pixels pasted onto the road"}
+
+
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
@@ -56,24 +61,45 @@ def label(method: str) -> str:
 def selection_section(arch: str, run: Path) -> list[str]:
     chosen = json.loads((run / "chosen.json").read_text())
     rows = chosen["rows"]
+    road = all("road_holdout" in r for r in rows.values())
+    head = "| candidate | fs_static hold-out AP | FPR95 |" + (" road hold-out AP | FPR95 |" if road else "")
     lines = [
         f"Rule: {chosen['rule']}.",
         "",
-        "| candidate | fs_static hold-out AP | FPR95 | CamVid val mIoU (9 classes) |",
-        "|---|---:|---:|---:|",
+        head + " CamVid val mIoU (9 classes) |",
+        "|---|---:|---:|" + ("---:|---:|" if road else "") + "---:|",
     ]
     for name, r in rows.items():
         mark = " **(chosen)**" if name == chosen["chosen"] else ""
         fs = r["fs_static_holdout"]["pebal"]
+        cells = f"{pct(fs['ap'])} | {pct(fs['fpr95'])} |"
+        if road:
+            rd = r["road_holdout"]["pebal"]
+            cells += f" {pct(rd['ap'])} | {pct(rd['fpr95'])} |"
         title = "pretrained (smoothed energy)" if name == "base" else f"{name.replace('step_', 'step ')}{mark}"
-        lines.append(f"| {title} | {pct(fs['ap'])} | {pct(fs['fpr95'])} | {pct(r['camvid_val']['miou'])} |")
+        lines.append(f"| {title} | {cells} {pct(r['camvid_val']['miou'])} |")
     return lines
 
 
+def zoo_best(test: dict, res: str, s: str, key: str) -> tuple[str, str, float]:
+    """The best baseline over every pretrained base network measured at ``res`` on set ``s``:
+    ``(base, score, value)`` (ap: highest, fpr95: lowest)."""
+    found = []
+    for k, v in test.items():
+        parts = k.split("/")
+        if k == f"base/{res}/{s}":
+            found.append(("this base", *best(v["methods"], key)))
+        elif parts[0] == "zoo" and parts[2:] == [res, s]:
+            found.append((parts[1], *best(v["methods"], key)))
+    return (max if key == "ap" else min)(found, key=lambda t: t[2])
+
+
 def test_section(test: dict, res: str) -> tuple[list[str], list[str]]:
-    """(summary table, not-won set names) at resolution ``res``."""
+    """(summary table, not-won set names) at resolution ``res``: the fine-tuned PEBAL score against
+    the best baseline of any pretrained base network of the zoo measured there."""
     lines = [
-        "| set | PEBAL AP | best pretrained AP | PEBAL FPR95 | best pretrained FPR95 | won |",
+        "| set | PEBAL AP | best pretrained AP (base, score) | PEBAL FPR95 | best pretrained FPR95 (base, score) "
+        "| won |",
         "|---|---:|---:|---:|---:|---|",
     ]
     lost = []
@@ -81,15 +107,14 @@ def test_section(test: dict, res: str) -> tuple[list[str], list[str]]:
         if f"pebal/{res}/{s}" not in test or f"base/{res}/{s}" not in test:
             continue
         ours = test[f"pebal/{res}/{s}"]["methods"]["pebal"]
-        base = test[f"base/{res}/{s}"]["methods"]
-        (an, av), (fn, fv) = best(base, "ap"), best(base, "fpr95")
+        (ab, an, av), (fb, fn, fv) = zoo_best(test, res, s, "ap"), zoo_best(test, res, s, "fpr95")
         ap_won, fpr_won = ours["ap"] > av, ours["fpr95"] < fv
         won = "both" if ap_won and fpr_won else "AP only" if ap_won else "FPR95 only" if fpr_won else "**no**"
         if not (ap_won and fpr_won):
             lost.append(s)
         lines.append(
-            f"| {title} | {pct(ours['ap'])} | {pct(av)} ({label(an)}) | {pct(ours['fpr95'])} | "
-            f"{pct(fv)} ({label(fn)}) | {won} |"
+            f"| {title} | {pct(ours['ap'])} | {pct(av)} ({ab}, {label(an)}) | {pct(ours['fpr95'])} | "
+            f"{pct(fv)} ({fb}, {label(fn)}) | {won} |"
         )
     return lines, lost
 
@@ -165,9 +190,10 @@ def arch_section(arch: str, run: Path) -> list[str]:
     if stats.is_file():
         e = json.loads(stats.read_text())
         q = "/".join(str(v) for v in e["quantiles"])
+        parts = [f"{what} {e[k]}" for k, what in ENERGY_PARTS.items() if k in e]
         lines += [
-            f"Energy of the pretrained network on {e['n_samples']} AnomalyMix training samples (quantiles {q} %): "
-            f"CamVid pixels {e['inlier']}, pasted COCO pixels {e['pasted']}.",
+            f"Energy of the pretrained network on {e['n_samples']} mixed training samples (quantiles {q} %): "
+            + "; ".join(parts) + ".",
             "",
         ]
     lines += ["#### Selection on the hold-out data", "", *selection_section(arch, run), ""]
@@ -191,6 +217,14 @@ def arch_section(arch: str, run: Path) -> list[str]:
             "| PEBAL | " + pct(o["miou"]) + " | " + " | ".join(pct(v) for v in o["per_class"].values()) + " |",
             "",
         ]
+    if "pebal/cityscapes8_pixel_accuracy" in test:
+        b, o = test["base/cityscapes8_pixel_accuracy"], test["pebal/cityscapes8_pixel_accuracy"]
+        lines += [
+            "Pixel accuracy on the 8 Cityscapes gtFine frames (512x1024 input, trainId pixels): "
+            f"pretrained {pct(b)} %, PEBAL {pct(o)} % ({100 * (o - b):+.2f} points; the frames are training "
+            "inliers of the recipe).",
+            "",
+        ]
     evidence = json.loads((run / "evidence.json").read_text()) if (run / "evidence.json").is_file() else {}
     for s in all_lost.get("512x1024", []):
         lines += [*per_image_section(evidence, s, arch), ""]
@@ -205,17 +239,39 @@ def arch_section(arch: str, run: Path) -> list[str]:
     return lines
 
 
+def current_sections(doc: Path) -> dict[str, list[str]]:
+    """The lines of each base network's section now between the markers of ``doc``, by ``arch``."""
+    text = doc.read_text()
+    if BEGIN not in text or END not in text:
+        return {}
+    body = text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n").split("\n")
+    titles = {f"### {t}": arch for arch, t in ARCH_TITLES.items()}
+    sections: dict[str, list[str]] = {}
+    arch = None
+    for line in body:
+        arch = titles.get(line, arch)
+        if arch is not None:
+            sections.setdefault(arch, []).append(line)
+    return sections
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("runs/real_model"), help="benchmarks/real_model.py's --out")
+    p.add_argument("--run", default="", help="benchmarks/real_model.py's --run (the run under <out>/<arch>/)")
     p.add_argument("--doc", type=Path, default=Path("docs/real_data_results.md"), help="document to update")
     args = p.parse_args(argv)
+    kept = current_sections(args.doc)
     lines: list[str] = []
+    found = False
     for arch in ARCH_TITLES:
-        run = args.out / arch
+        run = args.out / arch / args.run if args.run else args.out / arch
         if (run / "test.json").is_file() and (run / "chosen.json").is_file():
             lines += arch_section(arch, run)
-    if not lines:
+            found = True
+        elif arch in kept:  # no run of this base here: its section stays as it is
+            lines += kept[arch]
+    if not found:
         print(f"no finished run under {args.out} (run benchmarks/real_model.py first)", file=sys.stderr)
         return 1
     replace_between_markers(args.doc, BEGIN, END, lines)

@@ -94,14 +94,16 @@ def void_at(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 @torch.inference_mode()
-def pseudo_labels(model: SegmentationModel, rgb: np.ndarray) -> np.ndarray:
+def pseudo_labels(model: SegmentationModel, rgb: np.ndarray, channel19: int = VOID_ID) -> np.ndarray:
     """The model's own segmentation of ``rgb`` (uint8 ``H x W x 3``, run at its native size) as
-    trainIds: argmax over the 19 inlier channels (lowest index wins ties), and ``VOID_ID`` where
-    the argmax over all channels is the void/abstention channel 19 (20-channel models)."""
+    trainIds: argmax over the 19 inlier channels (lowest index wins ties), and ``channel19``
+    (``VOID_ID``, or ``UNCLASSED_ID`` for frames of normal scenes: the bonnet, which the
+    Cityscapes networks' channel 19 was trained on, is an inlier without a class) where the argmax
+    over all channels is the void/abstention channel 19 (20-channel models)."""
     logits = Predictor.from_model(model).logits(rgb)[0]
     labels = logits[:NUM_CLASSES].argmax(0).to(torch.uint8)
     if logits.shape[0] > ABSTENTION_CHANNEL:
-        labels[logits.argmax(0) == ABSTENTION_CHANNEL] = VOID_ID
+        labels[logits.argmax(0) == ABSTENTION_CHANNEL] = channel19
     return labels.cpu().numpy()
 
 
@@ -121,6 +123,7 @@ def build_inlier_tree(
     holdout: tuple[int, ...] = FS_STATIC_HOLDOUT,
     model_file: str | os.PathLike | None = None,
     progress: bool = True,
+    channel19: int = VOID_ID,
 ) -> dict:
     """Write the training tree described in the module docstring; returns its manifest.
 
@@ -131,6 +134,7 @@ def build_inlier_tree(
         size: (H, W) of the stored images and labels.
         holdout: fs_static indices kept out of training and copied to the validation set.
         model_file: the checkpoint ``model`` was loaded from (recorded with its sha256).
+        channel19: the target where the model's 20-way argmax is its channel 19 (:func:`pseudo_labels`).
     """
     realdata, out = Path(realdata), Path(out)
     if out.exists():
@@ -159,8 +163,8 @@ def build_inlier_tree(
     frames = []
     for name, image_file, mask_file in tqdm(jobs, desc="pseudo-labelling", unit="img", disable=not progress):
         rgb = resize_image(read_rgb(image_file), size, "course")
-        labels = pseudo_labels(model, rgb)
-        model_void = float((labels == VOID_ID).mean())
+        labels = pseudo_labels(model, rgb, channel19)
+        model_void = float((labels == channel19).mean())
         if mask_file is not None:
             labels[void_at(read_label(mask_file), size)] = VOID_ID
         city, stem = name.split("/")
@@ -187,7 +191,7 @@ def build_inlier_tree(
         "size": list(size),
         "model_file": None if model_file is None else str(model_file),
         "model_sha256": None if model_file is None else sha256_file(model_file),
-        "pseudo_labels": "argmax over the 19 inlier channels; 255 where the 20-way argmax is channel 19",
+        "pseudo_labels": f"argmax over the 19 inlier channels; {channel19} where the 20-way argmax is channel 19",
         "train": frames,
         "holdout": {"set": HOLDOUT_SET, "fs_static_indices": list(holdout)},
         "held_out_labelled_frame": LABELLED_FRAME,

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from pebal_core.data.road_obstacles import RoadPaste
 from pebal_core.fileio import atomic_write_text
 from pebal_core.labels import COCO_CITYSCAPES_LIKE
 
@@ -229,6 +230,32 @@ class LossConfig:
 
 
 @dataclasses.dataclass
+class ExtraInliers:
+    """A further inlier set in the Cityscapes layout, added to the training inliers (``data.extra_inliers``).
+
+    ``size``: every frame resized to ``[height, width]`` on reading (null = as stored), e.g. the
+    512x1024 a real-time network runs at; ``repeat``: how often each frame appears per epoch (a
+    handful of frames among hundreds); ``ego_vehicle``: ``void`` or ``inlier`` (the recording
+    car's bonnet as an inlier without a class, :class:`~pebal_core.data.cityscapes.Cityscapes`);
+    ``in_memory``: read each frame once and keep it (for a handful of frames).
+    """
+
+    cityscapes: str
+    split: str = "train"
+    labels: typing.Literal["auto", "trainIds", "labelIds"] = "auto"
+    size: tuple[int, int] | None = None
+    repeat: int = 1
+    ego_vehicle: typing.Literal["void", "inlier"] = "void"
+    in_memory: bool = False
+
+    def __post_init__(self) -> None:
+        if self.repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {self.repeat}")
+        if self.size is not None and min(self.size) < 1:
+            raise ValueError(f"size must be positive [height, width], got {list(self.size)}")
+
+
+@dataclasses.dataclass
 class TrainDataConfig:
     """Training data: an inlier set, COCO outliers, AnomalyMix, augmentation.
 
@@ -248,6 +275,13 @@ class TrainDataConfig:
     object (1.0 = its COCO size, as the reference). ``scale``/``crop``/``flip``: joint random
     rescaling, crop (void-padded) and horizontal flip probability, applied after mixing.
     ``val_split``: in ``pretrain`` mode, inlier mIoU on this split after every epoch.
+
+    ``extra_inliers``: further Cityscapes-layout sets added to the training inliers
+    (:class:`ExtraInliers`). ``paste``: how AnomalyMix pastes objects, ``paper`` (anywhere, the
+    reference), ``road`` (onto the road, sized by the ground plane, with the ``road`` settings,
+    :class:`~pebal_core.data.road_obstacles.RoadPaste`) or ``both`` (a road sample with
+    probability ``road_fraction``); :mod:`pebal_core.data.anomalymix`. ``crop_keeps_anomaly``:
+    the crop of a mixed sample contains at least one anomalous pixel.
     """
 
     inliers: typing.Literal["cityscapes", "camvid"] = "cityscapes"
@@ -269,6 +303,11 @@ class TrainDataConfig:
     flip: float = 0.5
     workers: int = 4
     val_split: str | None = None
+    extra_inliers: list[ExtraInliers] = dataclasses.field(default_factory=list)
+    paste: typing.Literal["paper", "road", "both"] = "paper"
+    road_fraction: float = 0.5
+    road: RoadPaste = dataclasses.field(default_factory=RoadPaste)
+    crop_keeps_anomaly: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.scale[0] <= self.scale[1]:
@@ -279,6 +318,8 @@ class TrainDataConfig:
             raise ValueError(f"crop must be positive [height, width], got {list(self.crop)}")
         if not 0 <= self.flip <= 1:
             raise ValueError(f"flip is a probability, got {self.flip}")
+        if not 0 <= self.road_fraction <= 1:
+            raise ValueError(f"road_fraction is a probability, got {self.road_fraction}")
         if self.ood_ratio < 0 or self.workers < 0 or self.coco_min_size < 0:
             raise ValueError("ood_ratio, workers and coco_min_size must be >= 0")
 
@@ -304,7 +345,9 @@ class TrainModelConfig:
 @dataclasses.dataclass
 class OptimConfig:
     """Optimiser and poly learning-rate schedule ``lr * (1 - step / total) ** poly_power``
-    (after ``warmup_steps`` of linear warm-up). Paper: Adam, lr 1e-5, power 0.9."""
+    (after ``warmup_steps`` of linear warm-up). Paper: Adam, lr 1e-5, power 0.9.
+    ``stage_lr_scale``: with ``model.finetune: last_stage``, the encoder stage's layers learn at
+    ``lr * stage_lr_scale`` (the decoder at ``lr``)."""
 
     name: typing.Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-5
@@ -312,10 +355,13 @@ class OptimConfig:
     momentum: float = 0.9
     poly_power: float = 0.9
     warmup_steps: int = 0
+    stage_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.weight_decay < 0 or self.poly_power < 0 or self.warmup_steps < 0:
             raise ValueError("lr must be > 0; weight_decay, poly_power and warmup_steps >= 0")
+        if self.stage_lr_scale <= 0:
+            raise ValueError(f"stage_lr_scale must be > 0, got {self.stage_lr_scale}")
 
 
 @dataclasses.dataclass

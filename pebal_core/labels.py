@@ -1,8 +1,10 @@
 """Cityscapes label conventions used everywhere in the project.
 
 Training labels are Cityscapes *trainIds*: 0..18 for the 19 evaluated classes, ``VOID_ID`` (255)
-for pixels that never contribute to a loss or a metric, and ``ANOMALY_ID`` (254) for pasted
-outlier-exposure objects (the reference implementation's ``ood_ind``). A PEBAL model has
+for pixels that never contribute to a loss or a metric, ``ANOMALY_ID`` (254) for pasted
+outlier-exposure objects (the reference implementation's ``ood_ind``), and ``UNCLASSED_ID`` (253)
+for pixels that are normal parts of the scene without a Cityscapes class (the recording car's own
+bonnet): the energy terms treat them as inliers, the class terms ignore them. A PEBAL model has
 ``NUM_CLASSES + 1 = 20`` output channels; channel ``ABSTENTION_CHANNEL`` (19) is the abstention
 (anomaly) class.
 
@@ -27,6 +29,10 @@ ANOMALY_ID = 254
 """Training label of pasted outlier-exposure pixels (AnomalyMix)."""
 VOID_ID = 255
 """Training/evaluation label of ignored pixels."""
+UNCLASSED_ID = 253
+"""Training label of inlier pixels without a class (the ego vehicle's bonnet): low energy, no class target."""
+EGO_VEHICLE_LABEL_ID = 1
+"""Cityscapes labelId of the ego vehicle (the recording car's bonnet; trainId void)."""
 
 EVAL_INLIER = 0
 EVAL_ANOMALY = 1

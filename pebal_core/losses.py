@@ -19,7 +19,8 @@ PAL (Eq. 3)
     class as their label, ``-log(p_19 + p_19 / a)``; ``reference`` uses
     ``-ood_weight * mean_c log(max(p_c + p_19 / a, 1e-7))`` over the 19 inlier channels ``c``.
 EBM (Eqs. 6, 7)
-    ``max(0, E - m_in)^2`` on inlier pixels, ``max(0, m_out - E)^2`` on anomalous pixels.
+    ``max(0, E - m_in)^2`` on inlier pixels (unclassed ones included), ``max(0, m_out - E)^2`` on
+    anomalous pixels.
 Regulariser (Eq. 8)
     Smoothness of ``E`` between 4-neighbours and sparsity of ``E`` (see the variants).
 ``abstention="ce"``
@@ -65,7 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pebal_core.config import LossConfig
-from pebal_core.labels import ABSTENTION_CHANNEL, ANOMALY_ID, NUM_CLASSES, VOID_ID
+from pebal_core.labels import ABSTENTION_CHANNEL, ANOMALY_ID, NUM_CLASSES, UNCLASSED_ID, VOID_ID
 from pebal_core.scoring import GAUSSIAN_SIZE, exp_, gaussian_kernel1d, lse_from_shifted, separable_correlate
 
 PENALTY_FLOOR = 1e-12
@@ -79,11 +80,13 @@ def _check(logits: torch.Tensor, targets: torch.Tensor) -> None:
         raise ValueError(f"expected logits B x {NUM_CLASSES + 1} x H x W, got {tuple(logits.shape)}")
     if targets.shape != (logits.shape[0], *logits.shape[2:]):
         raise ValueError(f"targets {tuple(targets.shape)} do not match logits {tuple(logits.shape)}")
-    bad = (targets >= NUM_CLASSES) & (targets != ANOMALY_ID) & (targets != VOID_ID) | (targets < 0)
+    special = (targets == ANOMALY_ID) | (targets == VOID_ID) | (targets == UNCLASSED_ID)
+    bad = (targets >= NUM_CLASSES) & ~special | (targets < 0)
     if bool(bad.any()):
         raise ValueError(
             f"targets hold values {sorted(set(targets[bad].unique().tolist()))[:5]}; "
-            f"expected trainIds 0..{NUM_CLASSES - 1}, {ANOMALY_ID} (anomaly) or {VOID_ID} (void)"
+            f"expected trainIds 0..{NUM_CLASSES - 1}, {ANOMALY_ID} (anomaly), {UNCLASSED_ID} (unclassed inlier) "
+            f"or {VOID_ID} (void)"
         )
 
 
@@ -106,13 +109,13 @@ class PixelTerms:
     lse20: torch.Tensor
     """logsumexp of all 20 logits."""
     x_target: torch.Tensor
-    """Logit of each pixel's label (channel 19 for anomalous pixels, 0 for void ones)."""
+    """Logit of each pixel's label (channel 19 for anomalous pixels, 0 for void and unclassed ones)."""
     x19: torch.Tensor
     """Abstention logit."""
 
     @classmethod
     def of(cls, logits: torch.Tensor, targets: torch.Tensor) -> PixelTerms:
-        index = torch.where(targets == ANOMALY_ID, ABSTENTION_CHANNEL, torch.where(targets == VOID_ID, 0, targets))
+        index = torch.where(targets == ANOMALY_ID, ABSTENTION_CHANNEL, torch.where(targets < NUM_CLASSES, targets, 0))
         lse, x19, x_target = _PixelLogits.apply(logits, index)
         return cls(lse, torch.logaddexp(lse, x19), x_target, x19)
 
@@ -277,10 +280,11 @@ class PebalLoss(nn.Module):
         has_anomaly = anomaly.any()
         if cfg.ebm:
             e_in, e_out = ebm_terms(energy, cfg.m_in, cfg.m_out)
+            low = inlier | (targets == UNCLASSED_ID)  # pixels whose energy the margin keeps low
             if cfg.variant == "paper":
-                ebm = (e_in * inlier + e_out * anomaly).sum() / (inlier | anomaly).sum().clamp_min(1)
+                ebm = (e_in * low + e_out * anomaly).sum() / (low | anomaly).sum().clamp_min(1)
             else:
-                mean_in = _mean(e_in, inlier)
+                mean_in = _mean(e_in, low)
                 ebm = torch.where(has_anomaly, 0.5 * (mean_in + _mean(e_out, anomaly)), mean_in)
             terms["ebm"] = ebm
             extra = extra + ebm

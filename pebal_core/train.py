@@ -55,6 +55,7 @@ from tqdm import tqdm
 
 from pebal_core.config import ConfigError, TrainConfig, TrainDataConfig, from_dict, to_dict
 from pebal_core.data.anomalymix import AnomalyMix
+from pebal_core.data.base import InMemory
 from pebal_core.data.camvid import CamVid
 from pebal_core.data.cityscapes import Cityscapes
 from pebal_core.data.coco import CocoOutliers
@@ -130,6 +131,19 @@ def build_inliers(d: TrainDataConfig, split: str) -> Dataset:
     return Cityscapes(d.cityscapes, split, d.labels)
 
 
+def build_training_inliers(d: TrainDataConfig) -> Dataset:
+    """The training inliers: ``data.inliers`` of ``data.split``, then each of ``data.extra_inliers``
+    ``repeat`` times."""
+    main = build_inliers(d, d.split)
+    if not d.extra_inliers:
+        return main
+    extras = []
+    for e in d.extra_inliers:
+        ds = Cityscapes(e.cityscapes, e.split, e.labels, tuple(e.size) if e.size else None, e.ego_vehicle)
+        extras.append(InMemory(ds) if e.in_memory else ds)
+    return ConcatDataset([main, *(ds for e, ds in zip(d.extra_inliers, extras, strict=True) for _ in range(e.repeat))])
+
+
 def build_outliers(d: TrainDataConfig) -> Dataset:
     """The outlier-exposure source of ``d``: COCO instances / Meta-OoD masks, or COCO panoptic segments."""
     if d.coco is None:
@@ -145,11 +159,22 @@ def build_outliers(d: TrainDataConfig) -> Dataset:
 def build_dataset(cfg: TrainConfig) -> AnomalyMix:
     """The training set of ``cfg``: inliers (``data.inliers``), with COCO outliers in pebal mode."""
     d = cfg.data
-    inliers = build_inliers(d, d.split)
+    inliers = build_training_inliers(d)
     mode = d.ood if cfg.mode == "pebal" else "none"
     outliers = build_outliers(d) if mode != "none" else None
-    transform = JointTransform(scale=tuple(d.scale), crop=tuple(d.crop), flip=d.flip)
-    return AnomalyMix(inliers, outliers, mode, d.ood_ratio, tuple(d.paste_scale), transform, cfg.seed)
+    transform = JointTransform(scale=tuple(d.scale), crop=tuple(d.crop), flip=d.flip, keep_anomaly=d.crop_keeps_anomaly)
+    return AnomalyMix(
+        inliers,
+        outliers,
+        mode,
+        d.ood_ratio,
+        tuple(d.paste_scale),
+        transform,
+        cfg.seed,
+        paste=d.paste,
+        road=d.road,
+        road_fraction=d.road_fraction,
+    )
 
 
 # ----------------------------------------------------------------------------- model
@@ -215,13 +240,25 @@ def finetune_logits(
     return upsample(final(*inputs), size), ref
 
 
-def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(
+    cfg: TrainConfig, params: list[nn.Parameter], stage: list[nn.Parameter] = ()
+) -> torch.optim.Optimizer:
+    """The optimiser over ``params``; those also in ``stage`` (an encoder stage being fine-tuned)
+    learn at ``lr * optim.stage_lr_scale`` (one parameter group unless that scale differs from 1)."""
     o = cfg.optim
+    slow = {id(p) for p in stage}
+    if o.stage_lr_scale != 1 and slow:
+        groups = [
+            {"params": [p for p in params if id(p) not in slow], "lr": o.lr},
+            {"params": [p for p in params if id(p) in slow], "lr": o.lr * o.stage_lr_scale},
+        ]
+    else:
+        groups = [{"params": list(params), "lr": o.lr}]
     if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
     if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
 def poly_factor(step: int, total: int, power: float, warmup: int = 0) -> float:
@@ -333,6 +370,8 @@ class Trainer:
         self.dist, self.device = init_distributed(cfg.device)
         if self.device.type == "cpu":
             keep_freed_memory()
+            # denormal weights (thousands in the real ESPNet checkpoint) make CPU kernels ~10x slower
+            torch.set_flush_denormal(True)
         self.dataset = build_dataset(cfg)
         self.sampler = EpochSampler(len(self.dataset), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world)
         if self.sampler.steps == 0:
@@ -371,7 +410,8 @@ class Trainer:
             trained = nn.parallel.DistributedDataParallel(trained, device_ids=ids)
         self.trained = trained
         self.params = params
-        self.optimizer = make_optimizer(cfg, params)
+        stage = list(self.model.stage_parameters()) if cfg.mode == "pebal" else []
+        self.optimizer = make_optimizer(cfg, params, stage)
         o = cfg.optim
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: poly_factor(s, self.total_steps, o.poly_power, o.warmup_steps)

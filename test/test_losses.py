@@ -57,6 +57,7 @@ def hand_terms(x32: np.ndarray, t: np.ndarray, cfg: LossConfig) -> dict[str, flo
             a = np.stack([np_gaussian_blur(a[b]) for b in range(a.shape[0])])
     inl = t < 19
     out = t == 254
+    low = inl | (t == 253)  # the EBM inlier margin also holds unclassed inliers (no class: no PAL)
     mixed = out.reshape(len(t), -1).any(1)
     res: dict[str, float] = {}
     if cfg.abstention == "ce":
@@ -83,7 +84,7 @@ def hand_terms(x32: np.ndarray, t: np.ndarray, cfg: LossConfig) -> dict[str, flo
     e_in = np.maximum(0, energy - cfg.m_in) ** 2
     e_out = np.maximum(0, cfg.m_out - energy) ** 2
     if cfg.variant == "paper":
-        res["ebm"] = (e_in[inl].sum() + e_out[out].sum()) / (inl | out).sum()
+        res["ebm"] = (e_in[low].sum() + e_out[out].sum()) / (low | out).sum()
         valid = (inl | out) & mixed[:, None, None]
         diffs = []
         for b, i, j in zip(*np.nonzero(valid), strict=True):
@@ -94,7 +95,7 @@ def hand_terms(x32: np.ndarray, t: np.ndarray, cfg: LossConfig) -> dict[str, flo
         res["smoothness"] = float(np.mean(diffs))
         res["sparsity"] = float(np.abs(energy[out]).mean())
     else:
-        res["ebm"] = 0.5 * (e_in[inl].mean() + e_out[out].mean()) if out.any() else e_in[inl].mean()
+        res["ebm"] = 0.5 * (e_in[low].mean() + e_out[out].mean()) if out.any() else e_in[low].mean()
         sq = sum((energy[b, i + 1, j] - energy[b, i, j]) ** 2 for b in range(3) for i in range(H - 1) for j in range(W))
         sq += sum(
             (energy[b, i, j + 1] - energy[b, i, j]) ** 2 for b in range(3) for i in range(H) for j in range(W - 1)
@@ -144,6 +145,25 @@ def test_total_and_terms_match_hand_computation(name):
             np.testing.assert_allclose(terms[k].item(), expected[k], rtol=2e-5, atol=1e-6, err_msg=k)
     else:
         assert "smoothness" not in terms and "sparsity" not in terms
+
+
+@pytest.mark.parametrize("name", ["reference", "paper", "reference_fixed_penalty"])
+def test_unclassed_inliers_count_in_the_energy_margin_only(name):
+    """Label 253 (the ego vehicle's bonnet): EBM inlier margin yes, PAL no (it has no class)."""
+    cfg = CONFIGS[name]
+    x, t = batch(3)
+    t[0, 2:5, :4] = 253
+    t[2, 0, 3:] = 253
+    x[0, :19, 2:5, :4] -= 6.0  # high energy there: the margin is active on the unclassed pixels
+    total, terms = PebalLoss(cfg)(*as_torch(x, t))
+    ref = hand_terms(x, t, cfg)
+    assert total.item() == pytest.approx(ref["total"], rel=2e-5)
+    assert terms["ebm"].item() == pytest.approx(ref["ebm"], rel=2e-5)
+    assert terms["pal"].item() == pytest.approx(ref["main"], rel=2e-5)
+    as_void = t.copy()
+    as_void[t == 253] = 255
+    assert PebalLoss(cfg)(*as_torch(x, as_void))[1]["pal"].item() == pytest.approx(terms["pal"].item(), rel=1e-6)
+    assert PebalLoss(cfg)(*as_torch(x, as_void))[1]["ebm"].item() != pytest.approx(terms["ebm"].item(), rel=1e-3)
 
 
 def test_the_reference_clamp_is_active_in_the_fixture():

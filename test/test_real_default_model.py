@@ -222,7 +222,10 @@ def test_node_runs_a_bare_checkpoint_given_its_arch_parameter(ros_env, bare_espn
     rgb = np.random.default_rng(2).integers(0, 256, (64, 128, 3), dtype=np.uint8)
     reference = Predictor.from_checkpoint(path, arch="espnet_p2q8")
     labels, score = reference.predict(rgb)
-    cmd = [script, "--ros-args", "-p", f"model:={path}", "-p", "arch:=espnet_p2q8", "-p", "diagnostics_period:=0.2"]
+    # backend torch, as the reference: with `auto` the first start of a new file exports and times
+    # every backend before subscribing, which on a loaded machine outlasts the subscription wait
+    cmd = [script, "--ros-args", "-p", f"model:={path}", "-p", "arch:=espnet_p2q8", "-p", "backend:=torch"]
+    cmd += ["-p", "diagnostics_period:=0.2"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         with RosSession() as session:

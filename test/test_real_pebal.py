@@ -37,6 +37,7 @@ from realdata_inliers import (  # noqa: E402
     LABELLED_FRAME,
     build_inlier_tree,
     labelled_frame_miou,
+    pseudo_labels,
     void_at,
 )
 
@@ -61,6 +62,24 @@ def test_void_at_marks_every_target_pixel_over_a_nonzero_source_pixel():
     expected = (label != 0).reshape(32, 2, 48, 2).any(axis=(1, 3))
     np.testing.assert_array_equal(void_at(label, (32, 48)), expected)
     np.testing.assert_array_equal(void_at(label, (64, 96)), label != 0)
+
+
+def test_pseudo_labels_give_channel_19_the_chosen_label():
+    """Void by default; UNCLASSED_ID (253) for frames of normal scenes (the bonnet is no anomaly)."""
+    from pebal_core.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("espnet_p2q8", num_classes=20).eval()
+    rgb = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    with torch.no_grad():
+        model.classifier.weight[:, 19] += 0.05  # make channel 19 win on part of the image
+        logits = model(image_to_tensor(rgb, model.normalization))[0]
+    argmax19, argmax20 = logits[:19].argmax(0).numpy(), logits.argmax(0).numpy()
+    assert 0 < (argmax20 == 19).mean() < 1
+    for channel19 in (255, 253):
+        labels = pseudo_labels(model, rgb, channel19)
+        np.testing.assert_array_equal(labels[argmax20 != 19], argmax19[argmax20 != 19])
+        assert (labels[argmax20 == 19] == channel19).all()
 
 
 @pytest.mark.realdata

@@ -161,6 +161,17 @@ def test_decoder_block_keeps_output_and_keys_and_trains_more(arch, final_params)
     assert n_decoder > final_params
     if arch == "espnet_p2q8":
         assert n_decoder == 20240
+        with torch.no_grad():
+            model.select_finetune_block("last_stage")
+            np.testing.assert_array_equal(model(x).numpy(), ref.numpy())
+        trained = {id(q) for q in model.finetune_parameters()}
+        stage = {n for n, p in model.named_parameters() if id(p) in trained}
+        level3 = {n for n, _ in model.named_parameters() if n.startswith(("encoder.level3", "encoder.b3."))}
+        assert level3 and level3 <= stage and not any(n.startswith("encoder.level2") for n in stage)
+        assert sum(p.numel() for p in model.finetune_parameters()) == n_decoder + sum(
+            p.numel() for n, p in model.named_parameters() if n in level3
+        )
+        assert list(model.state_dict()) == keys
     with pytest.raises(ValueError, match=f"choose one of {re.escape(str(list(model.finetune_blocks)))}"):
         model.select_finetune_block("trunk")
 
@@ -225,6 +236,116 @@ def test_real_data_training_step_trains_the_decoder_block_with_distillation(tmp_
     assert not any("running_" in k for k in changed)  # frozen_bn keeps the statistics
     second = trainer.step(next(iter(trainer.loader())))
     assert second["distill"] > 0
+
+
+def test_training_step_with_road_pastes_extra_inliers_and_the_last_stage(tmp_path):
+    """The recipe's pieces together: CamVid + Cityscapes frames (resized, bonnet unclassed), paste
+    both, anomaly-keeping crops, the encoder's last stage trained with distillation."""
+    from tiny_trees import make_cityscapes
+
+    from pebal_core.labels import UNCLASSED_ID
+
+    make_camvid(tmp_path / "camvid", {"train": 4}, size=(48, 64))
+    frames = make_cityscapes(tmp_path / "cs", cities={"aachen": 2}, size=(64, 128), kind="both")
+    ids = tmp_path / "cs" / "gtFine" / "train" / "aachen" / "aachen_000000_000019_gtFine_labelIds.png"
+    from pebal_core.images import read_label, write_label
+
+    bonnet = read_label(ids)
+    bonnet[56:, 40:90] = 1  # labelId 1 = ego vehicle
+    write_label(ids, bonnet)
+    make_coco_panoptic(tmp_path / "coco")
+    torch.manual_seed(0)
+    save_checkpoint(build_model("espnet_p2q8", num_classes=20), tmp_path / "base.safetensors")
+    extra = f"[{{cityscapes: {tmp_path / 'cs'}, size: [32, 64], repeat: 2, ego_vehicle: inlier, in_memory: true}}]"
+    cfg = load_config(
+        TrainConfig,
+        None,
+        [
+            f"model.base={tmp_path / 'base.safetensors'}",
+            "model.arch=null",
+            "model.finetune=last_stage",
+            "data.inliers=camvid",
+            f"data.camvid={tmp_path / 'camvid'}",
+            f"data.extra_inliers={extra}",
+            f"data.coco={tmp_path / 'coco'}",
+            "data.coco_split=val2017",
+            "data.coco_format=panoptic",
+            "data.coco_min_size=0",
+            "data.coco_exclude=[person]",
+            "data.paste=both",
+            "data.road={min_pixels: 3, min_road_pixels: 20}",
+            "data.crop_keeps_anomaly=true",
+            "data.crop=[32,64]",
+            "data.ood_ratio=0.5",
+            "data.workers=0",
+            "loss.distill_weight=1.0",
+            "frozen_bn=true",
+            "batch_size=2",
+            "epochs=1",
+            "threads=1",
+            "optim.lr=1e-3",
+            f"out_dir={tmp_path / 'run'}",
+        ],
+    )
+    trainer = Trainer(cfg, progress=False)
+    assert len(trainer.dataset.inliers) == 4 + 2 * 2  # CamVid, then the frames twice
+    assert trainer.dataset.n_outliers == min(4, len(trainer.dataset.outliers))  # one mixed sample per two inliers
+    frame = trainer.dataset.inliers[4]
+    assert frame["image"].shape == (32, 64, 3) and frame["name"] in frames
+    assert (frame["label"] == UNCLASSED_ID).any()  # its bonnet
+    assert not (trainer.dataset.inliers[5]["label"] == UNCLASSED_ID).any()  # the other frame has none
+    model = trainer.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    terms = trainer.step(next(iter(trainer.loader())))
+    assert terms["distill"] == pytest.approx(0, abs=1e-6)
+    changed = {k for k in before if not torch.equal(before[k], model.state_dict()[k])}
+    assert any(k.startswith("encoder.level3.") for k in changed) and "encoder.level3_0.c1.conv.weight" in changed
+    assert not any(k.startswith(("encoder.level1", "encoder.level2", "encoder.b1", "encoder.b2")) for k in changed)
+    assert not any("running_" in k for k in changed)
+
+
+def test_stage_lr_scale_slows_only_the_encoder_stage():
+    from pebal_core.config import TrainConfig
+    from pebal_core.train import make_optimizer
+
+    model = build_model("espnet_p2q8", num_classes=20)
+    cfg = TrainConfig()
+    cfg.optim.lr, cfg.optim.stage_lr_scale = 1e-3, 0.1
+    model.select_finetune_block("decoder")
+    assert list(model.stage_parameters()) == []
+    assert len(make_optimizer(cfg, list(model.finetune_parameters()), []).param_groups) == 1
+    model.select_finetune_block("last_stage")
+    stage = list(model.stage_parameters())
+    opt = make_optimizer(cfg, list(model.finetune_parameters()), stage)
+    fast, slow = opt.param_groups
+    assert slow["lr"] == pytest.approx(1e-4) and fast["lr"] == pytest.approx(1e-3)
+    assert {id(p) for p in slow["params"]} == {id(p) for p in stage}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].startswith(("encoder.level3", "encoder.b3.")) for p in slow["params"])
+    assert not any(names[id(p)].startswith(("encoder.level3", "encoder.b3.")) for p in fast["params"])
+    cfg.optim.stage_lr_scale = 1.0
+    assert len(make_optimizer(cfg, list(model.finetune_parameters()), stage).param_groups) == 1
+
+
+@pytest.mark.parametrize(
+    ("arch", "stage_prefixes"),
+    [
+        ("espnet_p2q8", ("encoder.level3_0.", "encoder.level3.", "encoder.b3.")),
+        ("dabnet", ("downsample_2.", "DAB_Block_2.")),
+        ("espnetv2_s2", ("base_net.level4_0.", "base_net.level4.")),
+    ],
+)
+def test_stage_parameters_are_the_last_encoder_stage_of_the_last_stage_block(arch, stage_prefixes):
+    """Every zoo network with a ``last_stage`` block names its encoder stage's parameters (the
+    slow group of ``optim.stage_lr_scale``): exactly those of the named layers, all inside the
+    trained block, none before ``last_stage`` is selected."""
+    model = build_model(arch, num_classes=20)
+    assert list(model.stage_parameters()) == []
+    model.select_finetune_block("last_stage")
+    trained = {id(p) for p in model.finetune_parameters()}
+    stage = {id(p) for p in model.stage_parameters()}
+    expected = {id(p) for n, p in model.named_parameters() if n.startswith(stage_prefixes)}
+    assert stage == expected and expected and stage < trained
 
 
 # ----------------------------------------------------------------------------- the real folders
@@ -310,7 +431,8 @@ def test_shipped_real_model_metadata_and_threshold(realdata):
     assert meta["base_model"]["licence"] == "MIT" and "sacmehta/ESPNet" in meta["base_model"]["source"]
     assert "CamVid" in meta["training_data"]["inliers"] and "COCO panoptic" in meta["training_data"]["outliers"]
     assert meta["input_size"] == [512, 1024]
-    assert meta["train_config"]["model"]["finetune"] == "decoder"
+    assert meta["train_config"]["model"]["finetune"] == "last_stage"
+    assert meta["train_config"]["data"]["paste"] == "road" and "onto the road" in meta["training_data"]["outliers"]
     stored = StoredPoints.from_metadata(meta)
     point = stored.points["obstacles:0.5"]
     assert stored.default == "obstacles:0.5" and point.policy == "obstacles:0.5" and point.ego_mask == "cityscapes"

@@ -24,7 +24,7 @@ from pebal_core.images import read_rgb, write_rgb
 from pebal_ros.node import PebalNode
 
 FRAME = "Validation_Dataset/FS_LostFound_full/images/{}.png"
-INDEX = 16
+INDEX = 76
 """A frame in which the default model raises alarms at its stored point (two obstacles; any frame
 would do, one with alarms tests more)."""
 SIZE = (512, 1024)

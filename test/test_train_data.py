@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 from tiny_trees import make_cityscapes, make_coco_instances, make_coco_ood_seg, write_png_gray
@@ -14,6 +15,7 @@ from pebal_core.data.base import DatasetError
 from pebal_core.data.cityscapes import Cityscapes
 from pebal_core.data.coco import CocoOutliers
 from pebal_core.data.transforms import MEAN_RGB, JointTransform
+from pebal_core.images import read_label
 
 
 # ----------------------------------------------------------------------------- Cityscapes
@@ -44,6 +46,28 @@ def test_cityscapes_auto_prefers_train_ids(tmp_path):
     assert Cityscapes(tmp_path, labels="labelIds").samples[0].kind == "labelIds"
 
 
+def test_cityscapes_resize_and_the_bonnet_as_unclassed_inlier(tmp_path):
+    written = make_cityscapes(tmp_path, cities={"ulm": 2}, size=(64, 128), kind="both")
+    ids_file = next((tmp_path / "gtFine").rglob("ulm_000000_000019_gtFine_labelIds.png"))
+    ids = read_label(ids_file)
+    ids[50:, 30:100] = 1  # labelId 1: ego vehicle
+    write_png_gray(ids_file, ids)
+    plain = Cityscapes(tmp_path)
+    ego = Cityscapes(tmp_path, ego_vehicle="inlier")
+    image, train_ids = written["ulm/ulm_000000_000019"]
+    np.testing.assert_array_equal(plain[0]["label"], train_ids)
+    expected = train_ids.copy()
+    expected[50:, 30:100] = 253
+    np.testing.assert_array_equal(ego[0]["label"], expected)
+    np.testing.assert_array_equal(ego[1]["label"], written["ulm/ulm_000001_000020"][1])
+    small = Cityscapes(tmp_path, size=(32, 64), ego_vehicle="inlier")[0]
+    np.testing.assert_array_equal(small["label"], expected[::2, ::2])  # nearest neighbour: every other pixel
+    np.testing.assert_array_equal(small["image"], cv2.resize(image, (64, 32), interpolation=cv2.INTER_AREA))
+    ids_file.unlink()
+    with pytest.raises(DatasetError, match=r"ego_vehicle: inlier needs the _gtFine_labelIds\.png files"):
+        Cityscapes(tmp_path, ego_vehicle="inlier")
+
+
 def test_cityscapes_errors_name_the_path_and_expectation(tmp_path):
     with pytest.raises(DatasetError, match=f"{tmp_path / 'nope'}.*does not exist"):
         Cityscapes(tmp_path / "nope")
@@ -54,7 +78,7 @@ def test_cityscapes_errors_name_the_path_and_expectation(tmp_path):
         Cityscapes(tmp_path, labels="labelIds")
     label = next((tmp_path / "gtFine").rglob("*labelTrainIds.png"))
     write_png_gray(label, np.full((64, 128), 40, dtype=np.uint8))
-    with pytest.raises(DatasetError, match=r"holds values \[40\].*trainIds 0\.\.18 and 255"):
+    with pytest.raises(DatasetError, match=r"holds values \[40\].*trainIds 0\.\.18, 255 \(void\)"):
         Cityscapes(tmp_path)[0]
     write_png_gray(label, np.zeros((32, 128), dtype=np.uint8))
     with pytest.raises(DatasetError, match="expected the same size"):

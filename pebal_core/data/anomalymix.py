@@ -13,6 +13,15 @@ Beyond the reference: the pasted object can be rescaled by a random factor from
 ``paste_scale`` (the reference keeps its COCO size: ``(1, 1)``), and an object larger than the
 host image is shrunk to fit (the reference skips hosts that are not 1024x2048).
 
+Road-obstacle outlier exposure (``paste``): ``paper`` pastes as above; ``road`` pastes 1-3
+objects onto the road of the host, sized by the ground plane, with soft edges, matched
+brightness and a contact shadow (:mod:`pebal_core.data.road_obstacles`; the first object is the
+sample's outlier, the others are drawn from the whole outlier set); ``both`` makes each mixed
+sample a road sample with probability ``road_fraction`` and a paper sample otherwise. A host with
+too little road is replaced by another random inlier image (up to :data:`ROAD_HOST_TRIES`
+draws); when none has road, the sample is pasted the paper's way. Mixed samples are named
+``host+outlier`` either way; ``source`` says ``mixed`` (paper) or ``road``.
+
 Determinism: item ``i`` of epoch ``e`` draws all its randomness from
 ``numpy.random.default_rng([seed, e, i])``, and the epoch's outlier subset from
 ``default_rng([seed, e])``, so a sample is identical whatever the loader workers or the order
@@ -29,10 +38,15 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from pebal_core.data.road_obstacles import ROAD_TRAIN_ID, RoadPaste, paste_obstacles
 from pebal_core.labels import ANOMALY_ID
+
+ROAD_HOST_TRIES = 8
+"""Inlier images drawn for a road sample before falling back to the paper's paste."""
 
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 MixMode = Literal["anomalymix", "whole", "none"]
+PasteMode = Literal["paper", "road", "both"]
 
 
 @dataclass(frozen=True)
@@ -119,9 +133,12 @@ class AnomalyMix(Dataset):
         paste_scale: range of the random rescaling of a pasted object.
         transform: joint augmentation applied after mixing (e.g. :class:`JointTransform`).
         seed: base of every random draw.
+        paste: ``paper``, ``road`` or ``both`` (see the module docstring).
+        road: the road-paste settings (default :class:`~pebal_core.data.road_obstacles.RoadPaste`).
+        road_fraction: with ``paste="both"``, the probability that a mixed sample is a road sample.
 
     Items: ``image``, ``label``, ``name`` (``host+outlier`` for mixed samples), ``is_ood``
-    (bool: the final label has anomalous pixels) and ``source`` (``inlier``, ``mixed``,
+    (bool: the final label has anomalous pixels) and ``source`` (``inlier``, ``mixed``, ``road``,
     ``outlier``).
     """
 
@@ -134,9 +151,16 @@ class AnomalyMix(Dataset):
         paste_scale: tuple[float, float] = (1.0, 1.0),
         transform: Transform | None = None,
         seed: int = 0,
+        paste: PasteMode = "paper",
+        road: RoadPaste | None = None,
+        road_fraction: float = 0.5,
     ) -> None:
         if mode not in ("anomalymix", "whole", "none"):
             raise ValueError(f"mode must be anomalymix, whole or none, got {mode!r}")
+        if paste not in ("paper", "road", "both"):
+            raise ValueError(f"paste must be paper, road or both, got {paste!r}")
+        if not 0 <= road_fraction <= 1:
+            raise ValueError(f"road_fraction is a probability, got {road_fraction}")
         if len(inliers) == 0:
             raise ValueError("AnomalyMix needs at least one inlier image")
         self.inliers = inliers
@@ -146,6 +170,9 @@ class AnomalyMix(Dataset):
         self.paste_scale = paste_scale
         self.transform = transform
         self.seed = seed
+        self.paste = paste
+        self.road = road if road is not None else RoadPaste()
+        self.road_fraction = road_fraction
         n_out = len(self.outliers) if self.outliers is not None else 0
         self.n_outliers = outlier_count(len(inliers), n_out, ratio)
         self.set_epoch(0)
@@ -175,11 +202,18 @@ class AnomalyMix(Dataset):
             if self.mode == "whole":
                 image, label, name, source = obj["image"], obj["label"], obj["name"], "outlier"
             else:
-                host = self.inliers[int(rng.integers(n_in))]
-                image, label, _ = paste_object(
-                    host["image"], host["label"], obj["image"], obj["label"] == ANOMALY_ID, rng, self.paste_scale
-                )
-                name, source = f"{host['name']}+{obj['name']}", "mixed"
+                road = self.paste == "road" or (self.paste == "both" and rng.random() < self.road_fraction)
+                pasted = self._road_sample(obj, rng) if road else None
+                if pasted is not None:
+                    image, label, host_name = pasted
+                    source = "road"
+                else:
+                    host = self.inliers[int(rng.integers(n_in))]
+                    image, label, _ = paste_object(
+                        host["image"], host["label"], obj["image"], obj["label"] == ANOMALY_ID, rng, self.paste_scale
+                    )
+                    host_name, source = host["name"], "mixed"
+                name = f"{host_name}+{obj['name']}"
         if self.transform is not None:
             image, label = self.transform(image, label, rng)
         return {
@@ -189,3 +223,19 @@ class AnomalyMix(Dataset):
             "is_ood": bool((label == ANOMALY_ID).any()),
             "source": source,
         }
+
+    def _road_sample(self, obj: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """``(image, label, host name)`` with ``obj`` and further random outliers pasted onto the road of
+        a random inlier image, or None when no drawn host takes an object."""
+        n_in, settings = len(self.inliers), self.road
+        n_objects = int(rng.integers(settings.objects[0], settings.objects[1] + 1))
+        objects = [obj] + [self.outliers[int(rng.integers(len(self.outliers)))] for _ in range(n_objects - 1)]
+        sources = [(o["image"], o["label"] == ANOMALY_ID) for o in objects]
+        for _ in range(ROAD_HOST_TRIES):
+            host = self.inliers[int(rng.integers(n_in))]
+            if (host["label"] == ROAD_TRAIN_ID).sum() < settings.min_road_pixels:
+                continue
+            image, label, placed = paste_obstacles(host["image"], host["label"], sources, settings, rng)
+            if placed:
+                return image, label, host["name"]
+        return None

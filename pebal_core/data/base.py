@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from torch.utils.data import Dataset
+
 
 class DatasetError(FileNotFoundError):
     """A dataset folder is missing or does not have the expected layout."""
@@ -33,3 +35,20 @@ def require_dir(path: str | os.PathLike, what: str) -> Path:
     if not path.is_dir():
         raise DatasetError(f"{what}: directory {path} does not exist")
     return path
+
+
+class InMemory(Dataset):
+    """``dataset`` whose items are read once and then kept in memory (for a handful of frames
+    repeated many times per epoch; items are shared, so callers must not modify them in place)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self._items: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        if index not in self._items:
+            self._items[index] = self.dataset[index]
+        return self._items[index]

@@ -7,10 +7,17 @@
                                                       (and/or ..._gtFine_labelIds.png)
 
 ``labelTrainIds`` files (written by ``cityscapesscripts``' ``createTrainIdLabelImgs``) hold
-trainIds 0..18 and 255; ``labelIds`` files hold the 34 official ids and are mapped with the
+trainIds 0..18 and 255 (trees of pseudo-labelled frames may also hold ``UNCLASSED_ID``, 253);
+``labelIds`` files hold the 34 official ids and are mapped with the
 official table (:func:`pebal_core.labels.label_ids_to_train_ids`). Items follow
 :mod:`pebal_core.data.base`: ``image`` RGB uint8, ``label`` trainIds/255 uint8, ``name``
 ``<city>/<city>_<seq>_<frame>``.
+
+Options of :class:`Cityscapes`: ``size`` resizes every frame on reading (image area-averaged,
+label nearest neighbour), e.g. to the 512x1024 a real-time network runs at; ``ego_vehicle="inlier"``
+labels the recording car's bonnet (labelId 1, read from the ``_gtFine_labelIds.png`` file) with
+``UNCLASSED_ID`` instead of void, so that fine-tuning keeps its anomaly score low: the anomaly
+benchmarks recorded with such a car (Fishyscapes, LostAndFound) count the bonnet as inlier.
 """
 
 from __future__ import annotations
@@ -20,12 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
 from pebal_core.data.base import DatasetError, require_dir
 from pebal_core.images import read_label, read_rgb
-from pebal_core.labels import NUM_CLASSES, VOID_ID, label_ids_to_train_ids
+from pebal_core.labels import EGO_VEHICLE_LABEL_ID, NUM_CLASSES, UNCLASSED_ID, VOID_ID, label_ids_to_train_ids
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIXES = {"trainIds": "_gtFine_labelTrainIds.png", "labelIds": "_gtFine_labelIds.png"}
@@ -34,6 +42,7 @@ LabelKind = Literal["auto", "trainIds", "labelIds"]
 _VALID_TRAIN_ID = np.zeros(256, dtype=bool)
 _VALID_TRAIN_ID[:NUM_CLASSES] = True
 _VALID_TRAIN_ID[VOID_ID] = True
+_VALID_TRAIN_ID[UNCLASSED_ID] = True  # pseudo-labelled trees: inlier pixels without a class
 
 
 @dataclass(frozen=True)
@@ -100,19 +109,44 @@ def read_sample(sample: CityscapesSample) -> tuple[np.ndarray, np.ndarray]:
     if not _VALID_TRAIN_ID[raw].all():
         bad = sorted(set(np.unique(raw[~_VALID_TRAIN_ID[raw]]).tolist()))
         raise DatasetError(
-            f"{sample.label} holds values {bad[:6]}; a labelTrainIds file holds trainIds 0..18 and 255 "
+            f"{sample.label} holds values {bad[:6]}; a labelTrainIds file holds trainIds 0..18, 255 (void) "
+            f"and, in pseudo-labelled trees, {UNCLASSED_ID} (an inlier without a class) "
             "(use labels: labelIds for *_gtFine_labelIds.png files)"
         )
     return image, raw
 
 
 class Cityscapes(Dataset):
-    """Cityscapes frames of one split (see the module docstring for layout and item format)."""
+    """Cityscapes frames of one split (see the module docstring for layout, item format and options).
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", labels: LabelKind = "auto") -> None:
+    Args:
+        root, split, labels: where the frames are and which label files to read.
+        size: ``(height, width)`` every frame is resized to, or None for the stored size.
+        ego_vehicle: ``void`` (the trainId convention) or ``inlier`` (``UNCLASSED_ID``).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        labels: LabelKind = "auto",
+        size: tuple[int, int] | None = None,
+        ego_vehicle: Literal["void", "inlier"] = "void",
+    ) -> None:
+        if ego_vehicle not in ("void", "inlier"):
+            raise ValueError(f"ego_vehicle must be void or inlier, got {ego_vehicle!r}")
         self.root = Path(root)
         self.split = split
         self.samples = find_samples(root, split, labels)
+        self.size = size
+        self.ego_vehicle = ego_vehicle
+        if ego_vehicle == "inlier":
+            missing = [str(p) for p in map(label_ids_path, self.samples) if not p.is_file()]
+            if missing:
+                raise DatasetError(
+                    f"ego_vehicle: inlier needs the _gtFine_labelIds.png files (labelId {EGO_VEHICLE_LABEL_ID} marks "
+                    f"the ego vehicle); {len(missing)} missing, e.g. {missing[0]}"
+                )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -120,4 +154,19 @@ class Cityscapes(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         image, label = read_sample(sample)
+        if self.ego_vehicle == "inlier":
+            ids = read_label(label_ids_path(sample))
+            label = np.where(ids == EGO_VEHICLE_LABEL_ID, np.uint8(UNCLASSED_ID), label)
+        if self.size is not None and tuple(self.size) != image.shape[:2]:
+            h, w = self.size
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+            label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
         return {"image": image, "label": label, "name": sample.name}
+
+
+def label_ids_path(sample: CityscapesSample) -> Path:
+    """The ``_gtFine_labelIds.png`` file of ``sample`` (beside its label file)."""
+    if sample.kind == "labelIds":
+        return sample.label
+    name = sample.label.name[: -len(LABEL_SUFFIXES[sample.kind])]
+    return sample.label.with_name(name + LABEL_SUFFIXES["labelIds"])

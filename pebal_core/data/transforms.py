@@ -6,7 +6,10 @@ across a resume). The order is the reference implementation's: horizontal flip, 
 factor drawn uniformly from ``scale``, then a ``crop`` at a uniformly random position; where the
 rescaled image is smaller than the crop it is centred and padded, the image with the ImageNet
 mean colour (0 after normalisation, as the reference pads the normalised image with 0) and the
-label with ``VOID_ID``. Images are resized bilinearly, labels with nearest neighbour.
+label with ``VOID_ID``. Images are resized bilinearly, labels with nearest neighbour. With
+``keep_anomaly`` the crop of an image with anomalous pixels (``ANOMALY_ID``) is drawn among the
+windows that contain one of them, picked at random: small pasted objects would otherwise often
+fall outside a crop much smaller than the frame.
 
 The paper states "random scale [0.5, 2.0]"; the reference code draws the factor from
 {0.5, 0.75, 1, 1.5, 1.75, 2} and flips with probability 0.8. Here the factor is uniform in
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pebal_core.labels import VOID_ID
+from pebal_core.labels import ANOMALY_ID, VOID_ID
 from pebal_core.preprocessing import IMAGENET
 
 MEAN_RGB = tuple(int(round(m)) for m in IMAGENET.mean)
@@ -39,16 +42,25 @@ def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> 
 
 
 def crop_or_pad(
-    image: np.ndarray, label: np.ndarray, size: tuple[int, int], rng: np.random.Generator
+    image: np.ndarray,
+    label: np.ndarray,
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    focus: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A ``size`` = (H, W) window at a random position; dimensions smaller than it are centred and padded."""
+    """A ``size`` = (H, W) window at a random position; dimensions smaller than it are centred and padded.
+
+    ``focus``: a pixel ``(y, x)`` the window must contain (its position is drawn among those that do).
+    """
     out_img = np.empty((*size, 3), dtype=np.uint8)
     out_img[...] = MEAN_RGB
     out_lab = np.full(size, VOID_ID, dtype=np.uint8)
     src, dst = [], []
-    for n, want, u in zip(image.shape[:2], size, rng.random(2), strict=True):
+    focus = (None, None) if focus is None else focus
+    for n, want, u, f in zip(image.shape[:2], size, rng.random(2), focus, strict=True):
         if n >= want:
-            start = int(u * (n - want + 1))
+            lo, hi = (0, n - want) if f is None else (max(0, f - want + 1), min(f, n - want))
+            start = lo + int(u * (hi - lo + 1))
             src.append(slice(start, start + want))
             dst.append(slice(0, want))
         else:
@@ -68,11 +80,13 @@ class JointTransform:
         scale: range of the random rescaling factor; ``(1, 1)`` disables it.
         crop: output size (H, W); ``None`` keeps the rescaled size.
         flip: probability of a horizontal flip.
+        keep_anomaly: crops of images with anomalous pixels contain at least one of them.
     """
 
     scale: tuple[float, float] = (0.5, 2.0)
     crop: tuple[int, int] | None = (900, 900)
     flip: float = 0.5
+    keep_anomaly: bool = False
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         u_flip, u_scale = rng.random(2)
@@ -83,5 +97,10 @@ class JointTransform:
             h, w = label.shape
             image, label = resize_pair(image, label, (max(1, int(h * s)), max(1, int(w * s))))
         if self.crop is not None:
-            image, label = crop_or_pad(image, label, self.crop, rng)
+            focus = None
+            if self.keep_anomaly:
+                where = np.flatnonzero(label == ANOMALY_ID)
+                if where.size:
+                    focus = divmod(int(where[rng.integers(where.size)]), label.shape[1])
+            image, label = crop_or_pad(image, label, self.crop, rng, focus)
         return np.ascontiguousarray(image), np.ascontiguousarray(label)

@@ -117,6 +117,11 @@ class SegmentationModel(nn.Module):
         """The parameters PEBAL trains: those of ``final`` only."""
         return self.final.parameters()
 
+    def stage_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters of ``final`` that belong to an encoder stage (blocks such as ESPNet's
+        ``last_stage``; none by default): the trainer may give them a smaller learning rate."""
+        return iter(())
+
     def trunk_modules(self) -> Iterator[nn.Module]:
         """Direct children that are not (part of) ``final``: the blocks frozen during PEBAL fine-tuning."""
         in_final = {id(m) for m in self.final.modules()}

@@ -54,6 +54,7 @@ checkpoint names stay).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -257,6 +258,12 @@ class DABNet(SegmentationModel):
         view = views[name](self.classifier) if name == "final" else views[name](self)
         self.attach_final_view(view)
         self.block = name
+
+    def stage_parameters(self) -> Iterator[nn.Parameter]:
+        """With ``last_stage``: the parameters of the last encoder stage (``downsample_2``, ``DAB_Block_2``)."""
+        if self.block != "last_stage":
+            return iter(())
+        return (p for m in (self.downsample_2, self.DAB_Block_2) for p in m.parameters())
 
     def stage1(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and stage 1: ``B x 3 x H x W`` -> ``bn_prelu_2`` output ``B x 131 x H/4 x W/4``."""

@@ -60,6 +60,7 @@ energy of a whole region. ``select_finetune_block("last_stage")`` also unfreezes
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -355,6 +356,13 @@ class ESPNet(SegmentationModel):
         views = {"decoder": ESPNetDecoder, "last_stage": ESPNetLastStage}
         self.attach_final_view(self._final_view if name == "final" else views[name](self))
         self.block = name
+
+    def stage_parameters(self) -> Iterator[nn.Parameter]:
+        """With ``last_stage``: the parameters of encoder level 3 (``level3_0``, ``level3``, ``b3``)."""
+        if self.block != "last_stage":
+            return iter(())
+        e = self.encoder
+        return (p for m in (e.level3_0, e.level3, e.b3) for p in m.parameters())
 
     def features(self, x: torch.Tensor) -> ESPNetFeatures | ESPNetTrunkFeatures | ESPNetLevel2Features:
         """Everything before the selected block, from ``B x 3 x H x W`` normalised BGR:

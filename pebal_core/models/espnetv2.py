@@ -64,6 +64,7 @@ Every block is a view over the model's own layers, so the state_dict keys stay t
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -552,6 +553,13 @@ class ESPNetv2(SegmentationModel):
         views = {"final": ESPNetv2LastDecoder, "decoder": ESPNetv2Decoder, "last_stage": ESPNetv2LastStage}
         self.attach_final_view(views[name](self))
         self.block = name
+
+    def stage_parameters(self) -> Iterator[nn.Parameter]:
+        """With ``last_stage``: the parameters of the last encoder stage (``level4_0``, ``level4``)."""
+        if self.block != "last_stage":
+            return iter(())
+        b = self.base_net
+        return (p for m in (b.level4_0, b.level4) for p in m.parameters())
 
     def features(self, x: torch.Tensor) -> ESPNetv2Features | ESPNetv2EncoderFeatures | ESPNetv2Level3Features:
         """Everything before the selected block, from ``B x 3 x H x W`` normalised RGB."""
