@@ -42,11 +42,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pebal_core.config import TrainConfig, load_config
+from pebal_core.data.anomalymix import AnomalyMix
 from pebal_core.data.camvid import CamVid, camvid_miou
 from pebal_core.data.validation_dataset import ValidationDataset
-from pebal_core.evaluate import EvalOptions, evaluate, inlier_confusion
+from pebal_core.evaluate import EvalOptions, evaluate, inlier_confusion, predictor_for, score_item
 from pebal_core.fileio import atomic_write_text
+from pebal_core.labels import ANOMALY_ID, NUM_CLASSES
 from pebal_core.models.checkpoint import load_model, save_checkpoint
+from pebal_core.preprocessing import normalize_images
+from pebal_core.protocols import resize_image
+from pebal_core.train import build_inliers, build_outliers
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REALDATA = Path(os.environ.get("REALDATA", ROOT.parent / "shared" / "realdata"))
@@ -114,12 +120,6 @@ def energy_stats(args: argparse.Namespace, n: int = 40) -> dict:
     """Quantiles (5, 25, 50, 75, 95 %) of the base network's energy ``-logsumexp`` of the 19 inlier
     logits on CamVid train pixels and on pasted COCO panoptic pixels: the first ``n`` mixed samples
     of AnomalyMix (training data only), without augmentation. The margins are set from these."""
-    from pebal_core.config import TrainConfig, load_config
-    from pebal_core.data.anomalymix import AnomalyMix
-    from pebal_core.labels import ANOMALY_ID, NUM_CLASSES
-    from pebal_core.preprocessing import normalize_images
-    from pebal_core.train import build_inliers, build_outliers
-
     cfg = load_config(TrainConfig, config_path(args.arch), overrides(args))
     model = load_model(Path(args.realdata) / BASES[args.arch]["file"], arch=args.arch).eval()
     mix = AnomalyMix(build_inliers(cfg.data, "train"), build_outliers(cfg.data), ratio=1.0, seed=0)
@@ -319,8 +319,6 @@ def stage_test(args: argparse.Namespace) -> dict:
 
 def score_maps(model, item: dict, size, method: str) -> tuple[np.ndarray, np.ndarray]:
     """``(score, label)`` of one test item at network resolution (course protocol), as :func:`evaluate` scores it."""
-    from pebal_core.evaluate import predictor_for, score_item
-
     options = course_options(size)
     scored = score_item(predictor_for(model, options), item, (method,), options)
     return scored.scores[method], scored.label
@@ -382,8 +380,6 @@ def example_figure(args: argparse.Namespace, models: dict, worst: list, path: Pa
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-
-    from pebal_core.protocols import resize_image
 
     picked, seen = [], set()
     for gap, name, i, method in worst:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from pebal_core.models.checkpoint import read_checkpoint
+
 
 @dataclass(frozen=True)
 class NamedModel:
@@ -103,8 +105,6 @@ def describe(name: str) -> dict[str, str]:
     metadata describes it in words), ``training_data``, ``input_size`` (``HxW``, or any size). A
     field the model's metadata lacks is left out.
     """
-    from pebal_core.models.checkpoint import read_checkpoint
-
     path = model_path(name)
     meta = read_checkpoint(path).metadata
     out = {"file": path.name, "arch": str(meta.get("arch"))}

@@ -49,6 +49,7 @@ from tqdm import tqdm
 
 from pebal_core.data.base import DatasetError
 from pebal_core.data.lostandfound import Frame, eval_lut, list_frames
+from pebal_core.data.validation_dataset import ValidationDataset, validation_sets
 from pebal_core.images import read_label, read_rgb
 from pebal_ros.bag_storage import BagError, BagWriter, bag_writer, make_qos, split_ns, typestore
 from pebal_ros.conversions import ImageConverter, compressed_size
@@ -180,8 +181,6 @@ def detect_layout(root: str | os.PathLike) -> str:
     root = Path(root)
     if (root / "leftImg8bit").is_dir():
         return "lostandfound"
-    from pebal_core.data.validation_dataset import validation_sets  # imports torch: only for this layout
-
     if root.is_dir() and validation_sets(root):
         return "validation"
     raise DatasetError(
@@ -191,8 +190,6 @@ def detect_layout(root: str | os.PathLike) -> str:
 
 
 def _validation_frames(root: Path, sets: tuple[str, ...] | None) -> list[ValidationFrame]:
-    from pebal_core.data.validation_dataset import ValidationDataset, validation_sets
-
     frames = []
     for name in sets or validation_sets(root):
         data = ValidationDataset(root, name, skip_without_anomaly=False)
@@ -438,8 +435,6 @@ def labelled_frames(
                 )
             found: dict[str, LabelledFrame] = {}
             if layout == "validation":
-                from pebal_core.data.validation_dataset import ValidationDataset  # imports torch
-
                 data = ValidationDataset(root, sequence, skip_without_anomaly=False)
                 for i, s in enumerate(data.samples):
                     found[f"{sequence}_{s.image.stem}"] = LabelledFrame(

@@ -52,6 +52,7 @@ from pebal_core.alarms.pipeline import AlarmPipeline
 from pebal_core.images import read_rgb
 from pebal_core.metrics import DEFAULT_MAX_CELLS, AnomalyMetrics
 from pebal_core.percentiles import percentiles
+from pebal_core.runtime import Predictor
 from pebal_core.scoring import BASELINES
 from pebal_ros.bag_convert import labelled_frames, read_index
 from pebal_ros.bag_storage import BagError, BagReader, metadata, stamp_ns
@@ -115,8 +116,6 @@ class OfflineScorer:
     :class:`~pebal_core.runtime.Predictor` (torch backend)."""
 
     def __init__(self, model: str | os.PathLike, input_size: tuple[int, int] | None = None) -> None:
-        from pebal_core.runtime import Predictor  # torch: heavy, only when baselines are asked for
-
         self.predictor = Predictor.from_checkpoint(model, input_size=input_size)
 
     def __call__(self, rgb: np.ndarray, methods: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -14,9 +14,10 @@ import torch
 from _export_models import STORED_POINT, camera_like, realistic_checkpoint
 
 from pebal_core.alarms.operating_point import resolve_operating_point
-from pebal_core.export.onnx import ExportError, export_onnx, read_metadata
+from pebal_core.export.onnx import ExportError, export_onnx
 from pebal_core.models import list_models
 from pebal_core.models.checkpoint import load_model
+from pebal_core.onnx_contract import read_metadata
 from pebal_core.preprocessing import normalize_images
 from pebal_core.scoring import free_energy, labels_and_score
 from pebal_core.version import __version__
