@@ -21,9 +21,11 @@ SYNTH_ARGS ?=
 # `make real-demo`: the real frames of FS_LostFound_full and RoadObsticle21 (Validation_Dataset
 # bundle under $(REALDATA)) -> bag -> pebal_node with the shipped default model -> recorded bag ->
 # scores and overlays under $(REAL_DEMO_OUT), and docs/real_overlay.png (several frames in one picture).
-# The frames are single images of unrelated scenes: persistence off (k = n = 1); the rest of the alarm
-# settings are the model's operating point (obstacles of at least 320 pixels at 2048x1024, the size of
-# the fs_static hold-out it was chosen on, scaled to each image's size).
+# The frames are single images of unrelated scenes: persistence off (k = n = 1); the ego-vehicle mask
+# is the LostAndFound car's (`lostandfound`, docs/ego_mask.md; the RoadObstacle21 frames, from a camera
+# that sees no car and of another aspect ratio, run without it); the rest of the alarm settings are the
+# model's operating point (obstacles of at least 320 pixels at 2048x1024, the size of the fs_static
+# hold-out it was chosen on, scaled to each image's size).
 REALDATA      ?= ../shared/realdata
 REAL_DEMO_OUT ?= demo_out_real
 
@@ -54,7 +56,8 @@ endif
 real-demo: $(STAMP)
 	$(VENV)/bin/pebal_demo --data $(REALDATA)/Validation_Dataset --sequence FS_LostFound_full \
 		--sequence RoadObsticle21 --out $(REAL_DEMO_OUT) --sheet docs/real_overlay.png --per-sequence \
-		--node-param persistence.k:=1 --node-param persistence.n:=1 $(DEMO_ARGS)
+		--node-param persistence.k:=1 --node-param persistence.n:=1 --node-param alarms.ego_mask:=lostandfound \
+		$(DEMO_ARGS)
 
 # `make real-pictures`: the shipped default model on the real Cityscapes frames of $(REALDATA):
 # docs/real_cityscapes_labels.png and docs/real_cityscapes_overlay.png (rerun when the model changes).

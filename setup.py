@@ -28,7 +28,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["pebal_core", "pebal_core.*", "pebal_ros", "pebal_ros.*"]),
-    package_data={"pebal_core": ["assets/*.safetensors", "assets/*.json", "assets/*.md"]},
+    package_data={"pebal_core": ["assets/*.safetensors", "assets/*.json", "assets/*.md", "assets/*.png"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -40,6 +40,7 @@ setup(
         "numpy",
         "torch>=2.1",
         "opencv-python-headless",
+        "simplejpeg",
         "pyyaml",
         "safetensors",
         "tqdm",

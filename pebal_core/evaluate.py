@@ -21,6 +21,15 @@ presets (``pebal eval --protocol``) are :data:`pebal_core.protocols.EVAL_PROTOCO
 Images a dataset leaves out (``Validation_Dataset`` sets skip images without an anomaly pixel)
 are listed in the report (``skipped_images``: count, reason and names).
 
+Obstacle level (``obstacle_level``, on by default): the PEBAL score goes through the node's alarm
+chain at the model's stored operating point (:func:`~pebal_core.alarms.operating_point.resolve_operating_point`:
+its threshold, region, smallest obstacle scaled to the image size, ego-vehicle mask; each image on
+its own, no persistence) and :mod:`pebal_core.alarms.frame_counts` counts, against the labels,
+the labelled obstacles detected, the false-alarm obstacles per frame and the pixel FPR in the
+region; the report's ``obstacle_level`` entry holds them, the point they were counted at and, per
+image, the obstacles missed and the false alarms (boxes). Images the ego mask does not fit (another
+aspect ratio) run without it, as in the node, and are listed.
+
 Outputs of :func:`write_report`: ``results.json``, ``results.md`` (a table like the paper's
 Table 3, values in %), ``roc.png`` and ``pr.png``.
 """
@@ -42,6 +51,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from pebal_core.alarms.ego_mask import cached_ego_mask, mask_for_frame
+from pebal_core.alarms.frame import FrameContext
+from pebal_core.alarms.frame_counts import DEFAULT_MIN_VISIBLE, ObstacleCounts, frame_evidence
+from pebal_core.alarms.operating_point import OperatingPoint, resolve_operating_point
+from pebal_core.alarms.pipeline import AlarmFrame, AlarmPipeline
 from pebal_core.component_metrics import ANOMALY_TRACK, OBSTACLE_TRACK, ComponentMetrics
 from pebal_core.data.anomaly_pairs import AnomalyPairs, identity_collate
 from pebal_core.data.anomaly_sets import build_anomaly_dataset
@@ -89,6 +103,15 @@ class EvalOptions:
     methods: tuple[str, ...] = METHODS
     components: str | None = None
     """``anomaly`` or ``obstacle``: SegmentMeIfYouCan component metrics with that track's size filters."""
+    obstacle_level: bool = True
+    """Count obstacles at the model's operating point (the ``obstacle_level`` report entry)."""
+    policy: str = ""
+    """The model's stored operating point the obstacles are counted at (``""`` = its default)."""
+    ego_mask: str | None = None
+    """Ego-vehicle mask the alarms run with (:func:`pebal_core.alarms.ego_mask.load_ego_mask`;
+    ``"none"`` = no mask); None = the operating point's own."""
+    min_visible: int = DEFAULT_MIN_VISIBLE
+    """Smallest labelled obstacle counted (pixels of the label maps as compared)."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -119,6 +142,8 @@ class ScoredItem:
         semantic: the item's ``semantic`` trainId map at that resolution (``None`` without one).
         semantic_pred: the predicted trainIds at the size of ``semantic`` (``None`` without one).
         network_size: ``(height, width)`` the network ran at.
+        trainids: the predicted trainIds at the size of ``label`` (for the alarm region; ``None``
+            unless asked for).
     """
 
     scores: dict[str, np.ndarray]
@@ -126,18 +151,23 @@ class ScoredItem:
     semantic: np.ndarray | None
     semantic_pred: np.ndarray | None
     network_size: tuple[int, int]
+    trainids: np.ndarray | None = None
 
 
-def score_item(predictor: Predictor, item: dict, methods: tuple[str, ...], options: EvalOptions) -> ScoredItem:
-    """Scores (and, for items with a ``semantic`` map, labels) of one dataset item, one forward pass."""
+def score_item(
+    predictor: Predictor, item: dict, methods: tuple[str, ...], options: EvalOptions, trainids: bool = False
+) -> ScoredItem:
+    """Scores (and, for items with a ``semantic`` map or with ``trainids``, labels) of one dataset
+    item, one forward pass."""
     label, semantic = item["label"], item.get("semantic")
     if resize_protocol(options.resize_protocol).metrics_at_network_size:
         size = predictor.network_size(item["image"].shape[:2])
         label = resize_labels(label, size)
         semantic = None if semantic is None else resize_labels(semantic, size)
-    pred = predictor.scores(item["image"], methods, labels=semantic is not None, output_size=label.shape)
+    want = semantic is not None or trainids
+    pred = predictor.scores(item["image"], methods, labels=want, output_size=label.shape)
     labels = None if semantic is None else resize_label_map(pred.labels, semantic.shape)
-    return ScoredItem(pred.scores, label, semantic, labels, pred.network_size)
+    return ScoredItem(pred.scores, label, semantic, labels, pred.network_size, pred.labels if trainids else None)
 
 
 def inlier_confusion(
@@ -184,10 +214,13 @@ def evaluate(model: SegmentationModel, dataset: Dataset, options: EvalOptions) -
     conf = None
     network_sizes: set[tuple[int, int]] = set()
     cache = tempfile.mkdtemp(prefix="pebal_eval_") if options.components and "pebal" in methods else None
+    obstacles = ObstacleLevel(model, options) if options.obstacle_level and "pebal" in methods else None
     t0 = time.perf_counter()
     try:
         for i, item in enumerate(tqdm(loader, total=n, desc="pebal eval", unit="img", disable=not options.progress)):
-            scored = score_item(predictor, item, methods, options)
+            scored = score_item(predictor, item, methods, options, trainids=obstacles is not None)
+            if obstacles is not None:
+                obstacles.update(str(item.get("name", i)), scored)
             network_sizes.add(scored.network_size)
             for m, score in scored.scores.items():
                 metrics[m].update(score, scored.label)
@@ -214,6 +247,8 @@ def evaluate(model: SegmentationModel, dataset: Dataset, options: EvalOptions) -
         if conf is not None:
             miou, per_class = mean_iou(conf)
             report["inlier_miou"] = {"miou": miou, "per_class_iou": per_class.tolist()}
+        if obstacles is not None:
+            report["obstacle_level"] = obstacles.report()
         if cache and results["pebal"]["best_f1"] is not None:
             threshold = results["pebal"]["best_f1"]["score"]
             comp = ComponentMetrics(COMPONENT_TRACKS[options.components])
@@ -225,6 +260,70 @@ def evaluate(model: SegmentationModel, dataset: Dataset, options: EvalOptions) -
         if cache:
             shutil.rmtree(cache, ignore_errors=True)
     return report
+
+
+class ObstacleLevel:
+    """The obstacle-level counts of an evaluation (module docstring): one :class:`AlarmPipeline`
+    for stills at the model's resolved operating point, :class:`ObstacleCounts` over the images."""
+
+    def __init__(self, model: SegmentationModel, options: EvalOptions) -> None:
+        overrides = {} if options.ego_mask is None else {"ego_mask": options.ego_mask}
+        self.resolved = resolve_operating_point(getattr(model, "checkpoint_metadata", {}), options.policy, overrides)
+        self.mask = cached_ego_mask(self.resolved.point.ego_mask)
+        self.chain = AlarmPipeline(sequence=False)
+        self.counts = ObstacleCounts(options.min_visible)
+        self.images: list[dict] = []
+        self.pixels: set[int] = set()
+        self.unfit: list[str] = []
+
+    def update(self, name: str, scored: ScoredItem) -> tuple[FrameContext, AlarmFrame]:
+        """Count one image (its PEBAL score, predicted trainIds and labels at the compared size) and
+        return its context and alarms. An image the ego mask does not fit (another aspect ratio)
+        runs without the mask, as in the node, and is listed."""
+        score, label = scored.scores["pebal"], scored.label
+        ego, why = mask_for_frame(self.mask, label.shape)
+        if why:
+            self.unfit.append(name)
+        frame = FrameContext(scored.trainids, score, self.resolved.point, ego_mask=ego)
+        alarms = self.chain.process(frame)
+        counted = self.counts.update(alarms, label, ego)
+        self.pixels.add(self.resolved.point.min_pixels_at(label.shape))
+        self.images.append(frame_evidence(name, counted, alarms))
+        return frame, alarms
+
+    def report(self) -> dict:
+        """The ``obstacle_level`` report entry: the point, how it was resolved, the totals and rates
+        (:meth:`ObstacleCounts.summary`), the smallest obstacle used and the per-image evidence."""
+        return {
+            "point": self.resolved.point.to_dict(),
+            "point_origin": self.resolved.origin,
+            "point_warning": self.resolved.warning(),
+            **self.counts.summary(),
+            "min_pixels": sorted(self.pixels),
+            "images_without_ego_mask": self.unfit,
+            "per_image": self.images,
+        }
+
+
+def obstacle_line(report: dict) -> str | None:
+    """One sentence with the obstacle-level numbers of a report (``None`` without them)."""
+    o = report.get("obstacle_level")
+    if not o:
+        return None
+    point = OperatingPoint.from_dict(o["point"])
+    rate = "–" if o["detection_rate"] is None else f"{100 * o['detection_rate']:.1f} %"
+    fpr = "–" if o["pixel_fpr_region"] is None else f"{100 * o['pixel_fpr_region']:.3f} %"
+    return (
+        f"Obstacle level at {point.describe()} (single images): {o['detected']} of {o['obstacles']} labelled "
+        f"obstacles (>= {o['min_visible']} px) detected ({rate}), {o['false_alarms_per_frame']:.2f} false-alarm "
+        f"obstacles per image, pixel FPR in the region {fpr}."
+        + (
+            f" The ego mask does not fit {len(o['images_without_ego_mask'])} images (another aspect ratio): they ran "
+            "without it."
+            if o.get("images_without_ego_mask")
+            else ""
+        )
+    )
 
 
 def skipped_images(dataset: Dataset) -> dict:
@@ -335,6 +434,8 @@ def write_report(report: dict, out_dir: str | os.PathLike, plots: bool = True) -
             f"Components (PEBAL score >= {c['threshold']:.6g}, segsize {c['segsize']}, instsize {c['instsize']}): "
             f"sIoU {_pct(c['siou'])} %, PPV {_pct(c['ppv'])} %, mean F1 {_pct(c['f1_mean'])} %."
         )
+    if obstacle_line(report):
+        md.append(obstacle_line(report))
     atomic_write_text(paths["markdown"], "\n".join(md) + "\n")
     if plots:
         for kind in ("roc", "pr"):
@@ -347,6 +448,7 @@ def options_dict(options: EvalOptions) -> dict:
     """The options as plain JSON values, for the report."""
     d = asdict(options)
     d["methods"] = list(d["methods"])
+    d["input_size"] = None if options.input_size is None else list(options.input_size)
     return d
 
 

@@ -3,7 +3,7 @@
 :mod:`pebal_core.export.onnx` writes files to this contract; :mod:`pebal_core.runtime` and
 :mod:`pebal_core.export.tensorrt` read them. The metadata travels in the model's
 ``metadata_props`` (string key/value pairs, JSON for structured values); :func:`parse_metadata`
-types them. Reading needs neither the exporter nor the ``onnx`` package: onnxruntime returns the
+types and checks them. Reading needs neither the exporter nor the ``onnx`` package: onnxruntime returns the
 same pairs (``InferenceSession.get_modelmeta().custom_metadata_map``); without a session,
 :func:`read_metadata` reads them from the file with the ``onnx`` package.
 """
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+from pebal_core.model_metadata import MAX_NETWORK_SIDE, METADATA_RULES, CheckpointError, Rule, check_metadata
 
 FORMAT_VERSION = 1
 """Version of the input/output/metadata contract below (``pebal_onnx_format`` in the metadata)."""
@@ -21,7 +23,7 @@ INPUT_NAME = "image"
 OUTPUT_NAMES = ("labels", "score", "logits")
 MIN_SIDE = 32
 """Smallest height/width a dynamic-size export accepts."""
-MAX_SIDE = 8192
+MAX_SIDE = MAX_NETWORK_SIDE
 """Largest height/width a dynamic-size export accepts."""
 DYNAMIC = "dynamic"
 """Value of the ``input_size`` metadata entry of a dynamic-size export."""
@@ -36,50 +38,93 @@ class ExportError(RuntimeError):
     """An ONNX file cannot be written, checked or read as a PEBAL export."""
 
 
-def parse_metadata(props: Mapping[str, str]) -> dict:
-    """Typed metadata of a PEBAL ONNX export from its ``metadata_props`` (see :func:`metadata_props`).
+def _input_size(text: str) -> tuple[int, int] | None:
+    if text == DYNAMIC:
+        return None
+    return tuple(int(v) for v in text.split("x"))
+
+
+_FIELDS: tuple[tuple[str, str | None, Callable[[str], object]], ...] = (
+    ("arch", None, str),
+    ("arch_kwargs", "{}", json.loads),
+    ("num_classes", "20", int),
+    ("input_size", DYNAMIC, _input_size),
+    ("normalization", None, json.loads),
+    ("smoothing", "true", json.loads),
+    ("outputs", json.dumps(list(OUTPUT_NAMES[:2])), json.loads),
+    ("pebal_version", None, str),
+    ("source_checkpoint", None, str),
+    ("source_sha256", None, str),
+    ("checkpoint_metadata", "{}", json.loads),
+    ("opset", "0", int),
+)
+"""``metadata_props`` key, its value when absent (None: no default), and how its text is read."""
+ONNX_RULES: tuple[Rule, ...] = (
+    *METADATA_RULES,
+    Rule("smoothing", "true or false", lambda v: isinstance(v, bool)),
+    Rule(
+        "outputs",
+        f"a list of output names from {', '.join(OUTPUT_NAMES)} starting with labels, score",
+        lambda v: isinstance(v, list) and v[:2] == list(OUTPUT_NAMES[:2]) and set(v) <= set(OUTPUT_NAMES),
+    ),
+    Rule("checkpoint_metadata", "an object (the source checkpoint's metadata)", lambda v: isinstance(v, Mapping)),
+)
+"""The checked keys of an ONNX export's typed metadata: the checkpoint rules plus the export's own."""
+
+
+def parse_metadata(props: Mapping[str, str], source: object = "the ONNX file") -> dict:
+    """Typed and checked metadata of a PEBAL ONNX export from its ``metadata_props``.
 
     Returns a dict with ``arch`` (str), ``arch_kwargs`` (dict), ``num_classes`` (int),
     ``input_size`` (``(H, W)`` or ``None`` for dynamic), ``normalization`` (dict),
     ``smoothing`` (bool), ``outputs`` (list), ``pebal_version``, ``source_checkpoint``,
-    ``source_sha256``, ``checkpoint_metadata`` and the entries of :data:`OPERATING_POINT_KEYS`
-    (from ``checkpoint_metadata``; a file with its own ``score_threshold`` entry keeps that one).
+    ``source_sha256``, ``checkpoint_metadata``, ``opset`` and the entries of
+    :data:`OPERATING_POINT_KEYS` (from ``checkpoint_metadata``; a file with its own entry keeps
+    that one).
 
     Raises:
         ExportError: the file was not written by :func:`export_onnx` (no ``pebal_onnx_format``)
             or by a newer, incompatible version.
+        CheckpointError: a value cannot be read or is not allowed (:data:`ONNX_RULES`, and
+            :data:`pebal_core.model_metadata.METADATA_RULES` for ``checkpoint_metadata``); the
+            message names ``source`` (the file) and the key.
     """
     if "pebal_onnx_format" not in props:
         raise ExportError(
-            "the ONNX file carries no PEBAL metadata (metadata_props 'pebal_onnx_format'); export it with "
+            f"{source} carries no PEBAL metadata (metadata_props 'pebal_onnx_format'); export it with "
             "`pebal export onnx CHECKPOINT`"
         )
-    version = int(props["pebal_onnx_format"])
+    fields = (("pebal_onnx_format", None, int), *_FIELDS)
+    out: dict = {}
+    for key, default, read in fields:
+        text = props.get(key, default)
+        if text is None and key == "normalization":
+            raise CheckpointError(f"{source}: metadata key 'normalization' is missing; re-export the model")
+        try:
+            out[key] = None if text is None else read(text)
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(
+                f"{source}: metadata key {key!r} = {text[:120]!r} cannot be read ({e}); re-export the model"
+            ) from e
+    version = out.pop("pebal_onnx_format")
     if version > FORMAT_VERSION:
         raise ExportError(
-            f"the ONNX file uses PEBAL export format {version}, newer than this version's {FORMAT_VERSION}; "
+            f"{source} uses PEBAL export format {version}, newer than this version's {FORMAT_VERSION}; "
             "upgrade pebal or re-export the model"
         )
-    size = props.get("input_size", DYNAMIC)
-    checkpoint_metadata = json.loads(props.get("checkpoint_metadata", "{}"))
-    points = {
-        key: json.loads(props[key]) if key in props else checkpoint_metadata.get(key) for key in OPERATING_POINT_KEYS
-    }
-    return {
-        "arch": props.get("arch"),
-        "arch_kwargs": json.loads(props.get("arch_kwargs", "{}")),
-        "num_classes": int(props.get("num_classes", 20)),
-        "input_size": None if size == DYNAMIC else tuple(int(v) for v in size.split("x")),
-        "normalization": json.loads(props["normalization"]),
-        "smoothing": json.loads(props.get("smoothing", "true")),
-        "outputs": json.loads(props.get("outputs", json.dumps(list(OUTPUT_NAMES[:2])))),
-        "pebal_version": props.get("pebal_version"),
-        "source_checkpoint": props.get("source_checkpoint"),
-        "source_sha256": props.get("source_sha256"),
-        "checkpoint_metadata": checkpoint_metadata,
-        "opset": int(props.get("opset", 0)),
-        **points,
-    }
+    for key in OPERATING_POINT_KEYS:
+        if key in props:
+            try:
+                out[key] = json.loads(props[key])
+            except ValueError as e:
+                raise CheckpointError(
+                    f"{source}: metadata key {key!r} cannot be read ({e}); re-export the model"
+                ) from e
+        else:
+            out[key] = out["checkpoint_metadata"].get(key) if isinstance(out["checkpoint_metadata"], Mapping) else None
+    check_metadata({k: v for k, v in out.items() if k in props or v is not None}, source, ONNX_RULES)
+    check_metadata(out["checkpoint_metadata"], f"{source} (inside metadata key 'checkpoint_metadata')")
+    return out
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -93,4 +138,4 @@ def read_metadata(path: str | os.PathLike) -> dict:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError and friends from protobuf
         raise ExportError(f"cannot read {path} as an ONNX model: {e}") from e
-    return parse_metadata({p.key: p.value for p in proto.metadata_props})
+    return parse_metadata({p.key: p.value for p in proto.metadata_props}, path)

@@ -3,11 +3,14 @@
 The model runs over any dataset ``pebal eval`` reads (:func:`pebal_core.data.anomaly_sets.build_anomaly_dataset`),
 through the Predictor ``pebal eval`` uses (:func:`pebal_core.evaluate.predictor_for`; at the input
 size the model's metadata records unless one is given, as the node runs it): per image the
-predicted trainIds give the region (:mod:`pebal_core.alarms.region`) and the PEBAL score (smoothed
-free energy at the label size) is kept (:class:`ValidationFrame`). :class:`OperatingPointSearch`
+predicted trainIds give the region (:mod:`pebal_core.alarms.region`; with an ego-vehicle mask,
+:mod:`pebal_core.alarms.ego_mask`, its pixels left out) and the PEBAL score (smoothed free energy
+at the label size) is kept (:class:`ValidationFrame`). :class:`OperatingPointSearch`
 then picks each policy's threshold (:mod:`pebal_core.alarms.operating_point` defines the policies),
 and every point is stored with the alarm settings it was chosen with (region, smallest obstacle at
-the validation images' size) as :class:`~pebal_core.alarms.operating_point.StoredPoints`.
+the validation images' size, ego mask) as :class:`~pebal_core.alarms.operating_point.StoredPoints`.
+Every point also records what it does to obstacles on the validation images, counted as ``pebal
+eval`` counts them (:mod:`pebal_core.alarms.frame_counts`).
 
 :func:`write_operating_points` is the one writer of a model's operating points (``pebal threshold
 --write``, ``pebal eval --write-threshold``, ``benchmarks/real_operating_point.py``); it writes a copy
@@ -28,6 +31,8 @@ import torch
 from scipy import ndimage
 from tqdm import tqdm
 
+from pebal_core.alarms.ego_mask import cached_ego_mask
+from pebal_core.alarms.frame_counts import DEFAULT_MIN_VISIBLE, ThresholdSweep
 from pebal_core.alarms.obstacles import DEFAULT_MIN_PIXELS
 from pebal_core.alarms.operating_point import (
     DEFAULT_POLICIES,
@@ -45,12 +50,14 @@ from pebal_core.labels import EVAL_ANOMALY, EVAL_INLIER, EVAL_VOID
 from pebal_core.models.checkpoint import copy_with_metadata
 
 FA_CANDIDATES = 120
-"""Thresholds tried by ``fa:<x>`` (inlier-region FPR from 1e-7 to 0.5, log-spaced)."""
+"""Thresholds tried by ``fa:<x>`` and ``obstacles:<x>`` (inlier-region FPR from 1e-7 to 0.5, log-spaced)."""
 
 
 @dataclass
 class ValidationFrame:
-    """One validation image: score (float32 ``H x W``), labels (0/1/255) and region (bool or None)."""
+    """One validation image: score (float32 ``H x W``), labels (0/1/255) and region (bool or None):
+    where alarms may be raised, the alarm region with the ego mask's pixels left out (None =
+    every pixel)."""
 
     score: np.ndarray
     labels: np.ndarray
@@ -62,14 +69,27 @@ class OperatingPointSearch:
 
     Args:
         frames: the validation images.
-        min_pixels: smallest false-alarm obstacle counted by ``fa:<x>`` (pixels of each frame).
+        min_pixels: smallest reported obstacle (pixels of each frame) of ``fa:<x>``, ``obstacles:<x>``
+            and the obstacle counts.
+        min_visible: smallest labelled obstacle counted (pixels of each frame).
+        progress: show a progress bar while ``obstacles:<x>`` tries its candidates.
     """
 
-    def __init__(self, frames: list[ValidationFrame], min_pixels: int = DEFAULT_MIN_PIXELS) -> None:
+    def __init__(
+        self,
+        frames: list[ValidationFrame],
+        min_pixels: int = DEFAULT_MIN_PIXELS,
+        min_visible: int = DEFAULT_MIN_VISIBLE,
+        progress: bool = False,
+    ) -> None:
         if not frames:
             raise ValueError("choosing an operating point needs at least one validation image")
         self.frames = frames
         self.min_pixels = int(min_pixels)
+        self.min_visible = int(min_visible)
+        self._sweeps: list[ThresholdSweep] | None = None
+        self._obstacles: dict[float, tuple[int, int, int]] = {}
+        self.progress = progress
         anomaly, inlier, inlier_region = [], [], []
         for f in frames:
             if f.score.shape != f.labels.shape:
@@ -110,15 +130,35 @@ class OperatingPointSearch:
             total += int(np.count_nonzero((sizes[1:] >= self.min_pixels) & (hits[1:] == 0)))
         return total / len(self.frames)
 
+    def obstacles(self, threshold: float) -> tuple[int, int, int]:
+        """``(labelled, detected, false alarms)`` over all frames at ``threshold``, counted as
+        ``pebal eval`` counts them (see the ``obstacles:<x>`` policy)."""
+        if threshold in self._obstacles:  # several policies and the measures ask for the same thresholds
+            return self._obstacles[threshold]
+        if self._sweeps is None:
+            self._sweeps = [
+                ThresholdSweep(f.score, f.labels, f.region, self.min_pixels, self.min_visible) for f in self.frames
+            ]
+        counts = [sweep.at(threshold) for sweep in self._sweeps]
+        found = sum(s.labelled for s in self._sweeps), sum(c[0] for c in counts), sum(c[1] for c in counts)
+        self._obstacles[threshold] = found
+        return found
+
     def measured(self, threshold: float, rule: str, **extra: object) -> dict:
         """What ``threshold`` does on these frames: ``tpr`` (anomalous pixels flagged, all pixels),
         ``fpr`` (inlier pixels flagged), ``fpr_region`` (inlier pixels in the region flagged),
-        ``false_alarms_per_frame`` (obstacles of ``min_pixels``), ``rule`` and ``extra``."""
+        ``false_alarms_per_frame`` (obstacles of ``min_pixels``, the ``fa:<x>`` count),
+        ``obstacles_labelled`` / ``obstacles_detected`` / ``obstacle_false_alarms_per_frame`` (the
+        ``obstacles:<x>`` counts), ``rule`` and ``extra``."""
+        labelled, detected, false_alarms = self.obstacles(threshold)
         return {
             "tpr": self._flagged(self.anomaly, threshold),
             "fpr": self._flagged(self.inlier, threshold),
             "fpr_region": self._flagged(self.inlier_region, threshold),
             "false_alarms_per_frame": self.false_alarms_per_frame(threshold),
+            "obstacles_labelled": labelled,
+            "obstacles_detected": detected,
+            "obstacle_false_alarms_per_frame": false_alarms / len(self.frames),
             "rule": rule,
             **extra,
         }
@@ -144,9 +184,14 @@ class OperatingPointSearch:
         # the next float32 above: scores are float32 and compared in float32 (score >= threshold)
         return float(np.nextafter(np.float32(values[values.size - 1 - allowed]), np.float32(np.inf)))
 
+    def candidates(self) -> list[float]:
+        """The thresholds ``fa:<x>`` and ``obstacles:<x>`` try, highest first: those flagging
+        1e-7 .. 0.5 of the inlier pixels in the region (log-spaced)."""
+        return [self.region_fpr_threshold(x) for x in np.geomspace(1e-7, 0.5, FA_CANDIDATES)]
+
     def false_alarm_threshold(self, budget: float) -> tuple[float, int]:
         """``(threshold, candidates tried)`` for the ``fa:<budget>`` policy."""
-        candidates = [self.region_fpr_threshold(x) for x in np.geomspace(1e-7, 0.5, FA_CANDIDATES)]
+        candidates = self.candidates()
         best = candidates[0]  # the highest threshold: flags at most 1e-7 of the region
         tried = 0
         for t in candidates:  # descending thresholds
@@ -155,6 +200,20 @@ class OperatingPointSearch:
                 break
             best = t
         return best, tried
+
+    def obstacle_threshold(self, budget: float) -> tuple[float, bool]:
+        """``(threshold, within budget)`` for the ``obstacles:<budget>`` policy: of the candidates, the
+        one detecting the most labelled obstacles with at most ``budget`` false alarms per frame
+        (ties: the highest); the highest candidate, flagged, when none is within budget."""
+        best, most = None, -1
+        candidates = tqdm(
+            self.candidates(), desc=f"obstacles:{budget:g}", unit="threshold", leave=False, disable=not self.progress
+        )
+        for t in candidates:  # descending: a tie keeps the higher threshold
+            _, detected, false_alarms = self.obstacles(t)
+            if false_alarms / len(self.frames) <= budget and detected > most:
+                best, most = t, detected
+        return (best, True) if best is not None else (self.candidates()[0], False)
 
     def choose(self, policy: str) -> tuple[float, dict]:
         """``(threshold, what it measured)`` of ``policy`` on these frames (see :meth:`measured`)."""
@@ -165,6 +224,16 @@ class OperatingPointSearch:
         if kind == "fpr":
             rule = f"lowest threshold flagging <= {value:g} of the inlier pixels inside the region"
             return (t := self.region_fpr_threshold(value)), self.measured(t, rule)
+        if kind == "obstacles":
+            threshold, within = self.obstacle_threshold(value)
+            rule = (
+                f"of {FA_CANDIDATES} candidate thresholds, the one detecting the most labelled obstacles (>= "
+                f"{self.min_visible} px) with <= {value:g} false-alarm obstacles (>= {self.min_pixels} px, in the "
+                "region, off the ego mask, void counted) per frame"
+            )
+            if not within:
+                rule += "; no candidate was within the budget: the highest is kept"
+            return threshold, self.measured(threshold, rule, within_budget=within)
         threshold, tried = self.false_alarm_threshold(value)
         rule = (
             f"lowest of {FA_CANDIDATES} candidate thresholds (scanned from high to low, stopped at the first over "
@@ -180,9 +249,13 @@ def validation_frames(
     region: str = "drivable",
     include_sidewalk: bool = False,
     min_fraction: float = DEFAULT_MIN_FRACTION,
+    ego_mask: str = "",
 ) -> list[ValidationFrame]:
-    """Score, labels and region of every image of ``dataset``."""
+    """Score, labels and region of every image of ``dataset``; the region leaves out the pixels of
+    ``ego_mask`` (a :func:`~pebal_core.alarms.ego_mask.load_ego_mask` spec; ``""`` = none), with
+    region ``all`` too."""
     predictor = predictor_for(model.eval(), options)
+    mask = cached_ego_mask(ego_mask)
     n = len(dataset) if options.limit is None else min(options.limit, len(dataset))
     if n == 0:
         raise ValueError(f"dataset {dataset!r} has no images to choose a threshold on")
@@ -192,7 +265,11 @@ def validation_frames(
         label = item["label"]
         pred = predictor.scores(item["image"], ("pebal",), labels=True, output_size=label.shape)
         score, trainids = pred.scores["pebal"], pred.labels
-        frames.append(ValidationFrame(score, label, alarm_region(trainids, region, include_sidewalk, min_fraction)))
+        ego = None if mask is None else mask.at(label.shape)
+        allowed = alarm_region(trainids, region, include_sidewalk, min_fraction, ego)
+        if allowed is None and ego is not None:
+            allowed = ~ego
+        frames.append(ValidationFrame(score, label, allowed))
     return frames
 
 
@@ -208,17 +285,23 @@ def choose_operating_points(
     include_sidewalk: bool = False,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     arch: str | None = None,
+    ego_mask: str = "",
 ) -> StoredPoints:
-    """Every policy's point with the settings it was chosen with, the default, and the data they
-    were chosen on (``source``: dataset, images, network input size, checkpoint hash)."""
+    """Every policy's point with the settings it was chosen with (region, smallest obstacle,
+    ``ego_mask``), the default, and the data they were chosen on (``source``: dataset, images,
+    network input size, checkpoint hash)."""
     for policy in (*policies, default):
         parse_policy(policy)
     policies = tuple(dict.fromkeys((*policies, default)))
     model, dataset, options = load_for_evaluation(checkpoint, dataset_name, root, options, dataset_options, arch)
-    frames = validation_frames(model, dataset, options, region, include_sidewalk)
-    search = OperatingPointSearch(frames, min_pixels)
+    frames = validation_frames(model, dataset, options, region, include_sidewalk, ego_mask=ego_mask)
+    search = OperatingPointSearch(frames, min_pixels, progress=options.progress)
     settings = dict(
-        region=region, include_sidewalk=include_sidewalk, min_pixels=min_pixels, image_size=search.image_size
+        region=region,
+        include_sidewalk=include_sidewalk,
+        min_pixels=min_pixels,
+        image_size=search.image_size,
+        ego_mask=ego_mask,
     )
     points, measured = {}, {}
     for policy in policies:
@@ -258,15 +341,20 @@ def eval_points(report: dict) -> tuple[StoredPoints, tuple[int, int] | None]:
 def format_points(stored: StoredPoints) -> str:
     """A Markdown table of the stored points (rates in %)."""
     rows = [
-        "| policy | threshold | TPR % | FPR % | FPR in region % | false-alarm obstacles / frame |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| policy | threshold | TPR % | FPR % | FPR in region % | false-alarm obstacles / frame (fa) | "
+        "labelled obstacles detected | false-alarm obstacles / frame (obstacles) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, p in stored.points.items():
         m = stored.measured.get(name, {})
         mark = " (default)" if name == stored.default else ""
+        found = f"{m['obstacles_detected']} / {m['obstacles_labelled']}" if "obstacles_detected" in m else "–"
+        per_frame = m.get("obstacle_false_alarms_per_frame")
         rows.append(
             f"| {name}{mark} | {p.threshold:.4f} | {100 * m['tpr']:.2f} | {100 * m['fpr']:.3f} | "
-            f"{100 * m['fpr_region']:.3f} | {m['false_alarms_per_frame']:.3f} |"
+            f"{100 * m['fpr_region']:.3f} | {m['false_alarms_per_frame']:.3f} | {found} | "
+            + ("–" if per_frame is None else f"{per_frame:.3f}")
+            + " |"
         )
     return "\n".join(rows)
 

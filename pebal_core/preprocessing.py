@@ -60,6 +60,11 @@ ESPNET_CITYSCAPES = Normalization(
     post_scale=1.0 / 255.0,
 )
 """sacmehta/ESPNet Cityscapes models: BGR, mean/std in B, G, R order on the 0..255 scale, then /255."""
+DABNET_CITYSCAPES = Normalization(mean=(73.1583, 82.9090, 72.3924), std=(1.0, 1.0, 1.0))
+"""The DABNet Cityscapes model: RGB on the 0..255 scale minus the Cityscapes mean, no std. Its training
+code subtracts the mean (72.3924, 82.9090, 73.1583) from the B, G, R channels of the image read by
+OpenCV, then reorders the channels to RGB (``docs/data_sources.md``); here the same mean in R, G, B
+order."""
 
 
 def normalize_images(images: torch.Tensor, norm: Normalization) -> torch.Tensor:

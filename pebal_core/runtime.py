@@ -154,9 +154,13 @@ class Predictor:
 
     @property
     def model_id(self) -> str:
-        """Short identifier: architecture and the first 12 hex digits of the file's SHA-256."""
+        """Short identifier of the model: architecture and the first 12 hex digits of the SHA-256 of
+        the checkpoint it came from. An ONNX or OpenVINO export carries its source checkpoint's hash
+        (``source_sha256``), so one model reports one id on every backend (the backend and its
+        precision are reported beside it); a checkpoint reports its own file's hash."""
         meta = self.metadata
-        return f"{meta.get('arch', '?')}@{str(meta.get('sha256', ''))[:12]}"
+        digest = meta.get("source_sha256") or meta.get("sha256", "")
+        return f"{meta.get('arch', '?')}@{str(digest)[:12]}"
 
     def network_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """``(height, width)`` the network runs an image of ``image_size`` (height, width) at: the

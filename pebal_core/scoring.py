@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -194,6 +195,16 @@ def labels_and_score(logits: torch.Tensor, smoothing: bool = True) -> tuple[torc
     labels = _first_max(shifted)
     energy = lse_from_shifted(top, shifted).neg_()
     return labels, (smooth(energy) if smoothing else energy)
+
+
+def nonfinite_pixels(score: np.ndarray) -> int:
+    """Pixels of a score map (any shape) that are NaN or infinite.
+
+    A sound model never gives them; a broken one (normalisation std 0, overflowing weights, a
+    faulty backend) gives them silently, and ``score >= threshold`` is False there: an alarm that
+    can never fire. The node and ``pebal predict`` count them per image and report them.
+    """
+    return int(score.size - np.count_nonzero(np.isfinite(score)))
 
 
 class EnergyScoreHead(nn.Module):

@@ -1,4 +1,5 @@
-"""Images people look at: colour heat maps of anomaly scores, tinted overlays, alarm overlays.
+"""Images people look at: colour heat maps of anomaly scores, tinted overlays, alarm overlays,
+the ego-vehicle mask hatched.
 
 All inputs and outputs are numpy arrays; RGB images are ``uint8 H x W x 3``.
 """
@@ -55,6 +56,59 @@ CONTOUR_COLOR = (255, 230, 0)
 """RGB outline of each obstacle (yellow)."""
 BOX_COLOR = (255, 32, 32)
 """RGB box around each obstacle (red: only alarms are red)."""
+EGO_COLOR = (200, 200, 200)
+"""RGB hatching and outline of the ego-vehicle mask (light grey: not an alarm colour)."""
+
+
+def hatch(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = EGO_COLOR, spacing: int = 0) -> np.ndarray:
+    """The image with ``mask`` outlined and hatched (diagonal lines every ``spacing`` pixels, 0 =
+    the image height / 48, at least 6): pixels left out of the alarms stay visible under the lines."""
+    if rgb.shape[:2] != mask.shape:
+        raise ValueError(f"image {rgb.shape[:2]} and mask {mask.shape} differ in size")
+    out = np.ascontiguousarray(rgb, dtype=np.uint8).copy()
+    if not mask.any():
+        return out
+    h = mask.shape[0]
+    step = spacing or max(6, h // 48)
+    width = max(1, step // 6)
+    rows, cols = np.nonzero(mask)
+    on_line = ((rows + cols) % step) < width
+    out[rows[on_line], cols[on_line]] = color
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, color, max(1, h // 512), cv2.LINE_AA)
+    return out
+
+
+def caption(rgb: np.ndarray, text: str) -> np.ndarray:
+    """``rgb`` with ``text`` in white on a black band in its top left corner (drawn in place)."""
+    scale = max(0.4, rgb.shape[1] / 1600)
+    (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(rgb, (0, 0), (w + 8, h + 10), (0, 0, 0), -1)
+    cv2.putText(rgb, text, (4, h + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return rgb
+
+
+def ego_mask_picture(
+    median: np.ndarray, mask: np.ndarray, frames: list[np.ndarray], names: list[str] | None = None, width: int = 1024
+) -> np.ndarray:
+    """What ``pebal mask estimate`` found, for a person to check: the per-pixel median of the
+    frames (the car sharp, the scene blurred; mask outlined in yellow) and a few of the frames
+    (captioned with ``names``), each ``width`` pixels wide with the mask hatched (:func:`hatch`),
+    in a grid of two columns (RGB ``uint8``)."""
+    names = names if names is not None else [f"frame {i + 1}" for i in range(len(frames))]
+    if len(names) != len(frames):
+        raise ValueError(f"{len(frames)} frames but {len(names)} names")
+    tiles = []
+    for image, name in zip((median, *frames), ("median of the frames", *names), strict=True):
+        h = round(image.shape[0] * width / image.shape[1])
+        small = cv2.resize(image, (width, h), interpolation=cv2.INTER_AREA)
+        sized = cv2.resize(mask.astype(np.uint8), (width, h), interpolation=cv2.INTER_NEAREST) > 0
+        tiles.append(caption(hatch(small, sized, EGO_COLOR if image is not median else (255, 230, 0)), name))
+    if len(tiles) % 2:
+        tiles.append(np.zeros_like(tiles[-1]))
+    height = max(t.shape[0] for t in tiles)
+    tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0))) for t in tiles]
+    return np.concatenate([np.concatenate(tiles[i : i + 2], axis=1) for i in range(0, len(tiles), 2)], axis=0)
 
 
 def alarm_tint(probability: np.ndarray) -> np.ndarray:
@@ -65,10 +119,11 @@ def alarm_tint(probability: np.ndarray) -> np.ndarray:
 
 
 def alarm_overlay(frame: FrameContext, alarms: AlarmFrame, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """The camera image with what a driver needs: the alarm region outlined (cyan), the alarm
-    pixels tinted by their calibrated probability (orange at the threshold, red well above it),
-    each obstacle's outline (yellow) and box (red) with its distance when known. Pixels outside
-    the alarms keep their colours, so nothing is red where there is no alarm.
+    """The camera image with what a driver needs: the ego-vehicle mask hatched (grey, when the
+    frame has one), the alarm region outlined (cyan), the alarm pixels tinted by their calibrated
+    probability (orange at the threshold, red well above it), each obstacle's outline (yellow)
+    and box (red) with its distance when known. Pixels outside the alarms keep their colours, so
+    nothing is red where there is no alarm.
 
     Args:
         frame: the frame (its ``rgb`` image, score and probability calibration).
@@ -80,6 +135,8 @@ def alarm_overlay(frame: FrameContext, alarms: AlarmFrame, alpha: float = OVERLA
     if alarms.alarms.shape != frame.shape:
         raise ValueError(f"frame {frame.shape} and alarms {alarms.alarms.shape} differ in size")
     out = np.ascontiguousarray(frame.rgb, dtype=np.uint8).copy()
+    if frame.ego_mask is not None:
+        out = hatch(out, frame.ego_mask)
     if alarms.region is not None:
         contours, _ = cv2.findContours(alarms.region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, REGION_COLOR, 1, cv2.LINE_AA)

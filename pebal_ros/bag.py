@@ -11,6 +11,9 @@ Subcommands (``pebal_bag COMMAND --help`` for all options):
     Write what arrives on topics to a bag (:mod:`pebal_ros.bag_record`).
 ``recover PARTIAL [-o OUT]``
     Turn the partial data a killed recorder left into a bag (:mod:`pebal_ros.bag_recover`).
+``mask BAG --topic TOPIC``
+    The ego-vehicle mask of a recorded camera: frames sampled over the recording, the estimate of
+    ``pebal mask estimate`` (:mod:`pebal_ros.bag_mask`).
 ``score OUTPUT_BAG --input CONVERTED``
     AUROC / AP / FPR95 of a recorded ``anomaly_score`` against the ground truth, per sequence and
     overall, optionally with offline baselines (:mod:`pebal_ros.bag_score`).
@@ -355,12 +358,40 @@ def _run_score(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- mask
+def _add_mask(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Estimate the ego-vehicle mask (the pixels of the own car, which never alarm) of the camera recorded on "
+        "--topic: frames at least --every seconds apart, at most --max-frames spread over the recording, then the "
+        "estimate of `pebal mask estimate` (docs/alarms.md). Writes the mask PNG and a picture to check it. Use "
+        "the mask with pebal_node -p alarms.ego_mask:=MASK."
+    )
+    p.add_argument("bag", type=Path, help="the recording (a bag folder)")
+    p.add_argument("--topic", required=True, help="camera topic (sensor_msgs/Image or CompressedImage)")
+    p.add_argument("--out", type=Path, default=Path("ego_mask.png"), help="mask PNG to write (default ego_mask.png)")
+    p.add_argument("--picture", type=Path, help="picture to write (default: <out>_picture.jpg beside the mask)")
+    p.add_argument("--every", type=float, default=1.0, help="seconds between the frames used, at least (1.0)")
+    p.add_argument("--max-frames", type=int, default=200, help="use at most this many frames (200)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing mask file")
+
+
+def _run_mask(args: argparse.Namespace) -> int:
+    from pebal_core.ego_mask_files import estimate_and_save
+    from pebal_ros.bag_mask import sample_frames
+
+    frames = sample_frames(args.bag, args.topic, args.every, args.max_frames)
+    print(f"{len(frames.times)} frames of {args.topic}, at least {args.every:g} s apart")
+    print(estimate_and_save(frames, frames.names, args.out, args.picture, force=args.force))
+    return 0
+
+
 COMMANDS = {
     "convert": ("LostAndFound tree -> ROS 2 bag(s)", _add_convert, _run_convert),
     "play": ("publish a bag with rclpy at the recorded pace", _add_play, _run_play),
     "record": ("write topics to a bag", _add_record, _run_record),
     "recover": ("turn a partial recording (killed recorder) into a bag", _add_recover, _run_recover),
     "score": ("AUROC / AP / FPR95 of a recorded anomaly_score bag", _add_score, _run_score),
+    "mask": ("the ego-vehicle mask of a recorded camera", _add_mask, _run_mask),
 }
 """Command -> (one-line help, adds its options to its parser, runs it)."""
 

@@ -16,7 +16,11 @@ The bag is written under a hidden temporary name and appears at the output path 
 recorder closes cleanly (Ctrl-C, SIGTERM, ``duration`` or ``idle_timeout``). Every
 ``flush_period`` seconds what was received is put into the storage file, so a recorder that is
 killed (SIGKILL, power loss) loses at most that much: ``pebal_bag recover`` turns the partial
-data into a bag (:mod:`pebal_ros.bag_recover`).
+data into a bag (:mod:`pebal_ros.bag_recover`). When the storage fails (a full disk, an I/O or
+database error: :class:`pebal_ros.bag_storage.StorageError`) recording stops at once, and
+:meth:`Recorder.close` leaves the data as such an unfinished recording and raises one
+:class:`~pebal_ros.bag_storage.BagError` naming the file, the cause and the ``recover`` command:
+no ``metadata.yaml`` is written that could count messages the storage lost.
 
 Stopping on a signal (:func:`stop_on_signals`): SIGINT and SIGTERM only set a flag; the loop that
 spins the recorder sees it between two callbacks and closes the bag. Nothing interrupts a write
@@ -40,7 +44,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from pebal_ros.bag_play import message_class
-from pebal_ros.bag_storage import BagError, bag_writer, make_qos
+from pebal_ros.bag_storage import BagError, StorageError, bag_writer, make_qos
 
 NODE_NAME = "pebal_bag_record"
 SUBSCRIPTION_DEPTH = 100
@@ -106,7 +110,9 @@ class Recorder:
         self.first_rx: float | None = None
         self.last_rx: float | None = None
         self.started = time.monotonic()
-        self._bag_cm = bag_writer(self.out, options.storage)
+        self.failure: StorageError | None = None
+        """The storage failure that stopped the recording (None while it runs or when it ended well)."""
+        self._bag_cm = bag_writer(self.out, options.storage, keep_unfinished=True)
         self.bag = self._bag_cm.__enter__()
         self._closed = False
         self.node: Node = Node(NODE_NAME, context=context)
@@ -181,9 +187,13 @@ class Recorder:
         def write(data: bytes) -> None:
             now_ns = clock.now().nanoseconds
             with self._lock:
-                if self._closed:
+                if self._closed or self.failure is not None:
                     return
-                self.bag.write_raw(name, now_ns, data)
+                try:
+                    self.bag.write_raw(name, now_ns, data)
+                except StorageError as e:
+                    self.failure = e
+                    return
                 self.counts[name] += 1
                 t = time.monotonic()
                 self.first_rx = self.first_rx or t
@@ -194,14 +204,21 @@ class Recorder:
     def flush(self) -> None:
         """Put every message received so far into the storage file (see the module docstring)."""
         with self._lock:
-            if not self._closed:
+            if self._closed or self.failure is not None:
+                return
+            try:
                 self.bag.flush()
+            except StorageError as e:
+                self.failure = e
 
     # ------------------------------------------------------------------ stopping
     def done(self) -> bool:
-        """True once ``duration`` has passed or ``idle_timeout`` expired after the first message."""
+        """True once ``duration`` has passed, ``idle_timeout`` expired after the first message, or
+        the storage failed (:attr:`failure`)."""
         now = time.monotonic()
         o = self.options
+        if self.failure is not None:
+            return True
         if o.duration is not None and now - self.started >= o.duration:
             return True
         with self._lock:
@@ -211,14 +228,21 @@ class Recorder:
     def close(self) -> Path:
         """Destroy the node, then finish the bag (renamed into place); returns the bag path.
 
-        Call it after the executor stopped spinning :attr:`node` and before the context is shut down.
+        After a storage failure (:attr:`failure`), or when the bag cannot be finished, the data stays
+        as an unfinished recording and a :class:`~pebal_ros.bag_storage.BagError` says where and how
+        to recover it. Call it after the executor stopped spinning :attr:`node` and before the
+        context is shut down.
         """
         with self._lock:
             if self._closed:
                 return self.out
             self._closed = True
+            failure = self.failure
         self.node.destroy_node()
-        self._bag_cm.__exit__(None, None, None)
+        if failure is not None:
+            self._bag_cm.__exit__(type(failure), failure, failure.__traceback__)
+        else:
+            self._bag_cm.__exit__(None, None, None)
         return self.out
 
     def _abort(self, e: BaseException) -> None:

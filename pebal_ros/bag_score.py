@@ -24,8 +24,9 @@ size than the one given here, and is reported as a warning.
 
 Alarms (``point`` set, the operating point the node ran, and the recording holds the node's
 ``semantic`` topic): the recorded trainIds and scores go through the node's alarm chain
-(:class:`pebal_core.alarms.pipeline.AlarmPipeline` at that point: region, persistence, obstacles)
-in receive order, and :class:`pebal_core.alarms.frame_counts.ObstacleCounts` compares the
+(:class:`pebal_core.alarms.pipeline.AlarmPipeline` at that point: region, ego mask, persistence,
+obstacles; a frame the mask does not fit runs without it, as in the node, and is counted) in
+receive order, and :class:`pebal_core.alarms.frame_counts.ObstacleCounts` compares the
 obstacles with the labelled hazards of each frame: obstacle detection rate per frame and
 false-alarm obstacles per frame.
 
@@ -45,6 +46,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pebal_core.alarms.ego_mask import cached_ego_mask, mask_for_frame
 from pebal_core.alarms.frame import FrameContext
 from pebal_core.alarms.frame_counts import ObstacleCounts
 from pebal_core.alarms.operating_point import OperatingPoint
@@ -188,6 +190,7 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
         wanted = [o.score_topic] + ([reference] if reference in topics else [])
         wanted += [o.semantic_topic] if alarms else []
         pipeline, counts_alarms, halves, alarm_sizes = AlarmPipeline(), ObstacleCounts(), {}, set()
+        unfit: list[int] = []
         total = topics[o.score_topic].count
         bar = tqdm(total=total, desc="score", unit="frame", disable=not o.progress)
         for i, (conn, ts, data) in enumerate(reader.messages(wanted)):
@@ -195,7 +198,7 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
             stamp = stamp_ns(msg.header.stamp)
             if alarms and conn.topic == o.semantic_topic:
                 alarm_sizes.add(
-                    _alarm_half(halves, stamp, "semantic", converter.to_numpy(msg), pipeline, counts_alarms, o)
+                    _alarm_half(halves, stamp, "semantic", converter.to_numpy(msg), pipeline, counts_alarms, o, unfit)
                 )
                 continue
             if conn.topic != o.score_topic:
@@ -240,7 +243,7 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
                 overall[m].update(arr, label)
                 per_seq[m][frame.sequence].update(arr, label)
             if alarms:
-                alarm_sizes.add(_alarm_half(halves, stamp, "score", (score, label), pipeline, counts_alarms, o))
+                alarm_sizes.add(_alarm_half(halves, stamp, "score", (score, label), pipeline, counts_alarms, o, unfit))
         bar.close()
 
     counts.missing = [frames[s].name for s in sorted(index) if s not in scored_rx]
@@ -281,6 +284,8 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
             "region": o.point.region,
             "min_pixels": sorted({o.point.min_pixels_at(size) for size in sizes}),
             "persistence": f"{p.k} of {p.n}",
+            "ego_mask": o.point.ego_mask or None,
+            "frames_without_ego_mask": len(unfit),
             "point": o.point.to_dict(),
             **counts_alarms.summary(),
         }
@@ -294,17 +299,30 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
 
 
 def _alarm_half(
-    halves: dict, stamp: int, kind: str, value, pipeline: AlarmPipeline, counts: ObstacleCounts, o: ScoreOptions
+    halves: dict,
+    stamp: int,
+    kind: str,
+    value,
+    pipeline: AlarmPipeline,
+    counts: ObstacleCounts,
+    o: ScoreOptions,
+    unfit: list[int],
 ) -> tuple[int, int] | None:
     """Keep one half of a frame (``semantic`` trainIds or ``score`` with its label); once both
-    halves of a stamp are in, run the alarm chain on it, count its obstacles and return its size."""
+    halves of a stamp are in, run the alarm chain on it (with the point's ego mask, as the node
+    does: a frame the mask does not fit runs without it and its stamp goes to ``unfit``), count
+    its obstacles and return its size."""
     entry = halves.setdefault(stamp, {})
     entry[kind] = value
     if len(entry) < 2:
         return None
     del halves[stamp]
     score, label = entry["score"]
-    counts.update(pipeline.process(FrameContext(entry["semantic"], score, o.point, stamp=stamp / 1e9)), label)
+    ego, why = mask_for_frame(cached_ego_mask(o.point.ego_mask), score.shape)
+    if why:
+        unfit.append(stamp)
+    frame = FrameContext(entry["semantic"], score, o.point, stamp=stamp / 1e9, ego_mask=ego)
+    counts.update(pipeline.process(frame), label, ego)
     return score.shape
 
 
@@ -353,9 +371,12 @@ def format_table(report: dict, per_sequence: bool = False) -> str:
     if a is not None and a["frames"]:
         rate = "–" if a["detection_rate"] is None else f"{100 * a['detection_rate']:.1f} %"
         px = "/".join(map(str, a["min_pixels"]))
+        mask = a.get("ego_mask") or "none"
+        if a.get("frames_without_ego_mask"):
+            mask += f", which did not fit {a['frames_without_ego_mask']} frames (run without it)"
         lines.append(
             f"alarms at threshold {a['threshold']:.4g} ({a['region']} region, {a['persistence']} frames, obstacles "
-            f">= {px} px, as the node): "
+            f">= {px} px, ego mask {mask}, as the node): "
             f"{a['detected']} of {a['obstacles']} labelled obstacles (>= {a['min_visible']} px) detected per frame "
             f"({rate}), {a['false_alarms_per_frame']:.3f} false-alarm obstacles per frame over {a['frames']} frames."
         )

@@ -6,9 +6,12 @@ version 9 with the ROS 2 *kilted* message definitions and type hashes (:data:`DI
 
 Writing (:func:`bag_writer`) goes to a hidden sibling folder (:func:`partial_path`) that is
 renamed into place only after the bag is complete: an interrupted conversion or recording never
-leaves a bag that looks finished. A process that was killed leaves its data there; nothing
-deletes it implicitly (a new bag to the same path is refused until the user recovers it with
-``pebal_bag recover`` or removes it).
+leaves a bag that looks finished, and ``metadata.yaml`` never counts a message the storage file
+does not hold. A process that was killed leaves its data there, and so does a recording whose
+storage failed (a full disk: :class:`StorageError`); nothing deletes it implicitly (a new bag to
+the same path is refused until the user recovers it with ``pebal_bag recover`` or removes it).
+Output that can be written again from its source (a conversion, a recovered bag) is removed when
+it cannot be finished.
 
 Reading (:class:`BagReader`) turns every way a bag can be broken (missing or truncated
 storage file, corrupt chunks, a message that does not deserialize, fewer messages than the
@@ -48,6 +51,11 @@ STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
 
 class BagError(RuntimeError):
     """A bag that cannot be written or read as asked; the message names the bag and the fix."""
+
+
+class StorageError(BagError):
+    """The storage file did not take a write (disk full, I/O error, a database error); the message
+    names the file and the cause. What it held before stays; the bag cannot be finished."""
 
 
 @cache
@@ -91,11 +99,20 @@ def _storage(storage: str) -> StoragePlugin:
 
 
 class BagWriter:
-    """An open :class:`rosbags.rosbag2.Writer` plus the topics added so far (see :func:`bag_writer`)."""
+    """An open :class:`rosbags.rosbag2.Writer` plus the topics added so far (see :func:`bag_writer`).
+
+    Every failure of the storage file (``OSError``, ``sqlite3.Error``, ...) on a write or flush is
+    a :class:`StorageError` naming the file; the message it happened on is not counted.
+    """
 
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
+        self.file = Path(writer.storage.path)
+        """The ``.mcap`` / ``.db3`` file being written."""
         self.connections: dict[str, Connection] = {}
+
+    def _storage_error(self, what: str, e: Exception) -> StorageError:
+        return StorageError(f"{what} {self.file} failed ({type(e).__name__}: {e})")
 
     def add_topic(self, topic: str, msgtype: str, qos: Iterable[Qos] = ()) -> Connection:
         """Register ``topic`` of ``msgtype`` (e.g. ``sensor_msgs/msg/Image``) with kilted definitions."""
@@ -107,7 +124,13 @@ class BagWriter:
 
     def write_raw(self, topic: str, timestamp_ns: int, data: bytes | memoryview) -> None:
         """Append CDR bytes to ``topic`` at bag time ``timestamp_ns``."""
-        self.writer.write(self.connections[topic], int(timestamp_ns), data)
+        conn = self.connections[topic]
+        try:
+            self.writer.write(conn, int(timestamp_ns), data)
+        except WriterError:
+            raise
+        except Exception as e:  # OSError (MCAP), sqlite3.Error (SQLite), whatever the storage raises
+            raise self._storage_error(f"writing a message of {topic} to", e) from e
 
     def write(self, topic: str, timestamp_ns: int, msg: object) -> None:
         """Serialise a typestore message object and append it."""
@@ -127,14 +150,38 @@ class BagWriter:
         closed normally is the same with or without flushes, except for MCAP chunk boundaries.
         """
         storage = self.writer.storage
-        if isinstance(storage, McapWriter):
-            if storage.chunk.msgs:  # a chunk without messages would carry an empty time range
-                storage.close_chunk()
-            storage.bio.flush()
-        elif isinstance(storage, Sqlite3Writer):
-            storage.conn.commit()
-        else:
-            raise BagError(f"cannot flush a bag with storage {type(storage).__name__}")
+        try:
+            if isinstance(storage, McapWriter):
+                if storage.chunk.msgs:  # a chunk without messages would carry an empty time range
+                    storage.close_chunk()
+                storage.bio.flush()
+            elif isinstance(storage, Sqlite3Writer):
+                storage.conn.commit()
+            else:
+                raise BagError(f"cannot flush a bag with storage {type(storage).__name__}")
+        except BagError:
+            raise
+        except Exception as e:
+            raise self._storage_error("flushing", e) from e
+
+    def check_counts(self) -> None:
+        """A :class:`StorageError` unless the storage holds every message counted (the counts go into
+        ``metadata.yaml``). SQLite: counted per topic in the database (after a full disk SQLite may
+        roll back a whole open transaction); MCAP keeps no message the writer did not count."""
+        storage = self.writer.storage
+        if not isinstance(storage, Sqlite3Writer):
+            return
+        try:
+            held = dict(storage.conn.execute("SELECT topic_id, COUNT(*) FROM messages GROUP BY topic_id"))
+        except Exception as e:
+            raise self._storage_error("counting the messages of", e) from e
+        for conn in self.writer.connections:
+            counted = self.writer.counts[conn.id]
+            if held.get(conn.id, 0) != counted:
+                raise StorageError(
+                    f"{self.file} holds {held.get(conn.id, 0)} messages of {conn.topic}, {counted} were written "
+                    "(the database lost some)"
+                )
 
 
 def partial_path(path: str | os.PathLike) -> Path:
@@ -159,20 +206,35 @@ def recover_hint(partial: Path) -> str:
     staging = partial.parent
     removable = staging if staging.name == f".{partial.name}.partial" else partial
     return (
-        f"recover its complete messages into a bag with `pebal_bag recover {partial} -o {recovered_path(partial)}`, "
-        f"or remove it with `rm -r {removable}`"
+        f"recover its complete messages into a bag with `pebal_bag recover {partial} -o {recovered_path(partial)}` "
+        f"(-o on a disk with free space), or remove it with `rm -r {removable}`"
     )
 
 
+def _abort(writer: Writer) -> None:
+    """Close the storage without index or metadata; a storage that fails again (the disk is still
+    full) is left as it is: what reached the file stays."""
+    try:
+        writer.abort()
+    except Exception:
+        pass
+
+
 @contextmanager
-def bag_writer(path: str | os.PathLike, storage: str = "mcap") -> Iterator[BagWriter]:
+def bag_writer(path: str | os.PathLike, storage: str = "mcap", keep_unfinished: bool = False) -> Iterator[BagWriter]:
     """Write a bag at ``path`` atomically.
 
     The bag is written to :func:`partial_path` and moved to ``path`` when the ``with`` block ends
-    without an exception; on an exception in the block the partial bag is deleted (the caller
-    abandoned it), while a failure to finish it (e.g. a full disk) keeps it for recovery.
+    without an exception and the storage holds every message counted
+    (:meth:`BagWriter.check_counts`). On an exception in the block the partial bag is deleted
+    (the caller abandoned it). When the storage fails (a :class:`StorageError` in the block, or
+    the bag cannot be finished, e.g. on a full disk) the partial bag is kept as an unfinished
+    recording if ``keep_unfinished`` (data that exists nowhere else: ``pebal_bag record``; the
+    error says how to recover it), else deleted (output that can be written again); either way
+    the error is one :class:`BagError` naming the bag, the file and the cause.
+
     ``path`` must not exist (bags are never overwritten), nor may a partial bag for it that a
-    killed process left (it is the user's data: recover it or remove it).
+    killed process or a failed recording left (it is the user's data: recover it or remove it).
     """
     path = Path(path)
     plugin = _storage(storage)
@@ -183,29 +245,39 @@ def bag_writer(path: str | os.PathLike, storage: str = "mcap") -> Iterator[BagWr
     if staging.exists():
         raise BagError(
             f"{staging} holds the partial data of an earlier bag for {path} that did not finish (the process "
-            f"was killed or crashed); it is not deleted implicitly: {recover_hint(partial)}"
+            f"was killed or crashed, or its storage failed); it is not deleted implicitly: {recover_hint(partial)}"
         )
-    staging.mkdir(parents=True)
-    writer = None
     try:
+        staging.mkdir(parents=True)
         writer = Writer(partial, version=BAG_VERSION, storage_plugin=plugin)
         writer.open()
-        yield BagWriter(writer)
-    except BaseException as e:  # the caller abandoned the bag (or it could not be opened)
-        if writer is not None:
-            writer.abort()
+    except Exception as e:  # WriterError, OSError, sqlite3.Error: nothing useful was written
         shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(e, WriterError):
-            raise BagError(f"cannot write bag {path}: {e}") from e
+        raise BagError(f"cannot create bag {path} ({type(e).__name__}: {e})") from e
+    try:
+        bag = BagWriter(writer)
+        yield bag
+        bag.check_counts()
+    except BaseException as e:  # the caller abandoned the bag, or its storage failed
+        _abort(writer)
+        if isinstance(e, StorageError) and keep_unfinished:
+            raise BagError(f"recording to {path} stopped: {e}; the bag is unfinished: {recover_hint(partial)}") from e
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, (StorageError, WriterError)):
+            raise BagError(f"cannot write bag {path}: {e}; nothing was kept") from e
         raise
     try:
         writer.close()
-    except Exception as e:  # e.g. a full disk: keep what was written
-        raise BagError(
-            f"cannot finish bag {path} ({type(e).__name__}: {e}); what was written stays in {partial}: "
-            f"{recover_hint(partial)}"
-        ) from e
-    os.replace(partial, path)
+        os.replace(partial, path)
+    except Exception as e:  # e.g. a full disk while writing the summary or metadata.yaml
+        _abort(writer)
+        cause = f"{type(e).__name__}: {e}"
+        if keep_unfinished:
+            raise BagError(
+                f"cannot finish bag {path} ({cause}); what was written stays in {partial}: {recover_hint(partial)}"
+            ) from e
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BagError(f"cannot finish bag {path} ({cause}); nothing was kept") from e
     staging.rmdir()
 
 

@@ -24,17 +24,24 @@ CompressedImage: JPEG and PNG (recognised by their magic bytes; ``format`` follo
 ``"jpeg"``/``"png"``). The pixel size is read from the JPEG frame header / PNG ``IHDR`` chunk
 before decoding, so an oversized image is refused without allocating it. A compressed image whose
 data cannot hold the picture its header announces is refused before decoding as well (kind
-``truncated_compressed``, see :func:`compressed_truncation`): decoders fill the missing part with
-grey instead of failing, which both hides the fault and costs a full-size decode of a few bytes.
+``truncated_compressed``, see :func:`compressed_truncation`), which bounds what a few bytes can
+cost. Whether the data really is complete is what the decoder finds: JPEG is decoded by
+libjpeg-turbo in strict mode (:func:`decode_jpeg`), which refuses a picture whose compressed data
+ends before its last block even when an end-of-image marker follows (OpenCV fills the rest with
+grey and decodes it); anything after the end-of-image marker is ignored, as decoders do. A PNG that
+libpng cannot decode is ``truncated_compressed`` when its image data stream is incomplete, else
+``decode_failed``.
 """
 
 from __future__ import annotations
 
 import array
 import sys
+import zlib
 
 import cv2
 import numpy as np
+import simplejpeg
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -223,10 +230,10 @@ def compressed_truncation(data: bytes | np.ndarray | array.array) -> str | None:
 
     Checked without decoding (a few header fields and the chunk/marker structure):
 
-    * JPEG: the data (ignoring trailing zero padding) must end with the end-of-image marker
-      ``FF D9``; a sequential (baseline) JPEG must hold at least
-      :data:`JPEG_MIN_BITS_PER_BLOCK` bits per 8 x 8 luminance block of the size its frame header
-      announces (progressive JPEGs can code whole runs of blocks in a few bits: no size bound).
+    * JPEG: a sequential (baseline) JPEG must hold at least :data:`JPEG_MIN_BITS_PER_BLOCK` bits
+      per 8 x 8 luminance block of the size its frame header announces (progressive JPEGs can
+      code whole runs of blocks in a few bits: no size bound). Whether the scan data is complete
+      only decoding tells (:func:`decode_jpeg`).
     * PNG: the chunks (4-byte length, type, data, CRC) must fit in the data and end with ``IEND``;
       the ``IDAT`` bytes must be at least the raw scanlines' size / :data:`DEFLATE_MAX_RATIO`.
     """
@@ -236,9 +243,6 @@ def compressed_truncation(data: bytes | np.ndarray | array.array) -> str | None:
         return _png_truncation(memoryview(buf))
     if codec != "jpeg":
         return None
-    end = _end_without_zero_padding(buf)
-    if end < 4 or buf[end - 2] != 0xFF or buf[end - 1] != 0xD9:
-        return f"the JPEG data ({buf.size} bytes) does not end with the end-of-image marker FF D9"
     header = _jpeg_frame_header(memoryview(buf))
     if header is not None and header[0] in (0xC0, 0xC1):
         _, height, width = header
@@ -250,15 +254,6 @@ def compressed_truncation(data: bytes | np.ndarray | array.array) -> str | None:
                 f"({blocks} blocks), the message holds {buf.size}"
             )
     return None
-
-
-def _end_without_zero_padding(buf: np.ndarray) -> int:
-    """Length of ``buf`` without its trailing zero bytes (looks at the tail first: padding is short)."""
-    start = max(0, buf.size - 4096)
-    nonzero = np.flatnonzero(buf[start:])
-    if not nonzero.size and start:
-        start, nonzero = 0, np.flatnonzero(buf)
-    return start + int(nonzero[-1]) + 1 if nonzero.size else 0
 
 
 def _png_truncation(raw: memoryview) -> str | None:
@@ -289,6 +284,63 @@ def _png_truncation(raw: memoryview) -> str | None:
                 f"({scanlines} raw bytes at most {DEFLATE_MAX_RATIO}:1 compressed), the IDAT chunks hold {idat}"
             )
     return None
+
+
+_JPEG_CUT_SHORT = ("Premature end of JPEG file", "premature end of data segment")
+"""libjpeg's warnings for scan data that ends before the last block (strict mode raises them)."""
+
+
+def decode_jpeg(buf: np.ndarray, fmt: str, check_only: bool = False) -> np.ndarray:
+    """JPEG bytes -> RGB ``uint8 H x W x 3`` by libjpeg-turbo (``simplejpeg``) in strict mode: data
+    that ends before the picture's last block (with or without an end-of-image marker glued on) is
+    an :class:`ImageError` ``truncated_compressed``, any other libjpeg warning or error
+    ``decode_failed``. ``check_only`` decodes at 1/8 scale (the full entropy decoding, an eighth of
+    the pixels) for a caller that decodes the picture itself."""
+    try:
+        if check_only:
+            return simplejpeg.decode_jpeg(buf, colorspace="RGB", strict=True, min_height=1, min_width=1)
+        return simplejpeg.decode_jpeg(buf, colorspace="RGB", strict=True)
+    except ValueError as e:
+        if any(text in str(e) for text in _JPEG_CUT_SHORT):
+            raise ImageError(
+                "truncated_compressed",
+                f"truncated compressed image (format '{fmt}', {buf.size} bytes): the JPEG data ends before the "
+                f"picture does ({e}); the message was cut short (check the camera driver and the transport's "
+                "maximum message size)",
+            ) from e
+        raise ImageError("decode_failed", f"corrupt compressed image (format '{fmt}', {buf.size} bytes): {e}") from e
+
+
+def _png_data_incomplete(raw: memoryview) -> bool:
+    """Whether a PNG's ``IDAT`` chunks hold a DEFLATE stream that stops before its end (the chunks
+    themselves are whole: :func:`compressed_truncation` checked them). Inflates in 1 MiB steps,
+    keeping nothing."""
+    idat, i = [], 8
+    while i + 8 <= len(raw):
+        length = int.from_bytes(raw[i : i + 4], "big")
+        if bytes(raw[i + 4 : i + 8]) == b"IDAT":
+            idat.append(raw[i + 8 : i + 8 + length])
+        i += 12 + length
+    inflate, data = zlib.decompressobj(), b"".join(idat)
+    try:
+        while data and not inflate.eof:
+            inflate.decompress(data, 1 << 20)
+            data = inflate.unconsumed_tail
+    except zlib.error:
+        return False  # corrupt rather than cut short
+    return not inflate.eof
+
+
+def _decode_failed(msg: CompressedImage, buf: np.ndarray) -> ImageError:
+    if _sniff_codec(buf) == "png" and _png_data_incomplete(memoryview(buf)):
+        return ImageError(
+            "truncated_compressed",
+            f"truncated compressed image (format '{msg.format}', {buf.size} bytes): the PNG image data stream "
+            "ends before the picture does (the chunks are whole: data was cut and the end glued on)",
+        )
+    return ImageError(
+        "decode_failed", f"corrupt compressed image (format '{msg.format}', {buf.size} bytes): decoding failed"
+    )
 
 
 def _to_message_data(arr: np.ndarray) -> array.array:
@@ -332,12 +384,12 @@ class ImageConverter:
         buf = _check_compressed(msg, max_pixels)
         rgb = self._decode_compressed(msg, buf)
         if rgb is None or rgb.size == 0:
-            raise ImageError(
-                "decode_failed", f"corrupt compressed image (format '{msg.format}', {buf.size} bytes): decoding failed"
-            )
+            raise _decode_failed(msg, buf)
         return rgb
 
     def _decode_compressed(self, msg: CompressedImage, buf: np.ndarray) -> np.ndarray | None:
+        if _sniff_codec(buf) == "jpeg":
+            return decode_jpeg(buf, msg.format)
         return cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB)
 
     # ---------------------------------------------------------------- numpy -> messages
@@ -403,6 +455,8 @@ class CvBridgeImageConverter(ImageConverter):
             raise ImageError("decode_failed", f"cv_bridge could not convert the {msg.encoding} image: {e}") from e
 
     def _decode_compressed(self, msg: CompressedImage, buf: np.ndarray) -> np.ndarray | None:
+        if _sniff_codec(buf) == "jpeg":  # cv_bridge (OpenCV) decodes a cut-short JPEG as grey: check it first
+            decode_jpeg(buf, msg.format, check_only=True)
         try:
             return self._bridge.compressed_imgmsg_to_cv2(msg, desired_encoding="rgb8")
         except Exception as e:

@@ -64,6 +64,7 @@ from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from pebal_core.alarms.ego_mask import mask_for_frame
 from pebal_core.alarms.frame import FrameContext
 from pebal_core.alarms.pipeline import AlarmPipeline
 from pebal_core.runtime import Predictor
@@ -281,6 +282,8 @@ class PebalNode(Node):
         t0 = time.perf_counter()
         labels, score = self.predictor.predict(rgb)
         t1 = time.perf_counter()
+        if problem := self._stats.scores(score):  # NaN/inf scores: warn at the first frame of a run
+            self._warn("nonfinite", problem)
         f = self._frame_context(frame.msg.header, rgb, labels, score, s)
         published = []
         for name in wanted:
@@ -300,7 +303,13 @@ class PebalNode(Node):
             info = self._camera_info
         intrinsics, problem = camera_intrinsics(info, score.shape, self.resolve_topic_name("camera_info"))
         stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
-        core = FrameContext(labels, score, s.point.point, rgb, stamp, intrinsics, s.mount, s.probability_scale)
+        ego, unfit = mask_for_frame(s.ego, score.shape)
+        if unfit:  # a frame of another camera: alarms without the mask, and the node says so
+            self._stats.unfit_ego_mask(unfit)
+            self._warn("ego_mask", unfit)
+        core = FrameContext(
+            labels, score, s.point.point, rgb, stamp, intrinsics, s.mount, s.probability_scale, ego_mask=ego
+        )
         return NodeFrame(header, core, s, self._converter, self._alarm_chain, self._grid, problem)
 
     def _record(self, frame: Frame, f: NodeFrame, inference_ms: float, published: list[str]) -> None:
@@ -340,7 +349,7 @@ class PebalNode(Node):
     def diagnostic_status(self) -> DiagnosticStatus:
         """The node's current DiagnosticStatus (also resets the per-period problem counters)."""
         now = time.monotonic()
-        period, s = self._stats.period(now, self._slot.pending), self._settings
+        period, s = self._stats.period(now, self._slot.pending, self._settings.requirements), self._settings
         period.values.update(
             {
                 "backend": self.predictor.backend.name,
@@ -364,6 +373,8 @@ class PebalNode(Node):
             self._warn("watchdog", stalled, error=True)
         elif silence and not period.errors:
             self._warn("silence", silence)
+        for level, text in period.missed:  # requirements missed: one throttled log line per level
+            self._warn(f"requirement {level!r}", text, error=level == DiagnosticStatus.ERROR)
         level, message = summary(stalled, silence, period, self.resolve_topic_name("image"))
         device = str(getattr(self.predictor.backend, "device", self.predictor.backend.name))
         return status_message(f"{self.get_name()}: anomaly segmentation", level, message, device, period.values)

@@ -23,6 +23,8 @@ from pathlib import Path
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from pebal_core.alarms.ego_mask import SPEC_HELP as EGO_SPEC_HELP
+from pebal_core.alarms.ego_mask import EgoMask, cached_ego_mask
 from pebal_core.alarms.operating_point import POLICIES_HELP, ResolvedPoint, parse_policy, resolve_operating_point
 from pebal_core.alarms.persistence import PersistenceConfig
 from pebal_core.alarms.region import REGIONS
@@ -137,7 +139,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "input_height/width 0 and a model without an input size: larger frames run at a scaled-down size "
         "(aspect kept) of at most this many pixels",
         True,
-        (1024, 1 << 26),
+        (1024, MAX_SIDE**2),
     ),
     ParamSpec("smoothing", True, "7x7 sigma-1 Gaussian smoothing of the energy score (the reference score)", True),
     ParamSpec(
@@ -177,6 +179,33 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "diagnostics ERROR when one frame has been in processing for longer than this (s)",
         bounds=(0.1, 3600.0),
     ),
+    ParamSpec(
+        "requirements.min_rate",
+        0.0,
+        "output frames/s the application needs; diagnostics WARN below min_rate x (1 - tolerance) over the "
+        "window, ERROR below half of that (0 = not judged)",
+        bounds=(0.0, 1000.0),
+    ),
+    ParamSpec(
+        "requirements.max_latency",
+        0.0,
+        "seconds from a frame's header stamp to its outputs the application accepts; diagnostics WARN when a "
+        "frame of the window took longer than max_latency x (1 + tolerance), ERROR when the median did "
+        "(0 = not judged)",
+        bounds=(0.0, 3600.0),
+    ),
+    ParamSpec(
+        "requirements.tolerance",
+        0.1,
+        "fraction by which the output rate may fall below min_rate and the latency exceed max_latency",
+        bounds=(0.0, 0.99),
+    ),
+    ParamSpec(
+        "requirements.window",
+        5.0,
+        "seconds of outputs over which rate and latency are judged (rate once frames arrived for this long)",
+        bounds=(0.1, 600.0),
+    ),
     ParamSpec("grid.frame_id", "base_footprint", "ground frame of anomaly_grid (x forward, y left, z up)"),
     ParamSpec("grid.resolution", 0.2, "cell size (m)", bounds=(0.01, 10.0)),
     ParamSpec("grid.size_x", 40.0, "grid extent along x, forward (m)", bounds=(0.1, 1000.0)),
@@ -200,6 +229,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         kind=str,
     ),
     ParamSpec("alarms.include_sidewalk", None, "the drivable area includes sidewalk; unset = the point's", kind=bool),
+    ParamSpec(
+        "alarms.ego_mask",
+        None,
+        f"ego-vehicle mask, pixels that never alarm ({EGO_SPEC_HELP}); 'none' = no mask; unset = the operating "
+        "point's",
+        kind=str,
+    ),
     ParamSpec(
         "alarms.min_pixels",
         None,
@@ -253,10 +289,23 @@ POINT_PARAMETERS = {
     "alarms.region": "region",
     "alarms.include_sidewalk": "include_sidewalk",
     "alarms.min_pixels": "min_pixels",
+    "alarms.ego_mask": "ego_mask",
     **{f"persistence.{name}": f"persistence.{name}" for name in ("k", "n", "k_off", "radius", "max_gap")},
 }
 """Parameter -> the part of the operating point (:class:`~pebal_core.alarms.operating_point.OperatingPoint`
 field, ``persistence.<field>``) it overrides when set."""
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What the application needs from the node (the ``requirements.*`` parameters): ``min_rate``
+    (frames/s, 0 = not judged), ``max_latency`` (s, 0 = not judged), ``tolerance`` (fraction) and
+    ``window`` (s); judged by :func:`pebal_ros.node_diagnostics.requirement_findings`."""
+
+    min_rate: float = 0.0
+    max_latency: float = 0.0
+    tolerance: float = 0.1
+    window: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -266,6 +315,7 @@ class Settings:
     outputs: frozenset[str]
     compute_only_subscribed: bool
     point: ResolvedPoint
+    ego: EgoMask | None
     overlay_alpha: float
     max_image_pixels: int
     warning_throttle: float
@@ -276,6 +326,7 @@ class Settings:
     grid_frame: str
     probability_scale: float
     grid_persistence: PersistenceConfig
+    requirements: Requirements
 
 
 def grid_from(values: dict) -> GroundGrid:
@@ -366,6 +417,11 @@ def check_value(name: str, value: object) -> str | None:
             parse_policy(str(value))
         except ValueError as e:
             return str(e)
+    if name == "alarms.ego_mask":
+        try:
+            cached_ego_mask(str(value))
+        except ValueError as e:
+            return f"alarms.ego_mask: {e}"
     return None
 
 
@@ -391,7 +447,11 @@ def check_combination(values: dict, metadata: Mapping | None = None) -> str | No
         grid_from(values)
         mount_from(values)
         if metadata is not None:
-            resolve_point(values, metadata)
+            spec = resolve_point(values, metadata).point.ego_mask
+            try:
+                cached_ego_mask(spec)
+            except ValueError as e:
+                return f"the operating point's ego mask: {e} (set alarms.ego_mask to another mask, or to none)"
     except ValueError as e:
         return str(e)
     return None
@@ -405,6 +465,7 @@ def settings_from(values: dict, metadata: Mapping) -> Settings:
         outputs=frozenset(name for name in OUTPUTS if values[f"outputs.{name}"]),
         compute_only_subscribed=bool(values["compute_only_subscribed"]),
         point=point,
+        ego=cached_ego_mask(point.point.ego_mask),
         overlay_alpha=float(values["overlay_alpha"]),
         max_image_pixels=int(values["max_image_pixels"]),
         warning_throttle=float(values["warning_throttle"]),
@@ -415,6 +476,12 @@ def settings_from(values: dict, metadata: Mapping) -> Settings:
         grid_frame=str(values["grid.frame_id"]),
         probability_scale=float(values["grid.probability_scale"]),
         grid_persistence=replace(point.point.persistence, radius=values["persistence.grid_radius"]),
+        requirements=Requirements(
+            float(values["requirements.min_rate"]),
+            float(values["requirements.max_latency"]),
+            float(values["requirements.tolerance"]),
+            float(values["requirements.window"]),
+        ),
     )
 
 

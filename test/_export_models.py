@@ -65,7 +65,7 @@ def realistic_model(arch: str, size: tuple[int, int] = (64, 128), seed: int = 0,
         model(batch(1000 + i, 2))
     model.eval()
     logits = model(batch(2000, 1))
-    model.classifier.weight.mul_(LOGIT_SCALE / logits.abs().max())
+    model.output_conv.weight.mul_(LOGIT_SCALE / logits.abs().max())
     return model
 
 

@@ -31,7 +31,8 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "foundation",
         "label conventions, file and image I/O, normalisation, resize protocols, the ONNX file contract, "
-        "geometry, calibration, denormal numbers, torch devices by name, the name registry",
+        "what model metadata may hold, geometry, calibration, denormal numbers, torch devices by name, "
+        "the name registry",
         (
             "pebal_core",
             "pebal_core.version",
@@ -42,6 +43,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "pebal_core.preprocessing",
             "pebal_core.protocols",
             "pebal_core.onnx_contract",
+            "pebal_core.model_metadata",
             "pebal_core.percentiles",
             "pebal_core.calibration",
             "pebal_core.ground",
@@ -69,8 +71,9 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     (
         "pictures",
-        "images people look at: score heat maps, alarm overlays, the synthetic world's contact sheet",
-        ("pebal_core.visualize", "pebal_core.world_preview"),
+        "images people look at: score heat maps, alarm overlays, the ego-mask estimate written with its "
+        "picture, the synthetic world's contact sheet",
+        ("pebal_core.visualize", "pebal_core.ego_mask_files", "pebal_core.world_preview"),
     ),
     ("export", "ONNX export, OpenVINO int8 models, TensorRT engines", ("pebal_core.export",)),
     (
@@ -151,6 +154,12 @@ LAZY_KINDS: tuple[tuple[str, str, Callable[[Import], bool]], ...] = (
         "backend `auto` imports the ONNX exporter only to export a checkpoint it has not measured yet; "
         "running an ONNX file never loads the exporter",
         lambda i: (i.module, i.target) == ("pebal_core.backends.auto", "pebal_core.export.onnx"),
+    ),
+    (
+        "a probe's environment first",
+        "the probes (`benchmarks/probe_*.py`) set up what they probe before importing it: the ROS "
+        "variables of their own domain, the test's table of cases on the import path",
+        lambda i: i.module.startswith(SCRIPTS + ".probe_"),
     ),
     (
         "a command's work",

@@ -322,7 +322,7 @@ def test_alarm_counts_from_recorded_semantic_labels_and_scores(converted, tmp_pa
     options = ScoreOptions(score_topic=TOPIC, point=single, semantic_topic=semantic, progress=False)
     report = score_bag(tmp_path / "out", [input_bag], options)
     assert report["alarms"]["detected"] == expected_obstacles > expected_detected
-    assert "(drivable region, 1 of 1 frames, obstacles >= 20 px, as the node)" in format_table(report)
+    assert "(drivable region, 1 of 1 frames, obstacles >= 20 px, ego mask none, as the node)" in format_table(report)
     # a point whose smallest obstacle was counted at twice the frames' size: a quarter of it here
     h, w = outputs[0][1].shape
     scaled = OperatingPoint(0.0, min_pixels=80, image_size=(2 * h, 2 * w), persistence=single.persistence)
@@ -331,6 +331,21 @@ def test_alarm_counts_from_recorded_semantic_labels_and_scores(converted, tmp_pa
         "min_pixels": [20],
         "point": scaled.to_dict(),
     }
+    # an ego mask over the lower part of the frame (as polygons): no alarm is raised under it, the
+    # hazards above it are reported as before; a mask of another aspect ratio does not fit these
+    # frames: they run without it, and are counted
+    row = h // 2 + 1
+    lower = f"{w}x{h}: 0,{row} {w - 1},{row} {w - 1},{h - 1} 0,{h - 1}"
+    above = 0
+    for _, label in outputs:
+        cc, n = ndimage.label((label == 1)[:row], structure=np.ones((3, 3)))
+        above += int((np.bincount(cc.ravel())[1:] >= 20).sum())
+    assert above < expected_obstacles
+    for mask, reported, unfit in ((lower, above, 0), (f"{w}x{2 * h}: 0,0 9,0 9,9", expected_obstacles, 6)):
+        masked = OperatingPoint(0.0, persistence=single.persistence, ego_mask=mask)
+        options = ScoreOptions(score_topic=TOPIC, point=masked, semantic_topic=semantic, progress=False)
+        got = score_bag(tmp_path / "out", [input_bag], options)["alarms"]
+        assert (got["reported"], got["frames_without_ego_mask"], got["ego_mask"]) == (reported, unfit, mask)
     quiet = ScoreOptions(score_topic=TOPIC, point=OperatingPoint(100.0), semantic_topic=semantic, progress=False)
     report = score_bag(tmp_path / "out", [input_bag], quiet)
     assert (report["alarms"]["reported"], report["alarms"]["detected"]) == (0, 0)

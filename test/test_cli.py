@@ -59,6 +59,29 @@ def test_predict_writes_labels_score_and_the_alarm_overlay(tmp_path, model_file)
     np.testing.assert_array_equal(read_rgb(tmp_path / "quiet" / "img_overlay.png"), rgb)
 
 
+def test_predict_with_an_ego_mask_never_alarms_on_the_car(tmp_path, model_file):
+    """``--ego-mask`` polygons over the bottom 12 rows: the frame alarms everywhere else (one
+    obstacle), the masked rows are hatched, never tinted; a mask for another aspect ratio is one
+    clear error."""
+    from pebal_core.visualize import EGO_COLOR, hatch
+
+    rgb = np.random.default_rng(1).integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    write_rgb(tmp_path / "img.png", rgb)
+    polygons = "160x96: 0,72 159,72 159,95 0,95"  # drawn on a frame twice this size: rows 36.. here
+    out = run("predict", str(tmp_path / "img.png"), "--model", str(model_file), "--ego-mask", polygons,
+              "--out", str(tmp_path / "out"))  # fmt: skip
+    assert "ego_mask overridden" in out.stdout and "1 obstacle(s)" in out.stdout
+    overlay = read_rgb(tmp_path / "out" / "img_overlay.png")
+    ego = np.zeros((48, 80), bool)
+    ego[36:, :] = True
+    hatched = hatch(rgb, ego)
+    np.testing.assert_array_equal(overlay[38:-1, 1:-1], hatched[38:-1, 1:-1])  # inside the outline
+    assert (hatched[38:-1, 1:-1] == EGO_COLOR).all(axis=2).sum() > 100  # grey lines, no alarm tint
+    bad = run("predict", str(tmp_path / "img.png"), "--model", str(model_file), "--ego-mask", "100x100: 0,0 9,0 9,9",
+              "--out", str(tmp_path / "bad"), check=False)  # fmt: skip
+    assert bad.returncode == 2 and "100x100 but the frame is 80x48" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_checkpoint_info_and_convert(tmp_path, model_file):
     assert "format:  pebal" in run("checkpoint", "info", str(model_file)).stdout
     out = tmp_path / "c.pt"
@@ -70,6 +93,29 @@ def test_user_errors_are_one_line_exit_2(tmp_path):
     out = run("predict", str(tmp_path / "x.png"), "--model", str(tmp_path / "missing.pt"), check=False)
     assert out.returncode == 2
     assert out.stderr.startswith("pebal: error: checkpoint file not found") and "Traceback" not in out.stderr
+
+
+def test_predict_fails_when_every_score_of_an_image_is_nan(tmp_path):
+    """A file that loads (finite float32 weights, valid metadata) but whose classifier weights of
+    3e38 overflow the logits: every score is NaN. The issue: exit 0 and "score range [nan, nan]"."""
+    import torch
+
+    model = build_model("resnet18", width=0.25)
+    with torch.no_grad():
+        model.output_conv.weight.fill_(3e38)
+    path = save_checkpoint(model, tmp_path / "overflow.safetensors", score_threshold=-5.0)
+    write_rgb(tmp_path / "img.png", np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8))
+    out = run(
+        "predict", str(tmp_path / "img.png"), "--model", str(path), "--backend", "torch",
+        "--out", str(tmp_path / "out"), check=False,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "img.png: every score is NaN or infinite: no files written" in out.stdout
+    assert (
+        out.stderr.startswith("pebal: error: 1 of 1 images got no finite anomaly score")
+        and "Traceback" not in out.stderr
+    )
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_threshold_writes_operating_points_into_a_copy(tmp_path, model_file):

@@ -234,7 +234,7 @@ def test_corrupt_compressed_images(conv, payload):
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
 @pytest.mark.parametrize("keep", [0.5, 0.95])
-def test_truncated_compressed_image_refused_before_decoding(conv, fmt, keep):
+def test_truncated_compressed_image_refused(conv, fmt, keep):
     """A JPEG/PNG cut short is refused as its own kind (decoders would fill it with grey)."""
     rgb = RNG.integers(0, 256, (40, 60, 3), dtype=np.uint8)
     raw = conv.to_compressed(rgb, fmt).data.tobytes()
@@ -249,6 +249,77 @@ def test_truncated_compressed_image_refused_before_decoding(conv, fmt, keep):
     if fmt == "jpeg":
         padded = CompressedImage(format=fmt, data=array.array("B", raw + bytes(16)))
         assert conv.compressed_to_rgb(padded).shape == (40, 60, 3)
+
+
+def _glued(raw: bytes, end: bytes, keep: float) -> bytes:
+    return raw[: int(len(raw) * keep)] + end
+
+
+def _png_chunks(raw: bytes) -> list[bytes]:
+    out, i = [], 8
+    while i < len(raw):
+        length = int.from_bytes(raw[i : i + 4], "big")
+        out.append(raw[i : i + 12 + length])
+        i += 12 + length
+    return out
+
+
+def _multi_idat_png(rgb: np.ndarray, chunk: int = 4096) -> bytes:
+    """A valid PNG of ``rgb`` whose DEFLATE data is split into ``chunk``-byte IDAT chunks (as
+    libpng writers do), built with zlib: the cuts below can then fall on chunk boundaries."""
+    import struct
+    import zlib
+
+    rows = b"".join(b"\x00" + row.tobytes() for row in rgb)  # filter type 0 per scanline
+    data = zlib.compress(rows, 6)
+    h, w = rgb.shape[:2]
+
+    def chunk_of(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = chunk_of(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    idats = b"".join(chunk_of(b"IDAT", data[i : i + chunk]) for i in range(0, len(data), chunk))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + idats + chunk_of(b"IEND", b"")
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.9])
+def test_checks_agree_with_what_the_decoder_reads(conv, keep):
+    """Trailing bytes after a complete image are ignored (OpenCV decodes the picture exactly), and
+    part of an image with its end marker glued on is refused as truncated (OpenCV decodes it with a
+    grey or repeated tail): the issue found both the other way round for JPEG."""
+    rgb = cv2.GaussianBlur(RNG.integers(0, 256, (120, 160, 3), dtype=np.uint8), (5, 5), 0)
+    jpeg = conv.to_compressed(rgb, "jpeg").data.tobytes()
+    png = _multi_idat_png(rgb)
+    reference = {"jpeg": cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR_RGB), "png": rgb}
+    for fmt, raw in (("jpeg", jpeg), ("png", png)):
+        for tail in (
+            b"trailing bytes \xff\xd8 \x00\x01",
+            bytes(64),
+            RNG.integers(0, 256, 500, dtype=np.uint8).tobytes(),
+        ):
+            msg = CompressedImage(format=fmt, data=array.array("B", raw + tail))
+            np.testing.assert_array_equal(conv.compressed_to_rgb(msg), reference[fmt])
+    # a JPEG cut anywhere in its scan data with the end-of-image marker FF D9 glued on
+    for end in (b"\xff\xd9", b"\x00\xff\xd9"):
+        glued = _glued(jpeg, end, keep)
+        grey = cv2.imdecode(np.frombuffer(glued, np.uint8), cv2.IMREAD_COLOR_RGB)
+        assert grey is not None and grey.shape == rgb.shape, "OpenCV decodes it as a whole picture"
+        msg = CompressedImage(format="jpeg", data=array.array("B", glued))
+        with pytest.raises(ImageError, match="the JPEG data ends before the picture does") as e:
+            conv.compressed_to_rgb(msg)
+        assert e.value.kind == "truncated_compressed"
+    # a PNG cut at a chunk boundary with its IEND chunk glued on: every chunk is whole
+    chunks = _png_chunks(png)
+    idats = [c for c in chunks if c[4:8] == b"IDAT"]
+    assert len(idats) >= 4
+    kept = [chunks[0], *idats[: max(1, int(len(idats) * keep))]]  # IHDR and the first IDATs
+    assert len(kept) - 1 < len(idats)
+    glued = png[:8] + b"".join(kept) + chunks[-1]
+    assert compressed_truncation(glued) is None, "structurally whole: only the data stream is short"
+    msg = CompressedImage(format="png", data=array.array("B", glued))
+    with pytest.raises(ImageError, match="PNG image data stream ends before the picture does") as e:
+        conv.compressed_to_rgb(msg)
+    assert e.value.kind == "truncated_compressed"
 
 
 def test_small_jpeg_claiming_a_huge_size_is_refused_without_decoding(conv):

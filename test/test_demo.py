@@ -10,10 +10,12 @@ missing).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -51,6 +53,31 @@ def _pooled(pairs):
     return scores[labels != 255], labels[labels != 255]
 
 
+@contextlib.contextmanager
+def explained_by_logs(logs: Path, tail: int = 6000):
+    """A failing assertion inside the block carries the end of every ``*.log`` in ``logs`` (the
+    demo's node, recorder and player), so a failure that happens once explains itself."""
+    try:
+        yield
+    except AssertionError as e:
+        texts = [
+            f"--- {p.name} (last {tail} characters) ---\n{p.read_text(errors='replace')[-tail:]}"
+            for p in sorted(logs.glob("*.log"))
+        ]
+        raise AssertionError("\n".join([str(e), *texts]) if texts else str(e)) from e
+
+
+def test_a_failing_demo_check_carries_the_process_logs(tmp_path):
+    (tmp_path / "node.log").write_text("[WARN] frame rejected (truncated_data)\n")
+    (tmp_path / "record.log").write_text("matched a publisher on /pebal/anomaly_score\n")
+    with pytest.raises(AssertionError) as info:
+        with explained_by_logs(tmp_path):
+            assert 3 == 4, "frames scored"
+    text = str(info.value)
+    assert "frames scored" in text and "--- node.log" in text and "frame rejected (truncated_data)" in text
+    assert "matched a publisher" in text
+
+
 def test_demo_round_trip(ros_env, tmp_path):
     root = tmp_path / "laf"
     names = make_tree(root, SEQS)
@@ -59,78 +86,79 @@ def test_demo_round_trip(ros_env, tmp_path):
     script = os.path.join(os.path.dirname(sys.executable), "pebal_demo")
     cmd = [script, "--data", str(root), "--model", str(ckpt), "--out", str(out), "--storage", "sqlite3"]
     run = subprocess.run(cmd, env={**os.environ, **ros_env}, capture_output=True, text=True, timeout=400)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "| PEBAL (node) |" in run.stdout and "| MaxLogit (offline, same frames) |" in run.stdout
-    report = json.loads((out / "score.json").read_text())
-    assert (out / "score.md").read_text().startswith("| score | frames | frames/s |")
+    with explained_by_logs(out / "logs"):
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "| PEBAL (node) |" in run.stdout and "| MaxLogit (offline, same frames) |" in run.stdout
+        report = json.loads((out / "score.json").read_text())
+        assert (out / "score.md").read_text().startswith("| score | frames | frames/s |")
 
-    # what the node published, read back independently
-    predictor = Predictor.from_checkpoint(ckpt)
-    model = predictor.backend.model
-    stamps = {}
-    with Reader(out / "bags" / "input") as reader:
-        for _, ts, _ in reader.messages([c for c in reader.connections if c.topic == "/camera/image_raw"]):
-            stamps[ts] = None
-    assert len(stamps) == len(names)
-    frame_of = dict(zip(sorted(stamps), names, strict=True))
-    recorded = {}
-    with Reader(out / "bags" / "output") as reader:
-        conns = [c for c in reader.connections if c.topic == "/pebal/anomaly_score"]
-        for conn, _, raw in reader.messages(conns):
-            msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
-            ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-            assert msg.encoding == "32FC1" and msg.header.frame_id == "camera_optical_frame"
-            recorded[frame_of[ns]] = np.frombuffer(msg.data.tobytes(), "<f4").reshape(msg.height, msg.width)
+        # what the node published, read back independently
+        predictor = Predictor.from_checkpoint(ckpt)
+        model = predictor.backend.model
+        stamps = {}
+        with Reader(out / "bags" / "input") as reader:
+            for _, ts, _ in reader.messages([c for c in reader.connections if c.topic == "/camera/image_raw"]):
+                stamps[ts] = None
+        assert len(stamps) == len(names)
+        frame_of = dict(zip(sorted(stamps), names, strict=True))
+        recorded = {}
+        with Reader(out / "bags" / "output") as reader:
+            conns = [c for c in reader.connections if c.topic == "/pebal/anomaly_score"]
+            for conn, _, raw in reader.messages(conns):
+                msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
+                ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+                assert msg.encoding == "32FC1" and msg.header.frame_id == "camera_optical_frame"
+                recorded[frame_of[ns]] = np.frombuffer(msg.data.tobytes(), "<f4").reshape(msg.height, msg.width)
 
-    f = report["frames"]
-    assert f["indexed"] == len(names) and f["scored"] == len(recorded) >= len(names) // 2
-    assert f["missing"] == len(names) - len(recorded)  # every frame is scored or counted missing
-    assert f["unmatched_outputs"] == f["duplicate_outputs"] == 0
-    pebal, maxlogit = [], []
-    for name in names:
-        if name not in recorded:
-            continue
-        rgb, label = _files(root, name)
-        np.testing.assert_allclose(recorded[name], predictor.predict(rgb)[1], rtol=1e-5, atol=1e-5)
-        with torch.no_grad():
-            logits = model(image_to_tensor(rgb, model.normalization))
-        pebal.append((recorded[name], label))
-        maxlogit.append(((-logits[0, :19].amax(0)).numpy(), label))
-    for method, pairs in (("pebal", pebal), ("maxlogit", maxlogit)):
-        scores, labels = _pooled(pairs)
-        overall = report["methods"][method]["overall"]
-        assert overall["ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-6)
-        assert overall["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)
-    assert report["consistency"]["ok"]
-    assert report["latency_ms"]["n"] >= 1 and report["latency_ms"]["p50"] > 0
-    assert report["throughput"]["output_fps"] > 0
-    assert int(report["node_diagnostics"]["frames_out"]) == len(recorded)
-    # obstacle-level counts at the operating point the node ran (the tiny model stores none: -9.0 and
-    # the default settings, as the node reported too), over the frames whose score and semantic
-    # labels were both recorded
-    alarms = report["alarms"]
-    assert alarms["threshold"] == -9.0 and report["node_diagnostics"]["score_threshold"] == "-9"
-    assert 1 <= alarms["frames"] <= len(recorded) and alarms["detected"] <= alarms["obstacles"]
-    assert alarms["false_alarms"] <= alarms["reported"]
+        f = report["frames"]
+        assert f["indexed"] == len(names) and f["scored"] == len(recorded) >= len(names) // 2
+        assert f["missing"] == len(names) - len(recorded)  # every frame is scored or counted missing
+        assert f["unmatched_outputs"] == f["duplicate_outputs"] == 0
+        pebal, maxlogit = [], []
+        for name in names:
+            if name not in recorded:
+                continue
+            rgb, label = _files(root, name)
+            np.testing.assert_allclose(recorded[name], predictor.predict(rgb)[1], rtol=1e-5, atol=1e-5)
+            with torch.no_grad():
+                logits = model(image_to_tensor(rgb, model.normalization))
+            pebal.append((recorded[name], label))
+            maxlogit.append(((-logits[0, :19].amax(0)).numpy(), label))
+        for method, pairs in (("pebal", pebal), ("maxlogit", maxlogit)):
+            scores, labels = _pooled(pairs)
+            overall = report["methods"][method]["overall"]
+            assert overall["ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-6)
+            assert overall["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)
+        assert report["consistency"]["ok"]
+        assert report["latency_ms"]["n"] >= 1 and report["latency_ms"]["p50"] > 0
+        assert report["throughput"]["output_fps"] > 0
+        assert int(report["node_diagnostics"]["frames_out"]) == len(recorded)
+        # obstacle-level counts at the operating point the node ran (the tiny model stores none: -9.0 and
+        # the default settings, as the node reported too), over the frames whose score and semantic
+        # labels were both recorded
+        alarms = report["alarms"]
+        assert alarms["threshold"] == -9.0 and report["node_diagnostics"]["score_threshold"] == "-9"
+        assert 1 <= alarms["frames"] <= len(recorded) and alarms["detected"] <= alarms["obstacles"]
+        assert alarms["false_alarms"] <= alarms["reported"]
 
-    overlays = sorted(p.stem for p in (out / "overlays").glob("*.png"))
-    assert overlays == sorted(recorded)
-    gif = PILImage.open(out / "anomaly_overlay.gif")
-    assert gif.n_frames == len(recorded) and gif.size == (96, 64)
-    for log in ("node", "record", "play"):
-        assert (out / "logs" / f"{log}.log").is_file()
+        overlays = sorted(p.stem for p in (out / "overlays").glob("*.png"))
+        assert overlays == sorted(recorded)
+        gif = PILImage.open(out / "anomaly_overlay.gif")
+        assert gif.n_frames == len(recorded) and gif.size == (96, 64)
+        for log in ("node", "record", "play"):
+            assert (out / "logs" / f"{log}.log").is_file()
 
-    # a second run replaces the first one's outputs
-    again = subprocess.run(
-        [*cmd, "--frames", "2", "--rate", "1"],
-        env={**os.environ, **ros_env},
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert json.loads((out / "score.json").read_text())["frames"]["indexed"] == 2
-    assert len(list((out / "overlays").glob("*.png"))) <= 2
+        # a second run replaces the first one's outputs
+        again = subprocess.run(
+            [*cmd, "--frames", "2", "--rate", "1"],
+            env={**os.environ, **ros_env},
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert json.loads((out / "score.json").read_text())["frames"]["indexed"] == 2
+        assert len(list((out / "overlays").glob("*.png"))) <= 2
 
 
 def test_demo_reports_a_missing_model_in_one_line(tmp_path):

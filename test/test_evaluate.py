@@ -14,7 +14,7 @@ from tiny_trees import make_anomaly_pairs
 
 from pebal_core.alarms.operating_point import StoredPoints
 from pebal_core.data.anomaly_sets import build_anomaly_dataset
-from pebal_core.evaluate import EvalOptions, evaluate
+from pebal_core.evaluate import EvalOptions, evaluate, write_report
 from pebal_core.images import read_label, read_rgb, write_label, write_rgb
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import load_model, read_checkpoint, save_checkpoint
@@ -258,3 +258,49 @@ def test_protocol_presets_flags_override_and_skipped_images_reported(tmp_path, v
     report = json.loads((tmp_path / "p" / "results.json").read_text())
     assert report["input_size"] is None and report["fpr95_definition"] == "pebal" and report["n_images"] == 3
     assert report["skipped_images"] == {"count": 0, "reason": None, "names": []}
+
+
+def test_obstacle_level_counts_at_the_models_point_with_its_ego_mask(tmp_path, fs_root, model_file):
+    """The ``obstacle_level`` entry against a brute-force count of the same scores: the model's
+    stored point (every pixel, 3-px obstacles, a threshold flagging about 10 % of the pixels) and an
+    ego mask given as polygons over the bottom 16 rows of the 96x64 frames."""
+    from np_reference import brute_obstacle_counts
+
+    from pebal_core.alarms.operating_point import OperatingPoint
+    from pebal_core.operating_point_selection import write_operating_points
+
+    dataset = build_anomaly_dataset("fs_lost_and_found", fs_root)
+    predictor = Predictor.from_checkpoint(model_file)
+    scores = [predictor.scores(dataset[i]["image"], ("pebal",)).scores["pebal"] for i in range(len(dataset))]
+    threshold = float(np.quantile(np.concatenate([s.ravel() for s in scores]), 0.9))
+    point = OperatingPoint(threshold, "hand", region="all", min_pixels=3)
+    model = tmp_path / "with_point.safetensors"
+    write_operating_points(model_file, model, StoredPoints({"hand": point}, "hand"), None)
+    polygons = "96x64: 0,48 95,48 95,63 0,63"
+    ego = np.zeros((64, 96), bool)
+    ego[48:, :] = True
+    options = EvalOptions(methods=("pebal",), ego_mask=polygons, min_visible=4, progress=False)
+    report = evaluate(load_model(model), dataset, options)
+    o = report["obstacle_level"]
+    expected_point = OperatingPoint(threshold, "hand", "all", min_pixels=3, ego_mask=polygons)
+    assert OperatingPoint.from_dict(o["point"]) == expected_point
+    assert o["point_origin"] == "model, overridden" and "ego_mask overridden" in o["point_warning"]
+    totals = np.zeros(6, int)
+    for i, score in enumerate(scores):
+        counts = brute_obstacle_counts(dataset[i]["label"], score, threshold, ego, 3, 4)
+        totals += counts
+        image = o["per_image"][i]
+        assert (image["labelled"], image["detected"], len(image["false_alarms"])) == (counts[0], counts[1], counts[3])
+    labelled, detected, reported, false_alarms, inlier, flagged = totals.tolist()
+    assert (o["obstacles"], o["detected"], o["reported"]) == (labelled, detected, reported)
+    assert o["false_alarms"] == false_alarms
+    assert o["false_alarms_per_frame"] == pytest.approx(false_alarms / len(scores))
+    assert o["pixel_fpr_region"] == pytest.approx(flagged / inlier) and o["min_pixels"] == [3]
+    assert reported > 0 and labelled == len(scores)  # something to count
+    # without the mask the bottom rows can alarm again: never fewer reported obstacles
+    bare = evaluate(load_model(model), dataset, EvalOptions(methods=("pebal",), min_visible=4, progress=False))
+    assert bare["obstacle_level"]["point"]["ego_mask"] == "" and bare["obstacle_level"]["reported"] >= reported
+    out = tmp_path / "out"
+    write_report(report, out, plots=False)
+    assert "Obstacle level at threshold" in (out / "results.md").read_text()
+    assert json.loads((out / "results.json").read_text())["obstacle_level"]["per_image"][0]["name"]

@@ -73,13 +73,14 @@ def test_fixed_onnx_predictor_resizes_to_the_model_size(checkpoint, fixed_onnx):
     assert np.abs(score - ref_score).max() <= 1e-3
 
 
-def test_metadata_threshold_and_model_id_come_from_the_onnx_file(checkpoint, fixed_onnx):
+def test_metadata_threshold_and_model_id_come_from_the_onnx_file_and_its_source(checkpoint, fixed_onnx):
     pred = Predictor.from_checkpoint(fixed_onnx, backend="onnxruntime")
     assert resolve_operating_point(pred.metadata).point == STORED_POINT
     assert pred.metadata["arch"] == "resnet18" and pred.metadata["arch_kwargs"] == {"width": 0.25}
     assert pred.metadata["source_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    onnx_sha = hashlib.sha256(fixed_onnx.read_bytes()).hexdigest()
-    assert pred.model_id == f"resnet18@{onnx_sha[:12]}"
+    assert pred.metadata["sha256"] == hashlib.sha256(fixed_onnx.read_bytes()).hexdigest()
+    # the model id names the model, not its format: the same as the source checkpoint's
+    assert pred.model_id == Predictor.from_checkpoint(checkpoint, backend="torch").model_id
     assert pred.backend.providers == ["CPUExecutionProvider"]
 
 

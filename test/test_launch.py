@@ -164,7 +164,10 @@ def test_namespaced_launch_with_arguments_serves_outputs(launch_setup, ros_env, 
         profile = node.environ().get("FASTRTPS_DEFAULT_PROFILES_FILE")
         installed = ws / "install" / "pebal_ros" / "share" / "pebal_ros" / "config" / "fastdds_large_images.xml"
         assert profile == str(installed)
-        proc.send_signal(signal.SIGINT)
+        # Ctrl-C: the terminal sends SIGINT to the whole foreground process group. A SIGINT to
+        # `ros2 launch` alone was lost under load (docs/recording_and_launch.md, "Stopping it from
+        # a supervisor").
+        os.killpg(proc.pid, signal.SIGINT)
         rc, log = _finish(proc)
     finally:
         if proc.poll() is None:
@@ -272,3 +275,75 @@ def test_rviz_layout_shows_overlay_labels_and_grid_in_the_node_namespace():
             assert d["Topic"]["Durability Policy"] == "Volatile" and d["Topic"]["Reliability Policy"] == "Reliable"
     params = yaml.safe_load((ROOT / "config" / "pebal.yaml").read_text())["/**"]["ros__parameters"]
     assert layout["Visualization Manager"]["Global Options"]["Fixed Frame"] == params["grid"]["frame_id"]
+
+
+def _supervisor_script() -> str:
+    """The supervisor script of docs/recording_and_launch.md, exactly as written there."""
+    text = (ROOT / "docs" / "recording_and_launch.md").read_text()
+    block = text.split("<!-- supervisor:begin -->", 1)[1].split("<!-- supervisor:end -->", 1)[0]
+    return block.split("```bash\n", 1)[1].rsplit("```", 1)[0]
+
+
+def rclpy_node(session: RosSession):
+    import rclpy
+
+    return rclpy.create_node("supervisor_probe", context=session.context)
+
+
+def _wait_for_node(session: RosSession, ns: str, proc: subprocess.Popen) -> psutil.Process:
+    """Until the node in namespace ``ns`` subscribes to its image topic (its signal handlers are
+    installed by then); returns its process."""
+    pub = session.nodes[0].create_publisher(Image, f"/{ns}/camera/image_raw", RELIABLE)
+    wait_until(lambda: pub.get_subscription_count() > 0 or proc.poll() is not None, 90.0, "the node's subscription")
+    assert proc.poll() is None, proc.stdout.read()
+    (node,) = [p for p in _processes_with(f"__ns:=/{ns}") if "pebal_node" in " ".join(p.cmdline())]
+    return node
+
+
+@pytest.mark.colcon
+@pytest.mark.ros
+def test_supervisor_script_stops_the_node_with_the_launch(launch_setup, ros_env, tmp_path):
+    """SIGTERM to `ros2 launch` alone orphans pebal_node (upstream launch: "using SIGTERM can result
+    in orphaned processes"); the documented script, signalled alone the same way, stops both."""
+    ws, tools = launch_setup
+    model = save_checkpoint(build_model("resnet18", width=0.25), tmp_path / "tiny.safetensors")
+    orphan_ns, ns = f"orphan_{uuid.uuid4().hex[:8]}", f"sup_{uuid.uuid4().hex[:8]}"
+    launch = _ros2_launch(launch_setup, f"namespace:={orphan_ns}", f"model:={model}", env=ros_env)
+    try:
+        with RosSession() as session:
+            session.add(rclpy_node(session))
+            node = _wait_for_node(session, orphan_ns, launch)
+        launch.send_signal(signal.SIGTERM)
+        _finish(launch)
+        time.sleep(1.0)
+        assert node.is_running() and node.status() != psutil.STATUS_ZOMBIE, "upstream launch no longer orphans"
+    finally:
+        for p in _processes_with(f"__ns:=/{orphan_ns}"):
+            p.kill()
+
+    script = tmp_path / "pebal_launch_supervised.sh"
+    script.write_text(_supervisor_script())
+    logs = tmp_path / "ros_log"  # the node's own log file: ros2 launch, stopped first, drops its console output
+    supervised = subprocess.Popen(
+        ["bash", str(script), f"namespace:={ns}", f"model:={model}"],
+        env=launch_env(ws, tools, {**ros_env, "ROS_LOG_DIR": str(logs)}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        with RosSession() as session:
+            session.add(rclpy_node(session))
+            _wait_for_node(session, ns, supervised)
+        supervised.send_signal(signal.SIGTERM)  # the script's process alone, as `docker stop` does
+        out, _ = supervised.communicate(timeout=60)
+    finally:
+        if supervised.poll() is None:
+            supervised.kill()
+        for p in _processes_with(f"__ns:=/{ns}"):
+            p.kill()
+    assert supervised.returncode == 128 + signal.SIGTERM, out
+    assert not _processes_with(f"__ns:=/{ns}"), "a process of the launch outlived the script"
+    (node_log,) = [p for p in logs.glob("*.log") if f"[{ns}.pebal_node]" in p.read_text()]
+    text = node_log.read_text()
+    assert f"[{ns}.pebal_node]: SIGTERM: shutting down" in text and "Traceback" not in text + out, text + out

@@ -316,6 +316,43 @@ def test_the_models_operating_point_runs_and_an_override_is_said(ros_env, checkp
         assert node._settings.point.point == stored and stored.min_pixels_at((H, W)) == 2
 
 
+def test_the_ego_mask_never_alarms_and_frames_it_does_not_fit_run_without_it(ros_env, predictor, rgb, reference):
+    """``alarms.ego_mask`` as polygons over the bottom quarter: the overlay is the core's with that
+    mask (hatched, no alarm under it); a frame of another aspect ratio runs without the mask and
+    /diagnostics counts it; a mask that cannot be read is refused with the reason."""
+    labels, score, threshold = reference
+    polygons = f"{W}x{H}: 0,36 {W - 1},36 {W - 1},{H - 1} 0,{H - 1}"
+    with RosSession() as session:
+        node = _start(
+            session, predictor, score_threshold=threshold, **{"alarms.ego_mask": polygons, "alarms.region": "all"}
+        )
+        probe = Probe(session)
+        _connected(probe, node)
+        stamp = probe.now()
+        probe.image_pub.publish(image_msg(rgb, stamp, "cam_optical"))
+        out = probe.wait_outputs(stamp, ("anomaly_overlay", "anomaly_score"))
+        ego = np.zeros((H, W), bool)
+        ego[36:, :] = True
+        point = OperatingPoint(threshold, region="all", ego_mask=polygons)
+        frame = FrameContext(labels, score, point, rgb, stamp.sec + stamp.nanosec * 1e-9, ego_mask=ego)
+        alarms = AlarmPipeline().process(frame)
+        assert (score[36:] >= threshold).any() and not (alarms.alarms & ego).any()
+        np.testing.assert_array_equal(as_array(out["anomaly_overlay"]), alarm_overlay(frame, alarms))
+        # a square frame: another camera for a 4:3 mask
+        stamp = probe.now()
+        probe.image_pub.publish(image_msg(rgb[:, :H], stamp, "cam_optical"))
+        probe.wait_outputs(stamp, ("anomaly_overlay",))
+        values = probe.wait_diag(lambda v: v["frames_without_ego_mask"] == "1", what="the unfit frame counted")
+        assert "run without an ego mask" in values["last_problem"]
+        client = AsyncParameterClient(probe.node, "pebal_node")
+        assert client.wait_for_services(timeout_sec=15.0)
+        future = client.set_parameters(_overrides({"alarms.ego_mask": "/no/such/mask.png"}))
+        wait_until(future.done, 15.0, "set_parameters reply")
+        (result,) = future.result().results
+        assert not result.successful and "does not exist" in result.reason
+        assert node._settings.point.point.ego_mask == polygons
+
+
 def test_outputs_computed_only_for_subscribers(ros_env, predictor, rgb):
     with RosSession() as session:
         node = _start(session, predictor)

@@ -9,6 +9,7 @@ the real ``pebal_node`` process. The predictors used to poison the worker are th
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 from std_msgs.msg import Empty
 
+from pebal_core.preprocessing import Normalization
 from pebal_core.protocols import bounded_size
 from pebal_core.runtime import Predictor
 from pebal_ros.node import PebalNode
@@ -289,6 +291,97 @@ def test_model_input_size_is_used_and_reported(ros_env, predictor, rgb):
         probe.image_pub.publish(image_msg(rgb, stamp))
         got = as_array(probe.wait_outputs(stamp)["semantic"])
         np.testing.assert_array_equal(got, sized.predict(rgb)[0])
+
+
+class NanOnPoison(Predictor):
+    """The real predictor, except that poisoned frames run through a copy of its model whose input
+    normalisation has std 0 (the issue's model file): every score of those frames is NaN."""
+
+    def __init__(self, inner: Predictor) -> None:
+        super().__init__(inner.backend, inner.input_size)
+        broken = copy.deepcopy(inner.backend.model)
+        broken.normalization = Normalization((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+        self.broken = Predictor.from_model(broken)
+
+    def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if tuple(rgb[0, 0]) == (7, 7, 7):
+            return self.broken.predict(rgb)
+        return super().predict(rgb)
+
+
+def test_nonfinite_scores_are_counted_warned_once_and_an_error_while_they_persist(ros_env, predictor, rgb):
+    """The issue: all-NaN scores were published with status OK and no alarm ever."""
+    with RosSession() as session:
+        node, probe = _start(session, NanOnPoison(predictor), warning_throttle=0.0)
+        _serves(probe, rgb, predictor)
+        probe.wait_diag(lambda v: v["_level"] == OK and v["frames_out"] == "1", what="OK while finite")
+        for n in (1, 2):
+            stamp = probe.now()
+            probe.image_pub.publish(image_msg(_poisoned(rgb), stamp))
+            probe.wait_outputs(stamp)  # still published: downstream sees the NaN scores too
+            values = probe.wait_diag(lambda v, n=n: v["frames_nonfinite_score"] == str(n), what=f"{n} counted")
+            assert values["_level"] == ERROR and values["nonfinite_pixels_last_frame"] == str(H * W)
+            assert f"NaN or infinite at {H * W} of {H * W} pixels ({n} frames so far)" in values["_message"]
+        time.sleep(0.3)  # several periods: the status stays ERROR while the newest frame is NaN
+        assert all(v["_level"] == ERROR for v in probe.statuses()[-3:])
+        warned = _logs(probe, 30, "NaN or infinite")
+        assert len(warned) == 1, "one WARN at the first non-finite frame, not one per frame"
+        _serves(probe, rgb, predictor)
+        values = probe.wait_diag(lambda v: v["_level"] == OK, what="OK once a frame is finite again")
+        assert values["frames_nonfinite_score"] == "2" and values["nonfinite_pixels_last_frame"] == "0"
+
+
+class SlowPredictor(Predictor):
+    """The real predictor, taking at least ``delay`` seconds per frame (a device far too slow)."""
+
+    def __init__(self, inner: Predictor, delay: float) -> None:
+        super().__init__(inner.backend, inner.input_size)
+        self.delay = delay
+
+    def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        time.sleep(self.delay)
+        return super().predict(rgb)
+
+
+def test_missed_rate_and_latency_requirements_are_errors_with_the_numbers(ros_env, predictor, rgb):
+    """Frames at 20/s, one output per >= 0.5 s. Needing 20/s and 0.1 s: ERROR with the numbers
+    (a slower machine only misses them by more). Needing 0.05/s and 60 s at run time: OK."""
+    params = {"requirements.min_rate": 20.0, "requirements.max_latency": 0.1, "requirements.window": 1.0}
+    with RosSession() as session:
+        node, probe = _start(session, SlowPredictor(predictor, 0.5), **params)
+        stop = threading.Event()
+
+        def camera() -> None:
+            while not stop.is_set():
+                probe.image_pub.publish(image_msg(rgb, probe.now()))
+                time.sleep(0.05)
+
+        feeder = threading.Thread(target=camera, daemon=True)
+        feeder.start()
+        try:
+            values = probe.wait_diag(
+                lambda v: "requirements.min_rate" in v["_message"], timeout=30.0, what="the rate ERROR"
+            )
+            assert values["_level"] == ERROR, values["_message"]
+            rate = float(values["_message"].split("output rate ")[1].split(" ")[0])
+            assert rate <= 2.0 and "below requirements.min_rate 20/s - 10% = 18/s" in values["_message"]
+            assert values["requirements"] == "min_rate 20/s, max_latency 100 ms, tolerance 10%, window 1 s"
+            probe.wait(lambda: _logs(probe, 40, "requirements.min_rate"), 10.0, "an ERROR log")
+            node.set_parameters([Parameter("requirements.min_rate", value=0.0)])
+            values = probe.wait_diag(lambda v: "median latency" in v["_message"], what="the latency ERROR")
+            assert (
+                values["_level"] == ERROR
+                and "exceeds requirements.max_latency 100 ms + 10% = 110 ms" in values["_message"]
+            )
+            median = float(values["_message"].split("median latency ")[1].split(" ")[0])
+            assert median >= 500.0
+            node.set_parameters(
+                [Parameter("requirements.min_rate", value=0.05), Parameter("requirements.max_latency", value=60.0)]
+            )
+            probe.wait_diag(lambda v: v["_level"] == OK, what="OK when the needs are met")
+        finally:
+            stop.set()
+            feeder.join(5.0)
 
 
 # ---------------------------------------------------------------------------- the real process

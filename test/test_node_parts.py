@@ -161,3 +161,52 @@ def test_stamp_latency_handles_any_stamp():
     assert stamp_latency_ms(now, 0, 0) == 1.7000000005e12  # a zero stamp: absurd, but a number
     assert stamp_latency_ms(now, -5, 0) == (now + 5_000_000_000) / 1e6  # negative stamps do not raise
     assert stamp_latency_ms(now, 1_700_000_001, 500_000_000) == -1000.0  # 1 s in the future
+
+
+def test_requirement_findings_judge_rate_and_latency_with_tolerance_and_window():
+    """Hand-computed cases: window 5 s, tolerance 10 %, min_rate 10/s (WARN bound 9/s, ERROR
+    bound 4.5/s), max_latency 0.2 s (bound 220 ms)."""
+    from collections import deque
+
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from pebal_ros.node_diagnostics import requirement_findings
+    from pebal_ros.node_parameters import Requirements
+
+    req = Requirements(min_rate=10.0, max_latency=0.2, tolerance=0.1, window=5.0)
+    now = 100.0
+
+    def frames(n: int, latency_ms: float, old: int = 0) -> deque:
+        """``old`` frames before the window (dropped), then ``n`` spread over the last 5 s."""
+        return deque(
+            [(90.0 + i * 0.01, 10.0) for i in range(old)] + [(95.0 + 5.0 * (i + 1) / n, latency_ms) for i in range(n)]
+        )
+
+    assert requirement_findings(now, frames(50, 100.0, old=7), 80.0, req, 30.0) == []  # 10/s, 100 ms
+    assert requirement_findings(now, frames(45, 220.0), 80.0, req, 30.0) == []  # exactly on both bounds
+    published = frames(44, 100.0, old=3)
+    (found,) = requirement_findings(now, published, 80.0, req, 30.0)  # 8.8/s
+    assert len(published) == 44, "frames older than the window are dropped"
+    assert found[0] == DiagnosticStatus.WARN
+    assert "output rate 8.80 frames/s over the last 5 s (input 30.0/s)" in found[1] and "= 9/s" in found[1]
+    (found,) = requirement_findings(now, frames(22, 100.0), 80.0, req, 30.0)  # 4.4/s < 4.5/s
+    assert found[0] == DiagnosticStatus.ERROR and "4.40 frames/s" in found[1] and "below half of it (4.5/s)" in found[1]
+    assert requirement_findings(now, frames(0, 0.0), 96.0, req, 30.0) == []  # frames for less than one window
+
+    # latency: one frame of 50 over 220 ms is a WARN, a median over it an ERROR
+    published = frames(50, 100.0)
+    published[10] = (published[10][0], 500.0)
+    (found,) = requirement_findings(now, published, 80.0, req, 30.0)
+    assert found == (
+        DiagnosticStatus.WARN,
+        "1 of 50 frames over the last 5 s were later than requirements.max_latency 200 ms + 10% = 220 ms "
+        "(worst 500.0 ms)",
+    )
+    slow = deque([(96.0, 9800.0), (99.0, 9700.0)])  # the issue: 0.1-0.5 Hz out at ~9.8 s latency
+    rate, latency = requirement_findings(now, slow, 10.0, req, 30.0)
+    assert rate[0] == latency[0] == DiagnosticStatus.ERROR
+    assert "0.40 frames/s" in rate[1]
+    assert latency[1].startswith("median latency 9750.0 ms over the last 5 s (2 frames, worst 9800.0 ms)")
+    # bad stamps (NaN) count for the rate but are not judged as latencies; 0 = not judged
+    assert requirement_findings(now, deque([(99.0, math.nan)] * 50), 10.0, req, 30.0) == []
+    assert requirement_findings(now, deque(), 10.0, Requirements(), 30.0) == []

@@ -61,6 +61,7 @@ PIP_ONLY = {
     "onnx_ir": "onnx-ir",
     "pycocotools": "pycocotools",
     "rosbags": "rosbags",
+    "simplejpeg": "simplejpeg",
     "openvino": "openvino",
     "nncf": "nncf",
 }

@@ -24,8 +24,9 @@ from pebal_core.images import read_rgb, write_rgb
 from pebal_ros.node import PebalNode
 
 FRAME = "Validation_Dataset/FS_LostFound_full/images/{}.png"
-INDEX = 0
-"""A frame in which the default model raises alarms (any frame would do; one with alarms tests more)."""
+INDEX = 16
+"""A frame in which the default model raises alarms at its stored point (two obstacles; any frame
+would do, one with alarms tests more)."""
 SIZE = (512, 1024)
 """The real frame at half its 1024 x 2048 (height, width): a 1.5 MB message instead of 6 MB; the
 operating point's smallest obstacle (320 px at 1024 x 2048) becomes 80 px on both sides."""
@@ -45,7 +46,7 @@ def test_a_still_and_the_node_raise_the_same_alarms(ros_env, realdata, tmp_path)
     obstacles = int(re.search(r"(\d+) obstacle\(s\)", out.stdout).group(1))
     still = read_rgb(tmp_path / "p" / "frame_overlay.png")
     score = np.load(tmp_path / "p" / "frame_score.npy")
-    alarm_pixels = int((still != rgb).any(axis=2).sum())
+    alarm_pixels = int((still != rgb).any(axis=2).sum())  # alarms, region outline, ego mask hatching
     assert obstacles >= 1 and alarm_pixels > 1000, (obstacles, alarm_pixels)  # the frame shows alarms
 
     params = [Parameter("input_reliability", value="reliable"), Parameter("diagnostics_period", value=0.2)]

@@ -29,6 +29,15 @@ A policy is a string:
     most ``x`` false-alarm obstacles per frame on average. A false-alarm obstacle is an 8-connected
     component of ``score >= threshold`` inside the region with at least ``min_pixels`` pixels
     and no pixel on a ground-truth anomaly (void pixels are not alarms).
+``obstacles:<x>``
+    The most labelled obstacles found within a false-alarm budget: of the same grid of candidate
+    thresholds, the one whose single frames detect the most labelled obstacles while raising at
+    most ``x`` false-alarm obstacles per frame on average (ties: the highest threshold). Obstacles
+    are counted as ``pebal eval`` counts them (:mod:`pebal_core.alarms.frame_counts`): a labelled
+    obstacle is an 8-connected component of anomaly pixels, detected when a reported obstacle of
+    the alarm chain (region, ego mask, smallest obstacle) overlaps it; a reported obstacle on no
+    anomaly pixel is a false alarm, also when it lies on void pixels only (a bonnet the labels
+    mark void is a false alarm to a driver).
 
 :data:`DEFAULT_POLICY` (``fa:0.1``, at most one false obstacle in ten frames) is what ``pebal
 threshold`` stores as a model's default unless told otherwise; each shipped model's default is in
@@ -59,7 +68,10 @@ from pebal_core.onnx_contract import OPERATING_POINT_KEYS
 DEFAULT_POLICY = "fa:0.1"
 DEFAULT_POLICIES = ("tpr95", "fpr:0.01", "fpr:0.001", "fa:0.3", DEFAULT_POLICY, "fa:0.05")
 """Policies ``pebal threshold`` computes when none are named (the default one always is)."""
-POLICIES_HELP = "tpr95 | fpr:<fraction of inlier region pixels> | fa:<false-alarm obstacles per frame>"
+POLICIES_HELP = (
+    "tpr95 | fpr:<fraction of inlier region pixels> | fa:<false-alarm obstacles per frame> | "
+    "obstacles:<false-alarm obstacles per frame>"
+)
 """The policy syntax, for help texts."""
 METADATA_KEY = OPERATING_POINT_KEYS[0]
 """Model metadata entry holding the operating points (:class:`StoredPoints`)."""
@@ -73,7 +85,8 @@ NO_PERSISTENCE = PersistenceConfig(k=1, n=1, k_off=1)
 
 
 def parse_policy(text: str) -> tuple[str, float]:
-    """``(kind, value)`` of a policy string: ``("tpr", 0.95)``, ``("fpr", x)`` or ``("fa", x)``."""
+    """``(kind, value)`` of a policy string: ``("tpr", 0.95)``, ``("fpr", x)``, ``("fa", x)`` or
+    ``("obstacles", x)``."""
     text = str(text).strip()
     if text == "tpr95":
         return "tpr", 0.95
@@ -84,9 +97,9 @@ def parse_policy(text: str) -> tuple[str, float]:
         x = math.nan
     if kind == "fpr" and 0 <= x < 1:
         return "fpr", x
-    if kind == "fa" and 0 <= x and math.isfinite(x):
-        return "fa", x
-    raise ValueError(f"unknown alarm policy {text!r}; use {POLICIES_HELP} (e.g. fpr:0.001, fa:0.05)")
+    if kind in ("fa", "obstacles") and 0 <= x and math.isfinite(x):
+        return kind, x
+    raise ValueError(f"unknown alarm policy {text!r}; use {POLICIES_HELP} (e.g. fpr:0.001, fa:0.05, obstacles:0.5)")
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,10 @@ class OperatingPoint:
         image_size: ``(height, width)`` of the images ``min_pixels`` was counted on; other sizes
             scale it with the image area (:meth:`min_pixels_at`). ``None``: the same count at any size.
         persistence: the temporal filter run on image sequences (stills run without it).
+        ego_mask: the ego-vehicle mask the point was chosen with and runs with
+            (:func:`pebal_core.alarms.ego_mask.load_ego_mask`: a shipped mask's name, polygons, or
+            a PNG file); ``""`` = none (``"none"`` reads as ``""``). A name or polygons travel with
+            the model; a file path holds on the machine that has the file.
     """
 
     threshold: float
@@ -116,8 +133,11 @@ class OperatingPoint:
     min_pixels: int = DEFAULT_MIN_PIXELS
     image_size: tuple[int, int] | None = None
     persistence: PersistenceConfig = field(default_factory=PersistenceConfig)
+    ego_mask: str = ""
 
     def __post_init__(self) -> None:
+        spec = str(self.ego_mask or "").strip()
+        object.__setattr__(self, "ego_mask", "" if spec.lower() == "none" else spec)
         if not math.isfinite(self.threshold):
             raise ValueError(f"an operating point's threshold must be a finite energy, got {self.threshold}")
         if self.region not in REGIONS:
@@ -147,6 +167,7 @@ class OperatingPoint:
         return (
             f"threshold {self.threshold:.4g}" + (f" ({self.policy})" if self.policy else "")
             + f", region {region}, obstacles >= {self.min_pixels} px{size}, persistence {p.k} of {p.n}"
+            + f", ego mask {self.ego_mask or 'none'}"
         )  # fmt: skip
 
     def to_dict(self) -> dict:
@@ -210,10 +231,15 @@ class StoredPoints:
             # documents that keep the selection's alarm settings in "source" only
             shared = {k: source[k] for k in ("region", "include_sidewalk", "min_pixels") if k in source}
             entries = doc["points"].items()
-            points = {name: OperatingPoint.from_dict({**shared, **entry}) for name, entry in entries}
-            keys = {f.name for f in fields(OperatingPoint)}
-            measured = {name: {k: v for k, v in entry.items() if k not in keys} for name, entry in entries}
-            return cls(points, doc["default"], measured, dict(source))
+            try:  # types and ranges were checked when the file was read (pebal_core.model_metadata)
+                points = {name: OperatingPoint.from_dict({**shared, **entry}) for name, entry in entries}
+                keys = {f.name for f in fields(OperatingPoint)}
+                measured = {name: {k: v for k, v in entry.items() if k not in keys} for name, entry in entries}
+                return cls(points, doc["default"], measured, dict(source))
+            except (ValueError, TypeError) as e:
+                raise ValueError(
+                    f"the model's metadata key {METADATA_KEY!r} holds an invalid operating point: {e}"
+                ) from e
         legacy = metadata.get(LEGACY_KEYS[0])
         if legacy is None:
             return None
@@ -268,7 +294,7 @@ def resolve_operating_point(
     Args:
         metadata: the model's metadata (``Predictor.metadata``, or a checkpoint's).
         policy: a stored policy's name; ``""`` for the model's default.
-        overrides: ``{field: value}`` of :class:`OperatingPoint`; ``None`` values are not set;
+        overrides: ``{field: value}`` of :class:`OperatingPoint`; ``None`` and ``""`` values are not set;
             ``persistence`` takes a dict of the :class:`~pebal_core.alarms.persistence.PersistenceConfig`
             fields to change.
 
@@ -292,7 +318,7 @@ def resolve_operating_point(
     names = [f.name for f in fields(OperatingPoint)]
     changes = {}
     for name, value in (overrides or {}).items():
-        if value is None or value == {}:
+        if value is None or value == {} or value == "":  # not set ("none" asks for no ego mask)
             continue
         if name not in names:
             raise ValueError(f"{name!r} is no part of an operating point")

@@ -3,11 +3,12 @@
 :class:`AlarmPipeline` is the alarm chain of one image stream: it holds the stream's state (the
 persistence filter) and runs, per frame (:class:`~pebal_core.alarms.frame.FrameContext`, at the
 frame's operating point): region (:mod:`~pebal_core.alarms.region`) -> ``score >= threshold``
-inside it, off the ego vehicle -> persistence (:mod:`~pebal_core.alarms.persistence`; on for
-sequences, off for single still images) -> obstacles of at least the point's smallest size at the
-frame's size (:mod:`~pebal_core.alarms.obstacles`). The ROS node, ``pebal predict``, the bag
-scorer and the alarm benchmark all call :meth:`AlarmPipeline.process`, so the numbers measured
-are those of what the node publishes and a still shows what the node shows.
+inside it, off the ego vehicle (:mod:`~pebal_core.alarms.ego_mask`) -> persistence
+(:mod:`~pebal_core.alarms.persistence`; on for sequences, off for single still images) ->
+obstacles of at least the point's smallest size at the frame's size
+(:mod:`~pebal_core.alarms.obstacles`). The ROS node, ``pebal predict``, the bag scorer and the
+alarm benchmark all call :meth:`AlarmPipeline.process`, so the numbers measured are those of what
+the node publishes and a still shows what the node shows.
 
 :func:`persist_grid` applies a second persistence filter to ground-grid values (OccupancyGrid
 convention: 0..100 = probability in percent, -1 unknown; a cell alarms at ``>= 50``, i.e. at the
@@ -38,7 +39,7 @@ class AlarmFrame:
     """What :meth:`AlarmPipeline.process` found in one frame (all maps ``H x W``).
 
     Attributes:
-        region: bool, the region of interest (None = every pixel).
+        region: bool, the region of interest, ego pixels left out (None = every pixel).
         alarms: bool, ``score >= threshold`` inside the region, off the ego vehicle, after persistence.
         obstacles: the obstacles, largest first.
         components: int32, ``i + 1`` on the pixels of ``obstacles[i]``.
@@ -68,7 +69,9 @@ class AlarmPipeline:
         config = point.persistence if self.sequence else NO_PERSISTENCE
         if config != self.persistence.config:  # a new operating point: the filter starts over
             self.persistence = Persistence(config)
-        region = alarm_region(frame.labels, point.region, point.include_sidewalk, point.region_min_fraction)
+        region = alarm_region(
+            frame.labels, point.region, point.include_sidewalk, point.region_min_fraction, frame.ego_mask
+        )
         candidates = frame.mask if region is None else frame.mask & region
         if frame.ego_mask is not None:
             candidates = candidates & ~frame.ego_mask

@@ -19,6 +19,10 @@ Large frames are processed on the labels subsampled (every ``s``-th pixel) to at
 exact to ``s`` pixels, which is all a region of interest needs (2-megapixel frames: 4x less
 work per side, about 10 ms instead of 40 here).
 
+Pixels of the ego-vehicle mask (:mod:`~pebal_core.alarms.ego_mask`) are never drivable: they are
+taken out before the fragments are found (a bonnet predicted as road joins nothing) and after
+the closing (road on both sides of the star does not bring the star in).
+
 An obstacle seen above the end of the visible road (no road on two opposite sides in any of its
 rows or columns) is cut off; so is the upper part of a tall object whose rows reach above the
 horizon. Frames without a predicted road have an empty region and raise no alarms.
@@ -55,7 +59,10 @@ def _spans(fragment: np.ndarray, axis: int) -> np.ndarray:
 
 
 def drivable_region(
-    labels: np.ndarray, include_sidewalk: bool = False, min_fraction: float = DEFAULT_MIN_FRACTION
+    labels: np.ndarray,
+    include_sidewalk: bool = False,
+    min_fraction: float = DEFAULT_MIN_FRACTION,
+    ego: np.ndarray | None = None,
 ) -> np.ndarray:
     """The drivable area of one frame (bool ``H x W``) from predicted trainIds (module docstring).
 
@@ -63,18 +70,25 @@ def drivable_region(
         labels: ``uint8 H x W`` Cityscapes trainIds (0 road, 1 sidewalk, ...; 255 void).
         include_sidewalk: count sidewalk as drivable too.
         min_fraction: drop road fragments smaller than this fraction of the image.
+        ego: bool ``H x W`` ego-vehicle mask (never drivable); None = no mask.
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"labels must be an H x W trainId map, got shape {labels.shape}")
+    if ego is not None and ego.shape != labels.shape:
+        raise ValueError(f"ego mask {ego.shape} and labels {labels.shape} must be equal H x W maps")
     step = -(-max(labels.shape) // MAX_SIDE)  # ceil
     if step > 1:
-        small = drivable_region(labels[::step, ::step], include_sidewalk, min_fraction)
+        small_ego = None if ego is None else ego[::step, ::step]
+        small = drivable_region(labels[::step, ::step], include_sidewalk, min_fraction, small_ego)
         rows = np.minimum(np.arange(labels.shape[0]) // step, small.shape[0] - 1)
         cols = np.minimum(np.arange(labels.shape[1]) // step, small.shape[1] - 1)
-        return small[rows[:, None], cols[None, :]]
+        region = small[rows[:, None], cols[None, :]]
+        return region if ego is None else region & ~ego
     classes = (ROAD_TRAIN_ID, SIDEWALK_TRAIN_ID) if include_sidewalk else (ROAD_TRAIN_ID,)
     base = np.isin(labels, classes)
+    if ego is not None:
+        base &= ~ego
     fragments, n = ndimage.label(base, structure=EIGHT_CONNECTED)
     region = np.zeros(base.shape, dtype=bool)
     if n == 0:
@@ -86,7 +100,7 @@ def drivable_region(
             continue
         fragment = fragments[box] == index
         region[box] |= _spans(fragment, 0) | _spans(fragment, 1)
-    return region
+    return region if ego is None else region & ~ego
 
 
 def alarm_region(
@@ -94,10 +108,12 @@ def alarm_region(
     mode: str = "drivable",
     include_sidewalk: bool = False,
     min_fraction: float = DEFAULT_MIN_FRACTION,
+    ego: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """The region of ``mode`` (:data:`REGIONS`) for one frame; None for ``all`` (no restriction)."""
+    """The region of ``mode`` (:data:`REGIONS`) for one frame, ego pixels left out; None for ``all``
+    (no restriction by the region: the ego mask then applies on its own)."""
     if mode == "all":
         return None
     if mode != "drivable":
         raise ValueError(f"alarm region must be one of {', '.join(REGIONS)}, got {mode!r}")
-    return drivable_region(labels, include_sidewalk, min_fraction)
+    return drivable_region(labels, include_sidewalk, min_fraction, ego)

@@ -101,7 +101,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(
                 f"onnxruntime cannot load {path} ({e}); export the model again with `pebal export onnx CHECKPOINT`"
             ) from e
-        meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map)
+        meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         check_smoothing(path, meta["smoothing"], smoothing)
         check_fixed_size(path, meta["input_size"], input_size)
         self.input_size = meta["input_size"]

@@ -10,6 +10,8 @@ import numpy as np
 from pebal_core.backends.base import Backend, BackendError, check_fixed_size, check_smoothing, parse_device
 from pebal_core.export import tensorrt as trt_export
 from pebal_core.fileio import sha256_file
+from pebal_core.model_metadata import check_metadata
+from pebal_core.onnx_contract import ONNX_RULES
 
 
 class TensorRTBackend(Backend):
@@ -56,7 +58,7 @@ class TensorRTBackend(Backend):
         plan, info = trt_export.resolve_engine(
             path, env, precision, input_size, bool(engine_auto_build), device=index, **build_options
         )
-        model = info.model
+        model = dict(check_metadata(info.model, f"{plan} (the model metadata of its sidecar)", ONNX_RULES))
         check_smoothing(Path(path), model.get("smoothing", True), smoothing)
         fixed = model.get("input_size")
         self.input_size = tuple(fixed) if fixed else None

@@ -3,18 +3,18 @@
 Each group of sub-commands is a module of this package (:mod:`~pebal_core.cli.models`: ``models``
 and ``checkpoint``; :mod:`~pebal_core.cli.predict`; :mod:`~pebal_core.cli.evaluation`: ``eval`` and
 ``threshold``; :mod:`~pebal_core.cli.export`; :mod:`~pebal_core.cli.train`;
-:mod:`~pebal_core.cli.synth`) with a pair of functions per sub-command: ``add_<name>(subparsers)``
-declares its arguments and ``run_<name>(args)`` calls into the module that does the work; this
-module assembles the parser. Errors a user can fix (missing files, bad checkpoints, bad configs)
-are printed as one ``pebal: error: ...`` line with exit status 2, not as a traceback (set
-``PEBAL_DEBUG=1`` to get the traceback).
+:mod:`~pebal_core.cli.synth`; :mod:`~pebal_core.cli.mask`) with a pair of functions per
+sub-command: ``add_<name>(subparsers)`` declares its arguments and ``run_<name>(args)`` calls
+into the module that does the work; this module assembles the parser. Errors a user can fix
+(missing files, bad checkpoints, bad configs) are printed as one ``pebal: error: ...`` line with
+exit status 2, not as a traceback (set ``PEBAL_DEBUG=1`` to get the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from pebal_core.cli import evaluation, export, models, predict, synth, train
+from pebal_core.cli import evaluation, export, mask, models, predict, synth, train
 from pebal_core.cli.errors import UserError, user_errors
 from pebal_core.console import run_reporting_errors
 from pebal_core.version import __version__
@@ -24,6 +24,7 @@ COMMANDS = {
     **predict.COMMANDS,
     **export.COMMANDS,
     **evaluation.COMMANDS,
+    **mask.COMMANDS,
     **train.COMMANDS,
     **synth.COMMANDS,
 }

@@ -53,6 +53,8 @@ def _dataset_options(args: argparse.Namespace) -> dict:
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
+    from pebal_core.alarms.ego_mask import SPEC_HELP as EGO_HELP
+    from pebal_core.alarms.frame_counts import DEFAULT_MIN_VISIBLE
     from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
     from pebal_core.metrics import DEFAULT_MAX_CELLS, FPR95_DEFINITIONS
     from pebal_core.protocols import EVAL_PROTOCOLS, RESIZE_PROTOCOLS
@@ -123,6 +125,23 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         choices=("anomaly", "obstacle"),
         help="also SegmentMeIfYouCan component metrics (sIoU, PPV, mean F1) with that track's size filters",
     )
+    p.add_argument(
+        "--policy",
+        default="",
+        help="the model's stored operating point the obstacles are counted at (default: its default point)",
+    )
+    p.add_argument(
+        "--ego-mask",
+        metavar="MASK",
+        help=f"ego-vehicle mask for the obstacle-level alarms, overriding the point's: {EGO_HELP}; 'none' = no mask",
+    )
+    p.add_argument(
+        "--min-visible",
+        type=int,
+        default=DEFAULT_MIN_VISIBLE,
+        help=f"smallest labelled obstacle counted, pixels of the label maps as compared ({DEFAULT_MIN_VISIBLE})",
+    )
+    p.add_argument("--no-obstacles", action="store_true", help="skip the obstacle-level counts")
     p.add_argument("--no-plots", action="store_true", help="skip roc.png / pr.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -168,9 +187,11 @@ def _run_camvid_eval(args: argparse.Namespace, checkpoint: Path) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from pebal_core.alarms.ego_mask import load_ego_mask
     from pebal_core.evaluate import (
         EvalOptions,
         markdown_table,
+        obstacle_line,
         run_evaluation,
         skipped_line,
         write_report,
@@ -197,8 +218,14 @@ def run_eval(args: argparse.Namespace) -> int:
         max_cells=args.max_cells,
         **({"methods": tuple(args.methods)} if args.methods else {}),
         components=args.components,
+        obstacle_level=not args.no_obstacles,
+        policy=args.policy,
+        ego_mask=args.ego_mask,
+        min_visible=args.min_visible,
         progress=not args.no_progress,
     )
+    if args.ego_mask:
+        load_ego_mask(args.ego_mask)  # a bad mask is refused before the model runs
     report = run_evaluation(checkpoint, args.dataset, args.root, options, dataset_options, arch=args.arch)
     paths = write_report(report, args.out, plots=not args.no_plots)
     print(markdown_table(report))
@@ -212,6 +239,10 @@ def run_eval(args: argparse.Namespace) -> int:
     if "components" in report:
         c = report["components"]
         print(f"components: sIoU {100 * c['siou']:.2f}  PPV {100 * c['ppv']:.2f}  mean F1 {100 * c['f1_mean']:.2f}")
+    if obstacle_line(report):
+        print(obstacle_line(report))
+        if report["obstacle_level"]["point_warning"]:
+            print(f"note: {report['obstacle_level']['point_warning']}")
     written = ", ".join(map(str, paths.values()))
     size = report["input_size"]
     at = "native size" if size is None else f"{size[0]}x{size[1]} ({options.resize_protocol} resize)"
@@ -227,6 +258,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def add_threshold(sub: argparse._SubParsersAction) -> None:
+    from pebal_core.alarms.ego_mask import SPEC_HELP as EGO_HELP
     from pebal_core.alarms.obstacles import DEFAULT_MIN_PIXELS
     from pebal_core.alarms.operating_point import DEFAULT_POLICIES, DEFAULT_POLICY, POLICIES_HELP
     from pebal_core.alarms.region import REGIONS
@@ -240,10 +272,12 @@ def add_threshold(sub: argparse._SubParsersAction) -> None:
             "Run a model over a validation dataset (any dataset `pebal eval` reads), compute the score threshold "
             f"of each policy ({POLICIES_HELP}) and print them. With --write, write a copy of the model (weights "
             "unchanged) whose metadata stores every point with the alarm settings it was chosen with (region, "
-            "smallest obstacle at the validation images' size, persistence for sequences) and how it was chosen; "
+            "smallest obstacle at the validation images' size, persistence for sequences, ego mask) and how it was "
+            "chosen; "
             "the --default point is what pebal_node, pebal predict and the demo alarm at unless told otherwise. "
-            "The region of fpr:<x> and fa:<x> is the drivable area of the model's own prediction "
-            "(docs/alarms.md). Choose on validation data, never on the test set you report.\n\n"
+            "The region of fpr:<x>, fa:<x> and obstacles:<x> is the drivable area of the model's own prediction, "
+            "--ego-mask's pixels left out (docs/alarms.md); obstacles:<x> counts obstacles as pebal eval does. "
+            "Choose on validation data, never on the test set you report.\n\n"
             f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n"
             "example: pebal threshold --model runs/pebal/model.safetensors --dataset synthetic --split LostAndFound "
             "--root val_world --write model_with_alarms.safetensors"
@@ -275,6 +309,13 @@ def add_threshold(sub: argparse._SubParsersAction) -> None:
         help=f"smallest obstacle, pixels of the validation images: counted by fa:<x>, stored with every point "
         f"({DEFAULT_MIN_PIXELS})",
     )
+    p.add_argument(
+        "--ego-mask",
+        default="",
+        metavar="MASK",
+        help=f"ego-vehicle mask of the validation camera ({EGO_HELP}): its pixels never alarm while choosing, "
+        "and every point stores it and runs with it (default: none)",
+    )
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--write", type=Path, metavar="CKPT", help="write a copy of the model with the operating points")
@@ -285,6 +326,7 @@ def add_threshold(sub: argparse._SubParsersAction) -> None:
 def run_threshold(args: argparse.Namespace) -> int:
     import json
 
+    from pebal_core.alarms.ego_mask import load_ego_mask
     from pebal_core.alarms.operating_point import DEFAULT_POLICIES, METADATA_KEY
     from pebal_core.evaluate import EvalOptions
     from pebal_core.fileio import atomic_write_text
@@ -293,6 +335,7 @@ def run_threshold(args: argparse.Namespace) -> int:
 
     checkpoint = resolve_model(args.model)
     dataset_options = _dataset_options(args)
+    load_ego_mask(args.ego_mask)  # a bad mask is refused before the model runs
     options = EvalOptions(
         input_size=tuple(args.input_size) if args.input_size else None,
         device=args.device,
@@ -311,9 +354,11 @@ def run_threshold(args: argparse.Namespace) -> int:
         include_sidewalk=args.include_sidewalk,
         min_pixels=args.min_pixels,
         arch=args.arch,
+        ego_mask=args.ego_mask,
     )
     print(format_points(stored))
-    print(f"{stored.source['n_images']} images of {args.dataset} ({args.root}), region {args.region}")
+    mask = f", ego mask {args.ego_mask}" if args.ego_mask else ""
+    print(f"{stored.source['n_images']} images of {args.dataset} ({args.root}), region {args.region}{mask}")
     if args.json is not None:
         atomic_write_text(args.json, json.dumps(stored.to_metadata()[METADATA_KEY], indent=2) + "\n")
     if args.write is not None:

@@ -48,7 +48,7 @@ def read_metadata(model: object, path: str | os.PathLike) -> dict:
             "(and `pebal export openvino` for an IR)"
         )
     props = {str(k): v.astype(str) for k, v in model.get_rt_info(["framework"]).astype(dict).items()}
-    return parse_metadata(props)
+    return parse_metadata(props, path)
 
 
 def quantization_info(model: object) -> dict:

@@ -43,6 +43,15 @@ def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
+def pooled_image(image: torch.Tensor, times: int) -> torch.Tensor:
+    """The image average-pooled ``times`` times (3x3, stride 2, padding 1): the input reinforcement
+    of ESPNet, ESPNetv2 and DABNet. ``B x 3 x H x W`` -> ``B x 3 x h x w``, each side
+    ``ceil(side / 2)`` per pooling (the size of a 3x3 stride-2 convolution's output)."""
+    for _ in range(times):
+        image = F.avg_pool2d(image, 3, stride=2, padding=1)
+    return image
+
+
 class SegmentationModel(nn.Module):
     """Base class: a network mapping ``B x 3 x H x W`` normalised images to ``B x C x H x W`` logits.
 
@@ -137,8 +146,10 @@ class SegmentationModel(nn.Module):
         return self
 
     @property
-    def classifier(self) -> nn.Conv2d:
-        """The last convolution of ``final`` (its output channels are the classes)."""
+    def output_conv(self) -> nn.Conv2d | nn.ConvTranspose2d:
+        """The last convolution of ``final`` (its output channels are the classes). Not called
+        ``classifier``: checkpoint layouts name their own layers so (ESPNet, DABNet), and a property
+        of that name would hide those layers from ``getattr`` (which ``torch.export`` uses)."""
         convs = [m for m in self.final.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
         return convs[-1]
 

@@ -21,7 +21,10 @@ Formats recognised by :func:`read_checkpoint`:
 Every torch file is read with ``torch.load(weights_only=True)``: a pickle that would construct
 arbitrary Python objects (and could run code) is refused with :class:`CheckpointError`. Every
 other way a file can fail to load (empty, truncated or corrupt archive, corrupt pickle, metadata
-that is not JSON) is a :class:`CheckpointError` too, naming the file and the cause.
+that is not JSON, metadata values of the wrong type or out of range
+(:func:`pebal_core.model_metadata.check_metadata`), architecture options the network does not
+take, weights that are not floating point or not finite where the network has floating-point
+parameters) is a :class:`CheckpointError` too, naming the file and the cause.
 """
 
 from __future__ import annotations
@@ -43,17 +46,14 @@ from torch import nn
 
 from pebal_core.denormals import flush_denormals
 from pebal_core.fileio import atomic_write, sha256_file
+from pebal_core.model_metadata import CHECKPOINT_FORMAT_VERSION, CheckpointError, check_metadata
 from pebal_core.models.base import SegmentationModel
-from pebal_core.models.registry import build_model
+from pebal_core.models.registry import arch_options, build_model
 from pebal_core.preprocessing import Normalization
 from pebal_core.version import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = CHECKPOINT_FORMAT_VERSION
 _NVIDIA_EXTRA_PREFIXES = ("criterion.", "dsn.", "final2.")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file cannot be read, or does not fit the requested architecture."""
 
 
 class MissingArchitectureError(CheckpointError):
@@ -187,7 +187,8 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read {path} as safetensors: {e}") from e
         if "pebal" in header:
-            return Checkpoint(path, "pebal", _check_tensors(path, sd, "tensors"), _metadata_json(path, header["pebal"]))
+            meta = dict(check_metadata(_metadata_json(path, header["pebal"]), path))
+            return Checkpoint(path, "pebal", _check_tensors(path, sd, "tensors"), meta)
         return Checkpoint(path, "state_dict", _check_tensors(path, _strip_prefix(sd, "module."), "tensors"))
 
     obj = _torch_load(path)
@@ -198,7 +199,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         meta = obj.get("metadata") or {}
         if not isinstance(meta, dict):
             raise CheckpointError(f"{path}: 'metadata' must be a dict, got {type(meta).__name__}")
-        return Checkpoint(path, "pebal", sd, dict(meta))
+        return Checkpoint(path, "pebal", sd, dict(check_metadata(meta, path)))
     if "model" in obj and isinstance(obj["model"], dict):
         sd = _check_tensors(path, obj["model"], "'model'")
         sd = _strip_prefix(_strip_prefix(sd, "module."), "branch1.")
@@ -219,7 +220,7 @@ def _out_dim(module: nn.Module) -> int:
 
 def _classifier_keys(model: SegmentationModel) -> tuple[str, str | None, int]:
     names = {id(m): n for n, m in model.named_modules()}
-    clf = model.classifier
+    clf = model.output_conv
     prefix = names[id(clf)]
     bias = f"{prefix}.bias" if clf.bias is not None else None
     return f"{prefix}.weight", bias, _out_dim(clf)
@@ -259,7 +260,11 @@ def extend_classifier(
 
 
 def load_state_dict_strict(model: nn.Module, sd: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """``load_state_dict(strict=True)`` with one error naming every offending key and shape."""
+    """``load_state_dict(strict=True)`` with one error naming every offending key, shape and dtype.
+
+    Where the network has a floating-point tensor (weights, biases, normalisation statistics) the
+    file's must be floating point (any precision; integers would be cast silently and give a
+    constant score) and finite (NaN/inf weights give NaN scores on every pixel)."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -281,6 +286,18 @@ def load_state_dict_strict(model: nn.Module, sd: dict[str, torch.Tensor], source
                 parts.append(f"  {title} ({len(keys)}): {', '.join(keys[:8])}{more}")
         parts.append("Check that --arch (or the checkpoint's metadata) names the network the file was saved from.")
         raise CheckpointError("\n".join(parts))
+    floating = [k for k in own if own[k].is_floating_point()]
+    for bad, what in (
+        ([f"{k} is {sd[k].dtype}" for k in floating if not sd[k].is_floating_point()], "not floating point"),
+        ([k for k in floating if sd[k].is_floating_point() and not bool(torch.isfinite(sd[k]).all())], "not finite"),
+    ):
+        if bad:
+            more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+            raise CheckpointError(
+                f"{source}: weights {what}: {', '.join(bad[:3])}{more}; allowed: finite float16, bfloat16, float32 "
+                "or float64 values where the network has floating-point parameters. The file is damaged or was "
+                "converted wrongly"
+            )
     model.load_state_dict(sd, strict=True)
 
 
@@ -316,9 +333,17 @@ def load_model(
     kwargs = {**meta.get("arch_kwargs", {}), **arch_kwargs}
     n = num_classes or int(meta.get("num_classes", 20))
     try:
-        model = build_model(arch, num_classes=n, **kwargs)
+        options = arch_options(arch)
     except KeyError as e:
         raise CheckpointError(f"{ckpt.path}: {e.args[0]}") from e
+    try:
+        model = build_model(arch, num_classes=n, **kwargs)
+    except (TypeError, ValueError) as e:
+        allowed = ", ".join(f"{k} (default {v!r})" for k, v in options.items()) or "none"
+        raise CheckpointError(
+            f"{ckpt.path}: metadata key 'arch_kwargs' = {kwargs} does not build architecture {arch!r} ({e}); "
+            f"allowed options: {allowed}"
+        ) from e
     sd = extend_classifier(model, ckpt.state_dict, torch.Generator().manual_seed(seed))
     load_state_dict_strict(model, sd, source=f"{ckpt.path} ({ckpt.source_format} format)")
     flushed = flush_denormals(model)

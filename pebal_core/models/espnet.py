@@ -53,7 +53,9 @@ resolution); 8,140 parameters for 20 classes. Both keep their top-level checkpoi
 becomes :class:`ESPNetDecoder` (the encoder's 1x1 classifier and every decoder layer, 20,240
 parameters) and ``features`` returns :class:`ESPNetTrunkFeatures`. The decoder is only
 ``classes`` channels wide, so the last stage alone has too little capacity to reshape the
-energy of a whole region.
+energy of a whole region. ``select_finetune_block("last_stage")`` also unfreezes encoder level 3
+(:class:`ESPNetLastStage`, 338,739 parameters); ``features`` then returns
+:class:`ESPNetLevel2Features`.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from pebal_core.models.base import SegmentationModel
+from pebal_core.models.base import SegmentationModel, pooled_image
 from pebal_core.preprocessing import ESPNET_CITYSCAPES
 
 
@@ -172,19 +174,6 @@ class ESP(_ESPBranches):
         return self.bn(x + y if self.residual else y)
 
 
-class InputProjection(nn.Module):
-    """The image average-pooled ``times`` times (3x3, stride 2, padding 1): input reinforcement."""
-
-    def __init__(self, times: int) -> None:
-        super().__init__()
-        self.pool = nn.ModuleList(nn.AvgPool2d(3, stride=2, padding=1) for _ in range(times))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for pool in self.pool:
-            x = pool(x)
-        return x
-
-
 class ESPNetEncoder(nn.Module):
     """ESPNet-C: ``forward(x) -> (level-1 output, b2 output, encoder logits)``.
 
@@ -195,8 +184,6 @@ class ESPNetEncoder(nn.Module):
     def __init__(self, classes: int, p: int, q: int) -> None:
         super().__init__()
         self.level1 = CBR(3, 16, 3, stride=2)
-        self.sample1 = InputProjection(1)
-        self.sample2 = InputProjection(2)
         self.b1 = BR(16 + 3)
         self.level2_0 = DownsamplerESP(16 + 3, 64)
         self.level2 = nn.ModuleList(ESP(64, 64) for _ in range(p))
@@ -213,17 +200,27 @@ class ESPNetEncoder(nn.Module):
     def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Everything but ``classifier``: (level-1 output ``B x 16 x H/2 x W/2``, ``b2`` output
         ``B x 131 x H/4 x W/4``, ``b3`` output ``B x 256 x H/8 x W/8``)."""
+        level1, level2 = self.levels_1_and_2(x)
+        return level1, level2, level3_of(self, level2)
+
+    def levels_1_and_2(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Level-1 output ``B x 16 x H/2 x W/2`` and ``b2`` output ``B x 131 x H/4 x W/4``."""
         level1 = self.level1(x)
-        down2 = self.level2_0(self.b1(torch.cat([level1, self.sample1(x)], 1)))
+        down2 = self.level2_0(self.b1(torch.cat([level1, pooled_image(x, 1)], 1)))
         y = down2
         for block in self.level2:
             y = block(y)
-        level2 = self.b2(torch.cat([y, down2, self.sample2(x)], 1))
-        down3 = self.level3_0(level2)
-        y = down3
-        for block in self.level3:
-            y = block(y)
-        return level1, level2, self.b3(torch.cat([down3, y], 1))
+        return level1, self.b2(torch.cat([y, down2, pooled_image(x, 2)], 1))
+
+
+def level3_of(stage: nn.Module, level2: torch.Tensor) -> torch.Tensor:
+    """Encoder level 3 of ``stage`` (the encoder, or a view holding its ``level3_0``, ``level3`` and
+    ``b3``): ``b2`` output ``B x 131 x H/4 x W/4`` -> ``b3`` output ``B x 256 x H/8 x W/8``."""
+    down3 = stage.level3_0(level2)
+    y = down3
+    for block in stage.level3:
+        y = block(y)
+    return stage.b3(torch.cat([down3, y], 1))
 
 
 class ESPNetFeatures(NamedTuple):
@@ -261,6 +258,24 @@ class ESPNetTrunkFeatures(NamedTuple):
     """Encoder level-1 output, ``B x 16 x H/2 x W/2``."""
 
 
+_DECODER_LAYERS = ("level3_C", "br", "up_l3", "combine_l2_l3", "up_l2", "conv", "classifier")
+"""The model's decoder layers, in the order the fine-tuning views register them (``classifier`` last)."""
+
+
+def _attach_decoder(view: nn.Module, model: ESPNet) -> None:
+    """Register the encoder's 1x1 classifier and every decoder layer of ``model`` on ``view``."""
+    view.encoder_classifier = model.encoder.classifier
+    for name in _DECODER_LAYERS:
+        setattr(view, name, getattr(model, name))
+
+
+def _decode(view: nn.Module, level3: torch.Tensor, level2: torch.Tensor, level1: torch.Tensor) -> torch.Tensor:
+    """The encoder's 1x1 classifier and the decoder (layers of ``view``) -> ``B x classes x H x W`` logits."""
+    up3 = view.up_l3(view.br(view.encoder_classifier(level3)))
+    decoded = view.up_l2(view.combine_l2_l3(torch.cat([view.level3_C(level2), up3], 1)))
+    return view.classifier(view.conv(torch.cat([decoded, level1], 1)))
+
+
 class ESPNetDecoder(nn.Module):
     """The ``decoder`` fine-tuning block: the encoder's 1x1 classifier and the whole decoder.
 
@@ -271,19 +286,36 @@ class ESPNetDecoder(nn.Module):
 
     def __init__(self, model: ESPNet) -> None:
         super().__init__()
-        self.encoder_classifier = model.encoder.classifier
-        self.level3_C = model.level3_C
-        self.br = model.br
-        self.up_l3 = model.up_l3
-        self.combine_l2_l3 = model.combine_l2_l3
-        self.up_l2 = model.up_l2
-        self.conv = model.conv
-        self.classifier = model.classifier
+        _attach_decoder(self, model)
 
     def forward(self, level3: torch.Tensor, level2: torch.Tensor, level1: torch.Tensor) -> torch.Tensor:
-        up3 = self.up_l3(self.br(self.encoder_classifier(level3)))
-        decoded = self.up_l2(self.combine_l2_l3(torch.cat([self.level3_C(level2), up3], 1)))
-        return self.classifier(self.conv(torch.cat([decoded, level1], 1)))
+        return _decode(self, level3, level2, level1)
+
+
+class ESPNetLevel2Features(NamedTuple):
+    """What :meth:`ESPNet.features` hands to the ``last_stage`` block (see :class:`ESPNetLastStage`)."""
+
+    level2: torch.Tensor
+    """Encoder ``b2`` output, ``B x 131 x H/4 x W/4``."""
+    level1: torch.Tensor
+    """Encoder level-1 output, ``B x 16 x H/2 x W/2``."""
+
+
+class ESPNetLastStage(nn.Module):
+    """The ``last_stage`` block: encoder level 3 (``level3_0``, the ``q`` residual ESP modules,
+    ``b3``), then the encoder's 1x1 classifier and the whole decoder; 338,739 parameters for
+    p=2, q=8, 20 classes (most of the network). ``forward(level2, level1)`` -> ``B x classes x H x W`` logits.
+    """
+
+    def __init__(self, model: ESPNet) -> None:
+        super().__init__()
+        self.level3_0 = model.encoder.level3_0
+        self.level3 = model.encoder.level3
+        self.b3 = model.encoder.b3
+        _attach_decoder(self, model)
+
+    def forward(self, level2: torch.Tensor, level1: torch.Tensor) -> torch.Tensor:
+        return _decode(self, level3_of(self, level2), level2, level1)
 
 
 class ESPNet(SegmentationModel):
@@ -310,29 +342,33 @@ class ESPNet(SegmentationModel):
         self.up_l2 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, stride=2, bias=False), BR(c))
         self.classifier = final.classifier
         self.attach_final_view(final)
-        self.__dict__["_last_stage"] = final  # not a child: its layers are registered above
+        self.__dict__["_final_view"] = final  # not a child: its layers are registered above
         self.block = "final"
 
-    finetune_blocks = ("final", "decoder")
+    finetune_blocks = ("final", "decoder", "last_stage")
 
     def select_finetune_block(self, name: str) -> None:
-        """``final`` (the last decoder stage, 8,140 parameters) or ``decoder`` (the encoder's 1x1
-        classifier and the whole decoder, :class:`ESPNetDecoder`, 20,240 parameters)."""
+        """``final`` (the last decoder stage, 8,140 parameters), ``decoder`` (the encoder's 1x1
+        classifier and the whole decoder, :class:`ESPNetDecoder`, 20,240 parameters) or
+        ``last_stage`` (encoder level 3 and that decoder, :class:`ESPNetLastStage`)."""
         super().select_finetune_block(name)
-        self.__dict__.pop("final", None)
-        self.attach_final_view(self._last_stage)
-        if name == "decoder":
-            self.attach_final_view(ESPNetDecoder(self))
+        views = {"decoder": ESPNetDecoder, "last_stage": ESPNetLastStage}
+        self.attach_final_view(self._final_view if name == "final" else views[name](self))
         self.block = name
 
-    def features(self, x: torch.Tensor) -> ESPNetFeatures:
-        """Encoder and decoder up to ``final``: ``B x 3 x H x W`` (normalised BGR) -> :class:`ESPNetFeatures`."""
+    def features(self, x: torch.Tensor) -> ESPNetFeatures | ESPNetTrunkFeatures | ESPNetLevel2Features:
+        """Everything before the selected block, from ``B x 3 x H x W`` normalised BGR:
+        :class:`ESPNetFeatures` (``final``), :class:`ESPNetTrunkFeatures` (``decoder``) or
+        :class:`ESPNetLevel2Features` (``last_stage``)."""
         h, w = x.shape[-2:]
         if h % self.size_divisor or w % self.size_divisor:
             raise ValueError(
                 f"ESPNet needs input height and width that are multiples of {self.size_divisor}, got {h}x{w}; "
                 "resize the image (e.g. Predictor input_size) or crop it to such a size"
             )
+        if self.block == "last_stage":
+            level1, level2 = self.encoder.levels_1_and_2(x)
+            return ESPNetLevel2Features(level2, level1)
         if self.block == "decoder":
             level1, level2, level3 = self.encoder.trunk(x)
             return ESPNetTrunkFeatures(level3, level2, level1)
@@ -341,7 +377,7 @@ class ESPNet(SegmentationModel):
         decoded = self.up_l2(self.combine_l2_l3(torch.cat([self.level3_C(level2), up3], 1)))
         return ESPNetFeatures(decoded, level1)
 
-    def final_inputs(self, feats: ESPNetFeatures | ESPNetTrunkFeatures) -> tuple:
-        """``final``'s arguments (``(decoded, level1)``, or ``(level3, level2, level1)`` with the
-        ``decoder`` block); it returns logits at the input size."""
+    def final_inputs(self, feats: ESPNetFeatures | ESPNetTrunkFeatures | ESPNetLevel2Features) -> tuple:
+        """``final``'s arguments (``(decoded, level1)``; ``(level3, level2, level1)`` with the
+        ``decoder`` block, ``(level2, level1)`` with ``last_stage``); it returns logits at the input size."""
         return tuple(feats)

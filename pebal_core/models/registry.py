@@ -8,13 +8,16 @@ exactly the network that was saved.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pebal_core.models.base import SegmentationModel
+from pebal_core.models.dabnet import DABNet
 from pebal_core.models.deeplab import DeepLabV3Plus
 from pebal_core.models.enet import ENet
 from pebal_core.models.espnet import ESPNet
+from pebal_core.models.espnetv2 import ESPNetv2
 from pebal_core.models.resnet import ResNet
 from pebal_core.models.wider_resnet import WiderResNet38
 from pebal_core.registry import Registry
@@ -46,6 +49,12 @@ def register(
 def list_models() -> dict[str, str]:
     """Names of every registered architecture and their one-line descriptions."""
     return {name: MODELS[name].description for name in sorted(MODELS)}
+
+
+def arch_options(name: str) -> dict[str, object]:
+    """The architecture options (``arch_kwargs``) ``name`` takes, with their defaults."""
+    params = inspect.signature(MODELS[name].builder).parameters.values()
+    return {p.name: p.default for p in params if p.name != "num_classes"}
 
 
 def build_model(name: str, num_classes: int = 20, **kwargs) -> SegmentationModel:
@@ -111,3 +120,21 @@ def _enet(num_classes: int = 20) -> SegmentationModel:
 )
 def _espnet_p2q8(num_classes: int = 20) -> SegmentationModel:
     return ESPNet(num_classes, p=2, q=8)
+
+
+@register(
+    "dabnet",
+    "DABNet (Li et al. 2019), Reagan1311/DABNet layout: the real Cityscapes checkpoint (0.76 M params, 19 classes "
+    "extended to 20; input RGB minus the Cityscapes mean on 0..255, H and W multiples of 4)",
+)
+def _dabnet(num_classes: int = 20) -> SegmentationModel:
+    return DABNet(num_classes)
+
+
+@register(
+    "espnetv2_s2",
+    "ESPNetv2 segmentation (Mehta et al. 2019), s=2.0, sacmehta/EdgeNets layout (0.79 M params, channel 19 = "
+    "background; input ImageNet mean/std, H and W multiples of 16)",
+)
+def _espnetv2_s2(num_classes: int = 20) -> SegmentationModel:
+    return ESPNetv2(num_classes, s=2.0)

@@ -59,6 +59,9 @@ def _downsample(cin: int, cout: int, stride: int) -> nn.Sequential | None:
     return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
 
+MAX_WIDTH = 4.0
+"""Largest channel multiplier: 4 x the published widths (16 x the parameters), far beyond any model
+trained here; a larger value in a file's metadata would allocate gigabytes before anything fails."""
 _DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}
 
 
@@ -69,7 +72,8 @@ class ResNet(nn.Module):
         depth: 18, 50 or 101.
         output_stride: 8 (``layer3``/``layer4`` dilated by 2/4) or 16 (``layer4`` dilated by 2)
             or 32 (no dilation).
-        width: channel multiplier (1.0 = standard widths 64..512).
+        width: channel multiplier (1.0 = standard widths 64..512), greater than 0 and at most
+            :data:`MAX_WIDTH`.
     """
 
     def __init__(self, depth: int, output_stride: int = 8, width: float = 1.0) -> None:
@@ -80,6 +84,8 @@ class ResNet(nn.Module):
         dilations = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}
         if output_stride not in strides:
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0 < width <= MAX_WIDTH:
+            raise ValueError(f"width must be a number in (0, {MAX_WIDTH}], got {width!r}")
         block, counts = _DEPTHS[depth]
         base = max(8, int(round(64 * width)))
         self.conv1 = nn.Conv2d(3, base, 7, 2, 3, bias=False)
