@@ -43,56 +43,16 @@ def test_both_stages_and_the_threshold_step_run_on_a_synthetic_world(tmp_path):
     generate_world(world, WorldConfig(seed=3, **SMALL), progress=False)
     pretrain, pebal = tmp_path / "pretrain", tmp_path / "pebal"
 
-    assert (
-        cli.main(
-            [
-                "train",
-                "--config",
-                str(ROOT / "config/synthetic_pretrain.yaml"),
-                f"out_dir={pretrain}",
-                f"data.cityscapes={world / 'cityscapes'}",
-                *TINY,
-            ]
-        )
-        == 0
-    )
-    assert (
-        cli.main(
-            [
-                "train",
-                "--config",
-                str(ROOT / "config/synthetic_pebal.yaml"),
-                f"out_dir={pebal}",
-                f"model.base={pretrain / 'model.safetensors'}",
-                f"data.cityscapes={world / 'cityscapes'}",
-                f"data.coco={world / 'coco'}",
-                *TINY,
-            ]
-        )
-        == 0
-    )
+    assert cli.main(["train", "--config", str(ROOT / "config/synthetic_pretrain.yaml"),
+                     f"out_dir={pretrain}", f"data.cityscapes={world / 'cityscapes'}", *TINY]) == 0
+    assert cli.main(["train", "--config", str(ROOT / "config/synthetic_pebal.yaml"),
+                     f"out_dir={pebal}", f"model.base={pretrain / 'model.safetensors'}",
+                     f"data.cityscapes={world / 'cityscapes'}", f"data.coco={world / 'coco'}", *TINY]) == 0
     shipped = tmp_path / "synthetic_model.safetensors"
-    assert (
-        cli.main(
-            [
-                "threshold",
-                "--model",
-                str(pebal / "model.safetensors"),
-                "--dataset",
-                "synthetic",
-                "--split",
-                "LostAndFound",
-                "--root",
-                str(world),
-                "--no-progress",
-                "--region",
-                "all",  # two training steps predict no road: no drivable region yet
-                "--write",
-                str(shipped),
-            ]
-        )
-        == 0
-    )
+    assert cli.main(["threshold", "--model", str(pebal / "model.safetensors"), "--dataset", "synthetic",
+                     "--split", "LostAndFound", "--root", str(world), "--no-progress",
+                     "--region", "all",  # two training steps predict no road: no drivable region yet
+                     "--write", str(shipped)]) == 0
 
     before = load_model(pretrain / "model.safetensors").state_dict()
     after = read_checkpoint(shipped)
