@@ -34,7 +34,7 @@ REAL_CHECKPOINTS = {
 }
 """The real Cityscapes checkpoints of the realdata folder and the zoo architecture each loads into."""
 CLASSIFIER = "final.6.weight"
-"""State_dict key of the classifier weight of ``resnet18`` (``model.classifier``)."""
+"""State_dict key of the classifier weight of ``resnet18`` (``model.output_conv``)."""
 
 
 def numpy_denormals(array: np.ndarray) -> np.ndarray:
@@ -70,17 +70,17 @@ def test_flush_sets_exactly_the_denormals_to_zero():
 def test_save_writes_no_denormal_and_leaves_the_live_model_alone(tmp_path):
     model = build_model("resnet18", width=0.25)
     with torch.no_grad():
-        model.classifier.weight.view(-1)[:50] = SMALLEST_NORMAL / 8
-        model.classifier.weight.view(-1)[50] = -SMALLEST_NORMAL / 3
+        model.output_conv.weight.view(-1)[:50] = SMALLEST_NORMAL / 8
+        model.output_conv.weight.view(-1)[50] = -SMALLEST_NORMAL / 3
     assert count_denormals(model) == 51
     for suffix in (".safetensors", ".pt"):
         path = save_checkpoint(model, tmp_path / f"m{suffix}")
         assert count_denormals(model) == 51, "a training run's model keeps computing with its own weights"
         stored = read_checkpoint(path).state_dict
         assert sum(int(numpy_denormals(v.numpy()).sum()) for v in stored.values() if v.is_floating_point()) == 0
-        assert torch.equal(stored[CLASSIFIER].view(-1)[51:], model.classifier.weight.view(-1)[51:])
+        assert torch.equal(stored[CLASSIFIER].view(-1)[51:], model.output_conv.weight.view(-1)[51:])
     with torch.no_grad():
-        model.classifier.weight.view(-1)[60:70] = 1e-6  # a float16 denormal but a normal float32: it stays
+        model.output_conv.weight.view(-1)[60:70] = 1e-6  # a float16 denormal but a normal float32: it stays
     stored = read_checkpoint(save_checkpoint(model, tmp_path / "half.safetensors", half=True)).state_dict
     assert torch.equal(stored[CLASSIFIER].view(-1)[60:70], torch.full((10,), 1e-6).half())
     assert stored[CLASSIFIER].view(-1)[60] != 0
@@ -100,7 +100,7 @@ def test_load_flushes_and_records_how_many(tmp_path):
 def test_onnx_export_holds_no_denormal(tmp_path):
     model = build_model("resnet18", width=0.25)
     with torch.no_grad():
-        model.classifier.weight.view(-1)[:9] = SMALLEST_NORMAL / 4
+        model.output_conv.weight.view(-1)[:9] = SMALLEST_NORMAL / 4
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     path = tmp_path / "raw.pt"
     torch.save(sd, path)
