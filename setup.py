@@ -59,6 +59,7 @@ setup(
             "pebal = pebal_core.cli:main",
             "pebal_node = pebal_ros.node:main",
             "pebal_bag = pebal_ros.bag:main",
+            "pebal_camera = pebal_ros.camera:main",
             "pebal_demo = pebal_ros.demo:main",
         ],
     },

@@ -1,4 +1,4 @@
-"""Alarms a driver can trust, measured (issue 14): obstacle-level numbers on synthetic sequences,
+"""Alarms a driver can trust, measured: obstacle-level numbers on synthetic sequences,
 pixel and component numbers on the real single-frame sets.
 
 **Sequences** (``--world``: a synthetic world with the ``lostandfound`` part, e.g. ``pebal synth

@@ -1,6 +1,6 @@
 """Step time of PEBAL fine-tuning versus full-network training of the same model and batch.
 
-Target (issue 3): a fine-tuning step must not pay for gradients through the trunk; its time is
+Target: a fine-tuning step must not pay for gradients through the trunk; its time is
 at most half of a full-network training step (ratio <= 0.5) on the real-time model
 (``resnet18``, width 0.5) at batch 4 x 256x512, here on this machine's CPU.
 

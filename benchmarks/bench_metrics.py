@@ -16,7 +16,7 @@ everything the approach needed, measured the same way for all):
     ``AnomalyMetrics(exact=False)``: bounded cell budget, certified error bound.
 
 Timed: only the metric work (storing/updating per image plus the final computation); generating
-the synthetic maps is excluded for every approach. Targets (issue 4): >= 20x faster and <= 1/10
+the synthetic maps is excluded for every approach. Targets: >= 20x faster and <= 1/10
 of the reference's peak memory, with identical values (exact) or within the reported bound
 (streaming).
 

@@ -1,8 +1,8 @@
 """ONNX Runtime (CPU) against eager PyTorch (CPU): speed ratio and frames per second.
 
 Targets: the onnxruntime backend runs the real-time model at 256x512 at least 1.3x as fast as
-the torch backend on the same CPU (issue 8); the shipped default (real-camera) model runs at
-least 10 frames/s through onnxruntime at 512x1024 (issue 13; ``--model default --size 512 1024``).
+the torch backend on the same CPU; the shipped default (real-camera) model runs at
+least 10 frames/s through onnxruntime at 512x1024 (``--model default --size 512 1024``).
 Both sides time the full ``Predictor.predict`` path of one camera frame (uint8 RGB in; labels
 and smoothed anomaly score out): the torch backend normalises, runs the network and the energy
 head eagerly; the onnxruntime backend runs a fixed-size ``pebal export onnx`` file with

@@ -1,6 +1,6 @@
 """Frames per second of the zoo's real-time models with the torch backend on this machine's CPU.
 
-Target (issue 2): the real-time trunk runs at >= 10 frames/s at 256x512 on a 2-core CPU.
+Target: the real-time trunk runs at >= 10 frames/s at 256x512 on a 2-core CPU.
 Times the full ``Predictor`` path a camera frame takes (normalise, network, energy-score head)
 and the bare network forward, side by side in one run.
 

@@ -1,6 +1,6 @@
 """Cost of the energy-score head next to a forward pass of the real-time model, on this CPU.
 
-Target (issue 3): :func:`pebal_core.scoring.labels_and_score` costs well under 5% of a forward
+Target: :func:`pebal_core.scoring.labels_and_score` costs well under 5% of a forward
 pass of the real-time model (``resnet18``, width 0.5 = the shipped default, and width 1.0) at
 256x512. Both are timed side by side in one run (median over ``--repeats`` calls, after warm-up),
 with the head applied to the logits the model produced; the calls are interleaved so that a

@@ -1,6 +1,6 @@
 """Generation speed of the synthetic world (``pebal synth``), per image and per part.
 
-Target (issue 7): well under 0.1 s per 256x512 street image on one core of a 2-core CPU, so CI
+Target: well under 0.1 s per 256x512 street image on one core of a 2-core CPU, so CI
 and ``make demo`` can generate their worlds in seconds to minutes. Prints wall-clock and CPU
 milliseconds per image for each part (rendering, PNG/JPEG encoding and writing included), with
 one worker and with ``--workers`` processes, measured side by side in one run.

@@ -1,10 +1,10 @@
-"""PEBAL against the uncertainty baselines on the synthetic world (issue 7's table).
+"""PEBAL against the uncertainty baselines on the synthetic world (the project's table).
 
 Rows: MSP, MaxLogit, entropy and energy computed on the *pretrained* model (what a team has
 before fine-tuning), and PEBAL (smoothed free energy) on the *fine-tuned* model; columns: AUROC /
 AP / FPR95 (reference-PEBAL definition, %) on both synthetic Fishyscapes splits (test anomaly
 families never used for outlier exposure), plus inlier mIoU on the synthetic Cityscapes val split
-before and after fine-tuning. Targets (issue 7): mIoU >= 70 %; PEBAL AP at least 15 points above
+before and after fine-tuning. Targets: mIoU >= 70 %; PEBAL AP at least 15 points above
 the best baseline and PEBAL FPR95 at most half of the best baseline's, on each split; mIoU drop
 from fine-tuning <= 1 point.
 
@@ -52,7 +52,7 @@ def measure(world: Path, pretrained: Path, finetuned: Path, progress: bool = Tru
 
 
 def checks(result: dict) -> list[tuple[str, bool]]:
-    """Issue 7's targets, each as (description, met)."""
+    """The project's targets for this table, each as (description, met)."""
     miou = result["miou"]
     items = [
         (f"inlier mIoU of the fine-tuned model {100 * miou['finetuned']:.1f} % >= 70 %", miou["finetuned"] >= 0.70),

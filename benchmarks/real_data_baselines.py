@@ -186,7 +186,7 @@ def reproduction(results: dict, reference: dict) -> tuple[list[str], dict[str, f
     """ENet vs baseline_enet_subset.json and the published void numbers.
 
     Returns the Markdown table and the largest |difference| in points per reference:
-    ``json`` (all rows of baseline_enet_subset.json), ``published native`` (the issue's
+    ``json`` (all rows of baseline_enet_subset.json), ``published native`` (the reproduction's
     criterion) and ``published 512x1024``. Published figures are rounded to 0.01, so half of that
     is granted to them.
     """
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             raise SystemExit(str(e)) from None
         print(f"updated {args.doc}")
-    # the issue's criterion: every json row and the published native numbers within 0.05 points
+    # the reproduction criterion: every json row and the published native numbers within 0.05 points
     return 0 if max(worst["json"], worst["published native"]) <= 0.05 else 1
 
 

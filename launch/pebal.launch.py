@@ -1,6 +1,7 @@
-"""Start ``pebal_node`` (and optionally RViz) on a full ROS 2 install.
+"""Start ``pebal_node`` (and optionally a camera from an image source, and RViz) on a full ROS 2 install.
 
     ros2 launch pebal_ros pebal.launch.py
+    ros2 launch pebal_ros pebal.launch.py source:=/data/frames use_rviz:=true
     ros2 launch pebal_ros pebal.launch.py namespace:=car2 image_topic:=front/image_raw \\
         model:=/models/pebal.safetensors use_sim_time:=true log_level:=debug use_rviz:=true
     ros2 launch pebal_ros pebal.launch.py --show-args
@@ -19,16 +20,26 @@ Launch arguments (``--show-args`` lists them with their defaults):
   default model);
 * ``use_sim_time`` — take time from ``/clock`` (bag replay with ``--clock``);
 * ``log_level`` — ``debug``, ``info``, ``warn``, ``error`` or ``fatal``;
+* ``source`` — also start ``pebal_camera`` on this image source (an image or video file, a folder
+  of images, a glob, a camera index or ``/dev/videoN``), publishing on ``image_topic`` and
+  ``camera_info_topic`` in the same namespace; empty (the default) = no camera, bring your own;
+* ``publish_rate``, ``loop``, ``camera_info_url`` — that camera's frames per second (0 = a video's
+  own rate), whether it starts again at the end, and its ROS calibration file (empty: the stated
+  default intrinsics, see ``docs/camera.md``);
 * ``fastdds_profile`` — Fast DDS XML profile for the launched processes, exported as
-  ``FASTRTPS_DEFAULT_PROFILES_FILE`` (read by Fast DDS 2 and 3). Default: the installed
-  ``config/fastdds_large_images.xml`` (shared memory large enough for whole images); ``none``
-  (or empty, from an including launch file) = leave the environment as it is;
+  ``FASTDDS_DEFAULT_PROFILES_FILE`` (``FASTRTPS_DEFAULT_PROFILES_FILE`` on the Fast DDS 2
+  distributions Humble, Iron and Jazzy: :func:`pebal_ros.dds_profile.profile_variable`). Default:
+  the installed ``config/fastdds_large_images.xml`` (shared memory large enough for whole
+  images); ``none`` (or empty, from an including launch file) = leave the environment as it is
+  (``pebal_node`` and ``pebal_camera`` then apply the installed profile themselves unless the
+  environment names one);
 * ``use_rviz`` — also start RViz with the installed ``config/pebal.rviz`` (its topics are
   relative, so it shows the namespaced node's outputs). Without RViz installed the launch stops
   with an error before starting anything.
 
-When ``pebal_node`` exits the launch ends; a non-zero exit status (a bad model or parameter) makes
-``ros2 launch`` fail (status 1: ``ros2 launch`` has no way to pass the node's own code on).
+When ``pebal_node`` exits the launch ends; a non-zero exit status of the node or the camera (a bad
+model, parameter or source) makes ``ros2 launch`` fail (status 1: ``ros2 launch`` has no way to
+pass the node's own code on). A camera that reaches the end of its source just stops.
 
 Without a ROS install the same node runs as ``pebal_node --ros-args --params-file
 config/pebal.yaml -r image:=/camera/image_raw`` (see ``docs/node.md``).
@@ -55,15 +66,14 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+from pebal_ros.dds_profile import PROFILE_NAME, profile_variable
+
 PACKAGE = "pebal_ros"
 EXECUTABLE = "pebal_node"
+CAMERA = "pebal_camera"
 PARAMS_FILE = "pebal.yaml"
 RVIZ_FILE = "pebal.rviz"
-FASTDDS_FILE = "fastdds_large_images.xml"
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
-FASTDDS_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
-"""Read by Fast DDS 2 and 3 (Fast DDS 3 also reads FASTDDS_DEFAULT_PROFILES_FILE and loads a file named
-by both twice, which fails: so only this one is set)."""
 
 
 class SiblingTopic(Substitution):
@@ -125,6 +135,12 @@ def _on_node_exit(event, context) -> list:
     return [EmitEvent(event=Shutdown(reason=f"{EXECUTABLE} exited"))]
 
 
+def _on_camera_exit(event, context) -> list:
+    if event.returncode != 0 and not context.is_shutdown:
+        raise RuntimeError(f"{CAMERA} exited with status {event.returncode}; see its output above")
+    return []  # the end of its source: the node goes on
+
+
 def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare(PACKAGE)
     namespace = LaunchConfiguration("namespace")
@@ -132,7 +148,10 @@ def generate_launch_description() -> LaunchDescription:
     params_file = LaunchConfiguration("params_file")
     use_sim_time = ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)
     fastdds_profile = LaunchConfiguration("fastdds_profile")
+    fastdds_env = profile_variable()
     use_rviz = IfCondition(LaunchConfiguration("use_rviz"))
+    source = LaunchConfiguration("source")
+    camera_info_topic = LaunchConfiguration("camera_info_topic")
     node = Node(
         package=PACKAGE,
         executable=EXECUTABLE,
@@ -150,9 +169,29 @@ def generate_launch_description() -> LaunchDescription:
         remappings=[
             ("image", image_topic),
             ("image/compressed", [image_topic, "/compressed"]),
-            ("camera_info", LaunchConfiguration("camera_info_topic")),
+            ("camera_info", camera_info_topic),
         ],
         ros_arguments=["--log-level", LaunchConfiguration("log_level")],
+    )
+    camera = Node(
+        package=PACKAGE,
+        executable=CAMERA,
+        name=CAMERA,
+        namespace=namespace,
+        output="screen",
+        emulate_tty=True,
+        parameters=[
+            {
+                "source": ParameterValue(source, value_type=str),
+                "publish_rate": ParameterValue(LaunchConfiguration("publish_rate"), value_type=float),
+                "loop": ParameterValue(LaunchConfiguration("loop"), value_type=bool),
+                "camera_info_url": ParameterValue(LaunchConfiguration("camera_info_url"), value_type=str),
+                "use_sim_time": use_sim_time,
+            }
+        ],
+        remappings=[("camera/image_raw", image_topic), ("camera/camera_info", camera_info_topic)],
+        ros_arguments=["--log-level", LaunchConfiguration("log_level")],
+        condition=IfCondition(NotEqualsSubstitution(source, "")),
     )
     profile_set = IfCondition(
         AndSubstitution(NotEqualsSubstitution(fastdds_profile, ""), NotEqualsSubstitution(fastdds_profile, "none"))
@@ -187,18 +226,40 @@ def generate_launch_description() -> LaunchDescription:
                 "log_level", default_value="info", choices=list(LOG_LEVELS), description="the node's log level"
             ),
             DeclareLaunchArgument(
+                "source",
+                default_value="",
+                description="image source for pebal_camera (image or video file, folder, glob, camera index, "
+                "/dev/videoN) publishing on image_topic and camera_info_topic; empty: no camera",
+            ),
+            DeclareLaunchArgument(
+                "publish_rate", default_value="10.0", description="pebal_camera frames/s (0: a video's own rate)"
+            ),
+            DeclareLaunchArgument(
+                "loop",
+                default_value="false",
+                choices=["true", "false"],
+                description="pebal_camera starts again at the end of its source",
+            ),
+            DeclareLaunchArgument(
+                "camera_info_url",
+                default_value="",
+                description="ROS calibration YAML of pebal_camera (empty: the stated default intrinsics)",
+            ),
+            DeclareLaunchArgument(
                 "fastdds_profile",
-                default_value=PathJoinSubstitution([share, "config", FASTDDS_FILE]),
-                description=f"Fast DDS XML profile ({FASTDDS_ENV}) of the launched processes; none: leave the "
+                default_value=PathJoinSubstitution([share, "config", PROFILE_NAME]),
+                description=f"Fast DDS XML profile ({fastdds_env}) of the launched processes; none: leave the "
                 "environment as it is",
             ),
             DeclareLaunchArgument(
                 "use_rviz", default_value="false", choices=["true", "false"], description="also start RViz"
             ),
-            SetEnvironmentVariable(FASTDDS_ENV, fastdds_profile, condition=profile_set),
+            SetEnvironmentVariable(fastdds_env, fastdds_profile, condition=profile_set),
             OpaqueFunction(function=_require_rviz, condition=use_rviz),  # before anything starts
             node,
             RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_on_node_exit)),
+            camera,
+            RegisterEventHandler(OnProcessExit(target_action=camera, on_exit=_on_camera_exit)),
             Node(
                 package="rviz2",
                 executable="rviz2",

@@ -1,6 +1,8 @@
 """pebal_core: PEBAL anomaly segmentation (Tian et al., ECCV 2022) in pure Python + PyTorch.
 
 Nothing in this package imports ROS; the ROS 2 node in ``pebal_ros`` is a thin shell over it.
+``from pebal_core import Predictor`` gives the one inference path (:class:`pebal_core.runtime.Predictor`;
+``Predictor.from_checkpoint("default")`` loads the shipped default model).
 
 Importing the package sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment already sets it
 (libgomp reads it once, when torch loads, so it must happen before ``import torch``; every
@@ -17,4 +19,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pebal_core.version import __version__  # noqa: E402
 
-__all__ = ["__version__"]
+__all__ = ["Predictor", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    """``from pebal_core import Predictor``: loaded on first use, so that ``import pebal_core`` (which every
+    submodule import runs first) stays light and never loads torch."""
+    if name == "Predictor":
+        from pebal_core.runtime import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'pebal_core' has no attribute {name!r}")

@@ -19,19 +19,25 @@ they were chosen) is recorded in its own metadata, not here: :func:`describe` re
 models`` adds the operating point). The licences of the
 shipped weights and of the data they were trained on are in ``pebal_core/assets/NOTICE.md``.
 
-Wherever a model file is asked for by the command-line tools or the node, a name of this table
-is accepted in place of a path (:func:`resolve_model`); a name wins over a file of the same name
-in the working directory (write ``./default`` for that file).
+Wherever a model file is asked for, a name of this table is accepted in place of a path: by
+``Predictor.from_checkpoint``, ``load_model`` / ``read_checkpoint`` (and so ``pebal train
+model.base=...``), every ``--model`` option of the command-line tools and the node's ``model``
+parameter, all through :func:`resolve_model`. A name wins over a file of the same name in the
+working directory (write ``./default`` for that file). Something that is neither a name nor an
+existing file and does not look like a file either (no folder part, no model-file suffix of
+:data:`MODEL_SUFFIXES`) is taken as a mistyped name: :class:`UnknownModelError` lists the names
+and suggests the closest ones.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from pebal_core.models.checkpoint import read_checkpoint
+from pebal_core.models.registry import list_models
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,12 @@ MODELS: dict[str, NamedModel] = {
 }
 DEFAULT = "default"
 """The name of the model used when none is given."""
+MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".onnx", ".xml", ".engine", ".plan")
+"""Suffixes of model files (checkpoints, ONNX files, OpenVINO IR, TensorRT plans)."""
+
+
+class UnknownModelError(FileNotFoundError):
+    """Neither a shipped model's name nor a model file; the message lists the names (and the closest ones)."""
 
 
 def model_names() -> list[str]:
@@ -85,12 +97,36 @@ def model_path(name: str = DEFAULT) -> Path:
 
 
 def resolve_model(spec: str | os.PathLike | None) -> Path:
-    """A model file from a shipped model's name or a path; ``None`` or ``""`` = the default model."""
+    """A model file from a shipped model's name or a path; ``None`` or ``""`` = the default model.
+
+    Raises:
+        UnknownModelError: ``spec`` is no name, no existing file, and does not look like a file path
+            (see the module docstring).
+    """
     if spec is None or str(spec) == "":
         return model_path(DEFAULT)
     if isinstance(spec, str) and spec in MODELS:
         return model_path(spec)
-    return Path(spec).expanduser()
+    path = Path(spec).expanduser()
+    text = str(spec)
+    if isinstance(spec, str) and not path.exists() and "/" not in text and path.suffix.lower() not in MODEL_SUFFIXES:
+        raise UnknownModelError(_unknown_name(text))
+    return path
+
+
+def _unknown_name(name: str) -> str:
+    names = ", ".join(model_names())
+    if name in list_models():
+        return (
+            f"{name!r} is an architecture of the model zoo, not a model with weights: pass a checkpoint file (with "
+            f"--arch {name} / arch={name!r} for a bare state_dict) or a shipped model's name ({names})"
+        )
+    close = difflib.get_close_matches(name, list(MODELS), n=2, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return (
+        f"no shipped model and no file named {name!r}: {hint}the shipped models are {names} (`pebal models`); "
+        f"a model file needs its path (./{name}) or a suffix such as .safetensors"
+    )
 
 
 def is_model_name(spec: str | os.PathLike | None) -> bool:
@@ -98,16 +134,16 @@ def is_model_name(spec: str | os.PathLike | None) -> bool:
     return isinstance(spec, str) and spec in MODELS
 
 
-def describe(name: str) -> dict[str, str]:
-    """What the shipped model ``name`` is, from its metadata: ``{field: one line of text}`` for listings.
+def describe(name: str, metadata: dict) -> dict[str, str]:
+    """What the shipped model ``name`` is, from its checkpoint ``metadata``: ``{field: one line of text}``
+    for listings.
 
     Fields: ``file``, ``arch``, ``base_model`` (name, source, licence), ``training`` (when the
     metadata describes it in words), ``training_data``, ``input_size`` (``HxW``, or any size). A
     field the model's metadata lacks is left out.
     """
-    path = model_path(name)
-    meta = read_checkpoint(path).metadata
-    out = {"file": path.name, "arch": str(meta.get("arch"))}
+    meta = metadata
+    out = {"file": model_path(name).name, "arch": str(meta.get("arch"))}
     base = meta.get("base_model")
     if isinstance(base, dict):
         out["base_model"] = f"{base.get('name')}; {base.get('source')}; licence {base.get('licence')}"

@@ -35,7 +35,7 @@ import torch
 
 from pebal_core.backends import Backend, TorchBackend, create_backend
 from pebal_core.backends.base import recorded_input_size
-from pebal_core.model_store import model_path
+from pebal_core.model_store import model_path, resolve_model
 from pebal_core.models.base import SegmentationModel
 from pebal_core.protocols import (
     MAX_NETWORK_PIXELS,
@@ -121,8 +121,10 @@ class Predictor:
         max_network_pixels: int = MAX_NETWORK_PIXELS,
         **backend_options: object,
     ) -> Predictor:
-        """Load a model file with the named backend (:mod:`pebal_core.backends`; ``torch`` takes any
-        checkpoint format, ``auto`` the fastest CPU backend measured here for this model).
+        """Load a model file, or a shipped or zoo model by name (``"default"``, ``"synthetic"``;
+        :func:`pebal_core.model_store.resolve_model`), with the named backend
+        (:mod:`pebal_core.backends`; ``torch`` takes any checkpoint format, ``auto`` the fastest CPU
+        backend measured here for this model).
 
         ``arch`` names the network of a file without project metadata (``torch`` and ``auto``: a
         bare state_dict, e.g. ``arch="espnet_p2q8"`` for a real Cityscapes ESPNet); for a file
@@ -132,6 +134,7 @@ class Predictor:
         (bounded by ``max_network_pixels``); ``backend_options`` go to the backend (see the module docstring), e.g.
         ``engine_auto_build=True`` for ``tensorrt``.
         """
+        path = resolve_model(path)
         if arch is not None and backend in ("torch", "auto"):  # other backends' files carry their architecture
             backend_options = {**backend_options, "arch": arch}
         engine = create_backend(

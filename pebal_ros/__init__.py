@@ -1,4 +1,4 @@
-"""pebal_ros: the ROS 2 side (rclpy node, image conversions, occupancy grid, rosbag tools).
+"""pebal_ros: the ROS 2 side (node, camera publisher, image conversions, occupancy grid, QoS, rosbag tools).
 
 A thin shell over :mod:`pebal_core`; everything that imports ROS lives here.
 """

@@ -1,14 +1,22 @@
-"""``pebal_bag``: LostAndFound <-> ROS 2 bags, replay, recording and scoring.
+"""``pebal_bag``: camera frames -> ROS 2 bags, bag info, replay, recording and scoring.
 
 Subcommands (``pebal_bag COMMAND --help`` for all options):
 
 ``convert ROOT OUT``
-    A LostAndFound tree -> bag(s) of ``sensor_msgs/Image`` (or ``CompressedImage``) and
+    An image source (file, folder, glob, video), a LostAndFound tree or a Validation_Dataset
+    bundle -> bag(s) of ``sensor_msgs/Image`` (or ``CompressedImage``) and
     ``sensor_msgs/CameraInfo`` (:mod:`pebal_ros.bag_convert`); no ROS graph involved.
+``info BAG``
+    Storage, files, size, duration, start and end, and per topic its type and message count,
+    like ``ros2 bag info``.
 ``play BAG``
-    Publish a bag at the recorded pace with rclpy (:mod:`pebal_ros.bag_play`).
+    Publish a bag at the recorded pace with rclpy (:mod:`pebal_ros.bag_play`), with ``--clock``
+    also ``/clock`` from the bag's time (for nodes with ``use_sim_time``).
 ``record -o OUT TOPIC...``
     Write what arrives on topics to a bag (:mod:`pebal_ros.bag_record`).
+``export BAG OUT --topic TOPIC``
+    The images of one topic as PNG files, e.g. the node's ``anomaly_overlay`` of a recording
+    (:mod:`pebal_ros.bag_export`).
 ``recover PARTIAL [-o OUT]``
     Turn the partial data a killed recorder left into a bag (:mod:`pebal_ros.bag_recover`).
 ``mask BAG --topic TOPIC``
@@ -69,12 +77,19 @@ def _add_convert(p: argparse.ArgumentParser) -> None:
     from pebal_ros.bag_storage import STORAGES
 
     p.description = (
-        "Write the frames of a LostAndFound tree (leftImg8bit/<split>/<seq>/..., camera/, timestamp/) "
-        "as sensor_msgs/Image (or CompressedImage) + sensor_msgs/CameraInfo into ROS 2 bags, one per sequence "
-        "(OUT/<sequence>) or one for all (--single). " + ROS_TIME_NOTE
+        "Write camera frames as sensor_msgs/Image (or CompressedImage) + sensor_msgs/CameraInfo into ROS 2 bags. "
+        "ROOT is an image source (an image or video file, a folder of images, a glob like 'frames/*.png': one bag "
+        "OUT/<name>, or OUT with --single; CameraInfo from --camera-info, else a stated default), a LostAndFound "
+        "tree (leftImg8bit/<split>/<seq>/..., camera/, timestamp/: one bag per sequence OUT/<sequence>, or one for "
+        "all with --single) or a Validation_Dataset bundle (<SET>/images/, <SET>/labels_masks/: one bag per set). "
+        + ROS_TIME_NOTE
     )
-    p.add_argument("root", type=Path, help="LostAndFound folder (holding leftImg8bit/, gtCoarse/, camera/, ...)")
-    p.add_argument("out", type=Path, help="output folder of per-sequence bags, or the bag itself with --single")
+    p.add_argument(
+        "root",
+        help="image source (file, folder, glob, video), LostAndFound folder (holding leftImg8bit/, camera/, ...) or "
+        "Validation_Dataset folder (holding <SET>/images/)",
+    )
+    p.add_argument("out", type=Path, help="output folder of bags, or the bag itself with --single")
     p.add_argument("--split", default="test", help="dataset split (default: test)")
     p.add_argument("--sequence", action="append", help="convert only this sequence (repeatable)")
     p.add_argument("--frames", type=int, help="at most this many frames (the first in sequence/frame order)")
@@ -92,6 +107,12 @@ def _add_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-topic", default="/camera/image_raw", help="(default: /camera/image_raw)")
     p.add_argument("--info-topic", default="/camera/camera_info", help="(default: /camera/camera_info)")
     p.add_argument("--frame-id", default="camera_optical_frame", help="header frame_id (default: camera_optical_frame)")
+    p.add_argument(
+        "--camera-info",
+        metavar="YAML",
+        help="ROS camera calibration file (camera_calibration's format) for the CameraInfo of frames without a "
+        "camera file (default: none; an image source gets fx = fy = image width, principal point at the centre)",
+    )
     p.add_argument(
         "--timestamps",
         choices=TIMESTAMP_MODES,
@@ -126,6 +147,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         timestamps=args.timestamps,
         rate=args.rate,
         start_time=args.start_time,
+        camera_info=args.camera_info,
     )
     for bag in convert(args.root, args.out, options):
         note = f"; {len(bag.without_camera)} without camera JSON (no CameraInfo)" if bag.without_camera else ""
@@ -135,6 +157,8 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- play
 def _add_play(p: argparse.ArgumentParser) -> None:
+    from pebal_ros.bag_play import DEFAULT_CLOCK_HZ
+
     p.description = (
         "Publish a bag's messages (raw CDR, header stamps unchanged) at the recorded pace. "
         "ROS arguments may follow --ros-args."
@@ -161,6 +185,15 @@ def _add_play(p: argparse.ArgumentParser) -> None:
         help="with --wait-for-subscribers: wait for N subscribers on TOPIC (repeatable; other topics: 1)",
     )
     p.add_argument("--delay", type=float, default=0.0, help="seconds to sleep before the first message")
+    p.add_argument(
+        "--clock",
+        type=_positive,
+        nargs="?",
+        const=DEFAULT_CLOCK_HZ,
+        metavar="HZ",
+        help="also publish /clock (rosgraph_msgs/Clock) from the bag's time, HZ times a second (default "
+        f"{DEFAULT_CLOCK_HZ:g}), for nodes run with use_sim_time:=true",
+    )
 
 
 def _subscriber_counts(items: list[str]) -> dict[str, int]:
@@ -189,8 +222,13 @@ def _run_play(args: argparse.Namespace) -> int:
         wait_for_subscribers=args.wait_for_subscribers,
         subscribers=_subscriber_counts(args.subscribers),
         delay=args.delay,
+        clock=args.clock,
     )
     from rclpy.signals import SignalHandlerOptions
+
+    from pebal_ros.dds_profile import apply_profile, profile_note
+
+    print(profile_note(apply_profile()), flush=True)  # before rclpy.init: read when the participant is created
 
     # Ctrl-C raises KeyboardInterrupt here; rclpy's signal handling (which would shut the context
     # down from another thread while this one closes the player) stays off.
@@ -212,6 +250,66 @@ def _run_play(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- info
+def _add_info(p: argparse.ArgumentParser) -> None:
+    p.description = "Show a bag's storage, files, size, time span, and per topic its type and message count."
+    p.add_argument("bag", type=Path, help="bag folder")
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from pebal_ros.bag_storage import bag_info
+
+    print(format_info(bag_info(args.bag)))
+    return 0
+
+
+def _time_text(ns: int) -> str:
+    from datetime import UTC, datetime
+
+    stamp = datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%b %d %Y %H:%M:%S")
+    return f"{stamp}.{ns % 1_000_000_000:09d} UTC ({ns // 1_000_000_000}.{ns % 1_000_000_000:09d})"
+
+
+def format_info(info: object) -> str:
+    """``ros2 bag info``-style text of a :class:`pebal_ros.bag_storage.BagInfo`."""
+    width = max((len(t.topic) for t in info.topics), default=0)
+    lines = [
+        f"Bag:               {info.path}",
+        f"Files:             {', '.join(f.name for f in info.files)}",
+        f"Bag size:          {info.size_bytes / 2**20:.1f} MiB",
+        f"Storage id:        {info.storage}",
+        f"Duration:          {info.duration_ns / 1e9:.9f} s",
+        f"Start:             {_time_text(info.start_ns)}",
+        f"End:               {_time_text(info.start_ns + info.duration_ns)}",
+        f"Messages:          {info.messages}",
+        "Topic information: " + ("(none)" if not info.topics else ""),
+    ]
+    for t in info.topics:
+        lines.append(f"    Topic: {t.topic:{width}s} | Type: {t.msgtype} | Count: {t.count}")
+    if info.custom_data:
+        lines.append(f"Custom data:       {', '.join(info.custom_data)}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- export
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Write the images (sensor_msgs/Image or CompressedImage) of one topic of a bag as PNG files named after "
+        "their header stamps (<sec>.<nanosec>.png), e.g. the node's overlays of a recording."
+    )
+    p.add_argument("bag", type=Path, help="bag folder")
+    p.add_argument("out", type=Path, help="folder for the PNG files (created)")
+    p.add_argument("--topic", default="/anomaly_overlay", help="image topic (default: /anomaly_overlay)")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from pebal_ros.bag_export import export_images
+
+    written = export_images(args.bag, args.topic, args.out, progress=sys.stderr.isatty())
+    print(f"wrote {len(written)} images of {args.topic} to {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- record
 def _add_record(p: argparse.ArgumentParser) -> None:
     from pebal_ros.bag_storage import STORAGES
@@ -222,7 +320,7 @@ def _add_record(p: argparse.ArgumentParser) -> None:
         "(type discovered from its publishers) or /name:pkg/msg/Type (subscribed at once, reliable)."
     )
     p.add_argument("topics", nargs="+", help="topics to record")
-    p.add_argument("-o", "--output", type=Path, required=True, help="bag folder to create")
+    p.add_argument("-o", "--out", type=Path, required=True, help="bag folder to create")
     p.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="bag storage (default: mcap)")
     p.add_argument("--duration", type=_positive, help="stop after this many seconds")
     p.add_argument("--idle-timeout", type=_positive, help="stop when nothing arrived for this long (after the first)")
@@ -241,10 +339,13 @@ def _run_record(args: argparse.Namespace) -> int:
     # Ctrl-C / SIGTERM only set `stop`; the bag is closed here, in this order: no callback runs
     # after the loop (this thread is the only one spinning), the node goes, the bag is written,
     # and only then is the context shut down (see pebal_ros.bag_record).
+    from pebal_ros.dds_profile import apply_profile
+
+    apply_profile()  # before rclpy.init: read when the participant is created
     with stop_on_signals() as stop:
         rclpy.init(args=args.ros_args, signal_handler_options=SignalHandlerOptions.NO)
         try:
-            recorder = Recorder(args.output, options)
+            recorder = Recorder(args.out, options)
             executor = SingleThreadedExecutor()
             try:
                 executor.add_node(recorder.node)
@@ -253,7 +354,7 @@ def _run_record(args: argparse.Namespace) -> int:
                 while not stop.is_set() and not recorder.done():
                     executor.spin_once(timeout_sec=0.05)
                     if recorder.ready and not announced:
-                        print(f"recording {len(options.topics)} topics to {args.output}", flush=True)
+                        print(f"recording {len(options.topics)} topics to {args.out}", flush=True)
                         announced = True
                     for topic in recorder.matched_topics() - matched:
                         print(f"matched a publisher on {topic}", flush=True)
@@ -266,7 +367,7 @@ def _run_record(args: argparse.Namespace) -> int:
     if recorder.pending_topics:
         print(f"never saw a publisher of {', '.join(recorder.pending_topics)}", file=sys.stderr)
     counts = ", ".join(f"{t} {n}" for t, n in recorder.counts.items())
-    print(f"wrote {sum(recorder.counts.values())} messages to {args.output} ({counts})")
+    print(f"wrote {sum(recorder.counts.values())} messages to {args.out} ({counts})")
     return 0
 
 
@@ -281,7 +382,7 @@ def _add_recover(p: argparse.ArgumentParser) -> None:
     p.add_argument("partial", type=Path, help="the partial recording folder (or its .mcap/.db3 file)")
     p.add_argument(
         "-o",
-        "--output",
+        "--out",
         type=Path,
         help="bag folder to create (default: <name>_recovered beside the bag the recording was meant for)",
     )
@@ -291,7 +392,7 @@ def _run_recover(args: argparse.Namespace) -> int:
     from pebal_ros.bag_recover import recover
     from pebal_ros.bag_storage import recovered_path
 
-    out = args.output or recovered_path(args.partial)
+    out = args.out or recovered_path(args.partial)
     result = recover(args.partial, out, progress=sys.stderr.isatty())
     for what in result.lost:
         print(f"not recovered: {what}", file=sys.stderr)
@@ -368,7 +469,7 @@ def _add_mask(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("bag", type=Path, help="the recording (a bag folder)")
     p.add_argument("--topic", required=True, help="camera topic (sensor_msgs/Image or CompressedImage)")
-    p.add_argument("--out", type=Path, default=Path("ego_mask.png"), help="mask PNG to write (default ego_mask.png)")
+    p.add_argument("-o", "--out", type=Path, default=Path("ego_mask.png"), help="mask PNG to write (ego_mask.png)")
     p.add_argument("--picture", type=Path, help="picture to write (default: <out>_picture.jpg beside the mask)")
     p.add_argument("--every", type=float, default=1.0, help="seconds between the frames used, at least (1.0)")
     p.add_argument("--max-frames", type=int, default=200, help="use at most this many frames (200)")
@@ -386,9 +487,11 @@ def _run_mask(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "convert": ("LostAndFound tree -> ROS 2 bag(s)", _add_convert, _run_convert),
-    "play": ("publish a bag with rclpy at the recorded pace", _add_play, _run_play),
+    "convert": ("image source or dataset tree -> ROS 2 bag(s)", _add_convert, _run_convert),
+    "info": ("storage, duration, topics, types and message counts of a bag", _add_info, _run_info),
+    "play": ("publish a bag with rclpy at the recorded pace (--clock: and /clock)", _add_play, _run_play),
     "record": ("write topics to a bag", _add_record, _run_record),
+    "export": ("the images of a topic as PNG files", _add_export, _run_export),
     "recover": ("turn a partial recording (killed recorder) into a bag", _add_recover, _run_recover),
     "score": ("AUROC / AP / FPR95 of a recorded anomaly_score bag", _add_score, _run_score),
     "mask": ("the ego-vehicle mask of a recorded camera", _add_mask, _run_mask),

@@ -1,6 +1,7 @@
-"""Image datasets in two real layouts -> ROS 2 bags of camera images (and CameraInfo).
+"""Image datasets in two real layouts, or any image source -> ROS 2 bags of camera images (and CameraInfo).
 
-Layouts (``ConvertOptions.layout``; ``auto`` recognises them by their folders):
+Layouts (``ConvertOptions.layout``; ``auto`` recognises them by their folders, and takes anything
+else that :func:`pebal_core.sources.open_source` opens as a ``source``):
 
 ``lostandfound``
     A LostAndFound tree (``leftImg8bit/<split>/<seq>/<seq>_<seqnum>_<frame>_leftImg8bit.png`` with
@@ -13,17 +14,25 @@ Layouts (``ConvertOptions.layout``; ``auto`` recognises them by their folders):
     set plays the part of a sequence (``sequences`` selects sets), frames are named
     ``<SET>_<N>``, every image of a set is converted (also those without anomaly pixels), and as
     the bundle has no camera or timestamp files the frames get no CameraInfo and rate stamps.
+``source``
+    Any image source of :mod:`pebal_core.sources`: an image file, a folder of images, a glob, a
+    video file (every frame). It is one sequence named after the source (``out/<label>``, or one
+    bag with ``per_sequence=False``); frames keep the source's names, get rate stamps and no
+    labels (``pebal_bag score`` counts them as unlabelled). Their CameraInfo comes from
+    ``camera_info`` (a ROS calibration YAML, :class:`pebal_core.camera_calibration.CameraCalibration`),
+    else from the stated default of :meth:`~pebal_core.camera_calibration.CameraCalibration.default`.
 
 Each selected frame becomes, at bag time = header stamp:
 
 * ``sensor_msgs/CameraInfo`` on ``info_topic`` from the frame's Cityscapes camera JSON: ``K =
   [fx 0 u0; 0 fy v0; 0 0 1]``, ``P = [K | 0]`` (the left camera of the rectified stereo pair),
   ``R = I``, ``plumb_bob`` with zero distortion (the images are rectified); frames without a
-  camera file get no CameraInfo (counted in the result);
+  camera file get the ``camera_info`` calibration when one is given (source frames: else the
+  stated default), otherwise no CameraInfo (counted in the result);
 * the image on ``image_topic``: ``sensor_msgs/Image`` (``rgb8`` or ``bgr8``, the decoded pixels
   unchanged) or, with ``image_format`` ``png``/``jpeg``, ``sensor_msgs/CompressedImage`` on
   ``<image_topic>/compressed`` (the image_transport convention; ``png`` stores the original file
-  bytes, ``jpeg`` re-encodes).
+  bytes of a PNG file and encodes other frames losslessly, ``jpeg`` re-encodes).
 
 Header stamps come from the ``timestamp/`` files (integer ns) when every selected frame has one
 (``timestamps="auto"``), otherwise from ``start_time + i / rate`` over all selected frames in
@@ -41,16 +50,19 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from pebal_core.camera_calibration import CalibrationError, CameraCalibration
 from pebal_core.data.base import DatasetError
 from pebal_core.data.lostandfound import Frame, eval_lut, list_frames
 from pebal_core.data.validation_dataset import ValidationDataset, validation_sets
 from pebal_core.images import read_label, read_rgb
+from pebal_core.sources import IMAGE_SUFFIXES, open_source
 from pebal_ros.bag_storage import BagError, BagWriter, bag_writer, make_qos, split_ns, typestore
 from pebal_ros.conversions import ImageConverter, compressed_size
 
@@ -59,7 +71,7 @@ INDEX_KEY = "pebal.frame_index"
 IMAGE_FORMATS = ("raw", "png", "jpeg")
 RAW_ENCODINGS = ("rgb8", "bgr8")
 TIMESTAMP_MODES = ("auto", "files", "rate")
-LAYOUTS = ("auto", "lostandfound", "validation")
+LAYOUTS = ("auto", "lostandfound", "validation", "source")
 DEFAULT_START_TIME = 1_000_000_000.0
 """Seconds since the epoch of the first synthetic stamp (fixed, so converting twice gives equal bags)."""
 
@@ -88,7 +100,10 @@ class ConvertOptions:
     """Frames per second of the synthetic stamps (timestamps ``rate`` or ``auto`` without files)."""
     start_time: float = DEFAULT_START_TIME
     layout: str = "auto"
-    """``lostandfound``, ``validation`` or ``auto`` (see the module docstring)."""
+    """``lostandfound``, ``validation``, ``source`` or ``auto`` (see the module docstring)."""
+    camera_info: str | None = None
+    """ROS camera calibration YAML for the CameraInfo of frames without a camera file (None: only
+    source frames get CameraInfo, from the stated default)."""
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -161,6 +176,27 @@ class ValidationFrame:
 
 
 @dataclass(frozen=True)
+class SourceImage:
+    """One frame of an image source (:mod:`pebal_core.sources`) with the interface of a LostAndFound
+    :class:`Frame` that conversion uses (no camera, timestamp or label file)."""
+
+    sequence: str
+    """The source's label (file, folder or video name)."""
+    name: str
+    image: Path | None
+    """The image file (None for video frames)."""
+    rgb: np.ndarray = field(repr=False, compare=False)
+    camera_file = None
+    timestamp_file = None
+
+    def camera(self) -> None:
+        return None
+
+    def timestamp_ns(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
 class LabelledFrame:
     """A converted frame found again in its dataset: image file and evaluation label (0/1/255)."""
 
@@ -177,16 +213,33 @@ class LabelledFrame:
 
 
 def detect_layout(root: str | os.PathLike) -> str:
-    """``lostandfound`` or ``validation``, from the folders under ``root`` (an error naming both)."""
-    root = Path(root)
-    if (root / "leftImg8bit").is_dir():
+    """``lostandfound``, ``validation`` or ``source`` (see the module docstring), from what ``root`` is;
+    an error naming all three when it is none of them."""
+    path = Path(root)
+    if (path / "leftImg8bit").is_dir():
         return "lostandfound"
-    if root.is_dir() and validation_sets(root):
+    if not path.is_dir() or any(_is_image_file(p) for p in path.iterdir()):
+        return "source"  # a file, a glob, or a folder of images: open_source says what is wrong with it
+    if validation_sets(path):
         return "validation"
     raise DatasetError(
-        f"{root} is in no layout pebal_bag convert knows: expected a LostAndFound tree (<root>/leftImg8bit/<split>/"
-        "<seq>/...) or a Validation_Dataset bundle (<root>/<SET>/images/<N>.<ext> with <SET>/labels_masks/<N>.png)"
+        f"{root} is in no layout pebal_bag convert knows: expected an image source (an image or video file, a folder "
+        "of images, a glob like 'frames/*.png'), a LostAndFound tree (<root>/leftImg8bit/<split>/<seq>/...) or a "
+        "Validation_Dataset bundle (<root>/<SET>/images/<N>.<ext> with <SET>/labels_masks/<N>.png)"
     )
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
+def _source_frames(spec: str | os.PathLike, options: ConvertOptions) -> Iterator[SourceImage]:
+    """The frames of an image source, at most ``options.limit`` of them."""
+    with open_source(spec) as source:
+        for frame in source:
+            if options.limit is not None and frame.index >= options.limit:
+                return
+            yield SourceImage(source.label, frame.name, frame.path, frame.rgb)
 
 
 def _validation_frames(root: Path, sets: tuple[str, ...] | None) -> list[ValidationFrame]:
@@ -199,23 +252,17 @@ def _validation_frames(root: Path, sets: tuple[str, ...] | None) -> list[Validat
 
 # ---------------------------------------------------------------------------------------- pieces
 def camera_info_fields(camera: dict, height: int, width: int, source: object = "camera JSON") -> dict:
-    """CameraInfo fields (``k``, ``p``, ``r``, ``d``, ``distortion_model``, size) from a Cityscapes camera JSON."""
+    """CameraInfo fields (``k``, ``p``, ``r``, ``d``, ``distortion_model``, size) from a Cityscapes camera JSON
+    (:meth:`pebal_core.camera_calibration.CameraCalibration.from_intrinsics`: the images are rectified)."""
     try:
         intr = camera["intrinsic"]
         fx, fy, u0, v0 = (float(intr[k]) for k in ("fx", "fy", "u0", "v0"))
     except (KeyError, TypeError, ValueError) as e:
         raise DatasetError(f"{source}: 'intrinsic' needs numeric fx, fy, u0, v0 ({e})") from e
-    if not all(math.isfinite(v) for v in (fx, fy, u0, v0)) or fx <= 0 or fy <= 0:
-        raise DatasetError(f"{source}: intrinsics fx={fx}, fy={fy}, u0={u0}, v0={v0} are not a valid camera")
-    return {
-        "height": int(height),
-        "width": int(width),
-        "distortion_model": "plumb_bob",
-        "d": np.zeros(5, dtype=np.float64),
-        "k": np.array([fx, 0.0, u0, 0.0, fy, v0, 0.0, 0.0, 1.0]),
-        "r": np.eye(3).ravel(),
-        "p": np.array([fx, 0.0, u0, 0.0, 0.0, fy, v0, 0.0, 0.0, 0.0, 1.0, 0.0]),
-    }
+    try:
+        return CameraCalibration.from_intrinsics(fx, fy, u0, v0, width, height, source=str(source)).fields()
+    except CalibrationError as e:
+        raise DatasetError(f"{source}: intrinsics fx={fx}, fy={fy}, u0={u0}, v0={v0} are not a valid camera") from e
 
 
 def frame_stamps(frames: list[Frame | ValidationFrame], options: ConvertOptions) -> tuple[list[int], str]:
@@ -253,6 +300,8 @@ def select_frames(root: str | os.PathLike, options: ConvertOptions) -> list[Fram
     """The frames :func:`convert` writes: the chosen sequences of the split (validation layout: the
     chosen sets, in set order then numeric order), cut to ``limit``."""
     layout = detect_layout(root) if options.layout == "auto" else options.layout
+    if layout == "source":
+        raise DatasetError(f"{root} is an image source, not a dataset with labels (LostAndFound, Validation_Dataset)")
     if layout == "validation":
         frames = _validation_frames(Path(root), options.sequences)
         return frames[: options.limit] if options.limit else frames
@@ -275,6 +324,7 @@ class _FrameWriter:
         self.o = options
         self.types = typestore().types
         self.converter = ImageConverter()
+        self.calibration = CameraCalibration.from_yaml(options.camera_info) if options.camera_info else None
 
     def header(self, ns: int) -> object:
         sec, nanosec = split_ns(ns)
@@ -283,10 +333,12 @@ class _FrameWriter:
             stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=self.o.frame_id
         )
 
-    def image(self, frame: Frame | ValidationFrame, ns: int) -> tuple[object, int, int]:
+    def image(self, frame: Frame | ValidationFrame | SourceImage, ns: int) -> tuple[object, int, int]:
         """The image message and the image's ``(height, width)``."""
         t = self.types
-        if self.o.image_format == "png":
+        decoded = isinstance(frame, SourceImage)
+        png_file = frame.image is not None and frame.image.suffix.lower() == ".png"
+        if self.o.image_format == "png" and (png_file or not decoded):  # the file's own bytes
             data = np.fromfile(frame.image, dtype=np.uint8)
             size = compressed_size(data)
             if size is None or data[:8].tobytes() != b"\x89PNG\r\n\x1a\n":
@@ -296,12 +348,12 @@ class _FrameWriter:
             )
             return msg, size[0], size[1]
         try:
-            rgb = read_rgb(frame.image)
+            rgb = frame.rgb if decoded else read_rgb(frame.image)
         except OSError as e:
             raise DatasetError(str(e)) from e
         h, w = rgb.shape[:2]
-        if self.o.image_format == "jpeg":
-            built = self.converter.to_compressed(rgb, "jpeg", quality=self.o.jpeg_quality)
+        if self.o.image_format in ("jpeg", "png"):
+            built = self.converter.to_compressed(rgb, self.o.image_format, quality=self.o.jpeg_quality)
             data = np.frombuffer(built.data, dtype=np.uint8)
             return t["sensor_msgs/msg/CompressedImage"](header=self.header(ns), format=built.format, data=data), h, w
         pixels = rgb if self.o.encoding == "rgb8" else np.ascontiguousarray(rgb[..., ::-1])
@@ -317,32 +369,41 @@ class _FrameWriter:
         )
         return msg, h, w
 
-    def camera_info(self, frame: Frame | ValidationFrame, ns: int, height: int, width: int) -> object | None:
+    def camera_info(
+        self, frame: Frame | ValidationFrame | SourceImage, ns: int, height: int, width: int
+    ) -> object | None:
         camera = frame.camera()
-        if camera is None:
+        if camera is not None:
+            fields = camera_info_fields(camera, height, width, frame.camera_file)
+        elif self.calibration is not None:
+            fields = self.calibration.fields()
+        elif isinstance(frame, SourceImage):
+            fields = CameraCalibration.default(width, height).fields()
+        else:
             return None
         t = self.types
-        fields = camera_info_fields(camera, height, width, frame.camera_file)
         roi = t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
         return t["sensor_msgs/msg/CameraInfo"](header=self.header(ns), binning_x=0, binning_y=0, roi=roi, **fields)
 
 
 def _write_bag(
     path: Path,
-    frames: list[Frame | ValidationFrame],
-    stamps: list[int],
-    root: Path,
+    items: Iterable[tuple[Frame | ValidationFrame | SourceImage, int]],
+    index: dict,
     options: ConvertOptions,
     progress: tqdm | None,
-) -> list[str]:
+) -> tuple[list[tuple[int, str, str]], list[str]]:
+    """Write ``(frame, stamp)`` items and the frame index (``index`` plus the frames); returns the
+    ``(stamp, sequence, name)`` entries written and the names of frames without CameraInfo."""
     fw = _FrameWriter(options)
-    without_camera = []
+    without_camera: list[str] = []
+    written: list[tuple[int, str, str]] = []
     qos = [make_qos(reliable=True, depth=10)]
     with bag_writer(path, options.storage) as bag:
         bag: BagWriter
         bag.add_topic(options.info_topic, "sensor_msgs/msg/CameraInfo", qos)
         bag.add_topic(options.image_topic_written, options.image_msgtype, qos)
-        for frame, ns in zip(frames, stamps, strict=True):
+        for frame, ns in items:
             image, h, w = fw.image(frame, ns)
             info = fw.camera_info(frame, ns, h, w)
             if info is None:
@@ -350,26 +411,40 @@ def _write_bag(
             else:
                 bag.write(options.info_topic, ns, info)
             bag.write(options.image_topic_written, ns, image)
+            written.append((ns, frame.sequence, frame.name))
             if progress is not None:
                 progress.update(1)
+        if not written:
+            raise DatasetError(f"no frames to write into {path}")
         index = {
-            "layout": "validation" if isinstance(frames[0], ValidationFrame) else "lostandfound",
-            "root": str(root.resolve()),
+            **index,
             "split": options.split,
             "image_topic": options.image_topic_written,
             "info_topic": options.info_topic,
-            "frames": [[ns, f.sequence, f.name] for f, ns in zip(frames, stamps, strict=True)],
+            "frames": [list(entry) for entry in written],
         }
         bag.set_custom_data(INDEX_KEY, json.dumps(index, separators=(",", ":")))
-    return without_camera
+    return written, without_camera
+
+
+def _rate_stamps(options: ConvertOptions) -> Iterator[int]:
+    """``start_time + i / rate`` in ns, for i = 0, 1, ..."""
+    start, i = round(options.start_time * 1e9), 0
+    while True:
+        yield start + round(i * 1e9 / options.rate)
+        i += 1
 
 
 def convert(
     root: str | os.PathLike, out: str | os.PathLike, options: ConvertOptions | None = None, progress: bool = True
 ) -> list[ConvertedBag]:
-    """Write the bag(s) of a dataset tree; see the module docstring. Returns one entry per bag."""
+    """Write the bag(s) of a dataset tree or an image source; see the module docstring. Returns one
+    entry per bag."""
     options = options or ConvertOptions()
     root, out = Path(root), Path(out)
+    layout = detect_layout(root) if options.layout == "auto" else options.layout
+    if layout == "source":
+        return [_convert_source(str(root), out, options, progress)]
     frames = select_frames(root, options)
     stamps, source = frame_stamps(frames, options)
     if options.per_sequence:
@@ -385,12 +460,33 @@ def convert(
         jobs = [(out, list(range(len(frames))))]
         out.parent.mkdir(parents=True, exist_ok=True)
     results = []
+    index = {"layout": layout, "root": str(root.resolve())}
     with tqdm(total=len(frames), desc="convert", unit="frame", disable=not progress) as bar:
         for path, idx in jobs:
-            sel = [frames[i] for i in idx]
-            missing_cam = _write_bag(path, sel, [stamps[i] for i in idx], root, options, bar)
-            results.append(ConvertedBag(path, len(sel), sorted({f.sequence for f in sel}), source, missing_cam))
+            items = [(frames[i], stamps[i]) for i in idx]
+            _, missing_cam = _write_bag(path, items, index, options, bar)
+            sequences = sorted({f.sequence for f, _ in items})
+            results.append(ConvertedBag(path, len(items), sequences, source, missing_cam))
     return results
+
+
+def _convert_source(spec: str, out: Path, options: ConvertOptions, progress: bool) -> ConvertedBag:
+    """One bag of an image source's frames (``out/<label>``, or ``out`` itself without ``per_sequence``)."""
+    if options.timestamps == "files":
+        raise DatasetError(f"{spec} is an image source without timestamp files; use --timestamps rate (or auto)")
+    with open_source(spec) as source:  # opened here first: a bad source fails before anything is written
+        label, total = source.label, source.length
+    path = out / label if options.per_sequence else out
+    if path.exists():
+        raise BagError(f"{path} exists already; remove it or choose another output folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if options.limit is not None:
+        total = min(total, options.limit) if total is not None else options.limit
+    index = {"layout": "source", "root": spec}
+    with tqdm(total=total, desc="convert", unit="frame", disable=not progress) as bar:
+        items = zip(_source_frames(spec, options), _rate_stamps(options), strict=False)
+        written, missing_cam = _write_bag(path, items, index, options, bar)
+    return ConvertedBag(path, len(written), [label], f"rate {options.rate:g} Hz", missing_cam)
 
 
 def read_index(info: dict, bag: object = "bag") -> dict:
@@ -420,12 +516,15 @@ def labelled_frames(
     The dataset root comes from the index unless ``data_root`` is given. LostAndFound labels are
     mapped with the test protocol (free space 0, hazards 1, the rest void; ``non_hazards`` as in
     :func:`pebal_core.data.lostandfound.eval_lut`); Validation_Dataset labels with the bundle's
-    own convention (RoadAnomaly's 2 -> 1).
+    own convention (RoadAnomaly's 2 -> 1); frames of an image source are unlabelled.
     """
     listed: dict[tuple[str, str, str], dict[str, LabelledFrame]] = {}
     lut_ids, lut_train = eval_lut(non_hazards), eval_lut(non_hazards, train_ids=True)
     out = {}
     for ns, (layout, root, split, sequence, name) in entries.items():
+        if layout == "source":  # an image source has no labels: its frames count as unlabelled
+            out[ns] = LabelledFrame(name, sequence, Path(root), False, lambda: None)
+            continue
         root = str(data_root) if data_root is not None else root
         key = (layout, root, split if layout == "lostandfound" else sequence)
         if key not in listed:

@@ -11,6 +11,15 @@ skipping messages.
 Publisher QoS follows the bag's offered QoS profile of each topic (reliability, durability,
 depth), as ``ros2 bag play`` does; topics recorded without one are published reliable,
 volatile, keep-last 10.
+
+With ``clock`` (Hz) the player also publishes ``rosgraph_msgs/Clock`` on ``/clock`` from the bag's
+time, as ``ros2 bag play --clock`` does, so that nodes with ``use_sim_time`` live in bag time: the
+clock starts at the first played message's bag time (published from the moment the publishers
+exist, through ``wait_for_subscribers`` and ``delay``), advances ``rate`` times as fast as the wall
+clock between messages (never past the next message's time), and is published at exactly each
+message's bag time right before that message. Shortened pauses (``max_gap``) make it jump forward;
+``loops`` make it jump back to the start. ``wait_for_subscribers`` then also waits for a ``/clock``
+subscriber (a node with ``use_sim_time`` has one).
 """
 
 from __future__ import annotations
@@ -25,10 +34,14 @@ import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosReliability
+from rosgraph_msgs.msg import Clock
 
 from pebal_ros.bag_storage import BagError, BagReader
 
 NODE_NAME = "pebal_bag_play"
+CLOCK_TOPIC = "/clock"
+DEFAULT_CLOCK_HZ = 40.0
+"""``--clock`` without a rate publishes this often (``ros2 bag play``'s default)."""
 
 
 def message_class(msgtype: str) -> type:
@@ -91,6 +104,8 @@ class PlayOptions:
     node and a recorder on one topic, so that the recorder cannot miss the first messages."""
     delay: float = 0.0
     """Seconds to sleep after the publishers are created (and matched) before the first message."""
+    clock: float | None = None
+    """Publish ``/clock`` from the bag's time this many times per second (None = no clock)."""
 
     def __post_init__(self) -> None:
         if not self.rate > 0:
@@ -103,6 +118,8 @@ class PlayOptions:
             raise ValueError(f"max gap must be > 0 seconds, got {self.max_gap}")
         if self.wait_for_subscribers < 0 or self.delay < 0:
             raise ValueError("wait and delay times must be >= 0 seconds")
+        if self.clock is not None and not 0 < self.clock <= 10_000:
+            raise ValueError(f"the clock rate must be in (0, 10000] Hz, got {self.clock}")
         bad = {t: n for t, n in self.subscribers.items() if not t.startswith("/") or int(n) < 1}
         if bad:
             raise ValueError(f"subscriber counts need absolute topics and counts >= 1, got {bad}")
@@ -151,6 +168,13 @@ class Player:
             )
             for t in wanted
         }
+        self.clock_publisher = None
+        if self.options.clock is not None:
+            if CLOCK_TOPIC in [self.publishers[t].topic_name for t in wanted]:
+                raise ValueError(f"the bag has a {CLOCK_TOPIC} topic: leave it out with --topics to publish --clock")
+            self.clock_publisher = self.node.create_publisher(Clock, CLOCK_TOPIC, QoSProfile(depth=1))
+        self._clock_period = 1.0 / self.options.clock if self.options.clock else None
+        self._next_tick = 0.0
 
     def stop(self) -> None:
         """Ask a running :meth:`play` to return after the message in flight."""
@@ -159,14 +183,41 @@ class Player:
     def close(self) -> None:
         self.node.destroy_node()
 
-    def _wait_for_subscribers(self) -> None:
+    def _publish_clock(self, bag_ns: int) -> None:
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = divmod(int(bag_ns), 1_000_000_000)
+        self.clock_publisher.publish(msg)
+        self._next_tick = time.monotonic() + self._clock_period
+
+    def _sleep(self, seconds: float, bag_ns: int = 0, bag_limit_ns: int = 0) -> bool:
+        """Wait ``seconds`` (False when stopped meanwhile). With a clock: publish it every period,
+        advancing from ``bag_ns`` at ``rate`` bag seconds per second, never past ``bag_limit_ns``."""
+        if self.clock_publisher is None:
+            return seconds <= 0 or not self._stop.wait(seconds)
+        t0 = time.monotonic()
+        end = t0 + seconds
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                return True
+            if self._stop.wait(max(0.0, min(end, self._next_tick) - now)):
+                return False
+            now = time.monotonic()
+            if now >= self._next_tick and now < end:
+                advanced = bag_ns + round((now - t0) * self.options.rate * 1e9)
+                self._publish_clock(min(advanced, max(bag_limit_ns, bag_ns)))
+
+    def _wait_for_subscribers(self, bag_ns: int) -> None:
         timeout = self.options.wait_for_subscribers
         if timeout <= 0:
             return
         deadline = time.monotonic() + timeout
-        need = {p.topic_name: int(self.options.subscribers.get(p.topic_name, 1)) for p in self.publishers.values()}
+        publishers = list(self.publishers.values())
+        if self.clock_publisher is not None:
+            publishers.append(self.clock_publisher)
+        need = {p.topic_name: int(self.options.subscribers.get(p.topic_name, 1)) for p in publishers}
         while True:
-            counts = {p.topic_name: p.get_subscription_count() for p in self.publishers.values()}
+            counts = {p.topic_name: p.get_subscription_count() for p in publishers}
             lacking = [t for t, n in counts.items() if n < need[t]]
             if not lacking:
                 return
@@ -179,16 +230,20 @@ class Player:
                     f"{what} after {timeout:g} s; start the consumer first, "
                     "check remaps and ROS_DOMAIN_ID, or leave those topics out with --topics"
                 )
-            if self._stop.wait(0.02):
+            if not self._sleep(0.02, bag_ns, bag_ns):
                 return
 
     def play(self, keep_schedule: bool = False) -> PlayResult:
         """Publish the bag (``loops`` times); returns counts (and, with ``keep_schedule``, the schedule)."""
         o = self.options
-        self._wait_for_subscribers()
-        if o.delay:
-            self._stop.wait(o.delay)
         first_ns = self.start_ns + round(o.start_offset * 1e9) if o.start_offset else None
+        start_bag_ns = 0
+        if self.clock_publisher is not None:
+            start_bag_ns = self._first_message_ns(first_ns)
+            self._publish_clock(start_bag_ns)
+        self._wait_for_subscribers(start_bag_ns)
+        if o.delay:
+            self._sleep(o.delay, start_bag_ns, start_bag_ns)
         published = dict.fromkeys((self.publishers[t].topic_name for t in self.topics), 0)
         schedule: list[tuple[str, int, float, float]] | None = [] if keep_schedule else None
         t_start = time.monotonic()
@@ -199,6 +254,13 @@ class Player:
             loops += 1
             due_base = loop_end
         return PlayResult(published, loops, time.monotonic() - t_start, schedule or [])
+
+    def _first_message_ns(self, first_ns: int | None) -> int:
+        """Bag time of the first message played (from ``first_ns`` on)."""
+        with BagReader(self.bag) as reader:
+            for _, ts, _ in reader.messages(self.topics, start_ns=first_ns):
+                return ts
+        return first_ns or self.start_ns
 
     def _play_once(
         self, first_ns: int | None, t_start: float, due_base: float, published: dict, schedule: list | None
@@ -214,11 +276,13 @@ class Player:
                 gap = 0.0 if prev_ns is None else (ts - prev_ns) / 1e9
                 if o.max_gap is not None:
                     gap = min(gap, o.max_gap)
-                prev_ns = ts
                 due += gap / o.rate
                 wait = t_start + due - time.monotonic()
-                if wait > 0 and self._stop.wait(wait):
+                if not self._sleep(wait, prev_ns if prev_ns is not None else ts, ts):
                     break
+                prev_ns = ts
+                if self.clock_publisher is not None:
+                    self._publish_clock(ts)
                 pub = self.publishers[conn.topic]
                 pub.publish(data)
                 published[pub.topic_name] += 1

@@ -428,6 +428,43 @@ class BagReader:
             ) from e
 
 
+@dataclass(frozen=True)
+class BagInfo:
+    """What ``pebal_bag info`` shows of a bag (``ros2 bag info``'s fields)."""
+
+    path: Path
+    storage: str
+    """Storage plugin (``mcap``, ``sqlite3``)."""
+    files: tuple[Path, ...]
+    size_bytes: int
+    start_ns: int
+    """Bag time of the first message (ns since the epoch), as ``metadata.yaml`` states it."""
+    duration_ns: int
+    """Last message's bag time minus the first's (ns), as ``metadata.yaml`` states it."""
+    messages: int
+    topics: tuple[TopicSummary, ...]
+    custom_data: tuple[str, ...]
+    """Keys of ``metadata.yaml`` ``custom_data``."""
+
+
+def bag_info(path: str | os.PathLike) -> BagInfo:
+    """Storage, files, size, time span and per-topic types and counts of a bag (checked as :class:`BagReader` does)."""
+    with BagReader(path) as reader:
+        topics = tuple(reader.topics().values())
+        files = tuple(reader.path / name for name in reader.info.get("relative_file_paths") or ())
+        return BagInfo(
+            path=reader.path,
+            storage=str(reader.info.get("storage_identifier", "?")),
+            files=files,
+            size_bytes=sum(f.stat().st_size for f in files if f.is_file()),
+            start_ns=int(reader.info.get("starting_time", {}).get("nanoseconds_since_epoch", reader.start_ns)),
+            duration_ns=int(reader.info.get("duration", {}).get("nanoseconds", reader.duration_ns)),
+            messages=sum(t.count for t in topics),
+            topics=topics,
+            custom_data=tuple(reader.custom_data),
+        )
+
+
 def find_bags(path: str | os.PathLike) -> list[Path]:
     """``path`` itself when it is a bag, else the bags directly inside it (sorted); none is an error."""
     path = Path(path)

@@ -7,15 +7,16 @@ picks sets); the model is the shipped default one unless ``--model`` names anoth
 
 1. **convert** the frames into one bag (``<out>/bags/input``; :mod:`pebal_ros.bag_convert`);
 2. start the perception node as its console script ``pebal_node`` (namespace ``/pebal``, reliable
-   input QoS, camera topics remapped to the bag's) and ``pebal_bag record`` of
+   input QoS, camera topics remapped to the bag's, ``use_sim_time``) and ``pebal_bag record`` of
    ``/pebal/anomaly_score``, ``/pebal/anomaly_overlay``, ``/pebal/semantic`` (the alarm region),
    the CameraInfo topic (latency reference) and ``/diagnostics`` (``<out>/bags/output``), and wait
    until the ROS graph shows the recorder subscribed to all of them and the node subscribed to the
    camera topics and publishing the recorded outputs (:class:`GraphWatch`);
-3. ``pebal_bag play`` the input bag into the node at the recorded pace times ``--rate``
+3. ``pebal_bag play --clock`` the input bag into the node at the recorded pace times ``--rate``
    (``auto``: slowed down, never sped up, so that the node can keep up with every frame on this
    machine — three timed inferences decide), once both the node and the recorder subscribe to the
-   CameraInfo topic (on a loaded machine discovery can take longer than any fixed delay);
+   CameraInfo topic and the node to ``/clock`` (on a loaded machine discovery can take longer than
+   any fixed delay); the node's clock is the bag's, so its latencies are in bag time;
 4. stop the recorder and the node, **score** the recording against the labels
    (:mod:`pebal_ros.bag_score`: PEBAL from the node, MaxLogit offline on the same frames with the
    same model; obstacle-level alarm counts at the operating point the node runs, resolved from the
@@ -38,7 +39,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pebal_core.console import run_reporting_errors
+from pebal_core.console import plain_text, run_reporting_errors
 from pebal_core.fileio import atomic_write_text
 
 if TYPE_CHECKING:
@@ -67,7 +67,6 @@ GIF_WIDTH = 640
 """GIF frames wider than this are scaled down."""
 SHEET_WIDTH = 480
 """Width of each frame on a ``--sheet`` picture (pixels)."""
-PROFILE = "fastdds_large_images.xml"
 AUTO_MARGIN = 2.0
 """``--rate auto`` leaves the node this many times its measured inference time per frame."""
 
@@ -85,24 +84,15 @@ def _script(name: str, module: str) -> list[str]:
     return [found] if found else [sys.executable, "-m", module]
 
 
-def large_image_profile() -> Path | None:
-    """``config/fastdds_large_images.xml`` of a source checkout or a colcon install (None if neither)."""
-    parents = Path(__file__).resolve().parents
-    candidates = [parents[1] / "config" / PROFILE]  # source checkout / editable install
-    if len(parents) > 4:  # <prefix>/lib/pythonX.Y/site-packages/pebal_ros/demo.py
-        candidates.append(parents[4] / "share" / "pebal_ros" / "config" / PROFILE)
-    return next((c for c in candidates if c.is_file()), None)
-
-
 def ros_environment() -> dict[str, str]:
     """This process's environment with DDS kept on this machine, on a random domain, with the Fast DDS
-    large-image profile (README "Large images"), each unless the user set it already."""
+    large-image profile (:func:`pebal_ros.dds_profile.apply_profile`), each unless the user set it already."""
+    from pebal_ros.dds_profile import apply_profile
+
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
-    profile = large_image_profile()
-    if profile is not None and env.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") == "rmw_fastrtps_cpp":
-        env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
+    apply_profile(env)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -175,29 +165,19 @@ def write_overlays(output_bag: Path, index: dict, out: Path, fps: float) -> tupl
     """PNG per overlay frame (named after the frame) and an animated GIF; returns (count, gif path)."""
     from PIL import Image as PILImage
 
-    from pebal_core.images import write_rgb
-    from pebal_ros.bag_storage import BagReader, stamp_ns
-    from pebal_ros.conversions import ImageConverter
+    from pebal_ros.bag_export import export_images
+    from pebal_ros.bag_storage import BagReader
 
-    folder = out / "overlays"
-    folder.mkdir(parents=True, exist_ok=True)
-    names = {ns: name for ns, _, name in index["frames"]}
-    converter = ImageConverter()
-    frames = []
     topic = f"{NAMESPACE}/anomaly_overlay"
     with BagReader(output_bag) as reader:
         if topic not in reader.topics():
             return 0, None
-        for i, (conn, _, data) in enumerate(reader.messages([topic])):
-            msg = reader.deserialize(data, conn, i)
-            ns = stamp_ns(msg.header.stamp)
-            rgb = converter.to_rgb(msg)
-            write_rgb(folder / f"{names.get(ns, str(ns))}.png", rgb)
-            frames.append((ns, rgb))
+    names = {ns: name for ns, _, name in index["frames"]}
+    frames = export_images(output_bag, topic, out / "overlays", names)
     if not frames:
         return 0, None
     frames.sort(key=lambda f: f[0])
-    pictures = [_scaled(PILImage.fromarray(rgb)) for _, rgb in frames]
+    pictures = [_scaled(PILImage.fromarray(rgb)) for _, _, rgb in frames]
     gif = out / "anomaly_overlay.gif"
     tmp = out / ".anomaly_overlay.gif.partial"
     pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=round(1000 / fps), loop=0)
@@ -492,12 +472,17 @@ def start_node_and_recorder(
         "-r", f"image/compressed:={IMAGE_TOPIC}/compressed",
         "-r", f"camera_info:={INFO_TOPIC}",
         "-p", f"model:={run.model}",
-        "-p", "input_reliability:=reliable",
+        "-p", "use_sim_time:=true",  # the player's /clock: stamps and latencies in bag time
         "-p", f"subscribe_compressed:={'false' if args.image_format == 'raw' else 'true'}",
     ]  # fmt: skip
+    for topic in (IMAGE_TOPIC, f"{IMAGE_TOPIC}/compressed", INFO_TOPIC):  # reliable: the bag's frames all count
+        node_cmd += ["-p", f"qos_overrides.{topic}.subscription.reliability:=reliable"]
     if run.input_size:
         node_cmd += ["-p", f"input_height:={run.input_size[0]}", "-p", f"input_width:={run.input_size[1]}"]
-    for param in args.node_param or ():
+    # the longest wall-clock pause of the slowed-down playback (between sequences) is no silent camera
+    silence = min(3600.0, max(5.0, 2 * args.max_gap / run.rate))
+    node_cmd += ["-p", f"input_timeout:={silence:.1f}"]
+    for param in args.node_param or ():  # after the demo's own: a --node-param wins
         node_cmd += ["-p", param]
     outputs = [f"{NAMESPACE}/{name}" for name in RECORDED]
     record_cmd = [
@@ -529,7 +514,7 @@ def play_input(
     recorder match its CameraInfo publisher), then stop the recorder and the node."""
     play_cmd = [
         *_script("pebal_bag", "pebal_ros.bag"), "play", str(run.input_bag), "--rate", f"{run.rate:.6g}",
-        "--max-gap", str(args.max_gap),
+        "--max-gap", str(args.max_gap), "--clock",
         "--wait-for-subscribers", "120", "--subscribers", f"{INFO_TOPIC}:2", "--delay", "1.0",
     ]  # fmt: skip
     with _timed(run, "play + record"):
@@ -662,10 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pebal_ros.bag import _size
     from pebal_ros.bag_storage import STORAGES
 
-    text = re.sub(r":\w+:`([^`]+)`", r"\1", __doc__.split(": ", 1)[1]).replace("``", "").replace("**", "")
     p = argparse.ArgumentParser(
         prog="pebal_demo",
-        description=text[0].upper() + text[1:],
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -680,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint for the node, or a shipped model's name: default (the real-camera model; the default) "
         "or synthetic (see `pebal models`)",
     )
-    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
+    p.add_argument("-o", "--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
     p.add_argument("--split", default="test", help="dataset split (default: test)")
     p.add_argument("--sequence", action="append", help="only this sequence (Validation_Dataset: set; repeatable)")
     p.add_argument("--frames", type=int, help="at most this many frames")

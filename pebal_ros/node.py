@@ -29,10 +29,12 @@ the Predictor (which sizes the network input: ``input_height`` x ``input_width``
 size, else the frame's bounded by ``max_network_pixels``), builds the frame's context once
 (:class:`~pebal_ros.node_outputs.NodeFrame`: header, intrinsics, operating point) and publishes each
 wanted output from it (:data:`~pebal_ros.node_outputs.OUTPUTS_TABLE`). Outputs that are disabled,
-or (``compute_only_subscribed``) have no subscriber, are not computed; with none wanted the frame is
-not run at all. Alarms run at the model's stored operating point (:mod:`pebal_core.alarms`);
-``score_threshold``, ``alarms.*`` and ``persistence.*`` override its parts when set, and the log and
-/diagnostics then say that the stored point no longer applies as it was chosen.
+or (``compute_only_subscribed``) have no subscriber, are not computed (the overlay is not drawn,
+the grid not projected); with none wanted the frame is not run at all. The alarm chain runs on
+every frame that is run, so its persistence state never depends on who subscribes. Alarms run at
+the model's stored operating point (:mod:`pebal_core.alarms`); ``score_threshold``, ``alarms.*``
+and ``persistence.*`` override its parts when set, and the log and /diagnostics then say that the
+stored point no longer applies as it was chosen.
 
 Faults are reported, never silent (:mod:`pebal_ros.node_diagnostics`): a failing frame is counted
 and logged and the worker goes on; /diagnostics says ERROR when the worker stopped or a frame is
@@ -56,6 +58,7 @@ import rclpy
 import rclpy.utilities
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -69,6 +72,7 @@ from pebal_core.alarms.frame import FrameContext
 from pebal_core.alarms.pipeline import AlarmPipeline
 from pebal_core.runtime import Predictor
 from pebal_ros.conversions import ImageError, make_converter
+from pebal_ros.dds_profile import apply_profile, lost_frames_text, profile_note
 from pebal_ros.mailbox import Frame, LatestFrame
 from pebal_ros.node_diagnostics import (
     LATENCY_WINDOW_MS,
@@ -90,10 +94,10 @@ from pebal_ros.node_parameters import (
     check_value,
     load_predictor,
     parameters_help,
-    qos_profile,
     settings_from,
 )
 from pebal_ros.occupancy import camera_intrinsics
+from pebal_ros.qos import advertise, subscribe, warn_deprecated_aliases
 from pebal_ros.stop_request import StopRequest
 
 NODE_NAME = "pebal_node"
@@ -146,18 +150,18 @@ class PebalNode(Node):
         self._announce_point()
         self.add_post_set_parameters_callback(self._apply)
 
-        qos_in, qos_out = qos_profile(p["input_reliability"]), qos_profile(p["output_reliability"])
-        self._outputs = {name: self.create_publisher(OUTPUT_TYPES[name], name, qos_out) for name in OUTPUTS}
+        warn_deprecated_aliases(self.get_logger(), p)
+        qos_in, qos_out = p["input_reliability"], p["output_reliability"]  # qos_overrides.<topic>.* win
+        self._outputs = {name: advertise(self, OUTPUT_TYPES[name], name, qos_out) for name in OUTPUTS}
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._image_subs = [self.create_subscription(Image, "image", self._on_image, qos_in)]
+        self._image_subs = [subscribe(self, Image, "image", self._on_image, qos_in)]
         if p["subscribe_compressed"]:
-            self._image_subs.append(
-                self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos_in)
-            )
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_in)
+            self._image_subs.append(subscribe(self, CompressedImage, "image/compressed", self._on_image, qos_in))
+        subscribe(self, CameraInfo, "camera_info", self._on_camera_info, qos_in)
         self._stats.last_report = (time.monotonic(), 0, 0)
         self._silence = InputSilence()
-        self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
+        steady = Clock(clock_type=ClockType.STEADY_TIME)  # diagnostics go on when /clock stops (use_sim_time)
+        self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics, clock=steady)
         self._worker = threading.Thread(target=self._work, name="pebal_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -186,6 +190,8 @@ class PebalNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply(self, params: list[Parameter]) -> None:
+        if not (params := [q for q in params if not q.name.startswith("qos_overrides.")]):
+            return  # rclpy declaring the read-only QoS overrides at start-up
         previous = self._settings.point
         self._settings = settings_from(self._values(), self.predictor.metadata)
         changed = ", ".join(f"{p.name}={p.value}" for p in params)
@@ -212,12 +218,7 @@ class PebalNode(Node):
         gap = self._sequence.gap(info)
         self._stats.arrived(time.monotonic(), self._slot.put(Frame(msg, time.perf_counter())), gap)
         if gap:
-            self._warn(
-                "lost",
-                f"{gap} frame(s) lost before reaching the node (gap in the publisher's sequence numbers): the "
-                "transport dropped them (best_effort QoS and large images) or they were overwritten in the "
-                "depth-1 queue before the executor took them",
-            )
+            self._warn("lost", lost_frames_text(gap, len(msg.data)))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._info_lock:
@@ -317,8 +318,7 @@ class PebalNode(Node):
         stamp = f.header.stamp
         processing_ms = (time.perf_counter() - frame.received) * 1e3
         latency = stamp_latency_ms(self.get_clock().now().nanoseconds, stamp.sec, stamp.nanosec)
-        alarms = f.computed_alarms
-        obstacles = None if alarms is None else len(alarms.obstacles)
+        obstacles = len(f.alarms.obstacles)  # the chain runs on every frame, whoever subscribes
         if not self._stats.frame_done(published, inference_ms, processing_ms, latency, obstacles):
             self._warn(
                 "stamp",
@@ -424,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.parse_args(user_args)
     stop = StopRequest()
+    profile = apply_profile()  # before rclpy.init: Fast DDS reads it when the participant is created
     # rclpy's own handlers would raise KeyboardInterrupt wherever the main thread is, shutdown included
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     try:
@@ -436,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pebal_node: error: {e}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    node.get_logger().info(profile_note(profile))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

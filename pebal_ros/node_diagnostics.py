@@ -193,9 +193,9 @@ class Stats:
             self.last_problem = text
 
     def frame_done(
-        self, published: list[str], inference_ms: float, processing_ms: float, latency_ms: float, obstacles: int | None
+        self, published: list[str], inference_ms: float, processing_ms: float, latency_ms: float, obstacles: int
     ) -> bool:
-        """Count a processed frame (``obstacles`` None: the alarm chain did not run); False when its
+        """Count a processed frame (``obstacles``: how many its alarm chain found); False when its
         latency lies outside :data:`LATENCY_WINDOW_MS` (a bad stamp, not averaged in)."""
         sane = LATENCY_WINDOW_MS[0] <= latency_ms <= LATENCY_WINDOW_MS[1]
         with self.lock:
@@ -210,10 +210,9 @@ class Stats:
             else:
                 self.bad_stamps += 1
                 self._problem(f"bad header stamp: node clock - stamp = {latency_ms / 1e3:.6g} s")
-            if obstacles is not None:
-                self.obstacles_last = obstacles
-                self.obstacles_total += obstacles
-                self.frames_with_obstacles += int(obstacles > 0)
+            self.obstacles_last = obstacles
+            self.obstacles_total += obstacles
+            self.frames_with_obstacles += int(obstacles > 0)
         return sane
 
 

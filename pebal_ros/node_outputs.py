@@ -5,8 +5,11 @@ The node builds a :class:`NodeFrame` once per camera frame (the input header, th
 intrinsics read once and the ground homography, and the settings) and calls the function of each
 wanted output in :data:`OUTPUTS_TABLE`, in the order of :data:`pebal_ros.node_parameters.OUTPUTS`.
 Each returns the message to publish, or raises :class:`OutputUnavailable` when it cannot be made
-(``anomaly_grid`` without usable intrinsics): the node warns and goes on. The alarm chain runs at
-most once per frame, and only when an output that needs it is wanted (:attr:`NodeFrame.alarms`).
+(``anomaly_grid`` without usable intrinsics): the node warns and goes on. The alarm chain runs
+once per processed frame (:attr:`NodeFrame.alarms`): when an output first needs it, else after the
+outputs are published, so its persistence state sees every frame and the alarms do not depend on
+which outputs have subscribers. The overlay, the grid and every message are made only for wanted
+outputs.
 
 Every image output carries the input header unchanged; the ground outputs keep its stamp and use
 ``grid.frame_id``.
@@ -83,11 +86,6 @@ class NodeFrame:
     def alarms(self) -> AlarmFrame:
         """This frame's alarms (region, persistence, obstacles), computed on first use."""
         return self.alarm_chain.process(self.frame)
-
-    @property
-    def computed_alarms(self) -> AlarmFrame | None:
-        """The alarms if an output needed them, else None."""
-        return self.__dict__.get("alarms")
 
     def image(self, array: np.ndarray, encoding: str) -> Image:
         return self.converter.to_image(array, encoding, self.header)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from pebal_core.alarms.ego_mask import SPEC_HELP as EGO_SPEC_HELP
 from pebal_core.alarms.ego_mask import EgoMask, cached_ego_mask
@@ -31,7 +30,7 @@ from pebal_core.alarms.region import REGIONS
 from pebal_core.backends import BACKENDS as BACKEND_REGISTRY
 from pebal_core.calibration import DEFAULT_PROBABILITY_SCALE
 from pebal_core.ground import CameraMount, GroundGrid
-from pebal_core.model_store import is_model_name, model_names, resolve_model
+from pebal_core.model_store import UnknownModelError, is_model_name, model_names, resolve_model
 from pebal_core.models import list_models
 from pebal_core.onnx_contract import MAX_SIDE
 from pebal_core.protocols import MAX_NETWORK_PIXELS
@@ -39,6 +38,7 @@ from pebal_core.runtime import Predictor
 from pebal_core.visualize import OVERLAY_ALPHA
 from pebal_ros.conversions import CONVERSION_METHODS, DEFAULT_MAX_PIXELS
 from pebal_ros.obstacle_msgs import DETECTIONS_AVAILABLE
+from pebal_ros.qos import INPUT_RELIABILITY, OUTPUT_RELIABILITY, RELIABILITY
 
 IMAGE_OUTPUTS = ("semantic", "semantic_color", "anomaly_score", "anomaly_mask", "anomaly_overlay")
 ALL_OUTPUTS = (*IMAGE_OUTPUTS, "anomaly_grid", "obstacles", "obstacle_detections")
@@ -47,7 +47,6 @@ OUTPUTS = ALL_OUTPUTS if DETECTIONS_AVAILABLE else ALL_OUTPUTS[:-1]
 """Output topics of this install, in publishing order (``obstacle_detections`` needs vision_msgs)."""
 BACKENDS = tuple(BACKEND_REGISTRY)
 """Names the ``backend`` parameter takes: those of :data:`pebal_core.backends.BACKENDS`."""
-RELIABILITY = ("best_effort", "reliable")
 _DEVICE = re.compile(r"^(cpu|(cuda|tensorrt)(:\d+)?)$")
 _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER}
 _TYPES |= {float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
@@ -162,8 +161,20 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         bounds=(1, 1 << 28),
     ),
     ParamSpec("subscribe_compressed", False, "also subscribe to image/compressed (JPEG/PNG)", True),
-    ParamSpec("input_reliability", "best_effort", "QoS reliability of the inputs (depth 1)", True, choices=RELIABILITY),
-    ParamSpec("output_reliability", "reliable", "QoS reliability of the outputs (depth 1)", True, choices=RELIABILITY),
+    ParamSpec(
+        "input_reliability",
+        INPUT_RELIABILITY,
+        "deprecated alias: default QoS reliability of all inputs; use qos_overrides.<topic>.subscription.reliability",
+        True,
+        choices=RELIABILITY,
+    ),
+    ParamSpec(
+        "output_reliability",
+        OUTPUT_RELIABILITY,
+        "deprecated alias: default QoS reliability of all outputs; use qos_overrides.<topic>.publisher.reliability",
+        True,
+        choices=RELIABILITY,
+    ),
     ParamSpec(
         "image_conversion", "auto", "auto = cv_bridge when importable, else numpy", True, choices=CONVERSION_METHODS
     ),
@@ -384,16 +395,6 @@ def load_predictor(values: Mapping) -> Predictor:
     )
 
 
-def qos_profile(reliability: str) -> QoSProfile:
-    """The QoS of the node's inputs or outputs: depth 1, volatile, ``reliability`` (:data:`RELIABILITY`)."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=1,
-        reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
-        durability=DurabilityPolicy.VOLATILE,
-    )
-
-
 def check_value(name: str, value: object) -> str | None:
     """Why ``value`` is not acceptable for parameter ``name`` (None if it is; None = unset is)."""
     spec = _SPECS.get(name)
@@ -403,6 +404,11 @@ def check_value(name: str, value: object) -> str | None:
         return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if name == "device" and not _DEVICE.match(str(value)):
         return f"device must be cpu, cuda, cuda:N (or tensorrt[:N] for onnxruntime), got {value!r}"
+    if name == "model" and value and not is_model_name(value):
+        try:
+            resolve_model(str(value))
+        except UnknownModelError as e:
+            return str(e)
     if name == "model" and value and not is_model_name(value) and not Path(str(value)).expanduser().exists():
         return (
             f"model file {value} does not exist (leave model empty for the shipped default model, or name a shipped "

@@ -9,7 +9,7 @@ residual-branch gains; with unit gains 23 stacked random blocks make the network
 ill-conditioned that float32 torch itself differs from float64 torch by more than 1e-3) and
 (3) scales the classifier so that the largest logit magnitude on such an image is
 ``LOGIT_SCALE``. The ONNX
-tolerances of issue 8 (score max abs diff <= 1e-3 in fp32) are meant for models like that.
+tolerances of the export checks (score max abs diff <= 1e-3 in fp32) are meant for models like that.
 """
 
 from __future__ import annotations

@@ -30,15 +30,16 @@ LAZY_BEGIN, LAZY_END = "<!-- lazy-imports:begin -->", "<!-- lazy-imports:end -->
 LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "foundation",
-        "label conventions, file and image I/O, normalisation, resize protocols, the ONNX file contract, "
-        "what model metadata may hold, geometry, calibration, denormal numbers, torch devices by name, "
-        "the name registry",
+        "label conventions, file and image I/O, image sources, normalisation, resize protocols, the ONNX file "
+        "contract, what model metadata may hold, geometry, camera intrinsics, calibration, denormal numbers, "
+        "torch devices by name, the name registry",
         (
             "pebal_core",
             "pebal_core.version",
             "pebal_core.console",
             "pebal_core.fileio",
             "pebal_core.images",
+            "pebal_core.sources",
             "pebal_core.labels",
             "pebal_core.preprocessing",
             "pebal_core.protocols",
@@ -47,6 +48,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "pebal_core.percentiles",
             "pebal_core.calibration",
             "pebal_core.ground",
+            "pebal_core.camera_calibration",
             "pebal_core.assets",
             "pebal_core.denormals",
             "pebal_core.devices",
@@ -92,9 +94,14 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("pebal_core.config", "pebal_core.losses", "pebal_core.train"),
     ),
     ("cli", "the `pebal` command", ("pebal_core.cli",)),
-    ("ros", "the ROS 2 node, bag tools and demo", ("pebal_ros",)),
+    ("ros", "the ROS 2 node, camera, bag tools and demo", ("pebal_ros",)),
     ("benchmarks", "scripts that measure the code and build the shipped models", (SCRIPTS,)),
 )
+
+
+LAZY_EXPORTS = {"pebal_core": {"pebal_core.runtime"}}
+"""Imports allowed upwards because they are a package's lazy attributes (module ``__getattr__``, run on
+first use, never at import): ``from pebal_core import Predictor``. They are not edges of the layer graph."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,12 @@ LAZY_KINDS: tuple[tuple[str, str, Callable[[Import], bool]], ...] = (
         "the probes (`benchmarks/probe_*.py`) set up what they probe before importing it: the ROS "
         "variables of their own domain, the test's table of cases on the import path",
         lambda i: i.module.startswith(SCRIPTS + ".probe_"),
+    ),
+    (
+        "a package's lazy attribute",
+        "`from pebal_core import Predictor` works without importing torch with the package: the package "
+        "imports the runtime on first use of the name (:data:`LAZY_EXPORTS`)",
+        lambda i: i.target in LAZY_EXPORTS.get(i.module, ()),
     ),
     (
         "a command's work",
@@ -257,10 +270,11 @@ def all_imports() -> list[Import]:
 
 
 def graph() -> dict[str, set[str]]:
-    """Module -> the project modules it imports (anywhere in the file)."""
+    """Module -> the project modules it imports (anywhere in the file; lazy exports,
+    :data:`LAZY_EXPORTS`, left out)."""
     g: dict[str, set[str]] = {name: set() for name in modules()}
     for imp in all_imports():
-        if imp.project and imp.target != imp.module:
+        if imp.project and imp.target != imp.module and imp.target not in LAZY_EXPORTS.get(imp.module, ()):
             g[imp.module].add(imp.target)
     return g
 

@@ -23,7 +23,7 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
 from pebal_core.data.base import DatasetError
-from pebal_ros.bag_convert import INDEX_KEY, ConvertOptions, convert, read_index
+from pebal_ros.bag_convert import DEFAULT_START_TIME, INDEX_KEY, ConvertOptions, convert, read_index
 from pebal_ros.bag_storage import BagError, metadata
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -219,3 +219,117 @@ def test_console_script(tree, tmp_path):
     help_text = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120).stdout
     for command in ("convert", "play", "record", "score"):
         assert command in help_text
+
+
+# --------------------------------------------------------------------------- image sources
+def test_a_folder_of_real_frames_becomes_one_bag_with_default_camera_info(realdata, tmp_path):
+    """A plain folder (the source layout): one bag named after it, the decoded pixels unchanged, rate stamps,
+    CameraInfo of the stated default (fx = fy = width, principal point at the centre), unlabelled frames."""
+    images = realdata / "Validation_Dataset" / "RoadAnomaly" / "images"
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name in ("2.jpg", "10.jpg", "1.jpg"):
+        (frames / name).write_bytes((images / name).read_bytes())
+    (r,) = convert(frames, tmp_path / "bags", ConvertOptions(rate=5.0), progress=False)
+    assert (r.path, r.frames, r.sequences, r.stamps_from) == (tmp_path / "bags" / "frames", 3, ["frames"], "rate 5 Hz")
+    msgs = _read_all(r.path)
+    stamps = [round(DEFAULT_START_TIME * 1e9) + k * 200_000_000 for k in range(3)]
+    assert [ts for ts, _ in msgs["/camera/image_raw"]] == stamps
+    for (_, msg), name in zip(msgs["/camera/image_raw"], ("1", "2", "10"), strict=True):  # natural order
+        expected = cv2.imread(str(images / f"{name}.jpg"))[..., ::-1]
+        assert (msg.height, msg.width, msg.encoding) == (720, 1280, "rgb8")
+        np.testing.assert_array_equal(msg.data.reshape(720, 1280, 3), expected)
+    for ts, info in msgs["/camera/camera_info"]:
+        assert ts in stamps and (info.width, info.height) == (1280, 720)
+        np.testing.assert_array_equal(info.k, [1280, 0, 639.5, 0, 1280, 359.5, 0, 0, 1])
+        np.testing.assert_array_equal(info.p, [1280, 0, 639.5, 0, 0, 1280, 359.5, 0, 0, 0, 1, 0])
+    index = read_index(metadata(r.path), r.path)
+    assert index["layout"] == "source" and [f[2] for f in index["frames"]] == ["1", "2", "10"]
+
+    from pebal_ros.bag_convert import labelled_frames
+
+    entries = {ns: (index["layout"], index["root"], index["split"], seq, name) for ns, seq, name in index["frames"]}
+    assert not any(frame.labelled for frame in labelled_frames(entries).values())  # scored as unlabelled
+
+
+def test_a_video_with_a_calibration_file(tmp_path):
+    """Every frame of a (lossless) video, exactly; CameraInfo from a ROS calibration YAML; --frames limits."""
+    rng = np.random.default_rng(3)
+    pictures = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(5)]
+    video = tmp_path / "drive.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), 10, (64, 48))
+    for rgb in pictures:
+        writer.write(rgb[..., ::-1].copy())
+    writer.release()
+    calib = tmp_path / "front.yaml"
+    calib.write_text(
+        "image_width: 64\nimage_height: 48\ncamera_name: front\n"
+        "camera_matrix: {rows: 3, cols: 3, data: [50.5, 0, 31.0, 0, 51.5, 23.0, 0, 0, 1]}\n"
+        "distortion_model: plumb_bob\n"
+        "distortion_coefficients: {rows: 1, cols: 5, data: [-0.1, 0.01, 0, 0, 0]}\n"
+    )
+    options = ConvertOptions(per_sequence=False, limit=4, camera_info=str(calib), image_format="png")
+    (r,) = convert(video, tmp_path / "bag", options, progress=False)
+    assert (r.path, r.frames, r.sequences) == (tmp_path / "bag", 4, ["drive"])
+    msgs = _read_all(r.path)
+    compressed = msgs["/camera/image_raw/compressed"]
+    assert len(compressed) == 4
+    for (_, msg), rgb in zip(compressed, pictures, strict=False):  # PNG-encoded decoded frames: lossless
+        np.testing.assert_array_equal(cv2.imdecode(msg.data, cv2.IMREAD_COLOR)[..., ::-1], rgb)
+    for _, info in msgs["/camera/camera_info"]:
+        np.testing.assert_array_equal(info.k, [50.5, 0, 31.0, 0, 51.5, 23.0, 0, 0, 1])
+        np.testing.assert_array_equal(info.d, [-0.1, 0.01, 0, 0, 0])
+        np.testing.assert_array_equal(info.p, [50.5, 0, 31.0, 0, 0, 51.5, 23.0, 0, 0, 0, 1, 0])  # [K | 0]
+    assert [f[2] for f in read_index(metadata(r.path), r.path)["frames"]] == [f"drive_{i:06d}" for i in range(4)]
+
+
+def test_sources_that_cannot_be_converted_say_why(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no layout pebal_bag convert knows"):
+        convert(tmp_path / "empty", tmp_path / "bag", progress=False)
+    with pytest.raises(ValueError, match="matches no image files"):
+        convert(f"{tmp_path}/*.png", tmp_path / "bag", progress=False)
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(DatasetError, match="--timestamps rate"):
+        convert(tmp_path / "a.png", tmp_path / "bag", ConvertOptions(timestamps="files"), progress=False)
+    assert not list(tmp_path.glob("*bag*")), "nothing written"
+
+
+def test_info_shows_what_the_bag_holds(tree, tmp_path):
+    """pebal_bag info against the bag read back with rosbags: storage, topics, types, counts, time span."""
+    root, names = tree
+    convert(root, tmp_path / "bag", ConvertOptions(per_sequence=False, storage="sqlite3"), progress=False)
+    script = os.path.join(os.path.dirname(sys.executable), "pebal_bag")
+    out = subprocess.run([script, "info", str(tmp_path / "bag")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with Reader(tmp_path / "bag") as reader:
+        counts = {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
+        stamps = sorted(ts for _, ts, _ in reader.messages())
+    lines = out.stdout.splitlines()
+    assert "Storage id:        sqlite3" in lines
+    assert f"Messages:          {sum(n for _, n in counts.values())}" in lines
+    assert f"Duration:          {(stamps[-1] - stamps[0]) / 1e9:.9f} s" in lines
+    assert any(
+        line.startswith("Start:") and f"({stamps[0] // 10**9}.{stamps[0] % 10**9:09d})" in line for line in lines
+    )
+    for topic, (msgtype, count) in counts.items():
+        assert any(f"Topic: {topic}" in line and f"Type: {msgtype} | Count: {count}" in line for line in lines)
+    missing = subprocess.run([script, "info", str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "is not a folder" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_export_writes_each_image_as_a_png_named_by_its_stamp(tree, tmp_path):
+    root, names = tree
+    (r,) = convert(root, tmp_path / "bag", ConvertOptions(per_sequence=False), progress=False)
+    from pebal_ros.bag_export import export_images
+
+    written = export_images(r.path, "/camera/image_raw", tmp_path / "png")
+    assert [ns for ns, _, _ in written] == [ts for ts, _ in _read_all(r.path)["/camera/image_raw"]]
+    for (ns, path, rgb), name in zip(written, names, strict=True):
+        assert path.name == f"{ns // 10**9}.{ns % 10**9:09d}.png"
+        np.testing.assert_array_equal(cv2.imread(str(path))[..., ::-1], _png_rgb(root, name))
+        np.testing.assert_array_equal(rgb, _png_rgb(root, name))
+    with pytest.raises(BagError, match="holds sensor_msgs/msg/CameraInfo, not images"):
+        export_images(r.path, "/camera/camera_info", tmp_path / "x")
+    with pytest.raises(BagError, match="no topic /nope"):
+        export_images(r.path, "/nope", tmp_path / "x")

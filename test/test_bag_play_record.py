@@ -22,9 +22,11 @@ import pytest
 import rclpy
 from laf_tree import T0_NS, make_tree
 from node_harness import RELIABLE, RosSession, byte_array, wait_until
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
 from tiny_trees import make_anomaly_pairs
 
@@ -133,6 +135,36 @@ def test_start_offset_and_loops(ros_env, bag):
     assert result.loops == 2 and result.published == {"/camera/image_raw": 6}
     dues = [due for _, _, due, _ in result.schedule]
     assert dues == sorted(dues), "the second loop follows the first"
+
+
+def test_clock_follows_the_bag_time_and_drives_a_sim_time_node(ros_env, bag):
+    """--clock: /clock starts at the first message's bag time, never runs backwards within a pass, is exactly
+    each message's time when it is published; a node with use_sim_time lives in the bag's time (2001-era
+    stamps) while it receives the frames."""
+    images = [ts for ts, _ in _bag_messages(bag, "/camera/image_raw")]
+    with RosSession() as session:
+        sink = Sink(session, {"/clock": Clock})
+        sim = session.add(
+            rclpy.create_node(
+                "sim_time_node", context=session.context, parameter_overrides=[Parameter("use_sim_time", value=True)]
+            )
+        )
+        seen: list[tuple[int, int]] = []  # (header stamp, the sim-time node's clock when the frame arrived)
+        sim.create_subscription(
+            Image, "/camera/image_raw", lambda m: seen.append((_stamp(m), sim.get_clock().now().nanoseconds)), RELIABLE
+        )
+        _, result = _play(session, bag, rate=2.0, max_gap=0.25, clock=100.0, topics=("/camera/image_raw",))
+        wait_until(lambda: len(seen) == 5, 10, "every frame at the sim-time node")
+        with sink.lock:
+            clock = [m.clock.sec * 10**9 + m.clock.nanosec for m in sink.got["/clock"]]
+    assert result.published == {"/camera/image_raw": 5}
+    assert clock[0] == images[0], "the clock starts at the first message's bag time, before it is published"
+    assert clock == sorted(clock) and clock[-1] == images[-1]
+    assert set(images) <= set(clock), "each message's own time is published right before it"
+    assert len(clock) > 10, "ticks between messages"
+    # the sim-time node lives in bag time (its clock and the image are two topics: no order between them
+    # is promised, so only the bag's span is asserted, not now >= stamp)
+    assert all(images[0] <= now <= images[-1] for _, now in seen), seen
 
 
 def test_play_refuses_what_it_cannot_do(ros_env, bag):
@@ -408,7 +440,7 @@ def _typestore_image(k: int, rng: np.random.Generator):
     )
 
 
-def test_recording_playing_recovering_and_converting_do_not_import_torch(ros_env, tmp_path):
+def test_recording_playing_recovering_converting_and_info_do_not_import_torch(ros_env, tmp_path):
     make_tree(tmp_path / "laf", {"01_Hanns_Klemm_Str_45": 2})
     fs = tmp_path / "Validation_Dataset" / "fs_static"
     make_anomaly_pairs(fs / "images", fs / "labels_masks", (48, 64), [(10, 10, 8, 8), None])
@@ -418,7 +450,8 @@ from pebal_ros.bag import main
 root = {str(tmp_path)!r}
 assert main(["convert", root + "/laf", root + "/bag", "--single"]) == 0
 assert main(["convert", root + "/Validation_Dataset", root + "/bag_validation"]) == 0
-assert main(["play", root + "/bag", "--rate", "50"]) == 0
+assert main(["play", root + "/bag", "--rate", "50", "--clock"]) == 0
+assert main(["info", root + "/bag"]) == 0
 assert main(["record", "-o", root + "/rec", "/x:sensor_msgs/msg/Image", "--duration", "0.3"]) == 0
 assert main(["recover", root + "/bag", "-o", root + "/copy"]) == 0
 print("torch imported:", "torch" in sys.modules)

@@ -388,7 +388,7 @@ def test_make_converter():
 
 
 def test_default_max_pixels_is_a_12_mp_camera(conv):
-    """4096 x 3072 passes the size check (and fails later, on its missing data); the issue's 6 KB
+    """4096 x 3072 passes the size check (and fails later, on its missing data); the reported 6 KB
     JPEG whose header claims 4000 x 4000 (16 M pixels) is refused from its header by default."""
     with pytest.raises(ImageError) as e:
         conv.to_rgb(_msg("mono8", b"", 3072, 4096, 4096))

@@ -147,6 +147,12 @@ def test_demo_round_trip(ros_env, tmp_path):
         assert gif.n_frames == len(recorded) and gif.size == (96, 64)
         for log in ("node", "record", "play"):
             assert (out / "logs" / f"{log}.log").is_file()
+        # the node ran on the player's /clock: the 2001 stamps of the converted bag are recent in bag time, so no
+        # stamp is outside the latency window (on the wall clock every one would be, 25 years old)
+        diag = report["node_diagnostics"]
+        assert diag["bad_stamps"] == "0" and float(diag["latency_ms_p50"]) >= 0
+        node_log = (out / "logs" / "node.log").read_text().splitlines()[1:]  # after the command line
+        assert not [line for line in node_log if "header stamp" in line or "latency window" in line], node_log
 
         # a second run replaces the first one's outputs
         again = subprocess.run(

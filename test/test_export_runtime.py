@@ -182,6 +182,7 @@ def test_cli_export_errors_are_one_line(tmp_path, checkpoint, capsys):
 def test_cli_tensorrt_without_tensorrt_says_how_to_install(tmp_path, fixed_onnx, capsys):
     out = run("export", "tensorrt", str(fixed_onnx), check=False)
     assert out.returncode == 2 and "pip install .[tensorrt]" in out.stderr and "Traceback" not in out.stderr
+    write_rgb(tmp_path / "x.png", np.zeros((8, 8, 3), np.uint8))  # sources are opened before the model
     out = run_here(
         capsys, "predict", str(tmp_path / "x.png"), "--model", str(fixed_onnx), "--backend", "tensorrt", check=False
     )

@@ -9,11 +9,13 @@ random domain id).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from glob import glob
@@ -33,6 +35,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import save_checkpoint
 from pebal_core.runtime import Predictor
+from pebal_ros.dds_profile import PROFILE_VARIABLE
 from pebal_ros.node import OUTPUTS, PARAMETERS
 from pebal_ros.node_parameters import POINT_PARAMETERS
 
@@ -46,6 +49,10 @@ LAUNCH_ARGUMENTS = {
     "log_level",
     "fastdds_profile",
     "use_rviz",
+    "source",
+    "publish_rate",
+    "loop",
+    "camera_info_url",
 }
 
 
@@ -72,13 +79,81 @@ def _ros2_launch(launch_setup, *args: str, env: dict | None = None, cwd: Path | 
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str]:
+    """Wait for ``ros2 launch`` to exit; ``(exit status, its output)``.
+
+    The output is read on a thread while this waits for the process itself (not for the end of
+    its output, which a leftover process holding the pipe would delay). The test fails, with the
+    output captured so far and every process still alive, when ``ros2 launch`` runs past
+    ``timeout`` s (the processes of its group, then killed) or when it exited but its output pipe
+    stays open (the processes holding it)."""
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode, out
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        alive = _group_processes(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        reader.join(10.0)
+        pytest.fail(
+            f"ros2 launch (pid {proc.pid}) did not exit within {timeout} s; processes of its group still alive:\n"
+            + "\n".join(alive)
+            + "\n--- its output ---\n"
+            + "".join(chunks)
+        )
+    reader.join(10.0)
+    if reader.is_alive():
+        holders = _pipe_holders(proc.stdout.fileno())
+        for pid in holders:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        pytest.fail(
+            f"ros2 launch exited (status {proc.returncode}) but its output pipe stayed open, held by:\n"
+            + "\n".join(_describe(pid) for pid in holders)
+            + "\n--- its output ---\n"
+            + "".join(chunks)
+        )
+    return proc.returncode, "".join(chunks)
+
+
+def _describe(pid: int) -> str:
+    try:
+        p = psutil.Process(pid)
+        return f"{pid} ({p.status()}) {' '.join(p.cmdline())}"
+    except psutil.Error:
+        return f"{pid} (gone)"
+
+
+def _group_processes(pgid: int) -> list[str]:
+    """``pid (state) command line`` of every live process in process group ``pgid``."""
+    found = []
+    for pid in psutil.pids():
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pgid:
+                found.append(_describe(pid))
+    return found
+
+
+def _pipe_holders(fd: int) -> list[int]:
+    """Pids of the other processes with the pipe behind our ``fd`` open."""
+    target = f"pipe:[{os.fstat(fd).st_ino}]"
+    holders = []
+    for pid in psutil.pids():
+        if pid == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(f"/proc/{pid}/fd/{n}") == target for n in os.listdir(f"/proc/{pid}/fd")):
+                holders.append(pid)
+    return holders
+
+
+def _tiny_model(folder: Path, size: tuple[int, int]) -> Path:
+    """A tiny resnet18 (width 0.25) that records its input size. The launched node runs backend
+    ``auto`` (the parameter file's), which on a model's first start exports it and times every
+    CPU backend at the recorded size, else at 512x1024: seconds at 512x1024 on an idle machine,
+    more than the tests' 60 s wait for the node on a loaded one; at ``size`` a fraction of one."""
+    return save_checkpoint(build_model("resnet18", width=0.25), folder / "tiny.safetensors", input_size=list(size))
 
 
 def _processes_with(marker: str) -> list[psutil.Process]:
@@ -99,6 +174,7 @@ def test_show_args_lists_every_argument_with_its_default(launch_setup):
     assert "camera_info" in shown["camera_info_topic"] and "image_topic" in shown["camera_info_topic"]
     assert "fastdds_large_images.xml" in shown["fastdds_profile"]
     assert "model" in shown["model"] and "params_file" in shown["model"]
+    assert shown["source"] == "''" and shown["publish_rate"] == "'10.0'"  # no camera unless a source is given
 
 
 @pytest.mark.colcon
@@ -132,8 +208,8 @@ def test_namespaced_launch_with_arguments_serves_outputs(launch_setup, ros_env, 
     """namespace, image_topic (camera_info beside it), model, use_sim_time, log_level and the Fast DDS
     profile reach the node; its outputs arrive over rclpy under the namespace; Ctrl-C ends the launch."""
     ws, _ = launch_setup
-    model = save_checkpoint(build_model("resnet18", width=0.25), tmp_path / "tiny.safetensors")
     h, w = 48, 64
+    model = _tiny_model(tmp_path, (h, w))
     rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     labels, score = Predictor.from_checkpoint(model).predict(rgb)
     ns = f"car_{uuid.uuid4().hex[:8]}"
@@ -161,7 +237,7 @@ def test_namespaced_launch_with_arguments_serves_outputs(launch_setup, ros_env, 
             assert model_value.string_value == str(model)
             assert sim_time.bool_value is True
         (node,) = [p for p in _processes_with(f"__ns:=/{ns}") if "pebal_node" in " ".join(p.cmdline())]
-        profile = node.environ().get("FASTRTPS_DEFAULT_PROFILES_FILE")
+        profile = node.environ().get(PROFILE_VARIABLE)  # FASTDDS_DEFAULT_PROFILES_FILE: no Fast DDS 2 distro here
         installed = ws / "install" / "pebal_ros" / "share" / "pebal_ros" / "config" / "fastdds_large_images.xml"
         assert profile == str(installed)
         # Ctrl-C: the terminal sends SIGINT to the whole foreground process group. A SIGINT to
@@ -175,6 +251,50 @@ def test_namespaced_launch_with_arguments_serves_outputs(launch_setup, ros_env, 
     assert "[DEBUG]" in log, "log_level:=debug reached the node"
     assert rc == 0, log
     assert not _processes_with(f"__ns:=/{ns}"), "the node outlived the launch"
+
+
+@pytest.mark.colcon
+@pytest.mark.ros
+def test_source_starts_a_camera_beside_the_node(launch_setup, ros_env, realdata, tmp_path):
+    """source:= starts pebal_camera in the node's namespace on image_topic / camera_info_topic: real
+    1280x720 frames reach the node, whose outputs carry the camera's frame_id, and its grid shows that
+    the camera's CameraInfo (the stated default intrinsics) arrived too."""
+    model = save_checkpoint(build_model("resnet18", width=0.25), tmp_path / "tiny.safetensors")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name in ("0.jpg", "1.jpg", "2.jpg"):
+        (frames / name).write_bytes((realdata / "Validation_Dataset" / "RoadAnomaly" / "images" / name).read_bytes())
+    ns = f"cam_{uuid.uuid4().hex[:8]}"
+    proc = _ros2_launch(
+        launch_setup,
+        f"namespace:={ns}",
+        "image_topic:=front/image_raw",
+        f"model:={model}",
+        f"source:={frames}",
+        "loop:=true",
+        "publish_rate:=2.0",
+        env=ros_env,
+        cwd=tmp_path,
+    )
+    try:
+        with RosSession() as session:
+            probe = Probe(session, prefix=f"/{ns}/", outputs=("anomaly_score", "anomaly_grid"))
+            wait_until(lambda: all(probe.received.values()) or proc.poll() is not None, 120.0, "outputs of a frame")
+            assert proc.poll() is None, proc.stdout.read()
+            score = as_array(probe.received["anomaly_score"][-1])
+            assert score.shape == (720, 1280)  # the real frames, at their own size
+            assert probe.received["anomaly_score"][-1].header.frame_id == "camera_optical_frame"
+            assert probe.received["anomaly_grid"][-1].info.width > 0  # CameraInfo came on front/camera_info
+        (camera,) = [p for p in _processes_with(f"__ns:=/{ns}") if "pebal_camera" in " ".join(p.cmdline())]
+        assert camera.is_running()
+        proc.send_signal(signal.SIGINT)
+        rc, log = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert rc == 0, log
+    assert f"on /{ns}/front/image_raw" in log, log  # the camera's own announcement of its topic
+    assert not _processes_with(f"__ns:=/{ns}"), "the camera or the node outlived the launch"
 
 
 @pytest.mark.colcon
@@ -242,8 +362,9 @@ def test_parameter_file_matches_the_declared_parameters():
     values = _flatten(doc["/**"]["ros__parameters"])
     specs = {s.name: s for s in PARAMETERS}
     # every declared parameter is in the file, except those left unset so that the model's operating
-    # point holds as it was chosen; the file shows each of them commented out
-    assert set(values) == set(specs) - set(POINT_PARAMETERS)
+    # point holds as it was chosen (the file shows each of them commented out) and the deprecated QoS
+    # aliases (the file shows the qos_overrides way)
+    assert set(values) == set(specs) - set(POINT_PARAMETERS) - {"input_reliability", "output_reliability"}
     text = (ROOT / "config" / "pebal.yaml").read_text()
     for name in POINT_PARAMETERS:
         assert specs[name].default is None and f"# {name.rsplit('.', 1)[-1]}:" in text, name
@@ -306,7 +427,7 @@ def test_supervisor_script_stops_the_node_with_the_launch(launch_setup, ros_env,
     """SIGTERM to `ros2 launch` alone orphans pebal_node (upstream launch: "using SIGTERM can result
     in orphaned processes"); the documented script, signalled alone the same way, stops both."""
     ws, tools = launch_setup
-    model = save_checkpoint(build_model("resnet18", width=0.25), tmp_path / "tiny.safetensors")
+    model = _tiny_model(tmp_path, (48, 64))
     orphan_ns, ns = f"orphan_{uuid.uuid4().hex[:8]}", f"sup_{uuid.uuid4().hex[:8]}"
     launch = _ros2_launch(launch_setup, f"namespace:={orphan_ns}", f"model:={model}", env=ros_env)
     try:

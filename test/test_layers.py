@@ -106,6 +106,32 @@ def test_architecture_doc_shows_the_current_layers():
     assert section == lazy_markdown(), "regenerate with: .venv/bin/python test/layers.py docs/architecture.md"
 
 
+def test_lazy_exports_are_only_in_module_getattr():
+    """The one allowed upward import, ``pebal_core`` -> ``pebal_core.runtime``, sits in the package's
+    ``__getattr__`` (run on first use), and ``import pebal_core`` does not load it."""
+    import ast
+    import subprocess
+    import sys
+
+    from layers import LAZY_EXPORTS
+
+    for package, targets in LAZY_EXPORTS.items():
+        path = modules()[package]
+        tree = ast.parse(path.read_text())
+        getattr_fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "__getattr__")
+        inside = {n.module for n in ast.walk(getattr_fn) if isinstance(n, ast.ImportFrom)}
+        found = {i.target for i in import_statements(package, path, set(modules())) if i.function == "__getattr__"}
+        assert targets <= found and targets <= inside
+        loaded = f"sorted(t for t in {sorted(targets)!r} if t in sys.modules)"
+        code = f"import sys, {package}; print({loaded}, 'torch' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+        assert out.stdout.split() == ["[]", "False"], out.stdout
+    from pebal_core import Predictor
+    from pebal_core.runtime import Predictor as Original
+
+    assert Predictor is Original
+
+
 def test_architecture_prose_names_only_what_exists():
     """Every ``pebal_core...`` / ``pebal_ros...`` name in the prose of docs/architecture.md (the layer
     section aside) is a module, or an attribute of one, that exists: the prose follows the code."""

@@ -41,6 +41,7 @@ from pebal_core.labels import PALETTE
 from pebal_core.operating_point_selection import write_operating_points
 from pebal_core.runtime import Predictor
 from pebal_core.visualize import alarm_overlay
+from pebal_ros import node_outputs
 from pebal_ros.node import OUTPUTS, PebalNode
 from pebal_ros.node_parameters import IMAGE_OUTPUTS
 from pebal_ros.occupancy import OccupancyMapper
@@ -381,6 +382,64 @@ def test_outputs_computed_only_for_subscribers(ros_env, predictor, rgb):
         assert all(values[f"published_{n}"] == ("2" if n == "semantic" else "1") for n in without_grid)
         assert values["published_anomaly_grid"] == "0"  # no CameraInfo yet: the grid waits for intrinsics
         assert values["camera_info"] == "none yet"
+
+
+def test_overlay_and_grid_are_made_only_while_subscribed_and_alarms_do_not_change(
+    ros_env, predictor, rgb, reference, monkeypatch
+):
+    """Without a subscriber the overlay is not drawn and the grid not projected (calls of the real
+    functions counted); once subscribed they are, the overlay equal to the core's over the alarm
+    chain of the whole sequence: the chain ran on the frame nobody watched the alarms of (with
+    persistence 2 of 3 a chain that skipped it would show no alarm on the second frame)."""
+    labels, score, threshold = reference
+    calls = {"overlay": 0, "grid": 0}
+
+    def counted(name, fn):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(node_outputs, "alarm_overlay", counted("overlay", node_outputs.alarm_overlay))
+    with RosSession() as session:
+        node = _start(
+            session, predictor, score_threshold=threshold, **{"alarms.region": "all", "persistence.max_gap": 0.0}
+        )
+        node._grid.mapper.values = counted("grid", node._grid.mapper.values)
+        point = node._settings.point.point
+        assert (point.persistence.k, point.persistence.n) == (2, 3)
+        probe = Probe(session, outputs=("anomaly_mask",))
+        _connected(probe, node, ("anomaly_mask",))
+        probe.info_pub.publish(camera_info_msg(H, W, FX, FY))
+        probe.wait_diag(lambda v: v.get("camera_info") == "received", what="camera_info received")
+        first = probe.now()
+        probe.image_pub.publish(image_msg(rgb, first, "cam_optical"))
+        probe.wait_outputs(first)
+        values = probe.wait_diag(lambda v: v["frames_out"] == "1")
+        assert values["published_anomaly_overlay"] == "0" and values["published_anomaly_grid"] == "0"
+        assert calls == {"overlay": 0, "grid": 0}
+
+        viewer = Probe(session, outputs=("anomaly_overlay", "anomaly_grid"))
+        _connected(viewer, node, ("anomaly_overlay", "anomaly_grid"))
+        second = probe.now()
+        probe.image_pub.publish(image_msg(rgb, second, "cam_optical"))
+        out = viewer.wait_outputs(second)
+        assert calls == {"overlay": 1, "grid": 1}
+        assert out["anomaly_overlay"].header.stamp == second and out["anomaly_overlay"].header.frame_id == "cam_optical"
+        assert out["anomaly_grid"].header.stamp == second
+
+        k = intrinsic_matrix(FX, FY, (W - 1) / 2, (H - 1) / 2)
+        chain = AlarmPipeline()
+        frames = [
+            FrameContext(labels, score, point, rgb, t.sec + t.nanosec * 1e-9, k, CameraMount(1.5, 0.2))
+            for t in (first, second)
+        ]
+        alarms = [chain.process(frame) for frame in frames]
+        assert not alarms[0].alarms.any() and alarms[1].alarms.any()  # persistence: alarms from the second frame on
+        np.testing.assert_array_equal(as_array(out["anomaly_overlay"]), alarm_overlay(frames[1], alarms[1]))
+        values = probe.wait_diag(lambda v: v["frames_out"] == "2")
+        assert values["obstacles_last_frame"] == str(len(alarms[1].obstacles))
 
 
 def _node_env(ros_env) -> dict[str, str]:

@@ -30,6 +30,7 @@ from pebal_core.protocols import bounded_size
 from pebal_core.runtime import Predictor
 from pebal_ros.node import PebalNode
 from pebal_ros.node_diagnostics import LATENCY_WINDOW_MS
+from pebal_ros.qos import INPUT_DEPTH
 
 pytestmark = pytest.mark.ros
 
@@ -209,9 +210,9 @@ def test_a_worker_that_stops_taking_frames_is_reported_by_the_watchdog(ros_env, 
 
 
 def test_frames_lost_before_the_node_are_counted(ros_env, predictor, rgb):
-    """The executor is held busy while 6 frames are published: the node's depth-1 reader keeps
-    only the newest, the 5 others never reach the callback; the publisher's sequence numbers
-    show them. Every published frame is accounted for: taken by the node or counted lost."""
+    """The executor is held busy while 8 frames are published: the node's reader keeps only the
+    newest INPUT_DEPTH (5) of them, the 3 others never reach the callback; the publisher's sequence
+    numbers show them. Every published frame is accounted for: taken by the node or counted lost."""
     gate = threading.Event()
     with RosSession() as session:
         node, probe = _start(session, predictor)
@@ -229,18 +230,17 @@ def test_frames_lost_before_the_node_are_counted(ros_env, predictor, rgb):
         assert values["frames_lost_before_node"] == "0"
         hold.publish(Empty())
         assert entered.wait(10.0), "the executor thread never entered the blocking callback"
-        published = 6
+        published = 8
         for _ in range(published):
             probe.image_pub.publish(image_msg(rgb, probe.now()))
         time.sleep(1.0)  # let the frames reach the node's reader on loopback
         gate.set()
         values = probe.wait_diag(
-            lambda v: int(v["frames_in"]) > 1 and v["frames_out"] == v["frames_in"], what="all taken"
+            lambda v: int(v["frames_in"]) - 1 + int(v["frames_lost_before_node"]) == published, what="all counted"
         )
-        taken = int(values["frames_in"]) - 1
+        assert int(values["frames_in"]) - 1 == INPUT_DEPTH, values  # the reader's history: the newest 5
         lost = int(values["frames_lost_before_node"])
-        assert taken + lost == published, values
-        assert lost >= 1, values
+        assert lost == published - INPUT_DEPTH, values
         warned = probe.first_status(lambda v: v["frames_lost_before_node"] not in ("0", "not measurable"))
         assert warned["_level"] == WARN and "lost before reaching the node" in warned["_message"]
         probe.wait(lambda: _logs(probe, 30, f"{lost} frame(s) lost before reaching the node"), 10.0, "a WARN log")
@@ -398,7 +398,14 @@ def test_two_sigints_during_shutdown_exit_cleanly(ros_env, checkpoint, gap, fram
     script = os.path.join(os.path.dirname(sys.executable), "pebal_node")
     env = {**os.environ, **ros_env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [script, "--ros-args", "-p", f"model:={checkpoint}", "-p", "input_reliability:=reliable"],
+        [
+            script,
+            "--ros-args",
+            "-p",
+            f"model:={checkpoint}",
+            "-p",
+            "qos_overrides./image.subscription.reliability:=reliable",
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

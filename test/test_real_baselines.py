@@ -33,7 +33,7 @@ ENET = "models/enet_cityscapes_void_yurnero14/model_best.pth"
 COLUMNS = {"MSP": "msp", "MaxLogit": "maxlogit", "MaxEntropy": "entropy", "Void": "abstention"}
 # yurnero14/Anomaly-Segmentation eval/results.txt (docs/data_sources.md), ENet void channel (AuPRC %, FPR95 %)
 PUBLISHED_VOID = {("RoadAnomaly21", False): (17.71, 82.84), ("fs_static", True): (7.37, 56.58)}
-TOLERANCE = 0.05  # percentage points (issue 10)
+TOLERANCE = 0.05  # percentage points (the reproduction criterion)
 
 
 @pytest.mark.realdata

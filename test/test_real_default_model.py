@@ -74,6 +74,35 @@ def test_default_names_the_real_model_and_everything_resolves_to_it():
     assert resolve_operating_point(predictor.metadata).point == stored.points[stored.default]
 
 
+def test_every_entry_point_takes_the_names_and_a_typo_gets_the_valid_ones():
+    """One resolver: Predictor.from_checkpoint, load_model / read_checkpoint (what `pebal train model.base=`
+    loads with), the CLI and the node's model parameter; an unknown name lists the names, a typo gets the
+    closest one, an architecture name is told apart from a model."""
+    from pebal_core import Predictor as LazyPredictor
+    from pebal_core.model_store import UnknownModelError
+    from pebal_core.models.checkpoint import load_model
+
+    assert LazyPredictor is Predictor
+    for name in model_names():
+        assert Predictor.from_checkpoint(name).metadata["sha256"] == _sha256(model_path(name))
+        assert read_checkpoint(name).path == model_path(name)
+    assert load_model("synthetic").arch == read_checkpoint(model_path("synthetic")).metadata["arch"]
+    with pytest.raises(UnknownModelError, match="did you mean 'default'.*default, synthetic"):
+        Predictor.from_checkpoint("defualt")
+    with pytest.raises(UnknownModelError, match="did you mean 'synthetic'"):
+        load_model("synthtic")
+    with pytest.raises(UnknownModelError, match="architecture of the model zoo.*--arch resnet18"):
+        resolve_model("resnet18")
+    assert "did you mean 'default'" in check_value("model", "defualt")
+    assert resolve_model("runs/model") == Path("runs/model")  # a path: the loader says it is missing
+    with pytest.raises(CheckpointError, match="not found"):
+        read_checkpoint("runs/model")
+    out = subprocess.run(
+        [sys.executable, "-m", "pebal_core.cli", "export", "onnx", "defualt"], capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "did you mean 'default'" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_default_model_metadata_says_what_it_is_and_where_its_threshold_came_from():
     meta = read_checkpoint(model_path()).metadata
     assert meta["arch"] in list_models() and meta["num_classes"] == NUM_CLASSES + 1
@@ -118,7 +147,7 @@ def test_pebal_models_lists_the_shipped_models_from_their_metadata():
     )
     assert out.returncode == 0, out.stderr
     meta = read_checkpoint(model_path()).metadata
-    fields = describe("default")
+    fields = describe("default", read_checkpoint(model_path("default")).metadata)
     assert fields["input_size"] == f"{meta['input_size'][0]}x{meta['input_size'][1]}"
     assert "licence MIT" in fields["base_model"]
     for name in model_names():

@@ -42,6 +42,7 @@ ROSDEP_KEYS = {
     "std_msgs": "std_msgs",
     "diagnostic_msgs": "diagnostic_msgs",
     "visualization_msgs": "visualization_msgs",
+    "rosgraph_msgs": "rosgraph_msgs",
     "vision_msgs": "vision_msgs",
     "cv_bridge": "cv_bridge",
     "numpy": "python3-numpy",
@@ -114,7 +115,7 @@ def launch_file_depends() -> set[str]:
                 continue
             else:
                 continue
-            for top in {m.split(".")[0] for m in modules} - set(sys.stdlib_module_names):
+            for top in {m.split(".")[0] for m in modules} - set(sys.stdlib_module_names) - {"pebal_ros"}:
                 assert top in LAUNCH_IMPORT_KEYS, f"{path.name} imports {top}: add its rosdep key to LAUNCH_IMPORT_KEYS"
                 needed.add(LAUNCH_IMPORT_KEYS[top])
     return needed

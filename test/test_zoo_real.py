@@ -262,7 +262,7 @@ def test_real_frame_miou_reproduces_readme(arch, real_models, frame):
     pred = _readme_protocol(real_models[arch], rgb)
     miou_gt, miou_any, acc = _scores(pred, gt)
     print(f"{arch}: mIoU over GT classes {miou_gt:.2f} %, over GT-or-pred classes {miou_any:.2f} %, acc {acc:.2f} %")
-    assert miou_gt >= 55.0  # issue 10
+    assert miou_gt >= 55.0  # a real Cityscapes network on its own frames
     _, _, readme_miou, readme_acc = MODELS[arch]
     # the published figures are rounded to 0.1 point; 0.1 also absorbs a near-tie argmax flipping on another CPU
     assert abs(miou_gt - readme_miou) <= 0.1

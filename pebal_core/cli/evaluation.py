@@ -52,7 +52,7 @@ def _dataset_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def add_eval(sub: argparse._SubParsersAction) -> None:
+def add_eval(p: argparse.ArgumentParser) -> None:
     from pebal_core.alarms.ego_mask import SPEC_HELP as EGO_HELP
     from pebal_core.alarms.frame_counts import DEFAULT_MIN_VISIBLE
     from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
@@ -64,31 +64,27 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         return f"  {p.name}: {size} --resize-protocol {p.resize_protocol} --fpr95 {p.fpr95}\n    ({p.description})"
 
     protocols = "\n".join(preset(p) for p in EVAL_PROTOCOLS.values())
-    p = sub.add_parser(
-        "eval",
-        help="anomaly metrics of a model on an evaluation dataset",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Run a model over an anomaly dataset (one forward pass per image) and score every pixel with the "
-            "PEBAL score and the baselines (MSP, MaxLogit, entropy, energy; abstention for 20-channel models). "
-            "Void pixels are ignored. Writes to --out: results.md (AUROC / AP / FPR95 table in %), "
-            "results.json (all numbers, the three FPR95 definitions, operating points), roc.png and pr.png, and "
-            "prints the table and the PEBAL score threshold at 95% TPR (the paper's operating point; "
-            "--write-threshold stores it as the operating point of a copy of the checkpoint; `pebal threshold` "
-            "chooses and stores the alarm operating points pebal_node uses).\n\n"
-            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n\n"
-            "camvid/<split> (train, val or test; --root = the CamVid folder in the SegNet layout) measures the "
-            "inlier segmentation instead: mIoU over the 9 Cityscapes classes CamVid labels, written to "
-            "results.json\n\n"
-            f"protocols (--protocol NAME; --input-size, --resize-protocol and --fpr95 given explicitly win):\n"
-            f"{protocols}\n\n"
-            "A model whose metadata records an input size (written by --write-threshold) runs at it unless "
-            "--input-size (or --protocol course) sets a size, as the ROS node does.\n\n"
-            "example (the published Cityscapes-ENet table for one set):\n"
-            "  pebal eval --model model_best.pth --arch enet --protocol course \\\n"
-            "      --dataset validation/RoadAnomaly21 --root Validation_Dataset"
-        ),
+    p.description = (
+        "Run a model over an anomaly dataset (one forward pass per image) and score every pixel with the "
+        "PEBAL score and the baselines (MSP, MaxLogit, entropy, energy; abstention for 20-channel models). "
+        "Void pixels are ignored. Writes to --out: results.md (AUROC / AP / FPR95 table in %), "
+        "results.json (all numbers, the three FPR95 definitions, operating points), roc.png and pr.png, and "
+        "prints the table and the PEBAL score threshold at 95% TPR (the paper's operating point; "
+        "--write-threshold stores it as the operating point of a copy of the checkpoint; `pebal threshold` "
+        "chooses and stores the alarm operating points pebal_node uses).\n\n"
+        f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n\n"
+        "camvid/<split> (train, val or test; --root = the CamVid folder in the SegNet layout) measures the "
+        "inlier segmentation instead: mIoU over the 9 Cityscapes classes CamVid labels, written to "
+        "results.json\n\n"
+        f"protocols (--protocol NAME; --input-size, --resize-protocol and --fpr95 given explicitly win):\n"
+        f"{protocols}\n\n"
+        "A model whose metadata records an input size (written by --write-threshold) runs at it unless "
+        "--input-size (or --protocol course) sets a size, as the ROS node does.\n\n"
+        "example (the published Cityscapes-ENet table for one set):\n"
+        "  pebal eval --model model_best.pth --arch enet --protocol course \\\n"
+        "      --dataset validation/RoadAnomaly21 --root Validation_Dataset"
     )
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     _add_model_and_dataset(p)
     p.add_argument(
         "--protocol",
@@ -113,7 +109,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="dataloader worker processes (default 0)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
-    p.add_argument("--out", type=Path, default=Path("eval_out"), help="output directory (default ./eval_out)")
+    p.add_argument("-o", "--out", type=Path, default=Path("eval_out"), help="output directory (default ./eval_out)")
     p.add_argument("--fpr95", choices=FPR95_DEFINITIONS, help="FPR95 definition reported (default: the protocol's)")
     p.add_argument("--streaming", action="store_true", help="bounded-memory metrics with a certified error bound")
     p.add_argument("--max-cells", type=int, default=DEFAULT_MAX_CELLS, help="streaming cell budget")
@@ -257,32 +253,28 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_threshold(sub: argparse._SubParsersAction) -> None:
+def add_threshold(p: argparse.ArgumentParser) -> None:
     from pebal_core.alarms.ego_mask import SPEC_HELP as EGO_HELP
     from pebal_core.alarms.obstacles import DEFAULT_MIN_PIXELS
     from pebal_core.alarms.operating_point import DEFAULT_POLICIES, DEFAULT_POLICY, POLICIES_HELP
     from pebal_core.alarms.region import REGIONS
     from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
 
-    p = sub.add_parser(
-        "threshold",
-        help="choose alarm operating points on validation data and store them in a copy of a model",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Run a model over a validation dataset (any dataset `pebal eval` reads), compute the score threshold "
-            f"of each policy ({POLICIES_HELP}) and print them. With --write, write a copy of the model (weights "
-            "unchanged) whose metadata stores every point with the alarm settings it was chosen with (region, "
-            "smallest obstacle at the validation images' size, persistence for sequences, ego mask) and how it was "
-            "chosen; "
-            "the --default point is what pebal_node, pebal predict and the demo alarm at unless told otherwise. "
-            "The region of fpr:<x>, fa:<x> and obstacles:<x> is the drivable area of the model's own prediction, "
-            "--ego-mask's pixels left out (docs/alarms.md); obstacles:<x> counts obstacles as pebal eval does. "
-            "Choose on validation data, never on the test set you report.\n\n"
-            f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n"
-            "example: pebal threshold --model runs/pebal/model.safetensors --dataset synthetic --split LostAndFound "
-            "--root val_world --write model_with_alarms.safetensors"
-        ),
+    p.description = (
+        "Run a model over a validation dataset (any dataset `pebal eval` reads), compute the score threshold "
+        f"of each policy ({POLICIES_HELP}) and print them. With --write, write a copy of the model (weights "
+        "unchanged) whose metadata stores every point with the alarm settings it was chosen with (region, "
+        "smallest obstacle at the validation images' size, persistence for sequences, ego mask) and how it was "
+        "chosen; "
+        "the --default point is what pebal_node, pebal predict and the demo alarm at unless told otherwise. "
+        "The region of fpr:<x>, fa:<x> and obstacles:<x> is the drivable area of the model's own prediction, "
+        "--ego-mask's pixels left out (docs/alarms.md); obstacles:<x> counts obstacles as pebal eval does. "
+        "Choose on validation data, never on the test set you report.\n\n"
+        f"datasets: {', '.join(ANOMALY_DATASETS)} (validation/<SET> takes any set folder)\n"
+        "example: pebal threshold --model runs/pebal/model.safetensors --dataset synthetic --split LostAndFound "
+        "--root val_world --write model_with_alarms.safetensors"
     )
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     _add_model_and_dataset(p)
     p.add_argument(
         "--input-size",
@@ -368,5 +360,12 @@ def run_threshold(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"eval": (add_eval, run_eval), "threshold": (add_threshold, run_threshold)}
-"""Sub-command name -> (declare its arguments on the sub-parsers, run it)."""
+COMMANDS = {
+    "eval": ("anomaly metrics of a model on an evaluation dataset", add_eval, run_eval),
+    "threshold": (
+        "choose alarm operating points on validation data and store them in a copy of a model",
+        add_threshold,
+        run_threshold,
+    ),
+}
+"""Sub-command name -> (one-line help, declare its arguments on its parser, run it)."""

@@ -6,19 +6,16 @@ import argparse
 from pathlib import Path
 
 
-def add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export",
-        help="export to ONNX, quantise for OpenVINO, build TensorRT engines",
-        description=(
-            "Deployment artefacts. `export onnx` writes the network with input normalisation and the "
-            "energy-score head fused in (input 'image': uint8 RGB 1x3xHxW; outputs 'labels' uint8 1xHxW "
-            "trainIds, 'score' float32 1xHxW anomaly score, optional 'logits'), checked with onnx.checker, "
-            "with the model's metadata in metadata_props. `export tensorrt` builds a TensorRT plan from such "
-            "a file on this machine's GPU and writes a JSON sidecar (TensorRT version, GPU, precision, "
-            "input profile, ONNX sha256) used to refuse or rebuild the plan elsewhere. `export openvino` "
-            "quantises such a file to an int8 OpenVINO IR for the CPU (energy head kept in float)."
-        ),
+def add_export(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Deployment artefacts. `export onnx` writes the network with input normalisation and the "
+        "energy-score head fused in (input 'image': uint8 RGB 1x3xHxW; outputs 'labels' uint8 1xHxW "
+        "trainIds, 'score' float32 1xHxW anomaly score, optional 'logits'), checked with onnx.checker, "
+        "with the model's metadata in metadata_props. `export tensorrt` builds a TensorRT plan from such "
+        "a file on this machine's GPU and writes a JSON sidecar (TensorRT version, GPU, precision, "
+        "input profile, ONNX sha256) used to refuse or rebuild the plan elsewhere. `export openvino` "
+        "quantises such a file to an int8 OpenVINO IR for the CPU (energy head kept in float). Each writes "
+        "to -o/--out (--output is an alias)."
     )
     esub = p.add_subparsers(dest="export_cmd", required=True)
     o = esub.add_parser(
@@ -28,7 +25,14 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         "others with `pebal checkpoint convert SRC DST --arch NAME` first) to ONNX.",
     )
     o.add_argument("checkpoint", help="checkpoint file, or a shipped model's name ('default', 'synthetic')")
-    o.add_argument("-o", "--output", type=Path, help="output .onnx (default: the checkpoint's name with .onnx)")
+    o.add_argument(
+        "-o",
+        "--out",
+        "--output",
+        dest="output",
+        type=Path,
+        help="output .onnx (default: the checkpoint's name with .onnx)",
+    )
     o.add_argument(
         "--input-size",
         type=int,
@@ -54,7 +58,14 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         "it keeps the answers on your own labelled data (docs/deployment.md, the accuracy gate).",
     )
     v.add_argument("onnx", type=Path, help="a file written by `pebal export onnx` (fixed size, or give --input-size)")
-    v.add_argument("-o", "--output", type=Path, help="IR .xml (default <stem>.int8.xml beside the ONNX; + .bin)")
+    v.add_argument(
+        "-o",
+        "--out",
+        "--output",
+        dest="output",
+        type=Path,
+        help="IR .xml (default <stem>.int8.xml beside the ONNX; + .bin)",
+    )
     v.add_argument("--calibration-images", type=Path, required=True, help="folder of inlier camera images")
     v.add_argument("--calibration-limit", type=int, default=300, help="at most this many images, evenly spread (300)")
     v.add_argument("--validation-images", type=Path, help="folder of other inlier images for accuracy control")
@@ -73,7 +84,14 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         "where the tensorrt backend looks for them.",
     )
     t.add_argument("onnx", type=Path, help="a file written by `pebal export onnx`")
-    t.add_argument("-o", "--output", type=Path, help="plan file (default <stem>.<precision>.engine beside the ONNX)")
+    t.add_argument(
+        "-o",
+        "--out",
+        "--output",
+        dest="output",
+        type=Path,
+        help="plan file (default <stem>.<precision>.engine beside the ONNX)",
+    )
     t.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16", help="default fp16")
     t.add_argument(
         "--input-size", type=int, nargs=2, metavar=("H", "W"), help="size to optimise for (required if dynamic)"
@@ -172,5 +190,5 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"export": (add_export, run_export)}
-"""Sub-command name -> (declare its arguments on the sub-parsers, run it)."""
+COMMANDS = {"export": ("export to ONNX, build TensorRT engines", add_export, run_export)}
+"""Sub-command name -> (one-line help, declare its arguments on its parser, run it)."""

@@ -5,17 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm")
 
-
-def add_mask(sub: argparse._SubParsersAction) -> None:
+def add_mask(p: argparse.ArgumentParser) -> None:
     from pebal_core.alarms.ego_estimate import MIN_FRAMES, EstimateSettings
 
-    p = sub.add_parser(
-        "mask",
-        help="the ego-vehicle mask of a camera (pixels of the own car that never alarm)",
-        description="Ego-vehicle masks (docs/alarms.md). `pebal mask estimate --help` for the one sub-command.",
-    )
+    p.description = "Ego-vehicle masks (docs/alarms.md). `pebal mask estimate --help` for the one sub-command."
     masks = p.add_subparsers(dest="mask_command", required=True, metavar="SUBCOMMAND")
     e = masks.add_parser(
         "estimate",
@@ -38,7 +32,7 @@ def add_mask(sub: argparse._SubParsersAction) -> None:
         ),
     )
     e.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively for images)")
-    e.add_argument("--out", type=Path, default=Path("ego_mask.png"), help="mask PNG to write (default ego_mask.png)")
+    e.add_argument("-o", "--out", type=Path, default=Path("ego_mask.png"), help="mask PNG to write (ego_mask.png)")
     e.add_argument("--picture", type=Path, help="picture to write (default: <out>_picture.jpg beside the mask)")
     e.add_argument("--max-frames", type=int, default=200, help="use at most this many frames, evenly spread (200)")
     e.add_argument(
@@ -53,6 +47,8 @@ def add_mask(sub: argparse._SubParsersAction) -> None:
 
 def image_files(inputs: list[Path]) -> list[Path]:
     """The image files named or found (recursively) in the folders named, in name order per input."""
+    from pebal_core.sources import IMAGE_SUFFIXES
+
     files: list[Path] = []
     for path in inputs:
         if path.is_dir():
@@ -89,5 +85,7 @@ def run_mask(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"mask": (add_mask, run_mask)}
-"""Sub-command name -> (declare its arguments on the sub-parsers, run it)."""
+COMMANDS = {
+    "mask": ("the ego-vehicle mask of a camera (pixels of the own car that never alarm)", add_mask, run_mask)
+}
+"""Sub-command name -> (one-line help, declare its arguments on its parser, run it)."""

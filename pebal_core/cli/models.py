@@ -6,16 +6,12 @@ import argparse
 from pathlib import Path
 
 
-def add_models(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser(
-        "models",
-        help="list the shipped models and the model zoo's architectures",
-        description=(
-            "List the models shipped in the package, which every --model option (and the node's model "
-            "parameter) takes by name, with what their metadata says about them (base network, training, input "
-            "size, alarm operating point and the data it was chosen on), then every architecture build_model "
-            "knows (the names --arch takes)."
-        ),
+def add_models(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "List the models shipped in the package, which every --model option (and the node's model "
+        "parameter) takes by name, with what their metadata says about them (base network, training, input "
+        "size, alarm operating point and the data it was chosen on), then every architecture build_model "
+        "knows (the names --arch takes)."
     )
 
 
@@ -29,11 +25,12 @@ def run_models(args: argparse.Namespace) -> int:
     for name in model_names():
         print(f"  {name:10s} {MODELS[name].summary}")
         try:
-            fields = describe(name)
+            metadata = read_checkpoint(model_path(name)).metadata
         except FileNotFoundError as e:
             print(f"             not installed: {e}")
             continue
-        stored = StoredPoints.from_metadata(read_checkpoint(model_path(name)).metadata)
+        fields = describe(name, metadata)
+        stored = StoredPoints.from_metadata(metadata)
         if stored is not None:
             fields["operating_point"] = stored.points[stored.default].describe()
             rates = stored.measured.get(stored.default, {})
@@ -48,15 +45,11 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_checkpoint(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "checkpoint",
-        help="inspect or convert checkpoints",
-        description=(
-            "Inspect a checkpoint of any supported format (this project's .pt/.safetensors, NVIDIA "
-            "Cityscapes 'cityscapes_best.pth', PEBAL 'best_ad_ckpt.pth', bare state_dicts), or convert "
-            "one into this project's format with metadata. Files are read with weights_only=True."
-        ),
+def add_checkpoint(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Inspect a checkpoint of any supported format (this project's .pt/.safetensors, NVIDIA "
+        "Cityscapes 'cityscapes_best.pth', PEBAL 'best_ad_ckpt.pth', bare state_dicts), or convert "
+        "one into this project's format with metadata. Files are read with weights_only=True."
     )
     csub = p.add_subparsers(dest="checkpoint_cmd", required=True)
     info = csub.add_parser("info", help="print format, metadata and tensor count")
@@ -99,5 +92,8 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"models": (add_models, run_models), "checkpoint": (add_checkpoint, run_checkpoint)}
-"""Sub-command name -> (declare its arguments on the sub-parsers, run it)."""
+COMMANDS = {
+    "models": ("list the shipped models and the model zoo's architectures", add_models, run_models),
+    "checkpoint": ("inspect or convert checkpoints", add_checkpoint, run_checkpoint),
+}
+"""Sub-command name -> (one-line help, declare its arguments on its parser, run it)."""

@@ -8,25 +8,20 @@ from pathlib import Path
 from pebal_core.cli.errors import UserError
 
 
-def add_synth(sub: argparse._SubParsersAction) -> None:
+def add_synth(p: argparse.ArgumentParser) -> None:
     from pebal_core.data.synthetic.config import PARTS, WorldConfig
 
     d = WorldConfig()
-    p = sub.add_parser(
-        "synth",
-        help="generate the synthetic world (Cityscapes, COCO, Fishyscapes, LostAndFound trees)",
-        description=(
-            "Generate, deterministically from --seed, a procedurally drawn urban world in the real dataset "
-            "layouts under --out: cityscapes/ (inlier street scenes, gtFine labelIds + labelTrainIds), coco/ "
-            "(outlier-exposure objects: train2017 JPEGs, instances_train2017.json with RLE masks, Meta-OoD "
-            "ood_seg_train2017 PNGs), fishyscapes/ (LostAndFound and Static validation splits, labels 0/1/255, "
-            "anomalies from test-only object families) and lostandfound/ (ego-motion sequences with gtCoarse, "
-            "camera and timestamp files), plus world.json describing everything drawn. The same seed and options "
-            "give byte-identical files."
-        ),
-        epilog="Example: pebal synth --out data/synthetic --seed 0 --workers 2 --preview docs/synthetic_world.png",
+    p.description = (
+        "Generate, deterministically from --seed, a procedurally drawn urban world in the real dataset "
+        "layouts under --out: cityscapes/ (inlier street scenes, gtFine labelIds + labelTrainIds), coco/ "
+        "(outlier-exposure objects: train2017 JPEGs, instances_train2017.json with RLE masks, Meta-OoD "
+        "ood_seg_train2017 PNGs), fishyscapes/ (LostAndFound and Static validation splits, labels 0/1/255, "
+        "anomalies from test-only object families) and lostandfound/ (ego-motion sequences with gtCoarse, "
+        "camera and timestamp files), plus world.json describing everything drawn. The same seed and options "
+        "give byte-identical files."
     )
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help=f"image size (default {d.height} {d.width})")
     p.add_argument("--small", action="store_true", help="a tiny world for smoke tests (64x128, a few images per part)")
@@ -82,5 +77,7 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"synth": (add_synth, run_synth)}
-"""Sub-command name -> (declare its arguments on the sub-parsers, run it)."""
+COMMANDS = {
+    "synth": ("generate the synthetic world (Cityscapes, COCO, Fishyscapes, LostAndFound trees)", add_synth, run_synth)
+}
+"""Sub-command name -> (one-line help, declare its arguments on its parser, run it)."""

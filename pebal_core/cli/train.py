@@ -21,22 +21,17 @@ history.jsonl (losses), model.safetensors (the result, with the configuration in
 """
 
 
-def add_train(sub: argparse._SubParsersAction) -> None:
+def add_train(p: argparse.ArgumentParser) -> None:
     from pebal_core.config import ABLATION_ROWS
 
-    p = sub.add_parser(
-        "train",
-        help="PEBAL fine-tuning of a network's final block, or full-network pretraining",
-        description=(
-            "Train from a YAML configuration (defaults: the paper's hyperparameters; see README "
-            "'Training' for every key). mode=pebal fine-tunes only the final block of a Cityscapes-trained "
-            "base with the PEBAL loss on AnomalyMix data (Cityscapes + COCO outliers); mode=pretrain trains "
-            "the whole network with 19-class cross-entropy on Cityscapes-layout data. An interrupted run "
-            "continues from out_dir/last.pt when started again with the same configuration."
-        ),
-        epilog=_TRAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p.description = (
+        "Train from a YAML configuration (defaults: the paper's hyperparameters; see README "
+        "'Training' for every key). mode=pebal fine-tunes only the final block of a Cityscapes-trained "
+        "base with the PEBAL loss on AnomalyMix data (Cityscapes + COCO outliers); mode=pretrain trains "
+        "the whole network with 19-class cross-entropy on Cityscapes-layout data. An interrupted run "
+        "continues from out_dir/last.pt when started again with the same configuration."
     )
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--config", type=Path, help="YAML configuration file (keys not given keep their defaults)")
     p.add_argument(
         "overrides",
@@ -75,5 +70,7 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": (add_train, run_train)}
-"""Sub-command name -> (declare its arguments on the sub-parsers, run it)."""
+COMMANDS = {
+    "train": ("PEBAL fine-tuning of a network's final block, or full-network pretraining", add_train, run_train)
+}
+"""Sub-command name -> (one-line help, declare its arguments on its parser, run it)."""

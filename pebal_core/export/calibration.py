@@ -15,8 +15,7 @@ import numpy as np
 
 from pebal_core.images import read_rgb
 from pebal_core.protocols import resize_image
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+from pebal_core.sources import IMAGE_SUFFIXES
 
 
 def calibration_files(folder: str | os.PathLike, limit: int | None = None) -> list[Path]:

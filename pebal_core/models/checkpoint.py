@@ -47,6 +47,7 @@ from torch import nn
 from pebal_core.denormals import flush_denormals
 from pebal_core.fileio import atomic_write, sha256_file
 from pebal_core.model_metadata import CHECKPOINT_FORMAT_VERSION, CheckpointError, check_metadata
+from pebal_core.model_store import resolve_model
 from pebal_core.models.base import SegmentationModel
 from pebal_core.models.registry import arch_options, build_model
 from pebal_core.preprocessing import Normalization
@@ -175,8 +176,9 @@ def _metadata_json(path: Path, text: str) -> dict:
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read any supported checkpoint file (see module docstring) without executing code."""
-    path = Path(path)
+    """Read any supported checkpoint file (see module docstring) without executing code; a shipped
+    model's name (:func:`pebal_core.model_store.resolve_model`) stands for its file."""
+    path = resolve_model(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
