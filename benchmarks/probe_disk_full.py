@@ -131,8 +131,16 @@ def record_until_full(folder: Path, storage: str, env: dict[str, str], preexec=N
     rclpy.init(context=context)
     node = rclpy.create_node("disk_full_source", context=context)
     try:
-        first = proc.stdout.readline()
-        if "recording 1 topics" not in first:
+        # the recorder's first own line says it records; Fast DDS may log before it (under a
+        # file-size limit it cannot create its shared-memory segment and says so, then uses UDP)
+        head: list[str] = []
+        while not head or not head[-1].startswith("recording "):
+            line = proc.stdout.readline()
+            if not line:  # it exited before recording
+                break
+            head.append(line)
+        first = "".join(head)
+        if not head or not head[-1].startswith("recording 1 topics"):
             proc.wait(timeout=30)
             run.returncode, run.output = proc.returncode, first + proc.stdout.read()
             return run
