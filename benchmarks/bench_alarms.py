@@ -44,6 +44,7 @@ from pebal_core.alarms.operating_point import METADATA_KEY, NO_PERSISTENCE, Oper
 from pebal_core.alarms.pipeline import AlarmPipeline
 from pebal_core.alarms.region import drivable_region
 from pebal_core.component_metrics import EIGHT_CONNECTED, OBSTACLE_TRACK, ComponentMetrics
+from pebal_core.data.anomaly_sets import build_anomaly_dataset
 from pebal_core.data.lostandfound import list_frames
 from pebal_core.data.synthetic.camera import Camera
 from pebal_core.fileio import atomic_write_text
@@ -197,8 +198,6 @@ def measure_sequences(
 # ----------------------------------------------------------------------------- real sets
 def measure_real(predictor: Predictor, root: Path, threshold: float, progress: bool) -> dict:
     """Per real set: region FPR, anomaly pixels kept by the region, component metrics with/without."""
-    from pebal_core.data.anomaly_sets import build_anomaly_dataset
-
     out = {}
     for name in REAL_SETS:
         data = build_anomaly_dataset(f"validation/{name}", root)

@@ -54,10 +54,12 @@ from tqdm import tqdm  # noqa: E402
 
 from pebal_core.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend  # noqa: E402
 from pebal_core.backends.openvino_backend import cpu_capabilities  # noqa: E402
+from pebal_core.data.validation_dataset import ValidationDataset  # noqa: E402
 from pebal_core.denormals import count_denormals  # noqa: E402
 from pebal_core.export.calibration import calibration_files  # noqa: E402
 from pebal_core.export.onnx import export_model  # noqa: E402
 from pebal_core.export.openvino import quantize_int8  # noqa: E402
+from pebal_core.images import read_rgb  # noqa: E402
 from pebal_core.metrics import AnomalyMetrics  # noqa: E402
 from pebal_core.model_store import is_model_name, resolve_model  # noqa: E402
 from pebal_core.models import build_model  # noqa: E402
@@ -68,6 +70,7 @@ from pebal_core.models.checkpoint import (  # noqa: E402
     read_checkpoint,
     save_checkpoint,
 )
+from pebal_core.protocols import resize_image  # noqa: E402
 from pebal_core.runtime import Predictor  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -126,9 +129,6 @@ def timed(predictors: dict[str, Predictor], rgb: np.ndarray, frames: int) -> dic
 
 def camera_frame(size: tuple[int, int]) -> np.ndarray:
     """A real street frame at the network size when the realdata folder is there, else a synthetic one."""
-    from pebal_core.images import read_rgb
-    from pebal_core.protocols import resize_image
-
     frame = REALDATA / "cityscapes_frames/fullres_unlabeled/frankfurt_000000_000576_leftImg8bit.png"
     if frame.is_file():
         return resize_image(read_rgb(frame), size)
@@ -201,8 +201,6 @@ def openvino_profile(onnx_path: Path, rgb: np.ndarray, threads: int, top: int = 
 
 def gate(variants: dict[str, Predictor], reference: Predictor, realdata: Path) -> dict[str, dict]:
     """``{variant: {set: {agreement, ap, fpr95, ref_ap, ref_fpr95}}}`` on the real sets (see the docstring)."""
-    from pebal_core.data.validation_dataset import ValidationDataset
-
     sets = {"fs_static hold-out": ("fs_static", HOLDOUT_FS_STATIC), **{name: (name, None) for name in TEST_SETS}}
     out: dict[str, dict] = {name: {} for name in variants}
     for label, (subset, keep) in sets.items():

@@ -34,6 +34,8 @@ import time
 
 import numpy as np
 
+from pebal_core.metrics import AnomalyMetrics
+
 APPROACHES = ("reference", "exact", "streaming")
 
 
@@ -87,7 +89,6 @@ def child(approach: str, images: int, height: int, width: int, seed: int, max_ce
     """Run one approach in this process; return timings, peak RSS and the metric values."""
     if approach == "reference":
         import sklearn.metrics  # noqa: F401  (imported before the baseline, like our modules)
-    from pebal_core.metrics import AnomalyMetrics
 
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     work = 0.0

@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pebal_core.export.onnx import export_model  # noqa: E402
+from pebal_core.export.tensorrt import DeviceEnv, build_engine, engine_path_for  # noqa: E402
 from pebal_core.model_store import model_path  # noqa: E402
 from pebal_core.models import build_model  # noqa: E402
 from pebal_core.models.checkpoint import load_model, save_checkpoint  # noqa: E402
@@ -81,8 +82,6 @@ def main() -> None:
         print(f"ONNX {label}: {onnx_files[label]} ({time.perf_counter() - t0:.0f} s)", flush=True)
     if args.export_only:
         return
-    from pebal_core.export.tensorrt import DeviceEnv, build_engine, engine_path_for
-
     env = DeviceEnv.current()
     print(f"GPU {env.gpu_name} (sm {env.compute_capability}), TensorRT {env.tensorrt_version}", flush=True)
     rgb = np.random.default_rng(0).integers(0, 256, (*SIZE, 3), dtype=np.uint8)

@@ -55,18 +55,33 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from realdata_inliers import FS_STATIC_SAME_FRAME, build_inlier_tree
 from tqdm import tqdm
 
+from pebal_core.config import TrainConfig, from_dict, load_config
+from pebal_core.data.anomalymix import AnomalyMix
 from pebal_core.data.camvid import CamVid, camvid_miou
 from pebal_core.data.cityscapes import Cityscapes
 from pebal_core.data.coco_panoptic import CocoPanopticObjects
 from pebal_core.data.road_obstacles import RoadPaste, paste_obstacles
 from pebal_core.data.validation_dataset import ValidationDataset
-from pebal_core.evaluate import EvalOptions, evaluate, inlier_confusion
+from pebal_core.evaluate import EvalOptions, evaluate, inlier_confusion, predictor_for, score_item
 from pebal_core.fileio import atomic_write_text
 from pebal_core.images import read_label, read_rgb, write_label, write_rgb
-from pebal_core.labels import ANOMALY_ID, COCO_CITYSCAPES_LIKE, EVAL_ANOMALY, EVAL_INLIER, EVAL_VOID, NUM_CLASSES
+from pebal_core.labels import (
+    ANOMALY_ID,
+    COCO_CITYSCAPES_LIKE,
+    EVAL_ANOMALY,
+    EVAL_INLIER,
+    EVAL_VOID,
+    NUM_CLASSES,
+    UNCLASSED_ID,
+)
 from pebal_core.models.checkpoint import load_model, save_checkpoint
+from pebal_core.preprocessing import normalize_images
+from pebal_core.protocols import resize_image
+from pebal_core.runtime import Predictor
+from pebal_core.train import build_outliers, build_training_inliers
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REALDATA = Path(os.environ.get("REALDATA", ROOT.parent / "shared" / "realdata"))
@@ -168,10 +183,6 @@ def build_pseudo_inliers(args: argparse.Namespace) -> Path:
     pretrained base network's own argmax (``benchmarks/realdata_inliers.py``); where its 20-way
     argmax is its channel 19 (the bonnet, mostly), the label is ``UNCLASSED_ID``; fs_static's pasted
     objects and void are void. Returns the Cityscapes root inside the tree."""
-    from realdata_inliers import FS_STATIC_SAME_FRAME, build_inlier_tree
-
-    from pebal_core.labels import UNCLASSED_ID
-
     out = Path(args.out) / "pseudo_inliers" / args.arch
     if not out.is_dir():
         twins = {j for pair in FS_STATIC_SAME_FRAME for j in pair if set(pair) & set(HOLDOUT_FS_STATIC)}
@@ -221,7 +232,6 @@ def run_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def load_run_config(args: argparse.Namespace):
-    from pebal_core.config import TrainConfig, load_config
 
     return load_config(TrainConfig, resolved_config(args), run_overrides(args))
 
@@ -245,10 +255,6 @@ def energy_stats(args: argparse.Namespace, n: int = 80) -> dict:
     logits on the first ``n`` mixed samples of the configured mix (training data only, no
     augmentation): inlier pixels (unclassed ones included), pixels pasted the paper's way and
     pixels pasted onto the road. The margins are set from these."""
-    from pebal_core.data.anomalymix import AnomalyMix
-    from pebal_core.preprocessing import normalize_images
-    from pebal_core.train import build_outliers, build_training_inliers
-
     cfg = load_run_config(args)
     d = cfg.data
     model = load_model(Path(args.realdata) / BASES[args.arch]["file"], arch=args.arch).eval()
@@ -336,8 +342,6 @@ def build_road_holdout(args: argparse.Namespace) -> Path:
         (dst / sub).mkdir(parents=True, exist_ok=True)
     manifest = []
     torch.set_num_threads(1)
-    from pebal_core.runtime import Predictor
-
     predictor = Predictor.from_model(base, input_size=(512, 1024))
     for i in tqdm(HOLDOUT_FS_STATIC, desc="road hold-out"):
         image = read_rgb(next((src / "images").glob(f"{i}.*")))
@@ -445,8 +449,6 @@ def selection_rule(args: argparse.Namespace) -> str:
 
 # ----------------------------------------------------------------------------- ship
 def stage_ship(args: argparse.Namespace) -> Path:
-    from pebal_core.config import TrainConfig, from_dict
-
     d = run_dir(args)
     selection = json.loads((d / "chosen.json").read_text())
     if selection["chosen"] is None:
@@ -563,8 +565,6 @@ def stage_test(args: argparse.Namespace) -> dict:
 
 def score_maps(model, item: dict, size, method: str) -> tuple[np.ndarray, np.ndarray]:
     """``(score, label)`` of one test item at network resolution (course protocol), as :func:`evaluate` scores it."""
-    from pebal_core.evaluate import predictor_for, score_item
-
     options = course_options(size)
     scored = score_item(predictor_for(model, options), item, (method,), options)
     return scored.scores[method], scored.label
@@ -626,8 +626,6 @@ def example_figure(args: argparse.Namespace, models: dict, worst: list, path: Pa
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-
-    from pebal_core.protocols import resize_image
 
     picked, seen = [], set()
     for gap, name, i, method in worst:

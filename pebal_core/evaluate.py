@@ -44,6 +44,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -56,11 +57,14 @@ from pebal_core.alarms.frame_counts import DEFAULT_MIN_VISIBLE, ObstacleCounts, 
 from pebal_core.alarms.operating_point import OperatingPoint, resolve_operating_point
 from pebal_core.alarms.pipeline import AlarmFrame, AlarmPipeline
 from pebal_core.component_metrics import ANOMALY_TRACK, OBSTACLE_TRACK, ComponentMetrics
-from pebal_core.data.anomaly_pairs import identity_collate
+from pebal_core.data.anomaly_pairs import AnomalyPairs, identity_collate
+from pebal_core.data.anomaly_sets import build_anomaly_dataset
+from pebal_core.devices import torch_device
 from pebal_core.fileio import atomic_write, atomic_write_text
 from pebal_core.labels import ABSTENTION_CHANNEL, NUM_CLASSES
 from pebal_core.metrics import DEFAULT_MAX_CELLS, AnomalyMetrics, confusion_matrix, mean_iou
 from pebal_core.models.base import SegmentationModel
+from pebal_core.models.checkpoint import load_model
 from pebal_core.protocols import RESIZE_PROTOCOLS, resize_label_map, resize_labels, resize_protocol
 from pebal_core.runtime import Predictor, recorded_input_size
 from pebal_core.scoring import METHODS
@@ -449,6 +453,38 @@ def options_dict(options: EvalOptions) -> dict:
 
 
 # ----------------------------------------------------------------------------- checkpoints
+class EvaluationInputs(NamedTuple):
+    """A checkpoint and a registered dataset loaded for evaluation, with the options they run under."""
+
+    model: SegmentationModel
+    dataset: AnomalyPairs
+    options: EvalOptions
+    """The caller's options, ``input_size`` set to the size the model's metadata records when the
+    caller gave none (what the Predictor does)."""
+
+
+def load_for_evaluation(
+    checkpoint: str | os.PathLike,
+    dataset_name: str,
+    root: str | os.PathLike,
+    options: EvalOptions,
+    dataset_options: dict | None = None,
+    arch: str | None = None,
+) -> EvaluationInputs:
+    """Load the dataset ``dataset_name`` (:func:`pebal_core.data.anomaly_sets.build_anomaly_dataset`)
+    and the checkpoint onto ``options.device``: what ``pebal eval`` and ``pebal threshold`` run on.
+
+    ``arch`` names the architecture of a bare state_dict (e.g. the realdata ENet ``model_best.pth``);
+    files in this project's format carry it in their metadata."""
+    device = torch_device(options.device, "--device")
+    dataset = build_anomaly_dataset(dataset_name, root, **(dataset_options or {}))
+    model = load_model(checkpoint, arch=arch).to(device)
+    recorded = recorded_input_size(model.checkpoint_metadata)
+    if options.input_size is None and recorded is not None:
+        options = replace(options, input_size=recorded)
+    return EvaluationInputs(model, dataset, options)
+
+
 def run_evaluation(
     checkpoint: str | os.PathLike,
     dataset_name: str,
@@ -457,22 +493,11 @@ def run_evaluation(
     dataset_options: dict | None = None,
     arch: str | None = None,
 ) -> dict:
-    """Load a checkpoint and a registered dataset, evaluate, and describe both in the report.
-
-    ``arch`` names the architecture of a bare state_dict (e.g. the realdata ENet ``model_best.pth``);
-    files in this project's format carry it in their metadata. Without ``options.input_size`` the
-    model runs at the size its metadata records (what the Predictor does), else at native size."""
-    from pebal_core.data.anomaly_sets import build_anomaly_dataset
-    from pebal_core.models.checkpoint import load_model
-
-    device = torch.device(options.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
-    dataset = build_anomaly_dataset(dataset_name, root, **(dataset_options or {}))
-    model = load_model(checkpoint, arch=arch).to(device)
+    """Load a checkpoint and a registered dataset (:func:`load_for_evaluation`), evaluate, and
+    describe both in the report. Without ``options.input_size`` the model runs at the size its
+    metadata records, else at each image's native size."""
+    model, dataset, options = load_for_evaluation(checkpoint, dataset_name, root, options, dataset_options, arch)
     meta = model.checkpoint_metadata
-    if options.input_size is None and recorded_input_size(meta) is not None:
-        options = replace(options, input_size=recorded_input_size(meta))
     report = evaluate(model, dataset, options)
     report.update(
         dataset=dataset_name,

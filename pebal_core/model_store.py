@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from pebal_core.models.registry import list_models
+
 
 @dataclass(frozen=True)
 class NamedModel:
@@ -113,8 +115,6 @@ def resolve_model(spec: str | os.PathLike | None) -> Path:
 
 
 def _unknown_name(name: str) -> str:
-    from pebal_core.models.registry import list_models  # the zoo's architectures (imports torch): errors only
-
     names = ", ".join(model_names())
     if name in list_models():
         return (
@@ -134,18 +134,16 @@ def is_model_name(spec: str | os.PathLike | None) -> bool:
     return isinstance(spec, str) and spec in MODELS
 
 
-def describe(name: str) -> dict[str, str]:
-    """What the shipped model ``name`` is, from its metadata: ``{field: one line of text}`` for listings.
+def describe(name: str, metadata: dict) -> dict[str, str]:
+    """What the shipped model ``name`` is, from its checkpoint ``metadata``: ``{field: one line of text}``
+    for listings.
 
     Fields: ``file``, ``arch``, ``base_model`` (name, source, licence), ``training`` (when the
     metadata describes it in words), ``training_data``, ``input_size`` (``HxW``, or any size). A
     field the model's metadata lacks is left out.
     """
-    from pebal_core.models.checkpoint import read_checkpoint
-
-    path = model_path(name)
-    meta = read_checkpoint(path).metadata
-    out = {"file": path.name, "arch": str(meta.get("arch"))}
+    meta = metadata
+    out = {"file": model_path(name).name, "arch": str(meta.get("arch"))}
     base = meta.get("base_model")
     if isinstance(base, dict):
         out["base_model"] = f"{base.get('name')}; {base.get('source')}; licence {base.get('licence')}"

@@ -4,13 +4,16 @@
 :mod:`pebal_core.export.tensorrt` read them. The metadata travels in the model's
 ``metadata_props`` (string key/value pairs, JSON for structured values); :func:`parse_metadata`
 types and checks them. Reading needs neither the exporter nor the ``onnx`` package: onnxruntime returns the
-same pairs (``InferenceSession.get_modelmeta().custom_metadata_map``).
+same pairs (``InferenceSession.get_modelmeta().custom_metadata_map``); without a session,
+:func:`read_metadata` reads them from the file with the ``onnx`` package.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from pebal_core.model_metadata import MAX_NETWORK_SIDE, METADATA_RULES, CheckpointError, Rule, check_metadata
 
@@ -122,3 +125,17 @@ def parse_metadata(props: Mapping[str, str], source: object = "the ONNX file") -
     check_metadata({k: v for k, v in out.items() if k in props or v is not None}, source, ONNX_RULES)
     check_metadata(out["checkpoint_metadata"], f"{source} (inside metadata key 'checkpoint_metadata')")
     return out
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """:func:`parse_metadata` of an ``.onnx`` file (reads the graph, not the weights)."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError and friends from protobuf
+        raise ExportError(f"cannot read {path} as an ONNX model: {e}") from e
+    return parse_metadata({p.key: p.value for p in proto.metadata_props}, path)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from pebal_core.alarms.ego_mask import cached_ego_mask
 from pebal_core.alarms.frame_counts import DEFAULT_MIN_VISIBLE, ThresholdSweep
 from pebal_core.alarms.obstacles import DEFAULT_MIN_PIXELS
 from pebal_core.alarms.operating_point import (
+    DEFAULT_POLICIES,
     DEFAULT_POLICY,
     LEGACY_KEYS,
     OperatingPoint,
@@ -43,10 +44,11 @@ from pebal_core.alarms.operating_point import (
 )
 from pebal_core.alarms.region import DEFAULT_MIN_FRACTION, alarm_region
 from pebal_core.component_metrics import EIGHT_CONNECTED
+from pebal_core.data.anomaly_pairs import AnomalyPairs
+from pebal_core.evaluate import EvalOptions, load_for_evaluation, predictor_for
 from pebal_core.labels import EVAL_ANOMALY, EVAL_INLIER, EVAL_VOID
+from pebal_core.models.checkpoint import copy_with_metadata
 
-DEFAULT_POLICIES = ("tpr95", "fpr:0.01", "fpr:0.001", "fa:0.3", DEFAULT_POLICY, "fa:0.05")
-"""Policies computed when none are named (the default one always is)."""
 FA_CANDIDATES = 120
 """Thresholds tried by ``fa:<x>`` and ``obstacles:<x>`` (inlier-region FPR from 1e-7 to 0.5, log-spaced)."""
 
@@ -242,18 +244,16 @@ class OperatingPointSearch:
 
 def validation_frames(
     model: torch.nn.Module,
-    dataset,
-    options,
+    dataset: AnomalyPairs,
+    options: EvalOptions,
     region: str = "drivable",
     include_sidewalk: bool = False,
     min_fraction: float = DEFAULT_MIN_FRACTION,
     ego_mask: str = "",
 ) -> list[ValidationFrame]:
-    """Score, labels and region of every image of ``dataset`` (``options``: an ``EvalOptions``);
-    the region leaves out the pixels of ``ego_mask`` (a :func:`~pebal_core.alarms.ego_mask.load_ego_mask`
-    spec; ``""`` = none), with region ``all`` too."""
-    from pebal_core.evaluate import predictor_for
-
+    """Score, labels and region of every image of ``dataset``; the region leaves out the pixels of
+    ``ego_mask`` (a :func:`~pebal_core.alarms.ego_mask.load_ego_mask` spec; ``""`` = none), with
+    region ``all`` too."""
     predictor = predictor_for(model.eval(), options)
     mask = cached_ego_mask(ego_mask)
     n = len(dataset) if options.limit is None else min(options.limit, len(dataset))
@@ -277,7 +277,7 @@ def choose_operating_points(
     checkpoint: str | os.PathLike,
     dataset_name: str,
     root: str | os.PathLike,
-    options,
+    options: EvalOptions,
     dataset_options: dict | None = None,
     policies: tuple[str, ...] = DEFAULT_POLICIES,
     default: str = DEFAULT_POLICY,
@@ -290,20 +290,10 @@ def choose_operating_points(
     """Every policy's point with the settings it was chosen with (region, smallest obstacle,
     ``ego_mask``), the default, and the data they were chosen on (``source``: dataset, images,
     network input size, checkpoint hash)."""
-    from pebal_core.data.anomaly_sets import build_anomaly_dataset
-    from pebal_core.models.checkpoint import load_model
-    from pebal_core.runtime import recorded_input_size
-
     for policy in (*policies, default):
         parse_policy(policy)
     policies = tuple(dict.fromkeys((*policies, default)))
-    device = torch.device(options.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
-    dataset = build_anomaly_dataset(dataset_name, root, **(dataset_options or {}))
-    model = load_model(checkpoint, arch=arch).to(device)
-    if options.input_size is None and recorded_input_size(model.checkpoint_metadata) is not None:
-        options = replace(options, input_size=recorded_input_size(model.checkpoint_metadata))
+    model, dataset, options = load_for_evaluation(checkpoint, dataset_name, root, options, dataset_options, arch)
     frames = validation_frames(model, dataset, options, region, include_sidewalk, ego_mask=ego_mask)
     search = OperatingPointSearch(frames, min_pixels, progress=options.progress)
     settings = dict(
@@ -382,8 +372,6 @@ def write_operating_points(
     thresholds hold; absent otherwise). Other metadata is kept; a bare ``score_threshold`` (a
     threshold without its settings) is dropped. ``arch`` names the architecture of a bare
     state_dict."""
-    from pebal_core.models.checkpoint import copy_with_metadata
-
     updates = stored.to_metadata()
     if input_size is not None:
         updates["input_size"] = [int(v) for v in input_size]

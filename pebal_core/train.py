@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -116,8 +117,6 @@ def collate(items: list[dict]) -> dict:
 
 
 def _worker_init(_: int) -> None:
-    import cv2
-
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 

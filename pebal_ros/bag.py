@@ -477,7 +477,7 @@ def _add_mask(p: argparse.ArgumentParser) -> None:
 
 
 def _run_mask(args: argparse.Namespace) -> int:
-    from pebal_core.alarms.ego_estimate import estimate_and_save
+    from pebal_core.ego_mask_files import estimate_and_save
     from pebal_ros.bag_mask import sample_frames
 
     frames = sample_frames(args.bag, args.topic, args.every, args.max_frames)

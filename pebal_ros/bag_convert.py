@@ -60,6 +60,7 @@ from tqdm import tqdm
 from pebal_core.camera_calibration import CalibrationError, CameraCalibration
 from pebal_core.data.base import DatasetError
 from pebal_core.data.lostandfound import Frame, eval_lut, list_frames
+from pebal_core.data.validation_dataset import ValidationDataset, validation_sets
 from pebal_core.images import read_label, read_rgb
 from pebal_core.sources import IMAGE_SUFFIXES, open_source
 from pebal_ros.bag_storage import BagError, BagWriter, bag_writer, make_qos, split_ns, typestore
@@ -219,8 +220,6 @@ def detect_layout(root: str | os.PathLike) -> str:
         return "lostandfound"
     if not path.is_dir() or any(_is_image_file(p) for p in path.iterdir()):
         return "source"  # a file, a glob, or a folder of images: open_source says what is wrong with it
-    from pebal_core.data.validation_dataset import validation_sets  # imports torch: only for this layout
-
     if validation_sets(path):
         return "validation"
     raise DatasetError(
@@ -244,8 +243,6 @@ def _source_frames(spec: str | os.PathLike, options: ConvertOptions) -> Iterator
 
 
 def _validation_frames(root: Path, sets: tuple[str, ...] | None) -> list[ValidationFrame]:
-    from pebal_core.data.validation_dataset import ValidationDataset, validation_sets
-
     frames = []
     for name in sets or validation_sets(root):
         data = ValidationDataset(root, name, skip_without_anomaly=False)
@@ -537,8 +534,6 @@ def labelled_frames(
                 )
             found: dict[str, LabelledFrame] = {}
             if layout == "validation":
-                from pebal_core.data.validation_dataset import ValidationDataset  # imports torch
-
                 data = ValidationDataset(root, sequence, skip_without_anomaly=False)
                 for i, s in enumerate(data.samples):
                     found[f"{sequence}_{s.image.stem}"] = LabelledFrame(

@@ -6,7 +6,7 @@ the frames are sampled: at least ``every`` seconds of bag time apart, and at mos
 spread over the whole recording (the gap grows with the recording's length). Both
 ``sensor_msgs/Image`` and ``sensor_msgs/CompressedImage`` topics are read; a chosen frame that does
 not decode is an error naming it. The estimate and the files it writes are those of ``pebal mask
-estimate`` (:func:`pebal_core.alarms.ego_estimate.estimate_and_save`).
+estimate`` (:func:`pebal_core.ego_mask_files.estimate_and_save`).
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ from pebal_core.alarms.pipeline import AlarmPipeline
 from pebal_core.images import read_rgb
 from pebal_core.metrics import DEFAULT_MAX_CELLS, AnomalyMetrics
 from pebal_core.percentiles import percentiles
+from pebal_core.runtime import Predictor
 from pebal_core.scoring import BASELINES
 from pebal_ros.bag_convert import labelled_frames, read_index
 from pebal_ros.bag_storage import BagError, BagReader, metadata, stamp_ns
@@ -117,8 +118,6 @@ class OfflineScorer:
     :class:`~pebal_core.runtime.Predictor` (torch backend)."""
 
     def __init__(self, model: str | os.PathLike, input_size: tuple[int, int] | None = None) -> None:
-        from pebal_core.runtime import Predictor  # torch: heavy, only when baselines are asked for
-
         self.predictor = Predictor.from_checkpoint(model, input_size=input_size)
 
     def __call__(self, rgb: np.ndarray, methods: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -164,22 +163,18 @@ def load_index(input_bags: list[Path]) -> tuple[dict[int, tuple[str, str, str, s
 
 
 def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: ScoreOptions | None = None) -> dict:
-    """The report dict (see the module docstring); raises :class:`BagError`/``DatasetError`` on bad input."""
+    """The report dict (see the module docstring); raises :class:`BagError`/``DatasetError`` on bad input.
+
+    The steps: read the converted bags' frame index and the frames' labels, load the offline
+    scorer (when baselines are asked for), pass once over the output bag (:class:`_Tally`: each
+    score message checked and counted, its frame's label and the offline maps added to the
+    metrics, the alarm chain replayed where the semantic topic was recorded), then the report
+    (:func:`_report`)."""
     o = options or ScoreOptions()
     index, info_topics = load_index([Path(p) for p in input_bags])
     reference = o.reference_topic or (next(iter(info_topics)) if len(info_topics) == 1 else None)
     frames = labelled_frames(index, o.data_root, o.non_hazards)
-    methods = ("pebal", *o.baselines)
-    sequences = sorted({entry[3] for entry in index.values()})
-    overall = {m: AnomalyMetrics(o.exact, max_cells=o.max_cells) for m in methods}
-    per_seq = {m: {s: AnomalyMetrics(o.exact, max_cells=o.max_cells) for s in sequences} for m in methods}
-    scorer = OfflineScorer(o.model, o.input_size) if o.baselines else None
-    converter = ImageConverter()
-    counts = _Counts()
-    scored_rx: dict[int, int] = {}
-    reference_rx: dict[int, int] = {}
-    max_diff = 0.0
-
+    tally = _Tally(o, index, frames, output_bag)
     with BagReader(output_bag) as reader:
         topics = reader.topics()
         if o.score_topic not in topics:
@@ -187,66 +182,115 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
                 f"output bag {output_bag} has no {o.score_topic}; it holds {', '.join(topics) or 'nothing'} "
                 "(record the node's anomaly_score topic, or pass --score-topic)"
             )
-        alarms = o.point is not None and o.semantic_topic in topics
+        tally.alarms = o.point is not None and o.semantic_topic in topics
         wanted = [o.score_topic] + ([reference] if reference in topics else [])
-        wanted += [o.semantic_topic] if alarms else []
-        pipeline, counts_alarms, halves, alarm_sizes = AlarmPipeline(), ObstacleCounts(), {}, set()
-        unfit: list[int] = []
-        total = topics[o.score_topic].count
-        bar = tqdm(total=total, desc="score", unit="frame", disable=not o.progress)
+        wanted += [o.semantic_topic] if tally.alarms else []
+        bar = tqdm(total=topics[o.score_topic].count, desc="score", unit="frame", disable=not o.progress)
         for i, (conn, ts, data) in enumerate(reader.messages(wanted)):
             msg = reader.deserialize(data, conn, i)
             stamp = stamp_ns(msg.header.stamp)
-            if alarms and conn.topic == o.semantic_topic:
-                alarm_sizes.add(
-                    _alarm_half(halves, stamp, "semantic", converter.to_numpy(msg), pipeline, counts_alarms, o, unfit)
-                )
-                continue
-            if conn.topic != o.score_topic:
-                reference_rx.setdefault(stamp, ts)
-                continue
-            bar.update(1)
-            if stamp not in index:
-                counts.unmatched += 1
-                continue
-            if stamp in scored_rx:
-                counts.duplicates += 1
-                continue
-            frame = frames[stamp]
-            if not frame.labelled:
-                counts.unlabelled.append(frame.name)
-                scored_rx[stamp] = ts
-                continue
-            try:
-                score = converter.to_numpy(msg)
-            except ImageError as e:
-                raise BagError(f"{o.score_topic} message for frame {frame.name} in {output_bag}: {e}") from e
-            if msg.encoding != "32FC1":
-                raise BagError(f"{o.score_topic} has encoding {msg.encoding}; an anomaly score is 32FC1")
-            label = frame.label()
-            if score.shape != label.shape:
-                raise BagError(
-                    f"{o.score_topic} of frame {frame.name} is {score.shape[1]} x {score.shape[0]} pixels but its "
-                    f"label is {label.shape[1]} x {label.shape[0]} (width x height): scores must come at the label "
-                    "resolution (the node returns scores at the input image size)"
-                )
-            if not np.isfinite(score).all():
-                raise BagError(
-                    f"{o.score_topic} of frame {frame.name} holds non-finite scores; the model output is broken"
-                )
-            scored_rx[stamp] = ts
-            maps = {"pebal": score}
-            if scorer is not None:
-                offline = scorer(read_rgb(frame.image), ("pebal", *o.baselines))
-                max_diff = max(max_diff, float(np.abs(offline.pop("pebal") - score).max()))
-                maps.update(offline)
-            for m, arr in maps.items():
-                overall[m].update(arr, label)
-                per_seq[m][frame.sequence].update(arr, label)
-            if alarms:
-                alarm_sizes.add(_alarm_half(halves, stamp, "score", (score, label), pipeline, counts_alarms, o, unfit))
+            if tally.alarms and conn.topic == o.semantic_topic:
+                tally.semantic(stamp, msg)
+            elif conn.topic != o.score_topic:
+                tally.reference_rx.setdefault(stamp, ts)
+            else:
+                bar.update(1)
+                tally.score(stamp, ts, msg)
         bar.close()
+    return _report(output_bag, input_bags, o, reference, tally)
 
+
+class _Tally:
+    """What one pass over the output bag accumulates: the metrics of every method overall and per
+    sequence, the frame counts, receive times, the offline/recorded PEBAL difference and the
+    replayed alarms."""
+
+    def __init__(self, o: ScoreOptions, index: dict, frames: dict, output_bag: str | os.PathLike) -> None:
+        self.o, self.index, self.frames, self.output_bag = o, index, frames, output_bag
+        self.methods = ("pebal", *o.baselines)
+        self.sequences = sorted({entry[3] for entry in index.values()})
+        self.overall = {m: AnomalyMetrics(o.exact, max_cells=o.max_cells) for m in self.methods}
+        self.per_seq = {
+            m: {s: AnomalyMetrics(o.exact, max_cells=o.max_cells) for s in self.sequences} for m in self.methods
+        }
+        self.scorer = OfflineScorer(o.model, o.input_size) if o.baselines else None
+        self.converter = ImageConverter()
+        self.counts = _Counts()
+        self.scored_rx: dict[int, int] = {}
+        self.reference_rx: dict[int, int] = {}
+        self.max_diff = 0.0
+        self.alarms = False
+        self.pipeline, self.counts_alarms, self.halves, self.alarm_sizes = AlarmPipeline(), ObstacleCounts(), {}, set()
+        self.unfit: list[int] = []
+
+    def semantic(self, stamp: int, msg) -> None:
+        """A recorded semantic map: one half of its frame's alarm replay."""
+        self.alarm_sizes.add(
+            _alarm_half(
+                self.halves, stamp, "semantic", self.converter.to_numpy(msg), self.pipeline, self.counts_alarms,
+                self.o, self.unfit,
+            )
+        )  # fmt: skip
+
+    def score(self, stamp: int, ts: int, msg) -> None:
+        """A recorded score map: counted (unmatched, duplicate, unlabelled) or checked and scored."""
+        if stamp not in self.index:
+            self.counts.unmatched += 1
+            return
+        if stamp in self.scored_rx:
+            self.counts.duplicates += 1
+            return
+        frame = self.frames[stamp]
+        if not frame.labelled:
+            self.counts.unlabelled.append(frame.name)
+            self.scored_rx[stamp] = ts
+            return
+        score, label = self._checked(msg, frame)
+        self.scored_rx[stamp] = ts
+        maps = {"pebal": score}
+        if self.scorer is not None:
+            offline = self.scorer(read_rgb(frame.image), ("pebal", *self.o.baselines))
+            self.max_diff = max(self.max_diff, float(np.abs(offline.pop("pebal") - score).max()))
+            maps.update(offline)
+        for m, arr in maps.items():
+            self.overall[m].update(arr, label)
+            self.per_seq[m][frame.sequence].update(arr, label)
+        if self.alarms:
+            self.alarm_sizes.add(
+                _alarm_half(
+                    self.halves, stamp, "score", (score, label), self.pipeline, self.counts_alarms, self.o, self.unfit
+                )
+            )
+
+    def _checked(self, msg, frame) -> tuple[np.ndarray, np.ndarray]:
+        """``(score, label)`` of a labelled frame; a score map that is no 32FC1 image at the label's
+        size with finite values is a :class:`BagError`."""
+        topic = self.o.score_topic
+        try:
+            score = self.converter.to_numpy(msg)
+        except ImageError as e:
+            raise BagError(f"{topic} message for frame {frame.name} in {self.output_bag}: {e}") from e
+        if msg.encoding != "32FC1":
+            raise BagError(f"{topic} has encoding {msg.encoding}; an anomaly score is 32FC1")
+        label = frame.label()
+        if score.shape != label.shape:
+            raise BagError(
+                f"{topic} of frame {frame.name} is {score.shape[1]} x {score.shape[0]} pixels but its "
+                f"label is {label.shape[1]} x {label.shape[0]} (width x height): scores must come at the label "
+                "resolution (the node returns scores at the input image size)"
+            )
+        if not np.isfinite(score).all():
+            raise BagError(f"{topic} of frame {frame.name} holds non-finite scores; the model output is broken")
+        return score, label
+
+
+def _report(
+    output_bag: str | os.PathLike, input_bags: list[Path], o: ScoreOptions, reference: str | None, tally: _Tally
+) -> dict:
+    """The report dict of a finished :class:`_Tally` (see the module docstring)."""
+    index, frames, counts, scored_rx, reference_rx = (
+        tally.index, tally.frames, tally.counts, tally.scored_rx, tally.reference_rx
+    )  # fmt: skip
     counts.missing = [frames[s].name for s in sorted(index) if s not in scored_rx]
     latencies = [(rx - reference_rx[s]) / 1e6 for s, rx in scored_rx.items() if s in reference_rx]
     report = {
@@ -272,29 +316,32 @@ def score_bag(output_bag: str | os.PathLike, input_bags: list[Path], options: Sc
         },
         "latency_ms": {**percentiles(latencies, (50, 95)), "n": len(latencies)} if latencies else None,
         "methods": {
-            m: {"overall": _summary(overall[m]), "sequences": {s: _summary(per_seq[m][s]) for s in sequences}}
-            for m in methods
+            m: {
+                "overall": _summary(tally.overall[m]),
+                "sequences": {s: _summary(tally.per_seq[m][s]) for s in tally.sequences},
+            }
+            for m in tally.methods
         },
         "model": None if o.model is None else str(o.model),
     }
-    if alarms:
+    if tally.alarms:
         p = o.point.persistence
-        sizes = alarm_sizes - {None}
+        sizes = tally.alarm_sizes - {None}
         report["alarms"] = {
             "threshold": o.point.threshold,
             "region": o.point.region,
             "min_pixels": sorted({o.point.min_pixels_at(size) for size in sizes}),
             "persistence": f"{p.k} of {p.n}",
             "ego_mask": o.point.ego_mask or None,
-            "frames_without_ego_mask": len(unfit),
+            "frames_without_ego_mask": len(tally.unfit),
             "point": o.point.to_dict(),
-            **counts_alarms.summary(),
+            **tally.counts_alarms.summary(),
         }
-    if scorer is not None:
+    if tally.scorer is not None:
         report["consistency"] = {
-            "max_abs_diff": max_diff,
+            "max_abs_diff": tally.max_diff,
             "tolerance": CONSISTENCY_TOLERANCE,
-            "ok": max_diff <= CONSISTENCY_TOLERANCE,
+            "ok": tally.max_diff <= CONSISTENCY_TOLERANCE,
         }
     return report
 

@@ -27,6 +27,7 @@ from pebal_core.alarms.ego_mask import EgoMask, cached_ego_mask
 from pebal_core.alarms.operating_point import POLICIES_HELP, ResolvedPoint, parse_policy, resolve_operating_point
 from pebal_core.alarms.persistence import PersistenceConfig
 from pebal_core.alarms.region import REGIONS
+from pebal_core.backends import BACKENDS as BACKEND_REGISTRY
 from pebal_core.calibration import DEFAULT_PROBABILITY_SCALE
 from pebal_core.ground import CameraMount, GroundGrid
 from pebal_core.model_store import UnknownModelError, is_model_name, model_names, resolve_model
@@ -44,7 +45,8 @@ ALL_OUTPUTS = (*IMAGE_OUTPUTS, "anomaly_grid", "obstacles", "obstacle_detections
 """Every output the node can publish; each has an ``outputs.<name>`` parameter."""
 OUTPUTS = ALL_OUTPUTS if DETECTIONS_AVAILABLE else ALL_OUTPUTS[:-1]
 """Output topics of this install, in publishing order (``obstacle_detections`` needs vision_msgs)."""
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
+BACKENDS = tuple(BACKEND_REGISTRY)
+"""Names the ``backend`` parameter takes: those of :data:`pebal_core.backends.BACKENDS`."""
 _DEVICE = re.compile(r"^(cpu|(cuda|tensorrt)(:\d+)?)$")
 _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER}
 _TYPES |= {float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}

@@ -78,3 +78,41 @@ def realistic_checkpoint(directory: Path, arch: str, **kwargs) -> Path:
     path = Path(directory) / f"{arch}.safetensors"
     points = StoredPoints({STORED_POINT.policy: STORED_POINT}, STORED_POINT.policy)
     return save_checkpoint(realistic_model(arch, **kwargs), path, **points.to_metadata())
+
+
+EXPORT_SIZE = (64, 96)
+"""Height x width the shared test exports are made at (fixed size; the tracing size of dynamic ones)."""
+
+
+class SharedExports:
+    """Realistic checkpoints (seed 0) and their ONNX exports at :data:`EXPORT_SIZE`, each made on
+    first use and kept for the whole test session (conftest's ``shared_exports``): the export and
+    backend tests run on the same files instead of exporting the same network again (an export
+    costs seconds, a dynamic-size one tens of seconds). The files are read-only: a test that
+    changes a model works on a copy."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._files: dict[tuple[str, str], Path] = {}
+
+    def _made(self, key: tuple[str, str], make) -> Path:
+        if key not in self._files:
+            folder = self.root / "-".join(key)
+            folder.mkdir(parents=True)
+            path = make(folder)
+            path.chmod(0o444)
+            self._files[key] = path
+        return self._files[key]
+
+    def checkpoint(self, arch: str) -> Path:
+        """:func:`realistic_checkpoint` of ``arch``."""
+        return self._made((arch, "checkpoint"), lambda folder: realistic_checkpoint(folder, arch))
+
+    def onnx(self, arch: str, dynamic: bool = False) -> Path:
+        """The ONNX export of :meth:`checkpoint` at :data:`EXPORT_SIZE`, fixed or dynamic size."""
+        from pebal_core.export.onnx import export_onnx
+
+        return self._made(
+            (arch, "dynamic" if dynamic else "fixed"),
+            lambda folder: export_onnx(self.checkpoint(arch), folder / f"{arch}.onnx", EXPORT_SIZE, dynamic=dynamic),
+        )

@@ -5,6 +5,9 @@
 * ``realdata``: path of ``../shared/realdata``; tests using it skip with a reason when absent.
 * ``ros_env``: environment variables that keep DDS traffic on this machine (localhost
   discovery, a random domain id), applied to the test process and handed to subprocesses.
+* ``shared_exports``: realistic test checkpoints and their ONNX exports
+  (``test/_export_models.py`` ``SharedExports``), made once per session on first use and shared
+  by the export and backend tests.
 * The user cache folder (``pebal_core.fileio.user_cache_dir``: backend ``auto``'s measured
   choices and ONNX exports) is one temporary folder per test session (``PEBAL_CACHE_DIR``, handed
   to subprocesses too), so tests neither read nor fill the user's own cache.
@@ -84,6 +87,14 @@ def _restore_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def shared_exports(tmp_path_factory):
+    """Realistic checkpoints and their ONNX exports, each made once per session (read-only files)."""
+    from _export_models import SharedExports
+
+    return SharedExports(tmp_path_factory.mktemp("shared_exports"))
 
 
 @pytest.fixture(scope="module")

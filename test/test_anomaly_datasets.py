@@ -9,7 +9,8 @@ from pebal_core.data.anomaly_pairs import identity_collate
 from pebal_core.data.anomaly_sets import ANOMALY_DATASETS, build_anomaly_dataset
 from pebal_core.data.base import DatasetError
 from pebal_core.data.fishyscapes import FishyscapesDataset
-from pebal_core.data.lostandfound import LostAndFoundDataset, list_frames, list_sequences
+from pebal_core.data.lostandfound import list_frames, list_sequences
+from pebal_core.data.lostandfound_dataset import LostAndFoundDataset
 from pebal_core.data.road_anomaly import RoadAnomalyDataset
 from pebal_core.data.validation_dataset import ValidationDataset
 from pebal_core.images import write_label as _write_label
@@ -199,8 +200,9 @@ def test_validation_dataset_protocol(tmp_path):
 
 # ----------------------------------------------------------------------------- registry
 def test_registry_names_and_synthetic_split_detection(tmp_path):
-    assert {"fs_lost_and_found", "fs_static", "lost_and_found", "road_anomaly", "synthetic"} <= set(ANOMALY_DATASETS)
-    assert "validation/RoadAnomaly21" in ANOMALY_DATASETS
+    assert list(ANOMALY_DATASETS) == [
+        "fs_lost_and_found", "fs_static", "lost_and_found", "road_anomaly", "validation/<SET>", "synthetic"
+    ]  # fmt: skip
     synth = tmp_path / "synth"
     make_fishyscapes(synth / "fishyscapes", split="Synthetic")
     ds = build_anomaly_dataset("synthetic", synth)
@@ -209,8 +211,14 @@ def test_registry_names_and_synthetic_split_detection(tmp_path):
     make_fishyscapes(synth / "fishyscapes", split="Other")
     with pytest.raises(DatasetError, match="exactly one split"):
         build_anomaly_dataset("synthetic", synth)
-    with pytest.raises(ValueError, match="unknown anomaly dataset"):
+    with pytest.raises(ValueError, match="unknown anomaly dataset 'cityscapes'; available: fs_lost_and_found, "):
         build_anomaly_dataset("cityscapes", tmp_path)
+    with pytest.raises(ValueError, match=r"'fs_statc' \(did you mean 'fs_static'\?\)"):
+        build_anomaly_dataset("fs_statc", tmp_path)
+    with pytest.raises(ValueError, match=r"'validaton/<SET>' \(did you mean 'validation/<SET>'\?\)"):
+        build_anomaly_dataset("validaton/RoadAnomaly", tmp_path)
+    with pytest.raises(ValueError, match=r"'validation/' \(did you mean 'validation/<SET>'\?\)"):
+        build_anomaly_dataset("validation/", tmp_path)
 
 
 # ----------------------------------------------------------------------------- real data

@@ -10,20 +10,19 @@ import sys
 
 import numpy as np
 import pytest
-from _export_models import camera_like, realistic_checkpoint
+from _export_models import EXPORT_SIZE, camera_like, realistic_checkpoint
 
 from pebal_core.backends.auto import choice_path, choose_backend, machine_key, onnx_cache_path
-from pebal_core.export.onnx import export_onnx
 from pebal_core.fileio import sha256_file
 from pebal_core.runtime import Predictor
 
-SIZE = (64, 96)
+SIZE = EXPORT_SIZE
 CANDIDATES = {"torch", "onnxruntime", "openvino"}
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return realistic_checkpoint(tmp_path_factory.mktemp("ckpt"), "resnet18")
+def checkpoint(shared_exports):
+    return shared_exports.checkpoint("resnet18")
 
 
 def rgb_image(seed: int = 0) -> np.ndarray:
@@ -113,8 +112,8 @@ def test_a_damaged_onnx_export_is_rebuilt(checkpoint, tmp_path, caplog):
     assert export.stat().st_size > 1000
 
 
-def test_an_onnx_file_chooses_between_the_onnx_backends(checkpoint, tmp_path):
-    onnx_path = export_onnx(checkpoint, tmp_path / "m.onnx", input_size=SIZE)
+def test_an_onnx_file_chooses_between_the_onnx_backends(shared_exports, tmp_path):
+    onnx_path = shared_exports.onnx("resnet18")
     backend = choose_backend(onnx_path, cache_dir=tmp_path / "cache", frames=1)
     assert set(backend.choice["times_ms"]) == {"onnxruntime", "openvino"}
     assert backend.input_size == SIZE

@@ -7,30 +7,29 @@ import hashlib
 import numpy as np
 import openvino as ov
 import pytest
-from _export_models import STORED_POINT, camera_like, realistic_checkpoint
+from _export_models import EXPORT_SIZE, STORED_POINT, camera_like
 
 from pebal_core.alarms.operating_point import resolve_operating_point
 from pebal_core.backends import BackendError
 from pebal_core.backends.openvino_backend import cpu_capabilities
-from pebal_core.export.onnx import export_onnx
 from pebal_core.runtime import Predictor
 
-SIZE = (64, 96)
+SIZE = EXPORT_SIZE
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return realistic_checkpoint(tmp_path_factory.mktemp("ckpt"), "resnet18")
+def checkpoint(shared_exports):
+    return shared_exports.checkpoint("resnet18")
 
 
 @pytest.fixture(scope="module")
-def fixed_onnx(tmp_path_factory, checkpoint):
-    return export_onnx(checkpoint, tmp_path_factory.mktemp("fixed") / "m.onnx", input_size=SIZE)
+def fixed_onnx(shared_exports):
+    return shared_exports.onnx("resnet18")
 
 
 @pytest.fixture(scope="module")
-def dynamic_onnx(tmp_path_factory, checkpoint):
-    return export_onnx(checkpoint, tmp_path_factory.mktemp("dyn") / "m.onnx", input_size=SIZE, dynamic=True)
+def dynamic_onnx(shared_exports):
+    return shared_exports.onnx("resnet18", dynamic=True)
 
 
 def rgb_image(h: int, w: int, seed: int = 0) -> np.ndarray:

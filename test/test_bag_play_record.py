@@ -28,6 +28,7 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
+from tiny_trees import make_anomaly_pairs
 
 from pebal_ros.bag_convert import ConvertOptions, convert
 from pebal_ros.bag_play import Player, PlayOptions, parse_remaps
@@ -441,11 +442,14 @@ def _typestore_image(k: int, rng: np.random.Generator):
 
 def test_recording_playing_recovering_converting_and_info_do_not_import_torch(ros_env, tmp_path):
     make_tree(tmp_path / "laf", {"01_Hanns_Klemm_Str_45": 2})
+    fs = tmp_path / "Validation_Dataset" / "fs_static"
+    make_anomaly_pairs(fs / "images", fs / "labels_masks", (48, 64), [(10, 10, 8, 8), None])
     code = f"""
 import sys
 from pebal_ros.bag import main
 root = {str(tmp_path)!r}
 assert main(["convert", root + "/laf", root + "/bag", "--single"]) == 0
+assert main(["convert", root + "/Validation_Dataset", root + "/bag_validation"]) == 0
 assert main(["play", root + "/bag", "--rate", "50", "--clock"]) == 0
 assert main(["info", root + "/bag"]) == 0
 assert main(["record", "-o", root + "/rec", "/x:sensor_msgs/msg/Image", "--duration", "0.3"]) == 0

@@ -223,7 +223,8 @@ def test_threshold_writes_operating_points_into_a_copy(tmp_path, model_file):
     from sklearn.metrics import roc_curve
 
     from pebal_core.data.anomaly_sets import build_anomaly_dataset
-    from pebal_core.data.synthetic import SMALL, WorldConfig, generate_world
+    from pebal_core.data.synthetic import SMALL, WorldConfig
+    from pebal_core.data.synthetic.writers import generate_world
     from pebal_core.models.checkpoint import read_checkpoint
     from pebal_core.runtime import Predictor
 

@@ -19,12 +19,12 @@ from pebal_core.alarms.ego_estimate import (
     MIN_FRAMES,
     EstimateSettings,
     bottom_connected,
-    estimate_and_save,
     estimate_ego_mask,
     mask_from_labels,
     spread_indices,
 )
 from pebal_core.alarms.ego_mask import load_ego_mask
+from pebal_core.ego_mask_files import estimate_and_save
 from pebal_core.images import read_label, read_rgb, write_rgb
 
 

@@ -11,23 +11,32 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from _export_models import STORED_POINT, camera_like, realistic_checkpoint
+from _export_models import EXPORT_SIZE, STORED_POINT, camera_like
 
 from pebal_core.alarms.operating_point import resolve_operating_point
-from pebal_core.export.onnx import ExportError, export_onnx, read_metadata
-from pebal_core.models import list_models
+from pebal_core.export.onnx import ExportError, export_onnx
+from pebal_core.models import build_model, list_models
 from pebal_core.models.checkpoint import load_model
+from pebal_core.onnx_contract import read_metadata
 from pebal_core.preprocessing import normalize_images
 from pebal_core.scoring import free_energy, labels_and_score
 from pebal_core.version import __version__
 
-SIZE = (64, 128)
+SIZE = EXPORT_SIZE
+
+
+class _Checkpoints:
+    def __init__(self, shared):
+        self.shared = shared
+
+    def __getitem__(self, arch):
+        return self.shared.checkpoint(arch)
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ckpt")
-    return {arch: realistic_checkpoint(root, arch) for arch in list_models()}
+def checkpoints(shared_exports):
+    """``checkpoints[arch]``: the session's realistic checkpoint of ``arch`` (made on first use)."""
+    return _Checkpoints(shared_exports)
 
 
 def torch_reference(checkpoint, images: np.ndarray, smoothing: bool = True):
@@ -55,8 +64,8 @@ def assert_matches(onnx_out, ref):
 
 
 @pytest.mark.parametrize("arch", sorted(list_models()))
-def test_fixed_size_export_matches_torch(tmp_path, checkpoints, arch):
-    path = export_onnx(checkpoints[arch], tmp_path / f"{arch}.onnx", input_size=SIZE)
+def test_fixed_size_export_matches_torch(shared_exports, checkpoints, arch):
+    path = shared_exports.onnx(arch)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
@@ -77,16 +86,22 @@ SLOW_DYNAMIC = {"espnetv2_s2"}
 """Architectures whose symbolic-size trace takes minutes (ESPNetv2: about 2,000 graph nodes, a fifth of
 them the window tables of its pyramid pooling)."""
 
+SAME_DYNAMIC_PATH = {"resnet101": "resnet50"}
+"""Architectures whose dynamic-size export runs exactly the code of another one, which is tested:
+ResNet-101 is ResNet-50 (Bottleneck blocks, output stride 8, the same DeepLab head) with 17 more
+identical blocks in its third stage; tracing them with symbolic sizes tests nothing ResNet-50's
+trace does not (its fixed-size export is still tested above)."""
+
 
 @pytest.mark.parametrize(
     "arch",
     [
         pytest.param(a, marks=pytest.mark.slow) if a in SLOW_DYNAMIC else a
-        for a in sorted(set(list_models()) - STATIC_ONLY)
+        for a in sorted(set(list_models()) - STATIC_ONLY - set(SAME_DYNAMIC_PATH))
     ],
 )
-def test_dynamic_size_export_matches_torch_at_several_sizes(tmp_path, checkpoints, arch):
-    path = export_onnx(checkpoints[arch], tmp_path / f"{arch}.onnx", input_size=SIZE, dynamic=True)
+def test_dynamic_size_export_matches_torch_at_several_sizes(shared_exports, checkpoints, arch):
+    path = shared_exports.onnx(arch, dynamic=True)
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_value == 1 and dims[1].dim_value == 3
     assert dims[2].dim_param and dims[3].dim_param, "height and width must be symbolic"
@@ -97,6 +112,15 @@ def test_dynamic_size_export_matches_torch_at_several_sizes(tmp_path, checkpoint
         assert_matches(run_onnx(path, images), torch_reference(checkpoints[arch], images))
 
 
+def test_collapsed_dynamic_variants_are_built_from_the_same_modules():
+    """What :data:`SAME_DYNAMIC_PATH` claims: the collapsed architecture is built from exactly the
+    module classes of the tested one, with the same options."""
+    for collapsed, tested in SAME_DYNAMIC_PATH.items():
+        a, b = build_model(collapsed), build_model(tested)
+        assert {type(m) for m in a.modules()} == {type(m) for m in b.modules()}
+        assert a.arch_kwargs == b.arch_kwargs and a.size_divisor == b.size_divisor
+
+
 @pytest.mark.parametrize("arch", sorted(STATIC_ONLY))
 def test_dynamic_export_that_comes_out_fixed_is_refused(tmp_path, checkpoints, arch):
     with pytest.raises(ExportError, match="cannot be exported with a dynamic size"):
@@ -104,14 +128,14 @@ def test_dynamic_export_that_comes_out_fixed_is_refused(tmp_path, checkpoints, a
     assert not (tmp_path / f"{arch}.onnx").exists()
 
 
-def test_metadata_props_describe_the_model(tmp_path, checkpoints):
+def test_metadata_props_describe_the_model(shared_exports, checkpoints):
     ckpt = checkpoints["resnet18"]
-    path = export_onnx(ckpt, tmp_path / "m.onnx", input_size=SIZE)
+    path = shared_exports.onnx("resnet18")
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     model = load_model(ckpt)
     assert props["arch"] == "resnet18"
     assert json.loads(props["arch_kwargs"]) == {"width": 0.25}
-    assert props["input_size"] == "64x128"
+    assert props["input_size"] == f"{SIZE[0]}x{SIZE[1]}"
     assert json.loads(props["normalization"]) == model.normalization.to_dict()
     assert "score_threshold" not in props  # the operating points travel once, in checkpoint_metadata
     assert props["pebal_version"] == __version__
@@ -136,10 +160,10 @@ def test_unsmoothed_score_and_logits_output(tmp_path, checkpoints):
     assert read_metadata(path)["smoothing"] is False
 
 
-def test_graph_uses_only_tensorrt_friendly_head_ops(tmp_path, checkpoints):
+def test_graph_uses_only_tensorrt_friendly_head_ops(shared_exports):
     """TensorRT imports ReduceLogSumExp as log(sum(exp(x))) (overflows in FP16) and has no uint8
     arithmetic, so the head must be max-shifted exp/sum/log and ArgMax + Cast."""
-    path = export_onnx(checkpoints["resnet18"], tmp_path / "m.onnx", input_size=SIZE)
+    path = shared_exports.onnx("resnet18")
     graph = onnx.load(str(path)).graph
     ops = {n.op_type for n in graph.node}
     assert "ReduceLogSumExp" not in ops and "ArgMax" in ops

@@ -10,26 +10,25 @@ import sys
 import numpy as np
 import openvino as ov
 import pytest
-from _export_models import STORED_POINT, camera_like, realistic_checkpoint
+from _export_models import EXPORT_SIZE, STORED_POINT, camera_like
 
 from pebal_core.alarms.operating_point import resolve_operating_point
-from pebal_core.export.onnx import export_onnx
 from pebal_core.export.openvino import QUANTIZATION_KEY, head_operations, quantize_int8
 from pebal_core.images import write_rgb
 from pebal_core.onnx_contract import ExportError
 from pebal_core.runtime import Predictor
 
-SIZE = (64, 96)
+SIZE = EXPORT_SIZE
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return realistic_checkpoint(tmp_path_factory.mktemp("ckpt"), "resnet18")
+def checkpoint(shared_exports):
+    return shared_exports.checkpoint("resnet18")
 
 
 @pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory, checkpoint):
-    return export_onnx(checkpoint, tmp_path_factory.mktemp("onnx") / "m.onnx", input_size=SIZE)
+def onnx_file(shared_exports):
+    return shared_exports.onnx("resnet18")
 
 
 def images(folder, seeds) -> list:

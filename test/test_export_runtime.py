@@ -11,30 +11,31 @@ import sys
 import numpy as np
 import onnxruntime as ort
 import pytest
-from _export_models import STORED_POINT, camera_like, realistic_checkpoint
+from _export_models import EXPORT_SIZE, STORED_POINT, camera_like
 
+from pebal_core import cli
 from pebal_core.alarms.operating_point import resolve_operating_point
 from pebal_core.backends import BackendError
 from pebal_core.export.onnx import export_onnx
 from pebal_core.images import read_label, write_rgb
 from pebal_core.runtime import Predictor
 
-SIZE = (64, 96)
+SIZE = EXPORT_SIZE
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return realistic_checkpoint(tmp_path_factory.mktemp("ckpt"), "resnet18")
+def checkpoint(shared_exports):
+    return shared_exports.checkpoint("resnet18")
 
 
 @pytest.fixture(scope="module")
-def fixed_onnx(tmp_path_factory, checkpoint):
-    return export_onnx(checkpoint, tmp_path_factory.mktemp("fixed") / "m.onnx", input_size=SIZE)
+def fixed_onnx(shared_exports):
+    return shared_exports.onnx("resnet18")
 
 
 @pytest.fixture(scope="module")
-def dynamic_onnx(tmp_path_factory, checkpoint):
-    return export_onnx(checkpoint, tmp_path_factory.mktemp("dyn") / "m.onnx", input_size=SIZE, dynamic=True)
+def dynamic_onnx(shared_exports):
+    return shared_exports.onnx("resnet18", dynamic=True)
 
 
 def rgb_image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -42,10 +43,22 @@ def rgb_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def run(*args, check=True):
+    """``pebal ARGS`` as a user runs it: a new process through ``python -m pebal_core.cli``."""
     out = subprocess.run([sys.executable, "-m", "pebal_core.cli", *args], capture_output=True, text=True, timeout=300)
     if check:
         assert out.returncode == 0, out.stderr
     return out
+
+
+def run_here(capsys, *args, check=True):
+    """``pebal ARGS`` through the same ``main`` in this process (no new interpreter and torch import
+    per call): for the calls after the one ``run`` of a test that checks the console command."""
+    capsys.readouterr()
+    code = cli.main(list(args))
+    out = capsys.readouterr()
+    if check:
+        assert code == 0, out.err
+    return subprocess.CompletedProcess(["pebal", *args], code, out.out, out.err)
 
 
 def test_dynamic_onnx_predictor_matches_torch_predictor(checkpoint, dynamic_onnx):
@@ -129,14 +142,15 @@ def test_importing_runtime_loads_no_optional_toolkit():
     assert out.stdout.strip() == "[]"
 
 
-def test_cli_export_then_predict_with_onnxruntime(tmp_path, checkpoint):
+def test_cli_export_then_predict_with_onnxruntime(tmp_path, checkpoint, capsys):
     onnx_path = tmp_path / "model.onnx"
     out = run("export", "onnx", str(checkpoint), "-o", str(onnx_path), "--input-size", "64", "96", "--verify")
     assert "passed onnx.checker" in out.stdout and "labels agree on" in out.stdout
     rgb = rgb_image(64, 96, seed=11)
     write_rgb(tmp_path / "img.png", rgb)
     for backend, model in (("onnxruntime", onnx_path), ("torch", checkpoint)):
-        run(
+        run_here(
+            capsys,
             "predict",
             str(tmp_path / "img.png"),
             "--model",
@@ -154,10 +168,10 @@ def test_cli_export_then_predict_with_onnxruntime(tmp_path, checkpoint):
     assert (tmp_path / "onnxruntime" / "img_overlay.png").is_file(), "the stored threshold drives the overlay"
 
 
-def test_cli_export_errors_are_one_line(tmp_path, checkpoint):
+def test_cli_export_errors_are_one_line(tmp_path, checkpoint, capsys):
     out = run("export", "onnx", str(checkpoint), "-o", str(tmp_path / "m.onnx"), "--opset", "13", check=False)
     assert out.returncode == 2 and out.stderr.startswith("pebal: error: opset 13 is too old")
-    out = run("export", "onnx", str(tmp_path / "missing.safetensors"), check=False)
+    out = run_here(capsys, "export", "onnx", str(tmp_path / "missing.safetensors"), check=False)
     assert out.returncode == 2 and "checkpoint file not found" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -165,11 +179,13 @@ def test_cli_export_errors_are_one_line(tmp_path, checkpoint):
     any(importlib.util.find_spec(m) for m in ("tensorrt", "pycuda")),
     reason="TensorRT or pycuda is installed here",
 )
-def test_cli_tensorrt_without_tensorrt_says_how_to_install(tmp_path, fixed_onnx):
+def test_cli_tensorrt_without_tensorrt_says_how_to_install(tmp_path, fixed_onnx, capsys):
     out = run("export", "tensorrt", str(fixed_onnx), check=False)
     assert out.returncode == 2 and "pip install .[tensorrt]" in out.stderr and "Traceback" not in out.stderr
     write_rgb(tmp_path / "x.png", np.zeros((8, 8, 3), np.uint8))  # sources are opened before the model
-    out = run("predict", str(tmp_path / "x.png"), "--model", str(fixed_onnx), "--backend", "tensorrt", check=False)
+    out = run_here(
+        capsys, "predict", str(tmp_path / "x.png"), "--model", str(fixed_onnx), "--backend", "tensorrt", check=False
+    )
     assert out.returncode == 2 and "pip install .[tensorrt]" in out.stderr
 
 

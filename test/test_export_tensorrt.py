@@ -24,7 +24,7 @@ from _export_models import STORED_POINT, camera_like, realistic_checkpoint
 
 from pebal_core.alarms.operating_point import resolve_operating_point
 from pebal_core.export.calibration import calibration_batch, calibration_files
-from pebal_core.export.onnx import export_onnx, read_metadata
+from pebal_core.export.onnx import export_onnx
 from pebal_core.export.tensorrt import (
     DeviceEnv,
     EngineError,
@@ -40,6 +40,7 @@ from pebal_core.export.tensorrt import (
     timing_cache_path,
 )
 from pebal_core.images import write_rgb
+from pebal_core.onnx_contract import read_metadata
 
 ORIN = DeviceEnv("10.3.0", "Orin (nvgpu)", "8.7")
 SIZE = (64, 96)

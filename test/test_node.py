@@ -529,8 +529,8 @@ class _RecordingTensorRT(TorchBackend):
 
 
 def test_engine_auto_build_reaches_only_the_tensorrt_backend(ros_env, checkpoint, monkeypatch):
-    monkeypatch.setitem(backends._BACKENDS, "tensorrt", _RecordingTensorRT)
-    monkeypatch.setitem(backends._BACKENDS, "torch", _RecordingTensorRT)  # record the torch call as well
+    monkeypatch.setitem(backends.BACKENDS._entries, "tensorrt", _RecordingTensorRT)  # a stand-in entry for this test
+    monkeypatch.setitem(backends.BACKENDS._entries, "torch", _RecordingTensorRT)  # record the torch call as well
     with RosSession() as session:
         for backend, auto in (("tensorrt", False), ("tensorrt", True), ("torch", False)):
             values = {"model": str(checkpoint), "backend": backend, "engine_auto_build": auto, "device": "cuda:0"}

@@ -147,7 +147,7 @@ def test_pebal_models_lists_the_shipped_models_from_their_metadata():
     )
     assert out.returncode == 0, out.stderr
     meta = read_checkpoint(model_path()).metadata
-    fields = describe("default")
+    fields = describe("default", read_checkpoint(model_path("default")).metadata)
     assert fields["input_size"] == f"{meta['input_size'][0]}x{meta['input_size'][1]}"
     assert "licence MIT" in fields["base_model"]
     for name in model_names():

@@ -171,7 +171,8 @@ def test_labelled_frame_miou_reproduces_the_published_check(realdata, enet):
 @pytest.mark.realdata
 def test_pebal_train_on_the_tree_changes_only_enets_final_block(tree, realdata, tmp_path):
     out, _ = tree
-    from pebal_core.data.synthetic import WorldConfig, generate_world
+    from pebal_core.data.synthetic import WorldConfig
+    from pebal_core.data.synthetic.writers import generate_world
 
     generate_world(tmp_path / "oe", WorldConfig(seed=0, coco=12, parts=("coco",)), progress=False)
     cfg = load_config(

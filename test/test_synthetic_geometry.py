@@ -9,11 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from pebal_core.data.synthetic import WorldConfig, generate_world, scenes
+from pebal_core.data.synthetic import WorldConfig, scenes
 from pebal_core.data.synthetic import layout as lay
 from pebal_core.data.synthetic.camera import Camera
 from pebal_core.data.synthetic.families import COLOUR_FAMILIES, FAMILIES, TEXTURE_ROLES, check_disjoint, family_sets
 from pebal_core.data.synthetic.render import render_background
+from pebal_core.data.synthetic.writers import generate_world
 
 
 def _project_by_hand(cam: dict, x: float, y: float, z: float) -> tuple[float, float]:

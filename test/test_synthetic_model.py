@@ -14,7 +14,8 @@ from sklearn.metrics import roc_auc_score
 
 from pebal_core.alarms.operating_point import StoredPoints, resolve_operating_point
 from pebal_core.data.anomaly_sets import build_anomaly_dataset
-from pebal_core.data.synthetic import WorldConfig, generate_world
+from pebal_core.data.synthetic import WorldConfig
+from pebal_core.data.synthetic.writers import generate_world
 from pebal_core.model_store import model_path
 from pebal_core.models.checkpoint import read_checkpoint
 from pebal_core.runtime import Predictor

@@ -16,7 +16,8 @@ import torch
 
 from pebal_core import cli
 from pebal_core.alarms.operating_point import StoredPoints
-from pebal_core.data.synthetic import SMALL, WorldConfig, generate_world
+from pebal_core.data.synthetic import SMALL, WorldConfig
+from pebal_core.data.synthetic.writers import generate_world
 from pebal_core.models.checkpoint import load_model, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,8 +15,9 @@ import pytest
 from cityscapesscripts.helpers.labels import id2label
 from pycocotools.coco import COCO
 
-from pebal_core.data.synthetic import SMALL, WorldConfig, generate_world
+from pebal_core.data.synthetic import SMALL, WorldConfig
 from pebal_core.data.synthetic.families import FAMILIES
+from pebal_core.data.synthetic.writers import generate_world
 from pebal_core.labels import CLASS_NAMES, label_ids_to_train_ids
 
 SEED = 7

@@ -19,6 +19,7 @@ import pytest
 import torch
 from tiny_trees import make_cityscapes, make_coco_ood_seg
 
+from pebal_core import cli as pebal_cli
 from pebal_core.config import ABLATION_ROWS, ConfigError, TrainConfig, load_config, save_config, to_dict
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import load_model, read_checkpoint, save_checkpoint
@@ -249,7 +250,7 @@ def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.C
     )
 
 
-def test_cli_train_end_to_end_and_user_errors(trees, tmp_path):
+def test_cli_train_end_to_end_and_user_errors(trees, tmp_path, capsys):
     cfg_file = tmp_path / "cfg.yaml"
     save_config(tiny(trees, tmp_path / "run"), cfg_file)
     out = cli("train", "--config", str(cfg_file), "max_steps=3", "--no-progress")
@@ -257,13 +258,22 @@ def test_cli_train_end_to_end_and_user_errors(trees, tmp_path):
     assert f"wrote {tmp_path / 'run' / MODEL_FILE}" in out.stdout
     model = load_model(tmp_path / "run" / MODEL_FILE)
     assert model.checkpoint_metadata["train_config"]["max_steps"] == 3
-    bad = cli(
-        "train", "--config", str(cfg_file), f"data.cityscapes={tmp_path / 'missing'}", "out_dir=" + str(tmp_path / "x")
+    # the user errors through the same main in this process (the run above is the console command)
+    capsys.readouterr()
+    code = pebal_cli.main(
+        [
+            "train",
+            "--config",
+            str(cfg_file),
+            f"data.cityscapes={tmp_path / 'missing'}",
+            "out_dir=" + str(tmp_path / "x"),
+        ]
     )
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.startswith("pebal: error: Cityscapes root") and str(tmp_path / "missing") in bad.stderr
-    typo = cli("train", "--config", str(cfg_file), "optim.lrate=1")
-    assert typo.returncode == 2 and "unknown key(s) optim.lrate" in typo.stderr
+    bad = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in bad
+    assert bad.startswith("pebal: error: Cityscapes root") and str(tmp_path / "missing") in bad
+    code = pebal_cli.main(["train", "--config", str(cfg_file), "optim.lrate=1"])
+    assert code == 2 and "unknown key(s) optim.lrate" in capsys.readouterr().err
 
 
 def test_example_configs_are_valid_and_carry_the_paper_values():

@@ -66,6 +66,8 @@ from pebal_core.alarms.region import DEFAULT_MIN_FRACTION, REGIONS
 from pebal_core.onnx_contract import OPERATING_POINT_KEYS
 
 DEFAULT_POLICY = "fa:0.1"
+DEFAULT_POLICIES = ("tpr95", "fpr:0.01", "fpr:0.001", "fa:0.3", DEFAULT_POLICY, "fa:0.05")
+"""Policies ``pebal threshold`` computes when none are named (the default one always is)."""
 POLICIES_HELP = (
     "tpr95 | fpr:<fraction of inlier region pixels> | fa:<false-alarm obstacles per frame> | "
     "obstacles:<false-alarm obstacles per frame>"

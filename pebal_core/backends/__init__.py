@@ -23,7 +23,7 @@ pycuda:
     The fastest of the CPU backends installed here, as measured on this machine for this model
     (cached per machine and model hash); never TensorRT.
 
-:func:`register_backend` adds more; :func:`create_backend` builds one by name.
+:data:`BACKENDS` holds them by name; :func:`create_backend` builds one.
 """
 
 from __future__ import annotations
@@ -31,55 +31,39 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from pebal_core.backends.auto import choose_backend
 from pebal_core.backends.base import Backend, BackendError, parse_device, usable_cores
 from pebal_core.backends.onnxruntime_backend import OnnxRuntimeBackend
 from pebal_core.backends.openvino_backend import OpenVinoBackend
 from pebal_core.backends.tensorrt_backend import TensorRTBackend
 from pebal_core.backends.torch_backend import TorchBackend
+from pebal_core.registry import Registry
 
 __all__ = [
+    "BACKENDS",
     "Backend",
     "BackendError",
     "OnnxRuntimeBackend",
     "OpenVinoBackend",
     "TensorRTBackend",
     "TorchBackend",
-    "available_backends",
     "create_backend",
     "parse_device",
-    "register_backend",
     "usable_cores",
 ]
 
-
-def _auto(path: str | os.PathLike, **options: object) -> Backend:
-    from pebal_core.backends.auto import choose_backend
-
-    return choose_backend(path, **options)
-
-
-_BACKENDS: dict[str, Callable[..., Backend]] = {
-    "auto": _auto,
-    "torch": TorchBackend,
-    "onnxruntime": OnnxRuntimeBackend,
-    "openvino": OpenVinoBackend,
-    "tensorrt": TensorRTBackend,
-}
-
-
-def register_backend(name: str, factory: Callable[..., Backend]) -> None:
-    """Make a backend selectable by name (``Predictor.from_checkpoint(..., backend=name)``)."""
-    _BACKENDS[name] = factory
-
-
-def available_backends() -> list[str]:
-    """Names :func:`create_backend` accepts."""
-    return sorted(_BACKENDS)
+BACKENDS: Registry[Callable[..., Backend]] = Registry("backend")
+"""Backend name -> factory ``f(path, **options) -> Backend`` (``BACKENDS.register(name, factory)``
+makes another one selectable by name, e.g. ``Predictor.from_checkpoint(..., backend=name)``)."""
+BACKENDS.register("auto", choose_backend)
+BACKENDS.register("torch", TorchBackend)
+BACKENDS.register("onnxruntime", OnnxRuntimeBackend)
+BACKENDS.register("openvino", OpenVinoBackend)
+BACKENDS.register("tensorrt", TensorRTBackend)
 
 
 def create_backend(name: str, path: str | os.PathLike, **options: object) -> Backend:
     """The backend ``name`` over the model file ``path`` (``options``: ``device``, ``smoothing``,
-    ``input_size`` and the backend's own, see the module docstring)."""
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; available: {', '.join(available_backends())}")
-    return _BACKENDS[name](path, **options)
+    ``input_size`` and the backend's own, see the module docstring); an unknown name raises
+    :class:`~pebal_core.registry.UnknownNameError` (a ``ValueError``) listing the names."""
+    return BACKENDS[name](path, **options)

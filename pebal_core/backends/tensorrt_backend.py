@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pebal_core.backends.base import Backend, BackendError, check_fixed_size, check_smoothing, parse_device
+from pebal_core.export import tensorrt as trt_export
 from pebal_core.fileio import sha256_file
 from pebal_core.model_metadata import check_metadata
 from pebal_core.onnx_contract import ONNX_RULES
@@ -42,8 +43,6 @@ class TensorRTBackend(Backend):
         precision: str | None = None,
         **build_options: object,
     ) -> None:
-        from pebal_core.export import tensorrt as trt_export
-
         kind, index = parse_device(device, ("cuda", "cpu"))
         if kind != "cuda":
             raise ValueError("the tensorrt backend runs on an NVIDIA GPU: use device 'cuda' (or 'cuda:N')")

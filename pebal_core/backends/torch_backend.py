@@ -9,6 +9,7 @@ import torch
 
 from pebal_core.backends.base import Backend
 from pebal_core.denormals import flush_to_zero
+from pebal_core.devices import torch_device
 from pebal_core.models.base import SegmentationModel
 from pebal_core.models.checkpoint import load_model
 from pebal_core.preprocessing import image_to_tensor
@@ -48,9 +49,7 @@ class TorchBackend(Backend):
         return backend
 
     def _setup(self, model: SegmentationModel, device: str, smoothing: bool, flush_denormal: bool) -> None:
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but torch sees no CUDA GPU; use device 'cpu'")
+        self.device = torch_device(device)
         self.model = model.to(self.device).eval()
         self.metadata = {"arch": getattr(model, "arch", None), **getattr(model, "checkpoint_metadata", {})}
         self.smoothing = smoothing

@@ -154,6 +154,7 @@ def _run_camvid_eval(args: argparse.Namespace, checkpoint: Path) -> int:
     import json
 
     from pebal_core.data.camvid import CamVid, camvid_miou
+    from pebal_core.devices import torch_device
     from pebal_core.evaluate import EvalOptions, inlier_confusion
     from pebal_core.fileio import atomic_write_text
     from pebal_core.models.checkpoint import load_model
@@ -166,7 +167,7 @@ def _run_camvid_eval(args: argparse.Namespace, checkpoint: Path) -> int:
         limit=args.limit,
         progress=not args.no_progress,
     )
-    model = load_model(checkpoint, arch=args.arch).to(args.device)
+    model = load_model(checkpoint, arch=args.arch).to(torch_device(args.device, "--device"))
     dataset = CamVid(args.root, split)
     miou, per_class = camvid_miou(inlier_confusion(model, dataset, options, desc=f"CamVid {split}"))
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
@@ -255,10 +256,9 @@ def run_eval(args: argparse.Namespace) -> int:
 def add_threshold(p: argparse.ArgumentParser) -> None:
     from pebal_core.alarms.ego_mask import SPEC_HELP as EGO_HELP
     from pebal_core.alarms.obstacles import DEFAULT_MIN_PIXELS
-    from pebal_core.alarms.operating_point import DEFAULT_POLICY, POLICIES_HELP
+    from pebal_core.alarms.operating_point import DEFAULT_POLICIES, DEFAULT_POLICY, POLICIES_HELP
     from pebal_core.alarms.region import REGIONS
     from pebal_core.data.anomaly_sets import ANOMALY_DATASETS
-    from pebal_core.operating_point_selection import DEFAULT_POLICIES
 
     p.description = (
         "Run a model over a validation dataset (any dataset `pebal eval` reads), compute the score threshold "
@@ -319,16 +319,11 @@ def run_threshold(args: argparse.Namespace) -> int:
     import json
 
     from pebal_core.alarms.ego_mask import load_ego_mask
-    from pebal_core.alarms.operating_point import METADATA_KEY
+    from pebal_core.alarms.operating_point import DEFAULT_POLICIES, METADATA_KEY
     from pebal_core.evaluate import EvalOptions
     from pebal_core.fileio import atomic_write_text
     from pebal_core.model_store import resolve_model
-    from pebal_core.operating_point_selection import (
-        DEFAULT_POLICIES,
-        choose_operating_points,
-        format_points,
-        write_operating_points,
-    )
+    from pebal_core.operating_point_selection import choose_operating_points, format_points, write_operating_points
 
     checkpoint = resolve_model(args.model)
     dataset_options = _dataset_options(args)

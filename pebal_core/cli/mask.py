@@ -73,7 +73,8 @@ def evenly_spread(items: list, count: int) -> list:
 def run_mask(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pebal_core.alarms.ego_estimate import EstimateSettings, estimate_and_save
+    from pebal_core.alarms.ego_estimate import EstimateSettings
+    from pebal_core.ego_mask_files import estimate_and_save
     from pebal_core.images import read_rgb
 
     files = evenly_spread(image_files(args.inputs), args.max_frames)

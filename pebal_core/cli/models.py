@@ -25,11 +25,12 @@ def run_models(args: argparse.Namespace) -> int:
     for name in model_names():
         print(f"  {name:10s} {MODELS[name].summary}")
         try:
-            fields = describe(name)
+            metadata = read_checkpoint(model_path(name)).metadata
         except FileNotFoundError as e:
             print(f"             not installed: {e}")
             continue
-        stored = StoredPoints.from_metadata(read_checkpoint(model_path(name)).metadata)
+        fields = describe(name, metadata)
+        stored = StoredPoints.from_metadata(metadata)
         if stored is not None:
             fields["operating_point"] = stored.points[stored.default].describe()
             rates = stored.measured.get(stored.default, {})

@@ -70,7 +70,7 @@ def run_synth(args: argparse.Namespace) -> int:
         + ")"
     )
     if args.preview:
-        from pebal_core.data.synthetic.preview import write_contact_sheet
+        from pebal_core.world_preview import write_contact_sheet
 
         write_contact_sheet(args.out, args.preview, manifest)
         print(f"wrote {args.preview}")

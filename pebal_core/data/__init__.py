@@ -1,4 +1,6 @@
 """Datasets in their real on-disk layouts, AnomalyMix, and joint image/label transforms.
 
-Every dataset is a ``torch.utils.data.Dataset`` whose items follow :mod:`pebal_core.data.base`.
+Every dataset's items follow :mod:`pebal_core.data.base`. The training sets are
+``torch.utils.data.Dataset`` subclasses; the evaluation sets (:mod:`pebal_core.data.anomaly_pairs`)
+are plain map-style datasets that import without torch.
 """

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from pebal_core.data.base import DatasetError
 from pebal_core.images import read_label, read_rgb
@@ -63,8 +62,12 @@ class Sample:
     extra: dict = field(default_factory=dict)
 
 
-class AnomalyPairs(Dataset):
+class AnomalyPairs:
     """A list of :class:`Sample` read as ``{"image", "label", "name", **extra}`` items.
+
+    A map-style dataset (``len`` and indexing), which ``torch.utils.data.DataLoader`` reads like
+    a ``Dataset`` subclass; it does not import torch, so listing and reading evaluation sets
+    (``pebal_bag convert``) runs without it.
 
     Args:
         samples: the image/label files.

@@ -1,4 +1,4 @@
-"""Registry of the anomaly evaluation datasets: ``build_anomaly_dataset(name, root, **options)``.
+"""The anomaly evaluation datasets by name (:data:`ANOMALY_DATASETS`): ``build_anomaly_dataset(name, root, **options)``.
 
 ========================  ==================================================  =========================
 name                      dataset (module)                                    root
@@ -7,7 +7,8 @@ name                      dataset (module)                                    ro
 ``fs_static``             Fishyscapes Static validation (fishyscapes)         folder holding ``Static/``
 ``lost_and_found``        LostAndFound, test protocol (lostandfound)          LostAndFound folder
 ``road_anomaly``          Road Anomaly (road_anomaly)                         folder holding ``frames/``
-``validation/<SET>``      a Validation_Dataset set (validation_dataset)       ``Validation_Dataset`` folder
+``validation/<SET>``      a Validation_Dataset set, any set folder name       ``Validation_Dataset`` folder
+                          (validation_dataset)
 ``synthetic``             the project's generated Fishyscapes-style set       ``pebal synth`` output (or its
                           (fishyscapes layout under ``fishyscapes/``)         ``fishyscapes/`` folder)
 ========================  ==================================================  =========================
@@ -20,31 +21,43 @@ only split folder present). Every dataset yields ``{"image", "label" (0/1/255), 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from pebal_core.data.anomaly_pairs import AnomalyPairs
 from pebal_core.data.base import DatasetError
-
-if TYPE_CHECKING:  # the dataset modules import torch; load them only when a dataset is built
-    from pebal_core.data.anomaly_pairs import AnomalyPairs
-    from pebal_core.data.fishyscapes import FishyscapesDataset
+from pebal_core.data.fishyscapes import FishyscapesDataset, fishyscapes_splits
+from pebal_core.data.lostandfound_dataset import LostAndFoundDataset
+from pebal_core.data.road_anomaly import RoadAnomalyDataset
+from pebal_core.data.validation_dataset import ValidationDataset
+from pebal_core.registry import Registry
 
 VALIDATION_SETS = ("RoadAnomaly", "RoadAnomaly21", "RoadObsticle21", "fs_static", "FS_LostFound_full")
 """The sets of the ``Validation_Dataset`` bundle (folder names, ``RoadObsticle21`` sic; ``docs/data_sources.md``)."""
-ANOMALY_DATASETS = (
-    "fs_lost_and_found",
-    "fs_static",
-    "lost_and_found",
-    "road_anomaly",
-    *(f"validation/{s}" for s in VALIDATION_SETS),
-    "synthetic",
-)
-"""Names :func:`build_anomaly_dataset` accepts (``validation/`` takes any set folder name)."""
+SET_FAMILY = "/<SET>"
+"""How a registered name marks a family of sets: ``validation/<SET>`` takes the set's folder name."""
+
+ANOMALY_DATASETS: Registry[Callable[..., AnomalyPairs]] = Registry("anomaly dataset")
+"""Dataset name -> factory ``f(root, **options)`` (a family ``f(root, set_name, **options)``)."""
 
 
+@ANOMALY_DATASETS.register("fs_lost_and_found")
+def _fs_lost_and_found(root: Path, **options) -> FishyscapesDataset:
+    return FishyscapesDataset(root, "LostAndFound", **options)
+
+
+@ANOMALY_DATASETS.register("fs_static")
+def _fs_static(root: Path, **options) -> FishyscapesDataset:
+    return FishyscapesDataset(root, "Static", **options)
+
+
+ANOMALY_DATASETS.register("lost_and_found", LostAndFoundDataset)
+ANOMALY_DATASETS.register("road_anomaly", RoadAnomalyDataset)
+ANOMALY_DATASETS.register("validation" + SET_FAMILY, ValidationDataset)
+
+
+@ANOMALY_DATASETS.register("synthetic")
 def _synthetic(root: Path, split: str | None = None) -> FishyscapesDataset:
-    from pebal_core.data.fishyscapes import FishyscapesDataset, fishyscapes_splits
-
     base = root / "fishyscapes" if (root / "fishyscapes").is_dir() else root
     if split is None:
         splits = fishyscapes_splits(base)
@@ -58,23 +71,9 @@ def _synthetic(root: Path, split: str | None = None) -> FishyscapesDataset:
 
 
 def build_anomaly_dataset(name: str, root: str | os.PathLike, **options) -> AnomalyPairs:
-    """The evaluation dataset ``name`` (see the module table) read from ``root``."""
-    from pebal_core.data.fishyscapes import FishyscapesDataset
-    from pebal_core.data.lostandfound import LostAndFoundDataset
-    from pebal_core.data.road_anomaly import RoadAnomalyDataset
-    from pebal_core.data.validation_dataset import ValidationDataset
-
-    root = Path(root)
-    if name == "fs_lost_and_found":
-        return FishyscapesDataset(root, "LostAndFound", **options)
-    if name == "fs_static":
-        return FishyscapesDataset(root, "Static", **options)
-    if name == "lost_and_found":
-        return LostAndFoundDataset(root, **options)
-    if name == "road_anomaly":
-        return RoadAnomalyDataset(root, **options)
-    if name.startswith("validation/") and len(name) > len("validation/"):
-        return ValidationDataset(root, name.split("/", 1)[1], **options)
-    if name == "synthetic":
-        return _synthetic(root, **options)
-    raise ValueError(f"unknown anomaly dataset {name!r}; choose from {', '.join(ANOMALY_DATASETS)}")
+    """The evaluation dataset ``name`` (see the module table) read from ``root``; an unknown name
+    raises :class:`~pebal_core.registry.UnknownNameError` (a ``ValueError``) listing the names."""
+    family, slash, set_name = name.partition("/")
+    if slash and set_name:
+        return ANOMALY_DATASETS[family + SET_FAMILY](Path(root), set_name, **options)
+    return ANOMALY_DATASETS[name](Path(root), **options)

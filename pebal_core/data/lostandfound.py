@@ -22,9 +22,8 @@ the non-hazard objects as anomalies instead. When only the prepared ``labelTrain
 the same way.
 
 :func:`list_frames` is the frame API (image, label, camera, timestamp per frame, sorted by
-sequence and frame number) that the rosbag converter uses; it does not import torch.
-``LostAndFoundDataset`` (:mod:`pebal_core.data.lostandfound_dataset`, also importable from here)
-is the evaluation dataset.
+sequence and frame number) that the rosbag converter uses; ``LostAndFoundDataset``
+(:mod:`pebal_core.data.lostandfound_dataset`) is the evaluation dataset built on it.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pebal_core.data.anomaly_pairs import label_lut
 from pebal_core.data.base import DatasetError, require_dir
 from pebal_core.labels import EVAL_ANOMALY, EVAL_INLIER
 
@@ -46,8 +46,6 @@ _FILE = re.compile(r"^(?P<seq>.+)_(?P<seqnum>\d{6})_(?P<frame>\d{6})_leftImg8bit
 
 def eval_lut(non_hazards: str = "void", train_ids: bool = False):
     """Raw LostAndFound label value -> 0/1/255 (see the module docstring)."""
-    from pebal_core.data.anomaly_pairs import label_lut
-
     if non_hazards not in ("void", "anomaly"):
         raise ValueError(f"non_hazards must be 'void' or 'anomaly', got {non_hazards!r}")
     if train_ids:
@@ -141,13 +139,3 @@ def list_frames(root: str | os.PathLike, split: str = "test", sequence: str | No
                 )
             )
     return sorted(frames, key=lambda f: (f.sequence, f.sequence_number, f.frame))
-
-
-def __getattr__(name: str):
-    # The evaluation dataset is a torch Dataset; it is imported on first use so that the frame API
-    # (what the bag converter uses) does not import torch.
-    if name == "LostAndFoundDataset":
-        from pebal_core.data.lostandfound_dataset import LostAndFoundDataset
-
-        return LostAndFoundDataset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,5 @@
-"""LostAndFound as an evaluation dataset (a torch ``Dataset``); the layout, the frame API and the
-label protocol are in :mod:`pebal_core.data.lostandfound`."""
+"""LostAndFound as an evaluation dataset (an :class:`~pebal_core.data.anomaly_pairs.AnomalyPairs`); the layout, the
+frame API and the label protocol are in :mod:`pebal_core.data.lostandfound`."""
 
 from __future__ import annotations
 

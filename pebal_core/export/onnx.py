@@ -31,12 +31,14 @@ import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from pebal_core.denormals import flush_denormals
 from pebal_core.fileio import atomic_write
 from pebal_core.models.base import SegmentationModel
+from pebal_core.models.checkpoint import load_model
 from pebal_core.onnx_contract import (
     DYNAMIC,
     FORMAT_VERSION,
@@ -45,7 +47,7 @@ from pebal_core.onnx_contract import (
     MIN_SIDE,
     OUTPUT_NAMES,
     ExportError,
-    parse_metadata,
+    read_metadata,
 )
 from pebal_core.preprocessing import normalize_images
 from pebal_core.scoring import EnergyScoreHead
@@ -114,20 +116,6 @@ def metadata_props(
         "exporter": f"torch {torch.__version__} torch.onnx.export(dynamo=True)",
         "opset": str(opset),
     }
-
-
-def read_metadata(path: str | os.PathLike) -> dict:
-    """:func:`parse_metadata` of an ``.onnx`` file (reads the graph, not the weights)."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX file not found: {path}")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError and friends from protobuf
-        raise ExportError(f"cannot read {path} as an ONNX model: {e}") from e
-    return parse_metadata({p.key: p.value for p in proto.metadata_props}, path)
 
 
 @contextlib.contextmanager
@@ -244,8 +232,6 @@ def export_onnx(
     Returns:
         the output path. The file has passed ``onnx.checker.check_model(full_check=True)``.
     """
-    from pebal_core.models.checkpoint import load_model
-
     model = load_model(checkpoint)
     meta = dict(model.checkpoint_metadata, path=str(checkpoint))
     return export_model(model, output, meta, input_size, dynamic, smoothing, logits, opset)
@@ -264,7 +250,6 @@ def verify_export(
     Returns:
         ``(fraction of pixels with identical labels, max |score difference|)``.
     """
-    import numpy as np
     import onnxruntime as ort
 
     meta = read_metadata(onnx_path)

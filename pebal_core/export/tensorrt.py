@@ -36,10 +36,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from pebal_core.export.calibration import calibration_batch, calibration_files
-from pebal_core.export.onnx import INPUT_NAME, MAX_SIDE, MIN_SIDE, read_metadata
 from pebal_core.fileio import atomic_write, atomic_write_text, sha256_file
+from pebal_core.onnx_contract import INPUT_NAME, MAX_SIDE, MIN_SIDE, read_metadata
 from pebal_core.version import __version__
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -333,7 +334,6 @@ def resolve_engine(
 # ----------------------------------------------------------------------------- calibration
 def _entropy_calibrator(trt, cuda, files: list[Path], shape: list[int], cache: Path):
     """An ``IInt8EntropyCalibrator2`` feeding ``files`` one image per batch, caching its table in ``cache``."""
-    from tqdm import tqdm
 
     class ImageFolderCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:

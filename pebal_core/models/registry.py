@@ -20,6 +20,7 @@ from pebal_core.models.espnet import ESPNet
 from pebal_core.models.espnetv2 import ESPNetv2
 from pebal_core.models.resnet import ResNet
 from pebal_core.models.wider_resnet import WiderResNet38
+from pebal_core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -29,18 +30,17 @@ class ModelEntry:
     description: str
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+MODELS: Registry[ModelEntry] = Registry("model")
+"""The zoo: architecture name -> its :class:`ModelEntry` (builder and one-line description)."""
 
 
 def register(
     name: str, description: str
 ) -> Callable[[Callable[..., SegmentationModel]], Callable[..., SegmentationModel]]:
-    """Decorator adding a builder ``f(num_classes, **kwargs) -> SegmentationModel`` to the zoo."""
+    """Decorator adding a builder ``f(num_classes, **kwargs) -> SegmentationModel`` to :data:`MODELS`."""
 
     def wrap(builder: Callable[..., SegmentationModel]) -> Callable[..., SegmentationModel]:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, builder, description)
+        MODELS.register(name, ModelEntry(name, builder, description))
         return builder
 
     return wrap
@@ -48,14 +48,12 @@ def register(
 
 def list_models() -> dict[str, str]:
     """Names of every registered architecture and their one-line descriptions."""
-    return {name: entry.description for name, entry in sorted(_REGISTRY.items())}
+    return {name: MODELS[name].description for name in sorted(MODELS)}
 
 
 def arch_options(name: str) -> dict[str, object]:
     """The architecture options (``arch_kwargs``) ``name`` takes, with their defaults."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    params = inspect.signature(_REGISTRY[name].builder).parameters.values()
+    params = inspect.signature(MODELS[name].builder).parameters.values()
     return {p.name: p.default for p in params if p.name != "num_classes"}
 
 
@@ -64,7 +62,8 @@ def build_model(name: str, num_classes: int = 20, **kwargs) -> SegmentationModel
 
     Args:
         name: an entry of :func:`list_models` (``wrn38``, ``resnet101``, ``resnet50``, ``resnet18``, ``enet``,
-            ``espnet_p2q8``...).
+            ``espnet_p2q8``...); another name raises :class:`~pebal_core.registry.UnknownNameError`
+            (a ``KeyError``) listing them.
         num_classes: output channels; 20 for PEBAL (19 Cityscapes trainIds + abstention),
             19 for a plain Cityscapes segmenter.
         kwargs: architecture options of that entry (e.g. ``width`` for ``resnet18``).
@@ -74,9 +73,7 @@ def build_model(name: str, num_classes: int = 20, **kwargs) -> SegmentationModel
         ``B x num_classes x H x W`` logits. ``model.arch`` and ``model.arch_kwargs`` record how
         it was built.
     """
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    model = _REGISTRY[name].builder(num_classes=num_classes, **kwargs)
+    model = MODELS[name].builder(num_classes=num_classes, **kwargs)
     model.arch = name
     model.arch_kwargs = dict(kwargs)
     return model

@@ -11,21 +11,14 @@ downloaded here, so this package draws its own, deterministically from a seed:
   disjoint in shape, texture and colour;
 * :mod:`~pebal_core.data.synthetic.render` — ray casting, object drawing, camera effects;
 * :mod:`~pebal_core.data.synthetic.scenes` — one sample of each dataset from ``(seed, index)``;
-* :mod:`~pebal_core.data.synthetic.writers` — the dataset trees and ``world.json``;
-* :mod:`~pebal_core.data.synthetic.preview` — a contact sheet of a generated world.
+* :mod:`~pebal_core.data.synthetic.writers` — the dataset trees and ``world.json``
+  (:func:`~pebal_core.data.synthetic.writers.generate_world`).
+
+A contact sheet of a generated world is drawn by :mod:`pebal_core.world_preview`.
 """
 
 from __future__ import annotations
 
 from pebal_core.data.synthetic.config import PARTS, SMALL, WorldConfig
 
-__all__ = ["PARTS", "SMALL", "WorldConfig", "generate_world"]
-
-
-def __getattr__(name: str):
-    # generate_world pulls in OpenCV and pycocotools: import it only when used
-    if name == "generate_world":
-        from pebal_core.data.synthetic.writers import generate_world
-
-        return generate_world
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["PARTS", "SMALL", "WorldConfig"]

@@ -15,6 +15,8 @@ import dataclasses
 import cv2
 import numpy as np
 
+from pebal_core.data.synthetic.textures import tile_noise
+
 SUPERSAMPLE = 2
 """Supersampling factor of small sprites (large ones, above ``_SUPERSAMPLE_MAX_PX`` output pixels, use 1)."""
 _SUPERSAMPLE_MAX_PX = 40_000
@@ -170,8 +172,6 @@ def metric_noise(seed: int, a: np.ndarray, b: np.ndarray, cell_m: float) -> np.n
     """
     tile = _TILES.get(seed)
     if tile is None:
-        from pebal_core.data.synthetic.textures import tile_noise
-
         tile = _TILES[seed] = tile_noise(np.random.default_rng(seed), 64, 8, 3)
         if len(_TILES) > 256:
             _TILES.pop(next(iter(_TILES)))

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pebal_core.fileio import atomic_write
 from pebal_core.images import read_label, read_rgb
 from pebal_core.labels import ANOMALY_ID, EVAL_ANOMALY, colorize
 from pebal_core.visualize import overlay
@@ -108,8 +109,6 @@ def write_contact_sheet(
             break
         colours //= 2
     path.parent.mkdir(parents=True, exist_ok=True)
-    from pebal_core.fileio import atomic_write
-
     with atomic_write(path) as tmp:
         tmp.write_bytes(data.getvalue())
     return path
