@@ -49,6 +49,12 @@ The two variants:
     only when there are some). Total ``PAL_plain + PAL_mixed + ebm_weight * (EBM + reg)``.
     Deviation: an empty group contributes 0 where the reference would produce NaN.
 
+Structure: each term is a small :class:`LossTerm` object with a ``name`` (the key the training
+log prints); :func:`pebal_objective` builds a :class:`TermSum` of them from the configuration,
+the variant (:data:`LOSS_VARIANTS`) choosing each term's arithmetic and how the terms are
+summed, the abstention (:data:`ABSTENTIONS`) choosing the main term. ``pretrain`` sums the one
+term :class:`InlierCrossEntropy`.
+
 Void pixels never contribute except in the reference smoothness term and, through the 7x7
 blur, in the smoothed penalty of their neighbours. Everything is computed in log space from one
 ``logsumexp`` over the inlier channels (``log p_c = x_c - logaddexp(lse, x_19)``, ``logaddexp``
@@ -59,7 +65,9 @@ softmax is materialised.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +75,7 @@ from torch import nn
 
 from pebal_core.config import LossConfig
 from pebal_core.labels import ABSTENTION_CHANNEL, ANOMALY_ID, NUM_CLASSES, UNCLASSED_ID, VOID_ID
+from pebal_core.registry import Registry
 from pebal_core.scoring import GAUSSIAN_SIZE, exp_, gaussian_kernel1d, lse_from_shifted, separable_correlate
 
 PENALTY_FLOOR = 1e-12
@@ -229,104 +238,316 @@ def paper_smoothness(energy: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return ((dv * mv).sum() + (dh * mh).sum()) / (mv.sum() + mh.sum()).clamp_min(1)
 
 
+# ----------------------------------------------------------------------------- terms
+@dataclasses.dataclass
+class LossInputs:
+    """One batch as every term sees it: ``logits`` ``B x C x H x W``, ``targets`` int64 ``B x H x W``,
+    optional ``teacher`` logits; the per-pixel quantities are computed once, on first use."""
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    teacher: torch.Tensor | None = None
+
+    @functools.cached_property
+    def anomaly(self) -> torch.Tensor:
+        return self.targets == ANOMALY_ID
+
+    @functools.cached_property
+    def inlier(self) -> torch.Tensor:
+        return self.targets < NUM_CLASSES
+
+    @functools.cached_property
+    def px(self) -> PixelTerms:
+        return PixelTerms.of(self.logits, self.targets)
+
+    @functools.cached_property
+    def energy(self) -> torch.Tensor:
+        """Free energy ``E = -lse``, ``B x H x W`` (one tensor shared by every term that uses it)."""
+        return self.px.energy
+
+    @functools.cached_property
+    def mixed(self) -> torch.Tensor:
+        """``B x 1 x 1`` bool: the images that contain anomalous pixels (D_out)."""
+        return self.anomaly.flatten(1).any(1).view(-1, 1, 1)
+
+
+class LossTerm:
+    """A named part of the objective: ``term(inputs)`` is its unweighted value, a scalar tensor.
+
+    ``name`` is the key under which the training log reports it.
+    """
+
+    name: str = ""
+
+    def __call__(self, x: LossInputs) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyPenalty:
+    """``log(p_19 / a)`` with ``a = lse^2`` (Eq. 5), optionally Gaussian-smoothed per image."""
+
+    smoothed: bool
+
+    def log_abstain(self, px: PixelTerms) -> torch.Tensor:
+        return px.log_p19 - log_penalty(px.lse, self.smoothed)
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedPenalty:
+    """``log(p_19 / a)`` with a constant ``a`` (Deep Gambler)."""
+
+    value: float
+
+    def log_abstain(self, px: PixelTerms) -> torch.Tensor:
+        return px.log_p19 - math.log(self.value)
+
+
+Penalty = EnergyPenalty | FixedPenalty
+
+
+class ExtraClassCrossEntropy(LossTerm):
+    """``ce``: cross-entropy over the 20 channels, anomalous pixels labelled 19 (replaces PAL)."""
+
+    name = "ce"
+
+    def __call__(self, x: LossInputs) -> torch.Tensor:
+        return _mean(-x.px.log_p_target, x.inlier | x.anomaly)
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperPAL(LossTerm):
+    """``pal`` (Eq. 3): mean over inlier and anomalous pixels of ``-log(p_y + p_19 / a)``, with
+    ``y = 19`` on anomalous pixels."""
+
+    penalty: Penalty
+    name = "pal"
+
+    def __call__(self, x: LossInputs) -> torch.Tensor:
+        # x_target holds x_19 on anomalous pixels
+        per_pixel = torch.logaddexp(x.px.log_p_target, self.penalty.log_abstain(x.px))
+        return -_mean(per_pixel, x.inlier | x.anomaly)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferencePAL(LossTerm):
+    """``pal`` as the reference computes it: the images without and with anomalous pixels separately,
+    the latter with the ``ood_weight`` outlier term."""
+
+    penalty: Penalty
+    ood_weight: float
+    name = "pal"
+
+    def __call__(self, x: LossInputs) -> torch.Tensor:
+        log_abstain = self.penalty.log_abstain(x.px)
+        in_term = torch.logaddexp(x.px.log_p_target, log_abstain)
+        pal_plain = -_mean(in_term, x.inlier & ~x.mixed)
+        out_mean = reference_outlier_term(x.logits, x.px, log_abstain, x.anomaly)
+        pal_mixed = -(_mean(in_term, x.inlier & x.mixed) + self.ood_weight * out_mean)
+        return pal_plain + pal_mixed
+
+
+def _low_energy(x: LossInputs) -> torch.Tensor:
+    """Pixels whose energy the inlier margin keeps low: inliers, unclassed ones included."""
+    return x.inlier | (x.targets == UNCLASSED_ID)
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperEBM(LossTerm):
+    """``ebm`` (Eqs. 6, 7): both margins, mean over inlier and anomalous pixels together."""
+
+    m_in: float
+    m_out: float
+    name = "ebm"
+
+    def __call__(self, x: LossInputs) -> torch.Tensor:
+        e_in, e_out = ebm_terms(x.energy, self.m_in, self.m_out)
+        low = _low_energy(x)
+        return (e_in * low + e_out * x.anomaly).sum() / (low | x.anomaly).sum().clamp_min(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceEBM(LossTerm):
+    """``ebm`` as the reference: ``0.5 * (mean_in + mean_out)`` when the batch has anomalous
+    pixels, else ``mean_in``."""
+
+    m_in: float
+    m_out: float
+    name = "ebm"
+
+    def __call__(self, x: LossInputs) -> torch.Tensor:
+        has_anomaly = x.anomaly.any()
+        e_in, e_out = ebm_terms(x.energy, self.m_in, self.m_out)
+        mean_in = _mean(e_in, _low_energy(x))
+        return torch.where(has_anomaly, 0.5 * (mean_in + _mean(e_out, x.anomaly)), mean_in)
+
+
+class PaperSmoothness(LossTerm):
+    """``smoothness`` (Eq. 8): mean ``|E_i - E_j|`` over neighbour pairs of non-void pixels of D_out images."""
+
+    name = "smoothness"
+
+    def __call__(self, x: LossInputs) -> torch.Tensor:
+        return paper_smoothness(x.energy, (x.inlier | x.anomaly) & x.mixed)
+
+
+class PaperSparsity(LossTerm):
+    """``sparsity`` (Eq. 8): mean ``|E|`` over anomalous pixels."""
+
+    name = "sparsity"
+
+    def __call__(self, x: LossInputs) -> torch.Tensor:
+        return _mean(x.energy.abs(), x.anomaly)
+
+
+class ReferenceSmoothness(LossTerm):
+    """``smoothness`` as the reference: half the sum of squared neighbour differences over the whole map."""
+
+    name = "smoothness"
+
+    def __call__(self, x: LossInputs) -> torch.Tensor:
+        return reference_smoothness(x.energy)
+
+
+class ReferenceSparsity(LossTerm):
+    """``sparsity`` as the reference: the L2 norm of ``E`` over anomalous pixels (0, with 0 gradient, if none)."""
+
+    name = "sparsity"
+
+    def __call__(self, x: LossInputs) -> torch.Tensor:
+        return torch.linalg.vector_norm(x.energy * x.anomaly)
+
+
+class Distillation(LossTerm):
+    """``distill``: :func:`distillation` from the teacher's logits over the non-anomalous pixels."""
+
+    name = "distill"
+
+    def __call__(self, x: LossInputs) -> torch.Tensor:
+        if x.teacher is None:
+            raise ValueError("distill_weight > 0 needs the teacher's logits")
+        return distillation(x.logits, x.teacher, x.targets != ANOMALY_ID)
+
+
+class InlierCrossEntropy(LossTerm):
+    """``ce`` of ``pretrain``: :func:`inlier_cross_entropy`."""
+
+    name = "ce"
+
+    def __call__(self, x: LossInputs) -> torch.Tensor:
+        return inlier_cross_entropy(x.logits, x.targets)
+
+
+# ----------------------------------------------------------------------------- sums of terms
+@dataclasses.dataclass(frozen=True)
+class TermSum:
+    """``sum(weight * part)`` in order, ``weight`` None meaning the part itself; a part is a
+    :class:`LossTerm` or a nested :class:`TermSum` (a weight applied to a group, as the reference's
+    ``ebm_weight * (EBM + reg)``). Floating-point order: left to right, groups first."""
+
+    parts: tuple[tuple[float | None, LossTerm | TermSum], ...]
+
+    def evaluate(self, x: LossInputs, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum; every term's unweighted value goes into ``values`` under its name."""
+        total = None
+        for weight, part in self.parts:
+            if isinstance(part, TermSum):
+                value = part.evaluate(x, values)
+            else:
+                value = part(x)
+                values[part.name] = value
+            weighted = value if weight is None else weight * value
+            total = weighted if total is None else total + weighted
+        return total
+
+    def names(self) -> list[str]:
+        """The names of the terms, in evaluation order."""
+        return [n for _, p in self.parts for n in (p.names() if isinstance(p, TermSum) else [p.name])]
+
+    def __call__(self, x: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(total, terms)``: the sum to backpropagate and each term's value, detached, by name."""
+        values: dict[str, torch.Tensor] = {}
+        total = self.evaluate(x, values)
+        return total, {k: v.detach() for k, v in values.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class LossVariant:
+    """How a variant (``LossConfig.variant``) computes PAL, EBM and the regulariser, and how it sums them."""
+
+    pal: Callable[[Penalty, LossConfig], LossTerm]
+    ebm: type[PaperEBM | ReferenceEBM]
+    smoothness: type[LossTerm]
+    sparsity: type[LossTerm]
+    regularizer_inside_ebm_weight: bool
+    """True: ``main + ebm_weight * (EBM + reg)`` (reference); False: ``main + ebm_weight * EBM + reg`` (paper)."""
+
+    def parts(self, main: LossTerm, cfg: LossConfig) -> tuple[tuple[float | None, LossTerm | TermSum], ...]:
+        ebm = ((None, self.ebm(cfg.m_in, cfg.m_out)),) if cfg.ebm else ()
+        reg: tuple = ()
+        if cfg.regularizer:
+            weights = (cfg.resolved_smoothness_weight(), cfg.resolved_sparsity_weight())
+            reg = ((None, TermSum(((weights[0], self.smoothness()), (weights[1], self.sparsity())))),)
+        if not (ebm or reg):
+            return ((None, main),)
+        if self.regularizer_inside_ebm_weight:
+            return ((None, main), (cfg.ebm_weight, TermSum((*ebm, *reg))))
+        return ((None, main), *((cfg.ebm_weight, t) for _, t in ebm), *reg)
+
+
+LOSS_VARIANTS: Registry[LossVariant] = Registry("loss variant")
+"""``LossConfig.variant`` -> :class:`LossVariant` (see the module docstring)."""
+LOSS_VARIANTS.register(
+    "reference",
+    LossVariant(
+        lambda penalty, cfg: ReferencePAL(penalty, cfg.ood_weight),
+        ReferenceEBM,
+        ReferenceSmoothness,
+        ReferenceSparsity,
+        True,
+    ),
+)
+LOSS_VARIANTS.register(
+    "paper", LossVariant(lambda penalty, cfg: PaperPAL(penalty), PaperEBM, PaperSmoothness, PaperSparsity, False)
+)
+
+ABSTENTIONS: Registry[Callable[[LossConfig, LossVariant], LossTerm]] = Registry("abstention")
+"""``LossConfig.abstention`` -> the main term of a variant: PAL with a penalty, or cross-entropy."""
+ABSTENTIONS.register("energy", lambda cfg, v: v.pal(EnergyPenalty(cfg.resolved_smooth_penalty()), cfg))
+ABSTENTIONS.register("fixed", lambda cfg, v: v.pal(FixedPenalty(cfg.fixed_penalty), cfg))
+ABSTENTIONS.register("ce", lambda cfg, v: ExtraClassCrossEntropy())
+
+
+def pebal_objective(cfg: LossConfig) -> TermSum:
+    """The terms of ``cfg`` and how they are summed: the main term (PAL or CE), then EBM and the
+    regulariser as the variant sums them, then the distillation term."""
+    variant = LOSS_VARIANTS[cfg.variant]
+    parts = variant.parts(ABSTENTIONS[cfg.abstention](cfg, variant), cfg)
+    if cfg.distill_weight > 0:
+        parts = (*parts, (cfg.distill_weight, Distillation()))
+    return TermSum(parts)
+
+
 class PebalLoss(nn.Module):
-    """The total training objective of one batch (see the module docstring).
+    """The total training objective of one batch (see the module docstring), :func:`pebal_objective` of ``cfg``.
 
     ``forward(logits, targets)`` returns ``(total, terms)``: ``total`` a scalar tensor to
     backpropagate, ``terms`` the unweighted parts (``pal`` or ``ce``, ``ebm``, ``smoothness``,
-    ``sparsity``; only those switched on) as detached scalars for logging.
+    ``sparsity``, ``distill``; only those switched on) as detached scalars for logging.
     """
 
     def __init__(self, cfg: LossConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg or LossConfig()
+        self.objective = pebal_objective(self.cfg)
 
     def forward(
         self, logits: torch.Tensor, targets: torch.Tensor, teacher: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``teacher``: the base network's logits ``B x >=19 x H x W`` for the distillation term
         (required when ``distill_weight`` > 0, ignored otherwise)."""
-        total, terms = self._pebal(logits, targets)
-        if self.cfg.distill_weight > 0:
-            if teacher is None:
-                raise ValueError("distill_weight > 0 needs the teacher's logits")
-            kl = distillation(logits, teacher, targets.long() != ANOMALY_ID)
-            terms["distill"] = kl.detach()
-            total = total + self.cfg.distill_weight * kl
-        return total, terms
-
-    def _pebal(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         _check(logits, targets)
-        cfg = self.cfg
-        targets = targets.long()
-        anomaly = targets == ANOMALY_ID
-        inlier = targets < NUM_CLASSES
-        px = PixelTerms.of(logits, targets)
-        terms: dict[str, torch.Tensor] = {}
-        if cfg.abstention == "ce":
-            main = _mean(-px.log_p_target, inlier | anomaly)
-            terms["ce"] = main
-        elif cfg.variant == "paper":
-            main = self._paper_pal(px, inlier, anomaly)
-            terms["pal"] = main
-        else:
-            main = self._reference_pal(logits, px, inlier, anomaly)
-            terms["pal"] = main
-        if not (cfg.ebm or cfg.regularizer):
-            return main, {k: v.detach() for k, v in terms.items()}
-
-        energy = px.energy
-        extra = logits.new_zeros(())
-        has_anomaly = anomaly.any()
-        if cfg.ebm:
-            e_in, e_out = ebm_terms(energy, cfg.m_in, cfg.m_out)
-            low = inlier | (targets == UNCLASSED_ID)  # pixels whose energy the margin keeps low
-            if cfg.variant == "paper":
-                ebm = (e_in * low + e_out * anomaly).sum() / (low | anomaly).sum().clamp_min(1)
-            else:
-                mean_in = _mean(e_in, low)
-                ebm = torch.where(has_anomaly, 0.5 * (mean_in + _mean(e_out, anomaly)), mean_in)
-            terms["ebm"] = ebm
-            extra = extra + ebm
-        reg = logits.new_zeros(())
-        if cfg.regularizer:
-            if cfg.variant == "paper":
-                mixed = anomaly.flatten(1).any(1).view(-1, 1, 1)
-                smoothness = paper_smoothness(energy, (inlier | anomaly) & mixed)
-                sparsity = _mean(energy.abs(), anomaly)
-            else:
-                smoothness = reference_smoothness(energy)
-                sparsity = torch.linalg.vector_norm(energy * anomaly)  # 0 (and 0 gradient) if none
-            terms["smoothness"] = smoothness
-            terms["sparsity"] = sparsity
-            reg = cfg.resolved_smoothness_weight() * smoothness + cfg.resolved_sparsity_weight() * sparsity
-        if cfg.variant == "paper":
-            total = main + cfg.ebm_weight * extra + reg
-        else:
-            total = main + cfg.ebm_weight * (extra + reg)
-        return total, {k: v.detach() for k, v in terms.items()}
-
-    def _log_abstain(self, px: PixelTerms) -> torch.Tensor:
-        """``log(p_19 / a)`` with the configured penalty."""
-        if self.cfg.abstention == "fixed":
-            return px.log_p19 - math.log(self.cfg.fixed_penalty)
-        return px.log_p19 - log_penalty(px.lse, self.cfg.resolved_smooth_penalty())
-
-    def _paper_pal(self, px: PixelTerms, inlier: torch.Tensor, anomaly: torch.Tensor) -> torch.Tensor:
-        # log(p_y + p_19 / a) with y = 19 on anomalous pixels (x_target holds x_19 there)
-        per_pixel = torch.logaddexp(px.log_p_target, self._log_abstain(px))
-        return -_mean(per_pixel, inlier | anomaly)
-
-    def _reference_pal(
-        self, logits: torch.Tensor, px: PixelTerms, inlier: torch.Tensor, anomaly: torch.Tensor
-    ) -> torch.Tensor:
-        log_abstain = self._log_abstain(px)
-        in_term = torch.logaddexp(px.log_p_target, log_abstain)
-        mixed = anomaly.flatten(1).any(1).view(-1, 1, 1)
-        pal_plain = -_mean(in_term, inlier & ~mixed)
-        out_mean = reference_outlier_term(logits, px, log_abstain, anomaly)
-        pal_mixed = -(_mean(in_term, inlier & mixed) + self.cfg.ood_weight * out_mean)
-        return pal_plain + pal_mixed
+        return self.objective(LossInputs(logits, targets.long(), teacher))
 
 
 def distillation(logits: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
