@@ -23,7 +23,8 @@ import torch
 from pebal_core.config import LossConfig
 from pebal_core.losses import PebalLoss
 from pebal_core.models import build_model
-from pebal_core.train import finetune_logits, freeze_for_finetuning, keep_freed_memory, set_train_modes
+from pebal_core.train import keep_freed_memory
+from pebal_core.training_modes import TRAINING_MODES, finetune_logits, freeze_for_finetuning
 
 
 def main() -> None:
@@ -55,7 +56,7 @@ def main() -> None:
     full_opt = torch.optim.Adam(full.parameters(), lr=1e-5)
 
     def finetune_step() -> None:
-        set_train_modes(finetuned, "pebal", reference_bn=False)
+        TRAINING_MODES["pebal"].set_train_modes(finetuned, reference_bn=False, frozen_bn=False)
         logits, _ = finetune_logits(finetuned, finetuned.final, images)
         total, _ = loss_fn(logits, labels)
         ft_opt.zero_grad(set_to_none=True)

@@ -115,7 +115,8 @@ def main() -> int:
             out = root / name
             train(tiny(root / "trees", out, *overrides), progress=False)
             results[name] = fingerprint(out)
-            print(f"{name:14s} weights {results[name]['weights_sha256'][:16]}  history {results[name]['history_sha256'][:16]}")
+            r = results[name]
+            print(f"{name:14s} weights {r['weights_sha256'][:16]}  history {r['history_sha256'][:16]}")
     for name, r in results.items():
         print(f"--- {name} history (time removed)")
         print("\n".join(r["history"]))

@@ -1,6 +1,7 @@
 """Training: PEBAL fine-tuning of the final block, full-network pretraining, checkpoints, resume, DDP.
 
-Two modes (:class:`~pebal_core.config.TrainConfig` ``mode``):
+Two modes (:class:`~pebal_core.config.TrainConfig` ``mode``; each an object of
+:data:`pebal_core.training_modes.TRAINING_MODES` that the trainer asks what to train and how):
 
 ``pebal``
     Loads ``model.base`` with :func:`~pebal_core.models.checkpoint.load_model` as a 20-channel
@@ -35,7 +36,6 @@ SyncBatchNorm on CUDA.
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import dataclasses
 import json
@@ -64,13 +64,12 @@ from pebal_core.data.coco_panoptic import CocoPanopticObjects
 from pebal_core.data.transforms import JointTransform
 from pebal_core.evaluate import EvalOptions, inlier_confusion
 from pebal_core.fileio import atomic_write, atomic_write_text
-from pebal_core.labels import NUM_CLASSES
-from pebal_core.losses import PebalLoss, inlier_cross_entropy
 from pebal_core.metrics import mean_iou
-from pebal_core.models.base import SegmentationModel, upsample
+from pebal_core.models.base import SegmentationModel
 from pebal_core.models.checkpoint import load_model, save_checkpoint
 from pebal_core.models.registry import build_model
 from pebal_core.preprocessing import normalize_images
+from pebal_core.training_modes import TRAINING_MODES
 
 STATE_FILE = "last.pt"
 MODEL_FILE = "model.safetensors"
@@ -159,7 +158,7 @@ def build_dataset(cfg: TrainConfig) -> AnomalyMix:
     """The training set of ``cfg``: inliers (``data.inliers``), with COCO outliers in pebal mode."""
     d = cfg.data
     inliers = build_training_inliers(d)
-    mode = d.ood if cfg.mode == "pebal" else "none"
+    mode = TRAINING_MODES[cfg.mode].outliers(d)
     outliers = build_outliers(d) if mode != "none" else None
     transform = JointTransform(scale=tuple(d.scale), crop=tuple(d.crop), flip=d.flip, keep_anomaly=d.crop_keeps_anomaly)
     return AnomalyMix(
@@ -181,17 +180,14 @@ def build_train_model(cfg: TrainConfig) -> SegmentationModel:
     """The network to train: ``model.base`` loaded (20 channels for pebal, 19 for pretrain) or,
     in pretrain mode without a base, ``model.arch`` initialised with ``seed``."""
     m = cfg.model
-    n = NUM_CLASSES + 1 if cfg.mode == "pebal" else NUM_CLASSES
+    mode = TRAINING_MODES[cfg.mode]
+    n = mode.num_classes
     if m.base:
         model = load_model(m.base, arch=m.arch, num_classes=n, seed=cfg.seed, **m.arch_kwargs)
-        if cfg.mode == "pebal":
-            try:
-                model.select_finetune_block(m.finetune)
-            except ValueError as e:
-                raise ConfigError(f"model.finetune: {e}") from e
+        mode.prepare(model, cfg)
         return model
-    if cfg.mode == "pebal":
-        raise ConfigError("pebal mode fine-tunes a trained network: set model.base to its checkpoint")
+    if mode.needs_base:
+        raise ConfigError(f"{cfg.mode} mode fine-tunes a trained network: set model.base to its checkpoint")
     if not m.arch:
         raise ConfigError("pretrain mode without model.base needs model.arch (see `pebal models`)")
     torch.manual_seed(cfg.seed)
@@ -199,44 +195,6 @@ def build_train_model(cfg: TrainConfig) -> SegmentationModel:
         return build_model(m.arch, num_classes=n, **m.arch_kwargs)
     except KeyError as e:
         raise ConfigError(f"model.arch: {e.args[0]}") from e
-
-
-def freeze_for_finetuning(model: SegmentationModel) -> list[nn.Parameter]:
-    """Make only ``final`` trainable; returns its parameters."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    params = list(model.finetune_parameters())
-    for p in params:
-        p.requires_grad_(True)
-    return params
-
-
-def set_train_modes(model: SegmentationModel, mode: str, reference_bn: bool, frozen_bn: bool = False) -> None:
-    """pretrain / reference_bn: everything in train mode; pebal: trunk eval, ``final`` train
-    (with ``frozen_bn`` its BatchNorm layers stay in eval mode: running statistics kept)."""
-    if mode == "pretrain" or reference_bn:
-        model.train()
-    else:
-        model.eval()
-        model.final.train()
-        if frozen_bn:
-            for m in model.final.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-
-
-def finetune_logits(
-    model: SegmentationModel, final: nn.Module, images: torch.Tensor, teacher: nn.Module | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """PEBAL forward: the frozen ``features`` without autograd, then ``final`` (possibly DDP-wrapped)
-    on :meth:`~pebal_core.models.base.SegmentationModel.final_inputs`; with ``teacher`` (a frozen
-    copy of the base's ``final``) also its logits on the same features, else None."""
-    size = tuple(images.shape[-2:])
-    with torch.no_grad():
-        feats = model.features(images)
-        inputs = model.final_inputs(feats)
-        ref = upsample(teacher(*inputs), size) if teacher is not None else None
-    return upsample(final(*inputs), size), ref
 
 
 def make_optimizer(
@@ -386,30 +344,21 @@ class Trainer:
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.base_metadata = getattr(self.model, "checkpoint_metadata", None)
-        self.teacher: nn.Module | None = None
-        if cfg.mode == "pebal":
-            if cfg.loss.distill_weight > 0:
-                self.teacher = copy.deepcopy(self.model.final).eval().requires_grad_(False)
-            params = freeze_for_finetuning(self.model)
-            self.loss = PebalLoss(cfg.loss)
-        else:
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            self.loss = None
-        trained: nn.Module = self.model.final if cfg.mode == "pebal" else self.model
+        self.mode = TRAINING_MODES[cfg.mode]
+        self.teacher = self.mode.teacher(self.model, cfg)
+        params = self.mode.trainable(self.model)
+        self.objective = self.mode.objective(cfg.loss)
+        trained = self.mode.trained_module(self.model)
         if self.dist.world > 1:
             if cfg.sync_bn and self.device.type == "cuda":
                 trained = nn.SyncBatchNorm.convert_sync_batchnorm(trained)
-                if cfg.mode == "pebal":
-                    self.model.final = trained
-                    params = list(self.model.finetune_parameters())
-                else:
-                    self.model = trained
-                    params = list(self.model.parameters())
+                self.model = self.mode.replace_trained(self.model, trained)
+                params = self.mode.parameters(self.model)
             ids = [self.device.index] if self.device.type == "cuda" else None
             trained = nn.parallel.DistributedDataParallel(trained, device_ids=ids)
         self.trained = trained
         self.params = params
-        stage = list(self.model.stage_parameters()) if cfg.mode == "pebal" else []
+        stage = self.mode.stage_parameters(self.model)
         self.optimizer = make_optimizer(cfg, params, stage)
         o = cfg.optim
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -423,16 +372,11 @@ class Trainer:
     # -- one optimisation step ------------------------------------------------------------
     def step(self, batch: dict) -> dict[str, float]:
         """Forward, loss, backward and optimiser step on one collated batch; returns the loss terms."""
-        set_train_modes(self.model, self.cfg.mode, self.cfg.reference_bn, self.cfg.frozen_bn)
+        self.mode.set_train_modes(self.model, self.cfg.reference_bn, self.cfg.frozen_bn)
         images = normalize_images(batch["image"].to(self.device, non_blocking=True), self.model.normalization)
         images = images.contiguous(memory_format=self.memory_format)
         labels = batch["label"].to(self.device, non_blocking=True).long()
-        if self.cfg.mode == "pebal":
-            logits, teacher = finetune_logits(self.model, self.trained, images, self.teacher)
-            total, terms = self.loss(logits, labels, teacher)
-        else:
-            total = inlier_cross_entropy(self.trained(images), labels)
-            terms = {"ce": total.detach()}
+        total, terms = self.mode.loss(self.model, self.trained, self.objective, images, labels, self.teacher)
         if not torch.isfinite(total):
             raise FloatingPointError(
                 f"non-finite loss {total.item()} at step {self.global_step} (epoch {self.epoch}); "
@@ -570,13 +514,13 @@ class Trainer:
                     self.save_state()
                 if self.cfg.snapshot_every and self.global_step % self.cfg.snapshot_every == 0 and self.dist.main:
                     self.save_model(self.out_dir / f"step_{self.global_step:06d}.safetensors", last)
-                    set_train_modes(self.model, self.cfg.mode, self.cfg.reference_bn, self.cfg.frozen_bn)
+                    self.mode.set_train_modes(self.model, self.cfg.reference_bn, self.cfg.frozen_bn)
                 if on_step is not None:
                     on_step(self)
                 if self.global_step >= self.total_steps or self.step_in_epoch == 0:
                     break
             bar.close()
-            if self.step_in_epoch == 0 and self.cfg.mode == "pretrain" and self.cfg.data.val_split:
+            if self.step_in_epoch == 0 and self.mode.validates(self.cfg):
                 self.validate()
         if self.step_in_epoch:
             self.save_state()  # stopped by max_steps inside an epoch

@@ -91,7 +91,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "training",
         "configuration, PEBAL loss terms, training modes, the trainer",
-        ("pebal_core.config", "pebal_core.losses", "pebal_core.train"),
+        ("pebal_core.config", "pebal_core.losses", "pebal_core.training_modes", "pebal_core.train"),
     ),
     ("cli", "the `pebal` command", ("pebal_core.cli",)),
     ("ros", "the ROS 2 node, camera, bag tools and demo", ("pebal_ros",)),

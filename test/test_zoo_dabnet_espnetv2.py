@@ -43,7 +43,7 @@ from pebal_core.models.dabnet import STAGE2_DILATIONS
 from pebal_core.models.espnetv2 import ChannelShuffle, adaptive_avg_pool, window_table_ops
 from pebal_core.preprocessing import DABNET_CITYSCAPES, IMAGENET, image_to_tensor
 from pebal_core.runtime import Predictor
-from pebal_core.train import finetune_logits, freeze_for_finetuning, set_train_modes
+from pebal_core.training_modes import TRAINING_MODES, finetune_logits, freeze_for_finetuning
 from pebal_ros.node_parameters import check_value
 
 CHECKPOINTS = {
@@ -328,7 +328,7 @@ def test_finetune_blocks_keep_output_and_keys_and_train_exactly_their_layers(arc
         sizes.append(len(trained))
         # the trainer's path: features without autograd, the block (and a frozen teacher copy) on them
         freeze_for_finetuning(model)
-        set_train_modes(model, "pebal", reference_bn=False, frozen_bn=True)
+        TRAINING_MODES["pebal"].set_train_modes(model, reference_bn=False, frozen_bn=True)
         teacher = copy.deepcopy(model.final).eval().requires_grad_(False)
         logits, taught = finetune_logits(model, model.final, x, teacher)
         torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
