@@ -5,6 +5,16 @@ Every tool that takes a configuration (training, evaluation, synthesis) describe
 YAML file into it, applies ``key.sub=value`` overrides from the command line, and rejects
 unknown keys and wrongly-typed values with a message naming the key, so a typo never silently
 falls back to a default.
+
+A file may inherit others (:func:`read_config_file`): ``_base_: other.yaml`` (or a list of
+files), paths relative to the file that names them. The bases are read first, in order, then
+the file itself; a later file wins, and mappings are merged key by key (lists and scalars are
+replaced)::
+
+    # config/realdata_camvid_enet.yaml
+    _base_: base_realdata_camvid.yaml
+    out_dir: runs/real_model/enet
+    model: {arch: enet}            # model.base etc. stay as the base sets them
 """
 
 from __future__ import annotations
@@ -136,23 +146,54 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+BASE_KEY = "_base_"
+"""The key of a configuration file that names the file(s) it inherits."""
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """The mapping of the YAML file at ``path`` with its :data:`BASE_KEY` files merged in (see the
+    module docstring); raises :class:`ConfigError` for a missing file, a cycle (naming the chain of
+    files) or a malformed ``_base_``."""
+    return _read_with_bases(Path(path), ())
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict:
+    seen = [p.resolve() for p in chain]
+    if path.resolve() in seen:
+        loop = " -> ".join(str(p) for p in (*chain[seen.index(path.resolve()) :], path))
+        raise ConfigError(f"configuration files inherit each other in a cycle: {loop}; remove one of these {BASE_KEY}")
+    if not path.is_file():
+        if chain:
+            raise ConfigError(
+                f"{chain[-1]}: {BASE_KEY} file not found: {path} (a {BASE_KEY} path is relative to the file naming it)"
+            )
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    bases = loaded.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a file name or a list of file names, got {bases!r}")
+    data: dict = {}
+    for base in bases:
+        _merge(data, _read_with_bases(path.parent / base, (*chain, path)))
+    _merge(data, loaded)
+    return data
+
+
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Defaults of ``cls``, updated by the YAML file at ``path`` and then by ``key=value`` overrides.
+    """Defaults of ``cls``, updated by the YAML file at ``path`` (with its bases,
+    :func:`read_config_file`) and then by ``key=value`` overrides.
 
     Override values are parsed as YAML scalars/lists (``train.lr=1e-5``, ``data.crop=[512,512]``).
     """
     data = to_dict(cls())
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from e
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        _merge(data, loaded)
+        _merge(data, read_config_file(path))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
@@ -162,6 +203,7 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
 
 
 def _merge(base: dict, new: dict) -> None:
+    """Update ``base`` with ``new`` in place: mappings merged key by key, everything else replaced."""
     for k, v in new.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):
             _merge(base[k], v)
