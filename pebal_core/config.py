@@ -31,6 +31,7 @@ import yaml
 from pebal_core.data.road_obstacles import RoadPaste
 from pebal_core.fileio import atomic_write_text
 from pebal_core.labels import COCO_CITYSCAPES_LIKE
+from pebal_core.registry import Registry
 
 T = TypeVar("T")
 
@@ -457,14 +458,16 @@ class TrainConfig:
             raise ValueError("checkpoint_every and threads must be >= 0, log_every >= 1")
 
 
-ABLATION_ROWS: dict[str, tuple[str, ...]] = {
-    "ce_coco": ("loss.abstention=ce", "loss.ebm=false", "loss.regularizer=false", "data.ood=whole"),
-    "ce_anomalymix": ("loss.abstention=ce", "loss.ebm=false", "loss.regularizer=false"),
-    "al": ("loss.abstention=fixed", "loss.ebm=false", "loss.regularizer=false"),
-    "al_ebm": ("loss.abstention=fixed", "loss.regularizer=false"),
-    "ebm_pal": ("loss.regularizer=false",),
-    "pebal": (),
-}
+ABLATION_ROWS: Registry[tuple[str, ...]] = Registry("ablation row")
+for _row, _overrides in (
+    ("ce_coco", ("loss.abstention=ce", "loss.ebm=false", "loss.regularizer=false", "data.ood=whole")),
+    ("ce_anomalymix", ("loss.abstention=ce", "loss.ebm=false", "loss.regularizer=false")),
+    ("al", ("loss.abstention=fixed", "loss.ebm=false", "loss.regularizer=false")),
+    ("al_ebm", ("loss.abstention=fixed", "loss.regularizer=false")),
+    ("ebm_pal", ("loss.regularizer=false",)),
+    ("pebal", ()),
+):
+    ABLATION_ROWS.register(_row, _overrides)
 """The rows of the paper's Table 4 as ``key=value`` overrides of a PEBAL training config:
 CE with an extra class on COCO images, + AnomalyMix, abstention learning with a fixed penalty
 (Deep Gambler), + EBM, EBM + PAL (energy-biased penalty), + smoothness/sparsity regulariser
