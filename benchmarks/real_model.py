@@ -58,7 +58,7 @@ import yaml
 from realdata_inliers import FS_STATIC_SAME_FRAME, build_inlier_tree
 from tqdm import tqdm
 
-from pebal_core.config import TrainConfig, from_dict, load_config
+from pebal_core.config import TrainConfig, from_dict, load_config, read_config_file
 from pebal_core.data.anomalymix import AnomalyMix
 from pebal_core.data.camvid import CamVid, camvid_miou
 from pebal_core.data.cityscapes import Cityscapes
@@ -211,7 +211,7 @@ def resolved_config(args: argparse.Namespace) -> Path:
     """The run's configuration file ``<run>/config.yaml``: ``--config`` with the realdata paths of
     ``--realdata``, the pseudo-labelled inliers built, the run's ``out_dir`` and base checkpoint;
     ``--set`` overrides come on top."""
-    raw = yaml.safe_load(Path(args.config or config_path(args.arch)).read_text())
+    raw = read_config_file(Path(args.config or config_path(args.arch)))  # its _base_ files merged in
     cfg = with_pseudo_inliers(with_realdata(raw, Path(args.realdata)), args)
     cfg["out_dir"] = str(run_dir(args) / "train")
     cfg["model"]["base"] = str(Path(args.realdata) / BASES[args.arch]["file"])
