@@ -1,8 +1,11 @@
 """Names -> things of one kind: the one registry type of the package.
 
 The network zoo (:data:`pebal_core.models.registry.MODELS`), the inference backends
-(:data:`pebal_core.backends.BACKENDS`) and the anomaly evaluation datasets
-(:data:`pebal_core.data.anomaly_sets.ANOMALY_DATASETS`) are each a :class:`Registry`: entries are added by name
+(:data:`pebal_core.backends.BACKENDS`), the anomaly evaluation datasets
+(:data:`pebal_core.data.anomaly_sets.ANOMALY_DATASETS`), the training modes
+(:data:`pebal_core.training_modes.TRAINING_MODES`), the loss variants and abstentions
+(:data:`pebal_core.losses.LOSS_VARIANTS`, :data:`pebal_core.losses.ABSTENTIONS`) and the ablation
+rows (:data:`pebal_core.config.ABLATION_ROWS`) are each a :class:`Registry`: entries are added by name
 (directly or as a decorator), looked up by name, and a name that is not there raises
 :class:`UnknownNameError`, whose message lists the valid names and suggests the closest ones::
 

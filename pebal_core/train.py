@@ -62,6 +62,7 @@ from pebal_core.data.cityscapes import Cityscapes
 from pebal_core.data.coco import CocoOutliers
 from pebal_core.data.coco_panoptic import CocoPanopticObjects
 from pebal_core.data.transforms import JointTransform
+from pebal_core.denormals import flush_to_zero
 from pebal_core.evaluate import EvalOptions, inlier_confusion
 from pebal_core.fileio import atomic_write, atomic_write_text
 from pebal_core.metrics import mean_iou
@@ -327,8 +328,6 @@ class Trainer:
         self.dist, self.device = init_distributed(cfg.device)
         if self.device.type == "cpu":
             keep_freed_memory()
-            # denormal weights (thousands in the real ESPNet checkpoint) make CPU kernels ~10x slower
-            torch.set_flush_denormal(True)
         self.dataset = build_dataset(cfg)
         self.sampler = EpochSampler(len(self.dataset), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world)
         if self.sampler.steps == 0:
@@ -484,8 +483,14 @@ class Trainer:
     def run(self, on_step: Callable[[Trainer], None] | None = None) -> TrainResult:
         """Train to the end (resuming if possible) and write the final model; returns a :class:`TrainResult`.
 
-        ``on_step(trainer)`` is called after every optimiser step (progress hooks, tests).
+        ``on_step(trainer)`` is called after every optimiser step (progress hooks, tests). On the
+        CPU it runs with flush-to-zero (denormal activations make CPU kernels ~10x slower) and
+        restores the previous mode at the end.
         """
+        with flush_to_zero(self.device.type == "cpu"):
+            return self._run(on_step)
+
+    def _run(self, on_step: Callable[[Trainer], None] | None) -> TrainResult:
         if self.dist.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.try_resume()

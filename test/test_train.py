@@ -21,6 +21,7 @@ from tiny_trees import make_cityscapes, make_coco_ood_seg
 
 from pebal_core import cli as pebal_cli
 from pebal_core.config import ABLATION_ROWS, ConfigError, TrainConfig, load_config, save_config, to_dict
+from pebal_core.denormals import flushing_denormals
 from pebal_core.models import build_model
 from pebal_core.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from pebal_core.train import HISTORY_FILE, MODEL_FILE, STATE_FILE, EpochSampler, Trainer, poly_factor, train
@@ -231,6 +232,15 @@ def test_pretrain_then_pebal_produces_a_loadable_20_class_model(trees, tmp_path)
         assert torch.equal(v, base.state_dict()[k]), f"the frozen {k} changed"
     x = torch.randn(1, 3, 64, 128)
     assert torch.equal(base.eval().features(x), model.eval().features(x))
+
+
+def test_training_flushes_denormals_and_restores_the_mode(trees, tmp_path):
+    torch.set_flush_denormal(False)  # the process default
+    during: list[bool] = []
+    Trainer(tiny(trees, tmp_path, "max_steps=2", "device=cpu"), progress=False).run(
+        on_step=lambda _: during.append(flushing_denormals())
+    )
+    assert during == [True, True] and not flushing_denormals()
 
 
 @pytest.mark.parametrize("row", sorted(ABLATION_ROWS))
