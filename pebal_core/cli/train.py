@@ -14,6 +14,7 @@ examples:
   pebal train --config config/train_pebal_cityscapes.yaml optim.lr=1e-6 loss.ebm_weight=0.01 out_dir=runs/lf
   pebal train --config config/train_pebal_cityscapes.yaml --ablation al_ebm out_dir=runs/al_ebm
   pebal train --config config/train_pretrain_cityscapes.yaml          # full network, 19 classes
+  pebal train --config config/realdata_roadmix_espnet.yaml --print-config   # a file with _base_, resolved
   torchrun --standalone --nproc_per_node 4 -m pebal_core.cli train --config config/train_pebal_cityscapes.yaml
 
 Files in out_dir: last.pt (resumable state; rerun the same command to continue after a kill),
@@ -32,7 +33,12 @@ def add_train(p: argparse.ArgumentParser) -> None:
         "continues from out_dir/last.pt when started again with the same configuration."
     )
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--config", type=Path, help="YAML configuration file (keys not given keep their defaults)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="YAML configuration file (keys not given keep their defaults; `_base_: FILE` or a list of files "
+        "inherits them, relative to this file, later ones winning)",
+    )
     p.add_argument(
         "overrides",
         nargs="*",
