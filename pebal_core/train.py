@@ -56,11 +56,11 @@ from tqdm import tqdm
 
 from pebal_core.config import ConfigError, TrainConfig, TrainDataConfig, from_dict, to_dict
 from pebal_core.data.anomalymix import AnomalyMix
-from pebal_core.data.base import InMemory
 from pebal_core.data.camvid import CamVid
 from pebal_core.data.cityscapes import Cityscapes
 from pebal_core.data.coco import CocoOutliers
 from pebal_core.data.coco_panoptic import CocoPanopticObjects
+from pebal_core.data.in_memory import InMemory
 from pebal_core.data.transforms import JointTransform
 from pebal_core.denormals import flush_to_zero
 from pebal_core.evaluate import EvalOptions, inlier_confusion

@@ -22,8 +22,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from torch.utils.data import Dataset
-
 
 class DatasetError(FileNotFoundError):
     """A dataset folder is missing or does not have the expected layout."""
@@ -36,19 +34,3 @@ def require_dir(path: str | os.PathLike, what: str) -> Path:
         raise DatasetError(f"{what}: directory {path} does not exist")
     return path
 
-
-class InMemory(Dataset):
-    """``dataset`` whose items are read once and then kept in memory (for a handful of frames
-    repeated many times per epoch; items are shared, so callers must not modify them in place)."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-        self._items: dict[int, dict] = {}
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        if index not in self._items:
-            self._items[index] = self.dataset[index]
-        return self._items[index]
