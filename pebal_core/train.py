@@ -63,6 +63,7 @@ from pebal_core.data.coco_panoptic import CocoPanopticObjects
 from pebal_core.data.in_memory import InMemory
 from pebal_core.data.transforms import JointTransform
 from pebal_core.denormals import flush_to_zero
+from pebal_core.devices import torch_device
 from pebal_core.evaluate import EvalOptions, inlier_confusion
 from pebal_core.fileio import atomic_write, atomic_write_text
 from pebal_core.metrics import mean_iou
@@ -263,14 +264,10 @@ def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     ``device_name``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``;
     under ``torchrun`` each process takes the GPU of its ``LOCAL_RANK``.
     """
-    if device_name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device_name!r} requested but torch sees no CUDA GPU; use device: cpu")
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        device = torch.device(device_name)
-    except RuntimeError as e:
-        raise ConfigError(f"device: {e}") from e
+        device = torch_device(device_name, "device")
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Distributed(), device
