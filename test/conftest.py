@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -27,9 +28,20 @@ REALDATA = Path(os.environ.get("PEBAL_REALDATA", ROOT.parent / "shared" / "reald
 REFERENCE = Path(os.environ.get("PEBAL_REFERENCE", ROOT.parent / "shared" / "reference"))
 
 
+_OWN_CACHE_DIRS: list[str] = []
+"""The user-cache folder this session made for backend ``auto`` (removed when it ends)."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if "PEBAL_CACHE_DIR" not in os.environ:
         os.environ["PEBAL_CACHE_DIR"] = tempfile.mkdtemp(prefix="pebal_test_cache_")
+        _OWN_CACHE_DIRS.append(os.environ["PEBAL_CACHE_DIR"])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for path in _OWN_CACHE_DIRS:  # ONNX exports and timing records of every test model: tens of MB per session
+        shutil.rmtree(path, ignore_errors=True)
+    _OWN_CACHE_DIRS.clear()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -259,7 +259,7 @@ def test_source_starts_a_camera_beside_the_node(launch_setup, ros_env, realdata,
     """source:= starts pebal_camera in the node's namespace on image_topic / camera_info_topic: real
     1280x720 frames reach the node, whose outputs carry the camera's frame_id, and its grid shows that
     the camera's CameraInfo (the stated default intrinsics) arrived too."""
-    model = save_checkpoint(build_model("resnet18", width=0.25), tmp_path / "tiny.safetensors")
+    model = _tiny_model(tmp_path, (72, 128))  # the frames' 16:9; outputs still come at their own size
     frames = tmp_path / "frames"
     frames.mkdir()
     for name in ("0.jpg", "1.jpg", "2.jpg"):
