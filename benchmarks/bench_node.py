@@ -214,7 +214,7 @@ def instrument_modules() -> None:
     CLOCK.wrap(node_outputs, "persist_grid", "grid: persistence capping")
     for name, output in list(node_outputs.OUTPUTS_TABLE.items()):
         timed = CLOCK.timed(f"message: {name}", output.make)
-        node_outputs.OUTPUTS_TABLE[name] = node_outputs.Output(output.type, timed)
+        node_outputs.OUTPUTS_TABLE[name] = node_outputs.Output(output.type, timed, output.content)
 
 
 def instrument(node: PebalNode) -> None:

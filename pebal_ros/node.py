@@ -1,23 +1,7 @@
 """``pebal_node``: the PEBAL perception node, a thin rclpy shell over :class:`pebal_core.runtime.Predictor`.
 
-Topics (all relative, so ``-r`` remaps and namespaces apply):
-
-==================== ================================ =========================================================
-topic                type                             content
-==================== ================================ =========================================================
-``image`` (in)       sensor_msgs/Image                camera frames: rgb8, bgr8, mono8, rgba8, bgra8
-``image/compressed`` sensor_msgs/CompressedImage      JPEG/PNG frames (when ``subscribe_compressed``)
-``camera_info`` (in) sensor_msgs/CameraInfo           intrinsics for the ground grid
-``semantic``         sensor_msgs/Image mono8          Cityscapes trainIds 0..18
-``semantic_color``   sensor_msgs/Image rgb8           trainIds in the Cityscapes palette
-``anomaly_score``    sensor_msgs/Image 32FC1          PEBAL score (smoothed free energy; higher = more anomalous)
-``anomaly_mask``     sensor_msgs/Image mono8          255 where score >= threshold (every pixel, one frame), else 0
-``anomaly_overlay``  sensor_msgs/Image rgb8           the camera image, region outlined, alarms tinted, obstacles boxed
-``anomaly_grid``     nav_msgs/OccupancyGrid           anomaly probability on the ground plane, 0..100, -1 unknown
-``obstacles``        visualization_msgs/MarkerArray   obstacles on the ground (grid.frame_id) for RViz
-``obstacle_detections`` vision_msgs/Detection2DArray  obstacle boxes in the image (when vision_msgs is installed)
-``/diagnostics``     diagnostic_msgs/DiagnosticArray  rates, drops, rejections, latency percentiles, model, obstacles
-==================== ================================ =========================================================
+Topics: ``pebal_node --help`` and docs/node.md (``image``, ``camera_info`` in; the outputs of
+:data:`~pebal_ros.node_outputs.OUTPUTS_TABLE`; ``/diagnostics``), all relative for ``-r`` and namespaces.
 
 Every output carries the input header unchanged (stamp and frame_id); the grid keeps the stamp
 and uses ``grid.frame_id``.
@@ -101,7 +85,6 @@ from pebal_ros.qos import advertise, subscribe, warn_deprecated_aliases
 from pebal_ros.stop_request import StopRequest
 
 NODE_NAME = "pebal_node"
-OUTPUT_TYPES = {name: output.type for name, output in OUTPUTS_TABLE.items()}
 SHUTDOWN_JOIN_S = 3.0
 """How long shutdown waits for the frame in flight before leaving the (daemon) worker behind;
 below the 5 s after which ``ros2 launch`` escalates SIGINT to SIGTERM."""
@@ -152,7 +135,7 @@ class PebalNode(Node):
 
         warn_deprecated_aliases(self.get_logger(), p)
         qos_in, qos_out = p["input_reliability"], p["output_reliability"]  # qos_overrides.<topic>.* win
-        self._outputs = {name: advertise(self, OUTPUT_TYPES[name], name, qos_out) for name in OUTPUTS}
+        self._outputs = {name: advertise(self, OUTPUTS_TABLE[name].type, name, qos_out) for name in OUTPUTS}
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._image_subs = [subscribe(self, Image, "image", self._on_image, qos_in)]
         if p["subscribe_compressed"]:
@@ -407,8 +390,10 @@ class PebalNode(Node):
 
 # ============================================================================ console script
 def _help_text() -> str:
-    topics = __doc__.split("Topics", 1)[1].split("Every output", 1)[0]
-    return "Topics" + topics + "Parameters (-p name:=value or --params-file):\n" + parameters_help()
+    rows = ["  image, camera_info (in)  camera frames (image/compressed with subscribe_compressed), intrinsics"]
+    rows += [f"  {name:24} {out.type.__name__}: {out.content}" for name, out in OUTPUTS_TABLE.items()]
+    topics = "Topics (relative: -r remaps and namespaces apply; /diagnostics too):\n" + "\n".join(rows)
+    return topics + "\n\nParameters (-p name:=value or --params-file):\n" + parameters_help()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -133,21 +133,22 @@ def _obstacle_detections(f: NodeFrame) -> Detection2DArray:
 
 @dataclass(frozen=True)
 class Output:
-    """One output topic: its message type and the function that makes its message."""
+    """One output topic: its message type, the function that makes its message, and what it holds."""
 
     type: type
     make: Callable[[NodeFrame], object]
+    content: str
 
 
 _ALL = {
-    "semantic": Output(Image, _semantic),
-    "semantic_color": Output(Image, _semantic_color),
-    "anomaly_score": Output(Image, _anomaly_score),
-    "anomaly_mask": Output(Image, _anomaly_mask),
-    "anomaly_overlay": Output(Image, _anomaly_overlay),
-    "anomaly_grid": Output(OccupancyGrid, _anomaly_grid),
-    "obstacles": Output(MarkerArray, _obstacles),
-    "obstacle_detections": Output(Detection2DArray, _obstacle_detections),
+    "semantic": Output(Image, _semantic, "mono8 Cityscapes trainIds 0..18"),
+    "semantic_color": Output(Image, _semantic_color, "rgb8 trainIds in the Cityscapes palette"),
+    "anomaly_score": Output(Image, _anomaly_score, "32FC1 PEBAL score (smoothed free energy; higher = more anomalous)"),
+    "anomaly_mask": Output(Image, _anomaly_mask, "mono8 255 where score >= threshold (every pixel, one frame)"),
+    "anomaly_overlay": Output(Image, _anomaly_overlay, "rgb8 camera image, region outlined, alarms tinted, boxes"),
+    "anomaly_grid": Output(OccupancyGrid, _anomaly_grid, "anomaly probability on the ground, 0..100, -1 unknown"),
+    "obstacles": Output(MarkerArray, _obstacles, "obstacles on the ground (grid.frame_id) for RViz"),
+    "obstacle_detections": Output(Detection2DArray, _obstacle_detections, "obstacle boxes in the image"),
 }
 OUTPUTS_TABLE = {name: _ALL[name] for name in OUTPUTS}
 """Output name -> :class:`Output`, for the outputs of this install, in publishing order."""

@@ -21,7 +21,8 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from pebal_ros.node import OUTPUT_TYPES, OUTPUTS
+from pebal_ros.node import OUTPUTS
+from pebal_ros.node_outputs import OUTPUTS_TABLE
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -97,7 +98,7 @@ class Probe:
         self.diagnostics: list[DiagnosticArray] = []
         self.logs: list[Log] = []
         self.subscriptions = [
-            self.node.create_subscription(OUTPUT_TYPES[name], prefix + name, self._recorder(name), RELIABLE)
+            self.node.create_subscription(OUTPUTS_TABLE[name].type, prefix + name, self._recorder(name), RELIABLE)
             for name in outputs
         ]
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, RELIABLE)
