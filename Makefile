@@ -41,8 +41,19 @@ $(STAMP): $(PY) requirements.txt requirements-dev.txt setup.py setup.cfg
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The whole suite runs in two pytest processes, the training and real-checkpoint tests in the
+# second: in one process the interpreter died of SIGSEGV after about 850 tests (4 of 5 full runs,
+# in the training or zoo tests, with nothing from faulthandler); each part alone passes. The cause
+# is open (docs/benchmarks.md, "The test suite").
+SECOND_PROCESS := test/test_train.py test/test_train_data.py test/test_zoo_dabnet_espnetv2.py test/test_zoo_real.py
+
 test: $(STAMP)
+ifeq ($(strip $(PYTEST_ARGS)),)
+	$(PY) -m pytest $(addprefix --ignore=,$(SECOND_PROCESS))
+	$(PY) -m pytest $(SECOND_PROCESS)
+else
 	$(PY) -m pytest $(PYTEST_ARGS)
+endif
 
 demo: $(STAMP)
 ifeq ($(strip $(DATA)),)
